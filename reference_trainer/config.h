@@ -1,0 +1,68 @@
+/*
+ * reftrain's configuration: presets and the command line.
+ *
+ * Everything that changes the trajectory is in reftrain_config and in its
+ * hash; the world size and output paths are not, so runs on 1, 2, 4 or 8
+ * ranks share a config hash and, by construction, their step records.
+ */
+#ifndef REFTRAIN_CONFIG_H
+#define REFTRAIN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "adamw.h"
+#include "model.h"
+#include "scaler.h"
+#include "sched.h"
+
+#define REFTRAIN_MAX_OVERFLOW_STEPS 64
+
+enum reftrain_resume { REFTRAIN_RESUME_NEVER = 0, REFTRAIN_RESUME_AUTO = 1 };
+
+typedef struct reftrain_config {
+	char preset[16];
+	reftrain_model_cfg model;
+	uint64_t seed;
+	uint64_t steps;
+	uint32_t virtual_workers;
+	uint32_t micro_batch;        /* samples per micro-batch per virtual worker */
+	uint32_t accum;              /* micro-batches per step */
+	uint32_t samples;            /* dataset size */
+	float clip_norm;
+	reftrain_sched_cfg sched;
+	reftrain_scaler_cfg scaler;
+	reftrain_adamw_cfg adamw;
+	uint64_t overflow_steps[REFTRAIN_MAX_OVERFLOW_STEPS];
+	size_t n_overflow;
+	uint64_t target_params;      /* large preset: size of the model */
+
+	/* not part of the trajectory */
+	const char *trajectory;
+	uint64_t digest_every;
+	uint32_t attempt;
+	const char *ckpt_dir;
+	uint64_t ckpt_every;
+	uint32_t keep;
+	int resume;
+	int ckpt_fatal;
+	int stats;
+} reftrain_config;
+
+enum { REFTRAIN_PARSE_OK = 0, REFTRAIN_PARSE_HELP = 1 };
+
+/*
+ * Parse argv into c. Returns REFTRAIN_PARSE_OK, REFTRAIN_PARSE_HELP (usage was
+ * asked for) or -EINVAL with a message for the user in err.
+ */
+int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, size_t errlen);
+const char *reftrain_config_usage(void);
+
+/* Canonical text of everything that determines the trajectory. */
+int reftrain_config_canonical(const reftrain_config *c, char *buf, size_t len);
+uint64_t reftrain_config_hash(const reftrain_config *c);
+
+/* Closest candidate to word by edit distance, or NULL if none is close. */
+const char *reftrain_suggest(const char *word, const char *const *candidates, size_t n);
+
+#endif
