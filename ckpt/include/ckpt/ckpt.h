@@ -1,0 +1,117 @@
+/*
+ * libckpt: coordinated, atomic, verified checkpoints of a data-parallel job.
+ *
+ * A generation is a directory ROOT/step-NNNNNNNN holding one safetensors-layout
+ * shard per rank and a manifest.json written last by rank 0 (sizes, xxh3
+ * hashes, tensor entries, its own checksum). It is built under a .tmp name and
+ * renamed into place, so a generation either exists complete or not at all.
+ * Restore scans generations newest first and uses the first one whose
+ * manifest, checksum and every file verify, falling back past damaged ones.
+ *
+ * Save and restore are collective over a ckpt_comm: all ranks agree on the
+ * outcome, and a failure anywhere fails the call everywhere with the first
+ * error (lowest failing rank), leaving earlier generations intact.
+ */
+#ifndef CKPT_CKPT_H
+#define CKPT_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckpt/comm.h"
+#include "ckpt/error.h"
+
+#define CKPT_SCHEMA_VERSION 1
+
+typedef enum ckpt_dtype { CKPT_F32, CKPT_BF16, CKPT_U64, CKPT_U8 } ckpt_dtype;
+
+/* Restore fills the state in this order. */
+typedef enum ckpt_stage {
+	CKPT_STAGE_MODEL = 0,
+	CKPT_STAGE_OPTIMIZER,
+	CKPT_STAGE_TRAINING,    /* schedule, loss scaler, RNG */
+	CKPT_STAGE_DATA,        /* data cursor, user blobs */
+	CKPT_STAGE_COUNT
+} ckpt_stage;
+
+enum ckpt_tag { CKPT_TAG_BEST = 1u << 0, CKPT_TAG_INTERIM = 1u << 1 };
+
+/* ---- state registry ---------------------------------------------------- */
+
+typedef struct ckpt_state ckpt_state;
+
+int ckpt_state_new(ckpt_state **out);
+void ckpt_state_free(ckpt_state *s);
+/*
+ * Register this rank's part of a tensor: local_elems elements at data, which
+ * are elements [global_offset, global_offset + local_elems) of a tensor of
+ * global_elems. Names are unique; the same names must be registered, in the
+ * same order, on every rank.
+ */
+int ckpt_state_add_tensor(ckpt_state *s, const char *name, const char *component, ckpt_stage stage,
+			  ckpt_dtype dtype, void *data, size_t local_elems, size_t global_elems,
+			  size_t global_offset);
+/* An opaque blob: a U8 tensor replicated on every rank. */
+int ckpt_state_add_blob(ckpt_state *s, const char *name, const char *component, ckpt_stage stage,
+			void *data, size_t bytes);
+
+/* ---- checkpointing ----------------------------------------------------- */
+
+typedef struct ckpt_config {
+	const char *root;
+	uint32_t keep_last;         /* K newest generations kept (>= 1) */
+	uint32_t keep_every;        /* also keep steps that are multiples of this; 0 off */
+	int keep_best;              /* also keep the newest generation tagged best */
+	uint64_t config_hash;       /* restore refuses generations saved with another */
+	size_t journal_max_bytes;   /* per-rank journal bound; 0 = 4 MiB */
+} ckpt_config;
+
+typedef struct ckpt ckpt;
+
+/* Telemetry of the latest save, on every rank (bytes and durations of this rank). */
+typedef struct ckpt_save_stats {
+	uint64_t bytes;             /* this rank's shard */
+	uint64_t total_bytes;       /* all shards (rank 0) */
+	double phase_seconds[10];   /* indexed like ckpt_save_phase_names() */
+	double seconds;
+} ckpt_save_stats;
+
+#define CKPT_MAX_FALLBACKS 32
+
+typedef struct ckpt_restore_info {
+	uint64_t step;
+	char name[32];              /* "step-00000040" */
+	int nfallbacks;
+	struct {
+		char name[32];
+		char why[512];
+	} fallbacks[CKPT_MAX_FALLBACKS];   /* newer generations passed over */
+} ckpt_restore_info;
+
+/*
+ * Open (and create) the checkpoint root; removes abandoned temporary
+ * directories. Collective. The state is borrowed until ckpt_close. On
+ * failure *out is NULL and, if err is not NULL, *err says why (agreed).
+ */
+int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *state, ckpt_error *err);
+void ckpt_close(ckpt *c);
+
+/* Save the state as generation `step`. Collective. Idempotent for a step. */
+int ckpt_save(ckpt *c, uint64_t step, unsigned tags);
+const ckpt_save_stats *ckpt_last_save_stats(const ckpt *c);
+
+/*
+ * Restore the newest valid generation into the state. Collective.
+ * -CKPT_ENOGEN: nothing to restore; -CKPT_ENOVALID: generations exist but none
+ * verifies (the state's contents are then unspecified); -CKPT_EWORLD,
+ * -CKPT_ECONFIG: the newest generation was saved by another job shape.
+ */
+int ckpt_restore(ckpt *c, ckpt_restore_info *info);
+
+/* The last error on this rank (code 0 if none). */
+const ckpt_error *ckpt_last_error(const ckpt *c);
+
+/* Phase names, in the order of ckpt_save_stats.phase_seconds. */
+const char *const *ckpt_save_phase_names(void);
+
+#endif

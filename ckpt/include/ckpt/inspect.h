@@ -1,0 +1,37 @@
+/*
+ * Looking at checkpoints from outside a job (ckpt-tool): list generations,
+ * verify one fully and name every damaged file, show a manifest.
+ * Single-process, read-only, no fault points armed.
+ */
+#ifndef CKPT_INSPECT_H
+#define CKPT_INSPECT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define CKPT_MAX_PROBLEMS 64
+
+typedef struct ckpt_gen_report {
+	char name[64];            /* directory name */
+	uint64_t step;
+	int world_size;
+	unsigned tags;            /* CKPT_TAG_* */
+	uint64_t bytes;           /* sum of the files the manifest lists */
+	int valid;
+	int nproblems;
+	struct {
+		char file[64];
+		char why[300];
+	} problems[CKPT_MAX_PROBLEMS];
+} ckpt_gen_report;
+
+/* Verify a generation directory. 0 if valid, 1 if damaged (see rep), < 0 on error. */
+int ckpt_inspect_verify(const char *gen_dir, ckpt_gen_report *rep);
+
+/* Verify every committed generation under root, newest first. Caller frees *out. */
+int ckpt_inspect_list(const char *root, ckpt_gen_report **out, int *n);
+
+/* Print a generation's manifest for people. 0, or < 0 if it cannot be read. */
+int ckpt_inspect_show(const char *gen_dir, FILE *out);
+
+#endif

@@ -1,0 +1,736 @@
+/*
+ * Save and restore: the commit protocol.
+ *
+ * Save (collective):
+ *   rank 0   save.prepare     remove a stale ROOT/step-N.tmp, mkdir it, fsync ROOT
+ *   all      save.shard_write write rank-R.safetensors into it (hashing as it goes)
+ *   all      save.shard_sync  fsync and close the shard
+ *   all      save.barrier     barrier; rank 0 gathers every rank's outcome, size, hash
+ *   rank 0   save.manifest_write, save.manifest_sync (file, then the directory)
+ *   rank 0   save.commit      rename step-N.tmp -> step-N (a damaged step-N aside first)
+ *   rank 0   save.dir_sync    fsync ROOT: from here the generation survives power loss
+ *   rank 0   save.latest      replace LATEST atomically
+ *   rank 0   save.retention   delete generations the policy no longer keeps
+ *   all      the outcome is broadcast: the first error anywhere fails every rank
+ *
+ * A generation is visible only under its final name, which it gets complete
+ * and synced, so a crash at any point leaves the earlier generations as they
+ * were and, at worst, a .tmp directory that the next start-up removes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "internal.h"
+
+/* Bytes per write of a tensor: the hash of a piece runs while it is in cache. */
+#define WRITE_PIECE (8u << 20)
+#define MAX_GENERATIONS 4096
+
+static const char *const save_phases[] = {
+	"save.prepare", "save.shard_write", "save.shard_sync", "save.barrier", "save.manifest_write",
+	"save.manifest_sync", "save.commit", "save.dir_sync", "save.latest", "save.retention",
+};
+enum { PH_PREPARE, PH_SHARD_WRITE, PH_SHARD_SYNC, PH_BARRIER, PH_MANIFEST_WRITE, PH_MANIFEST_SYNC,
+       PH_COMMIT, PH_DIR_SYNC, PH_LATEST, PH_RETENTION, PH_COUNT };
+
+const char *const *ckpt_save_phase_names(void)
+{
+	return save_phases;
+}
+
+struct ckpt {
+	ckpt_config cfg;
+	char root[CKPT_PATH_MAX];
+	ckpt_comm *comm;
+	ckpt_state *state;
+	ckpt_io io;
+	ckpt_error err;
+	ckpt_journal journal;
+	ckpt_save_stats stats;
+	int *order;                 /* state entries in file order */
+	ckpt_tensor_entry *te;      /* this rank's tensor entries, file order */
+	ckpt_entry **dst;           /* state entry of each te */
+	double phase_t0;
+	int phase;
+};
+
+/* What each rank reports to rank 0 at the save barrier. */
+typedef struct shard_report {
+	ckpt_error err;
+	ckpt_file_entry file;
+	double phase_seconds[PH_COUNT];
+} shard_report;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Enter phase ph: closes the timing of the previous one, evaluates the point. */
+static int enter(ckpt *c, int ph)
+{
+	double t = now();
+
+	if (c->phase >= 0)
+		c->stats.phase_seconds[c->phase] += t - c->phase_t0;
+	c->phase = ph;
+	c->phase_t0 = t;
+	return ph < PH_COUNT ? ckpt__io_phase(&c->io, save_phases[ph]) : 0;
+}
+
+static int path_in(char *buf, size_t len, const char *dir, const char *name)
+{
+	return snprintf(buf, len, "%s/%s", dir, name) >= (int)len ? -ENAMETOOLONG : 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+	return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+/* Rank 0: remove what an interrupted save or retention left behind. */
+static int cleanup_abandoned(ckpt *c)
+{
+	DIR *d;
+	struct dirent *de;
+	int rc;
+
+	if ((rc = ckpt__io_opendir(&c->io, c->root, &d)) < 0)
+		return rc;
+	while ((de = readdir(d)) != NULL) {
+		char p[CKPT_PATH_MAX];
+		if (strncmp(de->d_name, "step-", 5) != 0 && strcmp(de->d_name, "LATEST.tmp") != 0)
+			continue;
+		if (!ends_with(de->d_name, ".tmp") && !ends_with(de->d_name, ".replaced") &&
+		    !ends_with(de->d_name, ".trash"))
+			continue;
+		if ((rc = path_in(p, sizeof p, c->root, de->d_name)) < 0 ||
+		    (rc = ckpt__io_rmtree(&c->io, p)) < 0)
+			break;
+		ckpt__journal_add(&c->journal, "\"event\":\"cleanup\",\"removed\":\"%s\"", de->d_name);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int mkdir_p(ckpt_io *io, const char *path)
+{
+	char buf[CKPT_PATH_MAX];
+	struct stat st;
+
+	if (stat(path, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	snprintf(buf, sizeof buf, "%s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (stat(buf, &st) < 0) {
+			int rc = ckpt__io_mkdir(io, buf, 0755);
+			if (rc < 0 && rc != -EEXIST)
+				return rc;
+		}
+		*p = '/';
+	}
+	int rc = ckpt__io_mkdir(io, buf, 0755);
+	if (rc < 0 && rc != -EEXIST)
+		return rc;
+	char parent[CKPT_PATH_MAX];
+	snprintf(parent, sizeof parent, "%s/..", buf);
+	return ckpt__io_fsync_dir(io, parent);
+}
+
+int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *state, ckpt_error *err)
+{
+	ckpt *c;
+	ckpt_error agreed;
+	int rc, n;
+
+	*out = NULL;
+	ckpt__error_clear(&agreed);
+	if (!cfg->root || !*cfg->root || strlen(cfg->root) >= CKPT_PATH_MAX - 64 || cfg->keep_last == 0)
+		return -EINVAL;
+	if (!(c = calloc(1, sizeof *c)))
+		return -ENOMEM;
+	c->cfg = *cfg;
+	snprintf(c->root, sizeof c->root, "%s", cfg->root);
+	c->cfg.root = c->root;
+	c->comm = comm;
+	c->state = state;
+	c->phase = -1;
+	c->journal.fd = -1;
+	c->io = (ckpt_io){ .rank = comm->rank, .step = 0, .phase = "open", .err = &c->err, .journal = NULL };
+	n = state->n;
+	c->te = calloc((size_t)n + 1, sizeof *c->te);
+	c->dst = calloc((size_t)n + 1, sizeof *c->dst);
+	if (!c->te || !c->dst || (rc = ckpt__state_order(state, &c->order)) < 0) {
+		ckpt_close(c);
+		return -ENOMEM;
+	}
+	for (int k = 0; k < n; k++)
+		c->dst[k] = &state->e[c->order[k]];
+
+	if (comm->rank == 0) {
+		if ((rc = mkdir_p(&c->io, c->root)) == 0 &&
+		    (rc = ckpt__journal_open(&c->journal, c->root, 0, cfg->journal_max_bytes)) == 0) {
+			c->io.journal = &c->journal;
+			rc = cleanup_abandoned(c);
+		}
+		if (rc < 0)
+			ckpt__io_fail(&c->io, rc, c->root, "cannot open checkpoint root %s: %s", c->root,
+				      strerror(rc < 0 && -rc < 1000 ? -rc : EIO));
+	}
+	/* the same state layout on every rank: compare entry counts */
+	int counts_ok = 1;
+	int *counts = comm->rank == 0 ? calloc((size_t)comm->size, sizeof *counts) : NULL;
+	comm->gather(comm->ctx, &n, sizeof n, counts, 0);
+	for (int r = 0; counts && r < comm->size; r++)
+		counts_ok &= counts[r] == n;
+	free(counts);
+	if (comm->rank == 0 && !counts_ok && c->err.code == 0)
+		ckpt__io_fail(&c->io, -CKPT_ECONFIG, NULL, "ranks registered different numbers of tensors");
+	if ((rc = ckpt__agree(comm, &c->err, &agreed)) == 0)
+		rc = agreed.code;
+	if (rc == 0 && comm->rank != 0 &&
+	    (rc = ckpt__journal_open(&c->journal, c->root, comm->rank, cfg->journal_max_bytes)) == 0)
+		c->io.journal = &c->journal;
+	if (rc < 0) {
+		if (err)
+			*err = agreed.code ? agreed : c->err;
+		ckpt_close(c);
+		return rc;
+	}
+	ckpt__journal_add(&c->journal, "\"event\":\"open\",\"rank\":%d,\"world_size\":%d,\"pid\":%d",
+			  comm->rank, comm->size, (int)getpid());
+	*out = c;
+	return 0;
+}
+
+void ckpt_close(ckpt *c)
+{
+	if (!c)
+		return;
+	ckpt__journal_close(&c->journal);
+	free(c->order);
+	free(c->te);
+	free(c->dst);
+	free(c);
+}
+
+const ckpt_error *ckpt_last_error(const ckpt *c)
+{
+	return &c->err;
+}
+
+const ckpt_save_stats *ckpt_last_save_stats(const ckpt *c)
+{
+	return &c->stats;
+}
+
+/* ---- save --------------------------------------------------------------- */
+
+static int prepare(ckpt *c, const char *tmp)
+{
+	int rc;
+
+	if ((rc = enter(c, PH_PREPARE)) < 0)
+		return rc;
+	if ((rc = ckpt__io_rmtree(&c->io, tmp)) < 0)        /* a failed earlier try */
+		return rc;
+	if ((rc = ckpt__io_mkdir(&c->io, tmp, 0755)) < 0)
+		return rc;
+	return ckpt__io_fsync_dir(&c->io, c->root);
+}
+
+static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry *fe)
+{
+	char path[CKPT_PATH_MAX], *hdr = NULL;
+	size_t hdr_len;
+	XXH3_state_t *st = XXH3_createState();
+	int fd = -1, rc;
+	uint64_t size;
+
+	ckpt__shard_name(fe->name, sizeof fe->name, c->comm->rank);
+	fe->rank = c->comm->rank;
+	if (!st) {
+		rc = ckpt__io_fail(&c->io, -ENOMEM, NULL, "out of memory");
+		goto out;
+	}
+	if ((rc = enter(c, PH_SHARD_WRITE)) < 0 || (rc = path_in(path, sizeof path, tmp, fe->name)) < 0)
+		goto out;
+	if ((rc = ckpt__shard_header(c->state, c->order, c->comm->rank, c->comm->size, step, c->te, &hdr,
+				     &hdr_len)) < 0) {
+		ckpt__io_fail(&c->io, rc, path, "cannot build the shard header");
+		goto out;
+	}
+	if ((fd = ckpt__io_open(&c->io, path, O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0) {
+		rc = fd;
+		goto out;
+	}
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, hdr, hdr_len);
+	if ((rc = ckpt__io_write_all(&c->io, fd, hdr, hdr_len, path)) < 0)
+		goto out;
+	size = hdr_len;
+	for (int k = 0; k < c->state->n; k++) {
+		const char *d = c->dst[k]->data;
+		for (uint64_t off = 0; off < c->te[k].nbytes;) {
+			size_t n = c->te[k].nbytes - off < WRITE_PIECE ? (size_t)(c->te[k].nbytes - off) : WRITE_PIECE;
+			XXH3_64bits_update(st, d + off, n);
+			if ((rc = ckpt__io_write_all(&c->io, fd, d + off, n, path)) < 0)
+				goto out;
+			off += n;
+		}
+		size += c->te[k].nbytes;
+	}
+	if ((rc = enter(c, PH_SHARD_SYNC)) < 0 || (rc = ckpt__io_fsync(&c->io, fd, path)) < 0)
+		goto out;
+	rc = ckpt__io_close(&c->io, &fd, path);
+	fe->size = size;
+	fe->hash = XXH3_64bits_digest(st);
+	c->stats.bytes = size;
+out:
+	if (fd >= 0)
+		ckpt__io_close(&c->io, &fd, path);
+	XXH3_freeState(st);
+	free(hdr);
+	return rc;
+}
+
+static void telemetry_json(ckpt *c, const shard_report *reps, char **out)
+{
+	char buf[2048];
+	int n = 0;
+	uint64_t total = 0;
+	double write_s = 0.0;
+
+	for (int r = 0; r < c->comm->size; r++) {
+		total += reps[r].file.size;
+		double w = reps[r].phase_seconds[PH_SHARD_WRITE] + reps[r].phase_seconds[PH_SHARD_SYNC];
+		if (w > write_s)
+			write_s = w;
+	}
+	c->stats.total_bytes = total;
+	n += snprintf(buf + n, sizeof buf - (size_t)n, "{\"bytes\":%" PRIu64 ",\"phase_seconds\":{", total);
+	for (int p = 0; p < PH_COUNT; p++)
+		n += snprintf(buf + n, sizeof buf - (size_t)n, "%s\"%s\":%.6f", p ? "," : "", save_phases[p],
+			      c->stats.phase_seconds[p]);
+	snprintf(buf + n, sizeof buf - (size_t)n, "},\"shard_write_mib_per_s\":%.1f}",
+		 write_s > 0 ? (double)total / 1048576.0 / write_s : 0.0);
+	*out = strdup(buf);
+}
+
+/* Rank 0, once every shard is on disk: manifest, commit, LATEST, retention. */
+static int retention(ckpt *c, uint64_t step);
+
+static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const shard_report *reps,
+		  const ckpt_tensor_entry *all_te)
+{
+	char gen[CKPT_PATH_MAX], path[CKPT_PATH_MAX], aside[CKPT_PATH_MAX + 16], name[32], *text = NULL;
+	ckpt_manifest m = { .schema_version = CKPT_SCHEMA_VERSION, .step = step, .world_size = c->comm->size,
+			    .config_hash = c->cfg.config_hash, .tags = tags };
+	ckpt_file_entry *files = calloc((size_t)c->comm->size, sizeof *files);
+	size_t len;
+	int fd = -1, rc, replaced = 0;
+	struct stat sb;
+	ckpt_error warn;
+
+	ckpt__error_clear(&warn);
+	if (!files)
+		return ckpt__io_fail(&c->io, -ENOMEM, NULL, "out of memory");
+	for (int r = 0; r < c->comm->size; r++)
+		files[r] = reps[r].file;
+	m.files = files;
+	m.nfiles = c->comm->size;
+	m.tensors = (ckpt_tensor_entry *)all_te;
+	m.ntensors = c->state->n * c->comm->size;
+	ckpt__gen_name(name, sizeof name, step);
+
+	if ((rc = enter(c, PH_MANIFEST_WRITE)) < 0 || (rc = path_in(path, sizeof path, tmp, "manifest.json")) < 0 ||
+	    (rc = path_in(gen, sizeof gen, c->root, name)) < 0)
+		goto out;
+	telemetry_json(c, reps, &m.telemetry_json);
+	if ((rc = ckpt__manifest_render(&m, &text, &len)) < 0) {
+		ckpt__io_fail(&c->io, rc, path, "cannot render the manifest");
+		goto out;
+	}
+	if ((fd = ckpt__io_open(&c->io, path, O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0) {
+		rc = fd;
+		goto out;
+	}
+	if ((rc = ckpt__io_write_all(&c->io, fd, text, len, path)) < 0)
+		goto out;
+	if ((rc = enter(c, PH_MANIFEST_SYNC)) < 0 || (rc = ckpt__io_fsync(&c->io, fd, path)) < 0 ||
+	    (rc = ckpt__io_close(&c->io, &fd, path)) < 0 || (rc = ckpt__io_fsync_dir(&c->io, tmp)) < 0)
+		goto out;
+
+	if ((rc = enter(c, PH_COMMIT)) < 0)
+		goto out;
+	/* a damaged or stale generation of this step is replaced, never merged */
+	snprintf(aside, sizeof aside, "%s.replaced", gen);
+	if (stat(gen, &sb) == 0) {
+		if ((rc = ckpt__io_rmtree(&c->io, aside)) < 0 || (rc = ckpt__io_rename(&c->io, gen, aside)) < 0)
+			goto out;
+		replaced = 1;
+	}
+	if ((rc = ckpt__io_rename(&c->io, tmp, gen)) < 0)
+		goto out;
+	if ((rc = enter(c, PH_DIR_SYNC)) < 0 || (rc = ckpt__io_fsync_dir(&c->io, c->root)) < 0) {
+		/* not known durable: take it out of sight again rather than half-commit */
+		ckpt_error ignored;
+		c->io.err = &ignored;
+		ckpt__io_rename(&c->io, gen, tmp);
+		c->io.err = &c->err;
+		goto out;
+	}
+	/* committed: what follows is housekeeping, journaled but never failing the save */
+	c->io.err = &warn;
+	if (replaced)
+		ckpt__io_rmtree(&c->io, aside);
+	char latest[40];
+	int n = snprintf(latest, sizeof latest, "%s\n", name);
+	if (enter(c, PH_LATEST) == 0)
+		ckpt__io_replace_file(&c->io, c->root, "LATEST", latest, (size_t)n);
+	if (warn.code != 0)
+		ckpt__journal_add(&c->journal, "\"event\":\"warning\",\"phase\":\"save.latest\",\"error\":\"%s\"",
+				  ckpt_strerror(warn.code));
+	c->io.err = &c->err;
+	rc = retention(c, step);
+out:
+	if (fd >= 0)
+		ckpt__io_close(&c->io, &fd, path);
+	free(m.telemetry_json);
+	free(text);
+	free(files);
+	return rc;
+}
+
+int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
+{
+	ckpt_comm *comm = c->comm;
+	char tmp[CKPT_PATH_MAX], name[32];
+	shard_report rep, *reps = NULL;
+	ckpt_tensor_entry *all_te = NULL;
+	ckpt_error final;
+	double t0 = now();
+	int rc;
+
+	ckpt__error_clear(&c->err);
+	memset(&c->stats, 0, sizeof c->stats);
+	memset(&rep, 0, sizeof rep);
+	c->io.step = step;
+	c->phase = -1;
+	ckpt__gen_name(name, sizeof name, step);
+	snprintf(tmp, sizeof tmp, "%s/%s.tmp", c->root, name);
+
+	if (comm->rank == 0) {
+		reps = calloc((size_t)comm->size, sizeof *reps);
+		all_te = calloc((size_t)comm->size * (size_t)c->state->n + 1, sizeof *all_te);
+		if (!reps || !all_te)
+			ckpt__io_fail(&c->io, -ENOMEM, NULL, "out of memory");
+		else
+			prepare(c, tmp);
+	}
+	/* nobody writes into a directory rank 0 failed to make */
+	final = c->err;
+	if ((rc = comm->bcast(comm->ctx, &final, sizeof final, 0)) < 0)
+		goto out;
+	if (final.code != 0)
+		goto out;
+
+	write_shard(c, tmp, step, &rep.file);
+	if (c->err.code == 0)
+		enter(c, PH_BARRIER);
+	if ((rc = comm->barrier(comm->ctx)) < 0)
+		goto out;
+	enter(c, PH_COUNT);   /* close the timing of the barrier */
+	rep.err = c->err;
+	memcpy(rep.phase_seconds, c->stats.phase_seconds, sizeof rep.phase_seconds);
+	if ((rc = comm->gather(comm->ctx, &rep, sizeof rep, reps, 0)) < 0 ||
+	    (rc = comm->gather(comm->ctx, c->te, sizeof *c->te * (size_t)c->state->n, all_te, 0)) < 0)
+		goto out;
+
+	if (comm->rank == 0) {
+		final = c->err;
+		for (int r = 0; r < comm->size && final.code == 0; r++)
+			if (reps[r].err.code != 0)
+				final = reps[r].err;
+		if (final.code == 0) {
+			commit(c, step, tags, tmp, reps, all_te);
+			enter(c, PH_COUNT);
+			final = c->err;
+		}
+	}
+	if ((rc = comm->bcast(comm->ctx, &final, sizeof final, 0)) < 0)
+		goto out;
+out:
+	if (rc < 0) {
+		ckpt__io_fail(&c->io, rc, NULL, "communicator failed during save: %s", strerror(-rc));
+		final = c->err;
+	}
+	c->err = final;
+	c->stats.seconds = now() - t0;
+	if (final.code != 0 && comm->rank == 0) {
+		/* best effort: the next start-up removes it anyway */
+		ckpt_error ignored;
+		c->io.err = &ignored;
+		ckpt__error_clear(&ignored);
+		ckpt__io_rmtree(&c->io, tmp);
+		c->io.err = &c->err;
+	}
+	ckpt__journal_add(&c->journal,
+			  "\"event\":\"save\",\"step\":%" PRIu64 ",\"result\":%d,\"error\":\"%s\",\"bytes\":%" PRIu64
+			  ",\"total_bytes\":%" PRIu64 ",\"seconds\":%.6f",
+			  step, final.code, ckpt_strerror(final.code), c->stats.bytes, c->stats.total_bytes,
+			  c->stats.seconds);
+	free(reps);
+	free(all_te);
+	return final.code;
+}
+
+/* ---- generations and retention ------------------------------------------ */
+
+static int cmp_desc(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Committed generations under root, newest first. */
+static int scan(ckpt_io *io, const char *root, uint64_t *steps, int max)
+{
+	DIR *d;
+	struct dirent *de;
+	int n = 0, rc;
+
+	if ((rc = ckpt__io_opendir(io, root, &d)) < 0)
+		return rc;
+	while ((de = readdir(d)) != NULL && n < max) {
+		uint64_t s;
+		if (ckpt__gen_parse(de->d_name, &s))
+			steps[n++] = s;
+	}
+	closedir(d);
+	qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
+	return n;
+}
+
+static bool tagged_best(ckpt *c, uint64_t step)
+{
+	char path[CKPT_PATH_MAX], name[32], *text, why[64];
+	size_t len;
+	ckpt_manifest m;
+	bool best = false;
+
+	ckpt__gen_name(name, sizeof name, step);
+	snprintf(path, sizeof path, "%s/%s/manifest.json", c->root, name);
+	if (ckpt__read_small_file(&c->io, path, &text, &len, 64u << 20) < 0)
+		return false;
+	if (ckpt__manifest_parse(text, len, &m, why, sizeof why) == 0) {
+		best = (m.tags & CKPT_TAG_BEST) != 0;
+		ckpt__manifest_free(&m);
+	}
+	free(text);
+	return best;
+}
+
+/*
+ * Keep the keep_last newest, multiples of keep_every, the newest tagged best,
+ * and always the generation just committed. A deleted generation is first
+ * renamed to .trash (it leaves the scan atomically), then removed; a crash in
+ * between leaves a .trash that start-up cleans. Failures here do not fail the
+ * save, which is already durable: they are journaled.
+ */
+static int retention(ckpt *c, uint64_t step)
+{
+	uint64_t *steps = malloc(sizeof *steps * MAX_GENERATIONS);
+	ckpt_error warn;
+	int n, rc = 0, best_found = 0;
+
+	ckpt__error_clear(&warn);
+	c->io.err = &warn;
+	if (enter(c, PH_RETENTION) < 0 || !steps) {
+		c->io.err = &c->err;
+		free(steps);
+		return 0;
+	}
+	n = scan(&c->io, c->root, steps, MAX_GENERATIONS);
+	for (int i = 0; i < n; i++) {
+		char name[32], gen[CKPT_PATH_MAX], trash[CKPT_PATH_MAX + 8];
+		bool keep = steps[i] == step || i < (int)c->cfg.keep_last ||
+			    (c->cfg.keep_every && steps[i] % c->cfg.keep_every == 0);
+		if (c->cfg.keep_best && !best_found && tagged_best(c, steps[i])) {
+			best_found = 1;
+			keep = true;
+		}
+		if (keep)
+			continue;
+		ckpt__gen_name(name, sizeof name, steps[i]);
+		snprintf(gen, sizeof gen, "%s/%s", c->root, name);
+		snprintf(trash, sizeof trash, "%s.trash", gen);
+		if ((rc = ckpt__io_rename(&c->io, gen, trash)) < 0 || (rc = ckpt__io_fsync_dir(&c->io, c->root)) < 0 ||
+		    (rc = ckpt__io_rmtree(&c->io, trash)) < 0)
+			break;
+		ckpt__journal_add(&c->journal, "\"event\":\"retention\",\"deleted\":\"%s\"", name);
+	}
+	if (n < 0 || rc < 0)
+		ckpt__journal_add(&c->journal, "\"event\":\"retention_failed\",\"error\":\"%s\"", ckpt_strerror(warn.code));
+	c->io.err = &c->err;
+	free(steps);
+	return 0;
+}
+
+/* ---- restore ------------------------------------------------------------ */
+
+/* This rank's part of generation `step`: verify and read it into the state. */
+static int load_generation(ckpt *c, uint64_t step)
+{
+	char name[32], dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX], *text = NULL, why[300];
+	ckpt_manifest m = { 0 };
+	size_t len;
+	uint64_t hash;
+	int rc, me = c->comm->rank, k = 0;
+	const ckpt_file_entry *mine = NULL;
+
+	ckpt__gen_name(name, sizeof name, step);
+	snprintf(dir, sizeof dir, "%s/%s", c->root, name);
+	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 || (rc = path_in(path, sizeof path, dir, "manifest.json")) < 0 ||
+	    (rc = ckpt__read_small_file(&c->io, path, &text, &len, 64u << 20)) < 0)
+		goto out;
+	if ((rc = ckpt__io_phase(&c->io, "restore.verify")) < 0)
+		goto out;
+	if ((rc = ckpt__manifest_parse(text, len, &m, why, sizeof why)) < 0) {
+		ckpt__io_fail(&c->io, rc, path, "%s: %s", path, why);
+		goto out;
+	}
+	if (m.step != step) {
+		rc = ckpt__io_fail(&c->io, -CKPT_ECORRUPT, path, "%s: manifest is for step %" PRIu64, path, m.step);
+		goto out;
+	}
+	if (m.world_size != c->comm->size) {
+		rc = ckpt__io_fail(&c->io, -CKPT_EWORLD, path,
+				   "%s was saved by %d ranks and this job has %d: restore it with %d ranks "
+				   "(resharding is not supported yet)", name, m.world_size, c->comm->size, m.world_size);
+		goto out;
+	}
+	if (m.config_hash != c->cfg.config_hash) {
+		rc = ckpt__io_fail(&c->io, -CKPT_ECONFIG, path,
+				   "%s was saved with config hash %016" PRIx64 " and this job's is %016" PRIx64
+				   ": another model or training configuration", name, m.config_hash, c->cfg.config_hash);
+		goto out;
+	}
+	for (int i = 0; i < m.nfiles; i++)
+		if (m.files[i].rank == me)
+			mine = &m.files[i];
+	for (int i = 0; i < m.ntensors; i++) {
+		const ckpt_tensor_entry *t = &m.tensors[i];
+		if (t->rank != me)
+			continue;
+		const ckpt_entry *e = k < c->state->n ? c->dst[k] : NULL;
+		if (!e || strcmp(e->name, t->name) != 0 || e->dtype != t->dtype || e->local_elems != t->local_elems ||
+		    t->nbytes != t->local_elems * ckpt__dtype_size(t->dtype)) {
+			rc = ckpt__io_fail(&c->io, -CKPT_ECONFIG, path,
+					   "%s: tensor %s (%s x %" PRIu64 ") does not match this job's state layout",
+					   name, t->name, ckpt__dtype_name(t->dtype), t->local_elems);
+			goto out;
+		}
+		c->te[k++] = *t;
+	}
+	if (!mine || k != c->state->n) {
+		rc = ckpt__io_fail(&c->io, -CKPT_ECORRUPT, path, "%s: manifest lists no complete shard for rank %d",
+				   name, me);
+		goto out;
+	}
+	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 || (rc = path_in(path, sizeof path, dir, mine->name)) < 0 ||
+	    (rc = ckpt__hash_file(&c->io, path, mine->size, &hash, c->te, c->dst, k)) < 0)
+		goto out;
+	if ((rc = ckpt__io_phase(&c->io, "restore.verify")) < 0)
+		goto out;
+	if (hash != mine->hash)
+		rc = ckpt__io_fail(&c->io, -CKPT_ECORRUPT, path, "%s: xxh3 %016" PRIx64 ", manifest says %016" PRIx64
+				   " (contents damaged)", path, hash, mine->hash);
+out:
+	ckpt__manifest_free(&m);
+	free(text);
+	return rc;
+}
+
+int ckpt_restore(ckpt *c, ckpt_restore_info *info)
+{
+	ckpt_comm *comm = c->comm;
+	uint64_t *steps = calloc(MAX_GENERATIONS, sizeof *steps);
+	ckpt_error agreed;
+	int n = 0, rc;
+
+	ckpt__error_clear(&agreed);
+	memset(info, 0, sizeof *info);
+	ckpt__error_clear(&c->err);
+	c->io.step = 0;
+	if (!steps)
+		return -ENOMEM;
+	if (comm->rank == 0 && (rc = ckpt__io_phase(&c->io, "restore.scan")) == 0) {
+		n = scan(&c->io, c->root, steps, MAX_GENERATIONS);
+		if (n < 0)
+			n = 0;
+	}
+	if ((rc = ckpt__agree(comm, &c->err, &agreed)) < 0 || (rc = agreed.code) < 0 ||
+	    (rc = comm->bcast(comm->ctx, &n, sizeof n, 0)) < 0 ||
+	    (rc = comm->bcast(comm->ctx, steps, sizeof *steps * (size_t)n, 0)) < 0) {
+		c->err = agreed;
+		goto out;
+	}
+	rc = -CKPT_ENOGEN;
+	if (n == 0) {
+		ckpt__io_fail(&c->io, rc, c->root, "no checkpoint generation in %s", c->root);
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		char name[32];
+
+		ckpt__error_clear(&c->err);
+		c->io.step = steps[i];
+		load_generation(c, steps[i]);
+		if ((rc = ckpt__agree(comm, &c->err, &agreed)) < 0)
+			goto out;
+		c->err = agreed;
+		ckpt__gen_name(name, sizeof name, steps[i]);
+		if (agreed.code == 0) {
+			info->step = steps[i];
+			snprintf(info->name, sizeof info->name, "%s", name);
+			ckpt__journal_add(&c->journal, "\"event\":\"restore\",\"checkpoint\":\"%s\",\"fallbacks\":%d",
+					  name, info->nfallbacks);
+			rc = 0;
+			goto out;
+		}
+		if (agreed.code == -CKPT_EWORLD || agreed.code == -CKPT_ECONFIG) {
+			rc = agreed.code;
+			goto out;
+		}
+		ckpt__journal_add(&c->journal, "\"event\":\"fallback\",\"checkpoint\":\"%s\",\"error\":\"%s\"", name,
+				  ckpt_strerror(agreed.code));
+		if (info->nfallbacks < CKPT_MAX_FALLBACKS) {
+			snprintf(info->fallbacks[info->nfallbacks].name, sizeof info->fallbacks[0].name, "%s", name);
+			snprintf(info->fallbacks[info->nfallbacks].why, sizeof info->fallbacks[0].why, "%s", agreed.msg);
+			info->nfallbacks++;
+		}
+	}
+	ckpt__error_clear(&c->err);
+	rc = ckpt__io_fail(&c->io, -CKPT_ENOVALID, c->root, "none of the %d generations in %s is valid (newest: %s)",
+			   n, c->root, info->nfallbacks ? info->fallbacks[0].why : "?");
+out:
+	free(steps);
+	return rc;
+}

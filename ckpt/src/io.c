@@ -1,0 +1,499 @@
+/*
+ * The I/O layer. Each operation: set the fault context, evaluate the libfiu
+ * point ckpt/io/<op> (before any state change), act on an injected fault or
+ * perform the call, journal it, and on failure record who/what/where/errno.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <fiu-local.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static _Thread_local ckpt_fault_ctx current = { .fd = -1 };
+
+/* libfiu crashes on a point evaluated before fiu_init; it may be called again later. */
+static pthread_once_t fiu_once = PTHREAD_ONCE_INIT;
+
+static void init_fiu(void)
+{
+	fiu_init(0);
+}
+
+const ckpt_fault_ctx *ckpt_fault_current(void)
+{
+	return &current;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* JSON string body of s (quotes and control characters escaped). */
+static void json_escape(char *dst, size_t len, const char *s)
+{
+	size_t o = 0;
+
+	for (; s && *s && o + 7 < len; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\') {
+			dst[o++] = '\\';
+			dst[o++] = (char)ch;
+		} else if (ch < 0x20) {
+			o += (size_t)snprintf(dst + o, len - o, "\\u%04x", ch);
+		} else {
+			dst[o++] = (char)ch;
+		}
+	}
+	dst[o] = '\0';
+}
+
+/* What an injected fault asks of this call. */
+typedef struct op_state {
+	const char *op;
+	const char *path;
+	int fd;
+	size_t bytes;
+	double t0;
+	const ckpt_fault_action *fault;
+	ckpt_fault_action fallback;
+} op_state;
+
+static void journal_op(ckpt_io *io, const op_state *st, long long result, int rc);
+
+/*
+ * Evaluate the fault point of op. Returns 0 to go on, or -errno for an
+ * injected failure. KILL and DELAY are carried out here; SHORT and TORN are
+ * left in st->fault for the write path.
+ */
+static int begin(ckpt_io *io, op_state *st, const char *op, const char *path, int fd, size_t bytes)
+{
+	char point[48];
+
+	st->op = op;
+	st->path = path;
+	st->fd = fd;
+	st->bytes = bytes;
+	st->fault = NULL;
+	st->t0 = now();
+	current = (ckpt_fault_ctx){ .rank = io->rank, .step = io->step, .phase = io->phase,
+				    .op = op, .path = path, .fd = fd, .bytes = bytes };
+	snprintf(point, sizeof point, "ckpt/io/%s", op);
+	(void)point;
+	pthread_once(&fiu_once, init_fiu);
+again:
+	if (!fiu_fail(point))
+		return 0;
+	st->fault = fiu_failinfo();
+	if (!st->fault) {
+		st->fallback = (ckpt_fault_action){ .kind = CKPT_FAULT_ERRNO, .err = EIO };
+		st->fault = &st->fallback;
+	}
+	if (st->fault->kind == CKPT_FAULT_ERRNO && st->fault->err == EINTR) {
+		/* an interrupted call is retried, injected or not */
+		journal_op(io, st, -1, -EINTR);
+		st->fault = NULL;
+		goto again;
+	}
+	switch (st->fault->kind) {
+	case CKPT_FAULT_KILL:
+		raise(SIGKILL);
+		return -EIO;
+	case CKPT_FAULT_DELAY: {
+		struct timespec d = { st->fault->delay_ms / 1000, (long)(st->fault->delay_ms % 1000) * 1000000L };
+		while (nanosleep(&d, &d) < 0 && errno == EINTR)
+			;
+		st->fault = NULL;
+		return 0;
+	}
+	case CKPT_FAULT_SHORT:
+	case CKPT_FAULT_TORN:
+		if (strcmp(op, "write") == 0)
+			return 0;
+		return -EIO;      /* a short read/fsync makes no sense: plain failure */
+	case CKPT_FAULT_ERRNO:
+	default:
+		return -(st->fault->err > 0 ? st->fault->err : EIO);
+	}
+}
+
+static void describe_fault(const ckpt_fault_action *a, char *buf, size_t len)
+{
+	switch (a->kind) {
+	case CKPT_FAULT_SHORT: snprintf(buf, len, "short:%zu", a->bytes); break;
+	case CKPT_FAULT_TORN: snprintf(buf, len, "torn:%zu", a->bytes); break;
+	case CKPT_FAULT_KILL: snprintf(buf, len, "kill"); break;
+	case CKPT_FAULT_DELAY: snprintf(buf, len, "delay_ms:%u", a->delay_ms); break;
+	default: snprintf(buf, len, "%s", ckpt_strerror(a->err > 0 ? -a->err : -EIO)); break;
+	}
+}
+
+static void journal_op(ckpt_io *io, const op_state *st, long long result, int rc)
+{
+	char path[CKPT_PATH_MAX + 64] = "", fault[48] = "";
+
+	if (!io->journal)
+		return;
+	json_escape(path, sizeof path, st->path);
+	if (st->fault)
+		describe_fault(st->fault, fault, sizeof fault);
+	ckpt__journal_add(io->journal,
+			  "\"rank\":%d,\"step\":%llu,\"phase\":\"%s\",\"op\":\"%s\",\"path\":\"%s\","
+			  "\"bytes\":%zu,\"result\":%lld,\"errno\":%d,\"duration_us\":%.0f%s%s%s",
+			  io->rank, (unsigned long long)io->step, io->phase ? io->phase : "", st->op, path,
+			  st->bytes, result, rc < 0 ? -rc : 0, (now() - st->t0) * 1e6,
+			  st->fault ? ",\"fault\":\"" : "", fault, st->fault ? "\"" : "");
+}
+
+/* Journal the call; on failure record the error. Returns rc. */
+static int end(ckpt_io *io, op_state *st, long long result, int rc)
+{
+	journal_op(io, st, result, rc);
+	if (rc < 0 && io->err && io->err->code == 0) {
+		ckpt_error *e = io->err;
+		e->rank = io->rank;
+		e->step = io->step;
+		e->sys_errno = -rc;
+		snprintf(e->phase, sizeof e->phase, "%s", io->phase ? io->phase : "");
+		snprintf(e->op, sizeof e->op, "%s", st->op);
+		snprintf(e->path, sizeof e->path, "%s", st->path ? st->path : "");
+		ckpt__error_set(e, rc, "rank %d: %s %s failed during %s at step %llu: %s (%s)", io->rank,
+				st->op, st->path ? st->path : "", io->phase ? io->phase : "-",
+				(unsigned long long)io->step, strerror(-rc), ckpt_strerror(rc));
+	}
+	return rc;
+}
+
+int ckpt__io_fail(ckpt_io *io, int code, const char *path, const char *fmt, ...)
+{
+	ckpt_error *e = io->err;
+	va_list ap;
+
+	if (!e || e->code != 0)
+		return code;
+	e->code = code;
+	e->rank = io->rank;
+	e->step = io->step;
+	e->sys_errno = 0;
+	snprintf(e->phase, sizeof e->phase, "%s", io->phase ? io->phase : "");
+	snprintf(e->op, sizeof e->op, "check");
+	snprintf(e->path, sizeof e->path, "%s", path ? path : "");
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int ckpt__io_phase(ckpt_io *io, const char *name)
+{
+	char point[48];
+
+	io->phase = name;
+	current = (ckpt_fault_ctx){ .rank = io->rank, .step = io->step, .phase = name,
+				    .op = "phase", .path = NULL, .fd = -1, .bytes = 0 };
+	snprintf(point, sizeof point, "ckpt/phase/%s", name);
+	(void)point;
+	pthread_once(&fiu_once, init_fiu);
+	if (!fiu_fail(point))
+		return 0;
+
+	const ckpt_fault_action *a = fiu_failinfo();
+	op_state st = { .op = "phase", .fd = -1, .t0 = now(), .fault = a };
+	if (a && a->kind == CKPT_FAULT_KILL)
+		raise(SIGKILL);
+	if (a && a->kind == CKPT_FAULT_DELAY) {
+		struct timespec d = { a->delay_ms / 1000, (long)(a->delay_ms % 1000) * 1000000L };
+		while (nanosleep(&d, &d) < 0 && errno == EINTR)
+			;
+		return 0;
+	}
+	st.fallback = (ckpt_fault_action){ .kind = CKPT_FAULT_ERRNO, .err = EIO };
+	if (!a)
+		st.fault = &st.fallback;
+	return end(io, &st, -1, -(st.fault->err > 0 ? st.fault->err : EIO));
+}
+
+/* Run a simple syscall-shaped call with EINTR retry. */
+#define RETRY(expr) ({ long _r; do { _r = (long)(expr); } while (_r < 0 && errno == EINTR); _r; })
+
+int ckpt__io_open(ckpt_io *io, const char *path, int flags, mode_t mode)
+{
+	op_state st;
+	int rc = begin(io, &st, "open", path, -1, 0);
+	long fd = -1;
+
+	if (rc == 0) {
+		fd = RETRY(open(path, flags | O_CLOEXEC, mode));
+		rc = fd < 0 ? -errno : 0;
+	}
+	end(io, &st, fd, rc);
+	return rc < 0 ? rc : (int)fd;
+}
+
+int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const char *path)
+{
+	const char *p = buf;
+	size_t off = 0;
+
+	while (off < len) {
+		op_state st;
+		size_t want = len - off;
+		int rc = begin(io, &st, "write", path, fd, want);
+		ssize_t n = -1;
+
+		if (rc == 0) {
+			if (st.fault && (st.fault->kind == CKPT_FAULT_SHORT || st.fault->kind == CKPT_FAULT_TORN))
+				want = st.fault->bytes < want ? st.fault->bytes : want;
+			n = want ? write(fd, p + off, want) : 0;
+			if (n < 0 && errno == EINTR) {
+				journal_op(io, &st, -1, -EINTR);
+				continue;
+			}
+			rc = n < 0 ? -errno : 0;
+			if (st.fault && st.fault->kind == CKPT_FAULT_TORN)
+				raise(SIGKILL);
+		}
+		if (end(io, &st, n, rc) < 0)
+			return rc;
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+int ckpt__io_read_all(ckpt_io *io, int fd, void *buf, size_t len, const char *path)
+{
+	char *p = buf;
+	size_t off = 0;
+
+	while (off < len) {
+		op_state st;
+		int rc = begin(io, &st, "read", path, fd, len - off);
+		ssize_t n = -1;
+
+		if (rc == 0) {
+			n = read(fd, p + off, len - off);
+			if (n < 0 && errno == EINTR) {
+				journal_op(io, &st, -1, -EINTR);
+				continue;
+			}
+			rc = n < 0 ? -errno : n == 0 ? -CKPT_ECORRUPT : 0;
+		}
+		if (end(io, &st, n, rc) < 0)
+			return rc;
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+static int fd_call(ckpt_io *io, const char *op, int fd, const char *path, int (*fn)(int))
+{
+	op_state st;
+	int rc = begin(io, &st, op, path, fd, 0);
+	long r = -1;
+
+	if (rc == 0) {
+		r = RETRY(fn(fd));
+		rc = r < 0 ? -errno : 0;
+	}
+	return end(io, &st, r, rc);
+}
+
+int ckpt__io_fsync(ckpt_io *io, int fd, const char *path)
+{
+	return fd_call(io, "fsync", fd, path, fsync);
+}
+
+int ckpt__io_fdatasync(ckpt_io *io, int fd, const char *path)
+{
+	return fd_call(io, "fdatasync", fd, path, fdatasync);
+}
+
+int ckpt__io_close(ckpt_io *io, int *fd, const char *path)
+{
+	op_state st;
+	int rc = begin(io, &st, "close", path, *fd, 0);
+	int r = -1;
+
+	/* close is never retried: after EINTR the descriptor is already gone */
+	if (rc == 0) {
+		r = close(*fd);
+		rc = r < 0 && errno != EINTR ? -errno : 0;
+	} else {
+		close(*fd);
+	}
+	*fd = -1;
+	return end(io, &st, r, rc);
+}
+
+static int path_call(ckpt_io *io, const char *op, const char *path, int (*fn)(const char *))
+{
+	op_state st;
+	int rc = begin(io, &st, op, path, -1, 0);
+	long r = -1;
+
+	if (rc == 0) {
+		r = RETRY(fn(path));
+		rc = r < 0 ? -errno : 0;
+	}
+	return end(io, &st, r, rc);
+}
+
+int ckpt__io_unlink(ckpt_io *io, const char *path)
+{
+	return path_call(io, "unlink", path, unlink);
+}
+
+int ckpt__io_rmdir(ckpt_io *io, const char *path)
+{
+	return path_call(io, "rmdir", path, rmdir);
+}
+
+int ckpt__io_rename(ckpt_io *io, const char *from, const char *to)
+{
+	op_state st;
+	int rc = begin(io, &st, "rename", to, -1, 0);
+	long r = -1;
+
+	if (rc == 0) {
+		r = RETRY(rename(from, to));
+		rc = r < 0 ? -errno : 0;
+	}
+	return end(io, &st, r, rc);
+}
+
+int ckpt__io_mkdir(ckpt_io *io, const char *path, mode_t mode)
+{
+	op_state st;
+	int rc = begin(io, &st, "mkdir", path, -1, 0);
+	long r = -1;
+
+	if (rc == 0) {
+		r = RETRY(mkdir(path, mode));
+		rc = r < 0 ? -errno : 0;
+	}
+	return end(io, &st, r, rc);
+}
+
+int ckpt__io_ftruncate(ckpt_io *io, int fd, off_t len, const char *path)
+{
+	op_state st;
+	int rc = begin(io, &st, "ftruncate", path, fd, (size_t)len);
+	long r = -1;
+
+	if (rc == 0) {
+		r = RETRY(ftruncate(fd, len));
+		rc = r < 0 ? -errno : 0;
+	}
+	return end(io, &st, r, rc);
+}
+
+int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out)
+{
+	op_state st;
+	int rc = begin(io, &st, "opendir", path, -1, 0);
+
+	*out = NULL;
+	if (rc == 0) {
+		*out = opendir(path);
+		rc = *out ? 0 : -errno;
+	}
+	return end(io, &st, rc, rc);
+}
+
+int ckpt__io_fsync_dir(ckpt_io *io, const char *path)
+{
+	int fd = ckpt__io_open(io, path, O_RDONLY | O_DIRECTORY, 0);
+	int rc;
+
+	if (fd < 0)
+		return fd;
+	rc = ckpt__io_fsync(io, fd, path);
+	int rc2 = ckpt__io_close(io, &fd, path);
+	return rc < 0 ? rc : rc2;
+}
+
+static void parent_of(const char *path, char *out, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		snprintf(out, len, ".");
+	else if (slash == path)
+		snprintf(out, len, "/");
+	else
+		snprintf(out, len, "%.*s", (int)(slash - path), path);
+}
+
+static int rmtree_inner(ckpt_io *io, const char *path)
+{
+	DIR *d;
+	struct dirent *de;
+	struct stat st;
+	int rc;
+
+	if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+		return ckpt__io_unlink(io, path);
+	if ((rc = ckpt__io_opendir(io, path, &d)) < 0)
+		return rc;
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		char child[CKPT_PATH_MAX];
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (snprintf(child, sizeof child, "%s/%s", path, de->d_name) >= (int)sizeof child) {
+			rc = -ENAMETOOLONG;
+			break;
+		}
+		rc = rmtree_inner(io, child);
+	}
+	closedir(d);
+	return rc < 0 ? rc : ckpt__io_rmdir(io, path);
+}
+
+int ckpt__io_rmtree(ckpt_io *io, const char *path)
+{
+	char parent[CKPT_PATH_MAX];
+	struct stat st;
+	int rc;
+
+	if (lstat(path, &st) < 0 && errno == ENOENT)
+		return 0;
+	if ((rc = rmtree_inner(io, path)) < 0)
+		return rc;
+	parent_of(path, parent, sizeof parent);
+	return ckpt__io_fsync_dir(io, parent);
+}
+
+int ckpt__io_replace_file(ckpt_io *io, const char *dir, const char *name, const void *buf, size_t len)
+{
+	char tmp[CKPT_PATH_MAX], dst[CKPT_PATH_MAX];
+	int fd, rc;
+
+	if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp ||
+	    snprintf(dst, sizeof dst, "%s/%s", dir, name) >= (int)sizeof dst)
+		return -ENAMETOOLONG;
+	fd = ckpt__io_open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		return fd;
+	rc = ckpt__io_write_all(io, fd, buf, len, tmp);
+	if (rc == 0)
+		rc = ckpt__io_fsync(io, fd, tmp);
+	int rc2 = ckpt__io_close(io, &fd, tmp);
+	if (rc == 0)
+		rc = rc2;
+	if (rc == 0)
+		rc = ckpt__io_rename(io, tmp, dst);
+	if (rc == 0)
+		rc = ckpt__io_fsync_dir(io, dir);
+	return rc;
+}

@@ -1,0 +1,109 @@
+/* ckpt-tool: list, verify and show libckpt generations. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt/ckpt.h"
+#include "ckpt/inspect.h"
+
+static const char usage[] =
+"usage: ckpt-tool ls ROOT           generations: step, tags, size, valid or why not\n"
+"       ckpt-tool verify ROOT/step-N  full integrity check; names each damaged file\n"
+"       ckpt-tool show ROOT/step-N    the manifest, readable\n"
+"\n"
+"Exit status: 0 all good, 1 damage found, 2 bad usage or unreadable path.\n";
+
+static int cmd_ls(const char *root)
+{
+	ckpt_gen_report *reps;
+	char latest[64] = "";
+	char path[4096];
+	int n, rc = ckpt_inspect_list(root, &reps, &n);
+
+	if (rc < 0) {
+		fprintf(stderr, "ckpt-tool: %s: %s\n", root, strerror(-rc));
+		return 2;
+	}
+	snprintf(path, sizeof path, "%s/LATEST", root);
+	FILE *f = fopen(path, "r");
+	if (f) {
+		if (fgets(latest, sizeof latest, f))
+			latest[strcspn(latest, "\n")] = '\0';
+		fclose(f);
+	}
+	printf("%-16s %10s %-20s %14s  %s\n", "generation", "step", "tags", "bytes", "status");
+	int newest_valid = -1;
+	for (int i = 0; i < n; i++)
+		if (reps[i].valid && newest_valid < 0)
+			newest_valid = i;
+	for (int i = 0; i < n; i++) {
+		char tags[64] = "";
+		if (i == newest_valid)
+			strcat(tags, "restore,");
+		if (strcmp(latest, reps[i].name) == 0)
+			strcat(tags, "LATEST,");
+		if (reps[i].tags & CKPT_TAG_BEST)
+			strcat(tags, "best,");
+		if (reps[i].tags & CKPT_TAG_INTERIM)
+			strcat(tags, "interim,");
+		if (*tags)
+			tags[strlen(tags) - 1] = '\0';
+		printf("%-16s %10" PRIu64 " %-20s %14" PRIu64 "  ", reps[i].name, reps[i].step, *tags ? tags : "-",
+		       reps[i].bytes);
+		if (reps[i].valid)
+			printf("valid\n");
+		else
+			printf("INVALID: %s: %s%s\n", reps[i].problems[0].file, reps[i].problems[0].why,
+			       reps[i].nproblems > 1 ? " (and more: ckpt-tool verify)" : "");
+	}
+	if (n == 0)
+		printf("(no generations in %s)\n", root);
+	free(reps);
+	return 0;
+}
+
+static int cmd_verify(const char *dir)
+{
+	ckpt_gen_report rep;
+	int rc = ckpt_inspect_verify(dir, &rep);
+
+	if (rc < 0) {
+		fprintf(stderr, "ckpt-tool: %s: not a generation directory (%s)\n", dir, strerror(-rc));
+		return 2;
+	}
+	if (rc == 0) {
+		printf("%s: valid (step %" PRIu64 ", %d ranks, %" PRIu64 " bytes)\n", rep.name, rep.step,
+		       rep.world_size, rep.bytes);
+		return 0;
+	}
+	for (int i = 0; i < rep.nproblems; i++)
+		printf("%s/%s: %s\n", dir, rep.problems[i].file, rep.problems[i].why);
+	printf("%s: DAMAGED, %d problem%s\n", rep.name, rep.nproblems, rep.nproblems == 1 ? "" : "s");
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (argc != 3) {
+		fprintf(stderr, "ckpt-tool: expected a command and one path\n%s", usage);
+		return 2;
+	}
+	if (strcmp(argv[1], "ls") == 0)
+		return cmd_ls(argv[2]);
+	if (strcmp(argv[1], "verify") == 0)
+		return cmd_verify(argv[2]);
+	if (strcmp(argv[1], "show") == 0) {
+		int rc = ckpt_inspect_show(argv[2], stdout);
+		if (rc == -CKPT_ECORRUPT)
+			return 1;
+		return rc < 0 ? 2 : 0;
+	}
+	fprintf(stderr, "ckpt-tool: unknown command '%s'; valid: ls, verify, show\n%s", argv[1], usage);
+	return 2;
+}
