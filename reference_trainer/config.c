@@ -47,7 +47,7 @@ static const char *const flags[] = {
 	"--preset", "--steps", "--seed", "--trajectory", "--digest-every", "--attempt",
 	"--virtual-workers", "--micro-batch", "--accum", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
-	"--stats", "--help",
+	"--stop-after", "--stats", "--help",
 };
 
 static void preset_tiny(reftrain_config *c)
@@ -268,6 +268,9 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 				return -EINVAL;
 		} else if (strcmp(a, "--seed") == 0) {
 			if (parse_u64(a, val, 0, UINT64_MAX, 0, &c->seed, err, len))
+				return -EINVAL;
+		} else if (strcmp(a, "--stop-after") == 0) {
+			if (parse_u64(a, val, 1, UINT64_MAX, 0, &c->stop_after, err, len))
 				return -EINVAL;
 		} else if (strcmp(a, "--trajectory") == 0) {
 			c->trajectory = val;

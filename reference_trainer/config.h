@@ -47,6 +47,7 @@ typedef struct reftrain_config {
 	int resume;
 	int ckpt_fatal;
 	int stats;
+	uint64_t stop_after;          /* 0: run to steps */
 } reftrain_config;
 
 enum { REFTRAIN_PARSE_OK = 0, REFTRAIN_PARSE_HELP = 1 };

@@ -1,4 +1,4 @@
-/* reftrain: command line, MPI set-up, the step loop and the trajectory. */
+/* reftrain: command line, MPI set-up, resume, the step loop, saves, the trajectory. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "train.h"
 #include "traj.h"
@@ -25,18 +26,56 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int write_start(int fd, const reftrain_trainer *t)
+/* A JSON string body: the messages we embed may hold quotes or paths. */
+static void add_json_string(reftrain_line *l, const char *key, const char *s)
+{
+	reftrain_line_add(l, ",\"%s\":\"", key);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			reftrain_line_add(l, "\\%c", c);
+		else if (c < 0x20)
+			reftrain_line_add(l, "\\u%04x", c);
+		else
+			reftrain_line_add(l, "%c", c);
+	}
+	reftrain_line_add(l, "\"");
+}
+
+/* Collective (digests of the restored state); rank 0 writes. */
+static int write_start(int fd, reftrain_trainer *t, const ckpt_restore_info *info)
 {
 	reftrain_line l;
 	const reftrain_config *c = &t->cfg;
+	uint64_t digests[REFTRAIN_MAX_COMPONENTS];
 
+	for (int i = 0; info && i < t->reg.ncomps; i++)
+		digests[i] = reftrain_component_digest(t, &t->reg.comps[i]);
+	if (t->rank != 0)
+		return 0;
 	reftrain_line_reset(&l);
 	reftrain_line_add(&l, "{\"event\":\"start\",\"attempt\":%u,\"world_size\":%d", c->attempt, t->world);
-	reftrain_line_add(&l, ",\"restored_from\":null,\"checkpoint\":null");
+	if (info)
+		reftrain_line_add(&l, ",\"restored_from\":%" PRIu64 ",\"checkpoint\":\"%s\"", info->step, info->name);
+	else
+		reftrain_line_add(&l, ",\"restored_from\":null,\"checkpoint\":null");
 	reftrain_line_add(&l, ",\"preset\":\"%s\",\"seed\":%" PRIu64 ",\"steps\":%" PRIu64
 			  ",\"virtual_workers\":%u,\"params\":%zu",
 			  c->preset, c->seed, c->steps, c->virtual_workers, t->nparams);
 	reftrain_line_digest(&l, "config_hash", reftrain_config_hash(c));
+	if (info) {
+		reftrain_line_add(&l, ",\"restored\":{");
+		for (int i = 0; i < t->reg.ncomps; i++)
+			reftrain_line_add(&l, "%s\"%s\":\"%016" PRIx64 "\"", i ? "," : "", t->reg.comps[i].name,
+					  digests[i]);
+		reftrain_line_add(&l, "},\"fallbacks\":[");
+		for (int i = 0; i < info->nfallbacks; i++) {
+			reftrain_line_add(&l, "%s{\"checkpoint\":\"%s\"", i ? "," : "", info->fallbacks[i].name);
+			add_json_string(&l, "why", info->fallbacks[i].why);
+			reftrain_line_add(&l, "}");
+		}
+		reftrain_line_add(&l, "]");
+	}
 	reftrain_line_add(&l, "}");
 	return reftrain_traj_write(fd, &l);
 }
@@ -63,12 +102,41 @@ static int write_step(int fd, reftrain_trainer *t, const reftrain_step_out *o)
 	return t->rank == 0 ? reftrain_traj_write(fd, &l) : 0;
 }
 
+/* Rank 0: an event record with an optional error sentence. */
+static int write_event(int fd, const char *event, const char *key, uint64_t value, const char *extra_key,
+		       const char *extra)
+{
+	reftrain_line l;
+
+	reftrain_line_reset(&l);
+	reftrain_line_add(&l, "{\"event\":\"%s\",\"%s\":%" PRIu64, event, key, value);
+	if (extra_key && strcmp(extra_key, "checkpoint") == 0)
+		reftrain_line_add(&l, ",\"checkpoint\":\"%s\"", extra);
+	else if (extra_key)
+		add_json_string(&l, extra_key, extra);
+	reftrain_line_add(&l, "}");
+	return reftrain_traj_write(fd, &l);
+}
+
+static int write_end_failed(int fd, uint64_t steps, const char *error)
+{
+	reftrain_line l;
+
+	reftrain_line_reset(&l);
+	reftrain_line_add(&l, "{\"event\":\"end\",\"status\":\"failed\",\"steps\":%" PRIu64, steps);
+	add_json_string(&l, "error", error);
+	reftrain_line_add(&l, "}");
+	return reftrain_traj_write(fd, &l);
+}
+
 int main(int argc, char **argv)
 {
 	reftrain_config cfg;
 	reftrain_trainer t;
-	char err[512];
-	int rc, fd = -1, status = 0;
+	reftrain_ckpt k = { 0 };
+	ckpt_restore_info info;
+	char err[1024];
+	int rc, fd = -1, status = 0, have_ckpt = 0;
 
 	rc = reftrain_config_parse(&cfg, argc, argv, err, sizeof err);
 	if (rc == REFTRAIN_PARSE_HELP) {
@@ -98,12 +166,6 @@ int main(int argc, char **argv)
 		MPI_Finalize();
 		return 2;
 	}
-	if (cfg.ckpt_dir) {
-		if (rank == 0)
-			fprintf(stderr, "reftrain: --ckpt-dir: checkpointing is not built into this reftrain yet\n");
-		MPI_Finalize();
-		return 2;
-	}
 
 	rc = reftrain_trainer_init(&t, &cfg, MPI_COMM_WORLD);
 	int ok = rc == 0, all_ok;
@@ -121,9 +183,7 @@ int main(int argc, char **argv)
 		fd = reftrain_traj_open(cfg.trajectory);
 		if (fd < 0)
 			fprintf(stderr, "reftrain: %s: %s\n", cfg.trajectory, strerror(-fd));
-		else if ((rc = write_start(fd, &t)) < 0)
-			fprintf(stderr, "reftrain: %s: %s\n", cfg.trajectory, strerror(-rc));
-		ok = fd >= 0 && rc == 0;
+		ok = fd >= 0;
 	}
 	MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
 	if (!ok) {
@@ -131,14 +191,55 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	/* libckpt's outcomes are agreed across ranks: every rank takes the same branch */
+	ckpt_restore_info *restored = NULL;
+	if (cfg.ckpt_dir) {
+		if ((rc = reftrain_ckpt_open(&k, &t, err, sizeof err)) < 0)
+			goto failed;
+		have_ckpt = 1;
+		if (cfg.resume == REFTRAIN_RESUME_AUTO) {
+			rc = reftrain_ckpt_restore(&k, &t, &info, err, sizeof err);
+			if (rc == 0)
+				restored = &info;
+			else if (rc != -CKPT_ENOGEN)
+				goto failed;
+		}
+	}
+	if ((rc = write_start(fd, &t, restored)) < 0) {
+		fprintf(stderr, "reftrain: %s: %s\n", cfg.trajectory, strerror(-rc));
+		MPI_Abort(MPI_COMM_WORLD, 1);
+	}
+	if (rank == 0 && restored)
+		fprintf(stderr, "reftrain: resumed from %s (%d newer generation%s passed over)\n", info.name,
+			info.nfallbacks, info.nfallbacks == 1 ? "" : "s");
+
 	double t0 = now();
-	uint64_t first = reftrain_trainer_steps_done(&t) + 1;
-	while (reftrain_trainer_steps_done(&t) < cfg.steps) {
+	uint64_t first = t.step + 1;
+	uint64_t last = cfg.stop_after && cfg.stop_after < cfg.steps ? cfg.stop_after : cfg.steps;
+	while (t.step < last) {
 		reftrain_step_out o;
 		reftrain_trainer_step(&t, &o);
 		if ((rc = write_step(fd, &t, &o)) < 0) {
 			fprintf(stderr, "reftrain: %s: %s\n", cfg.trajectory, strerror(-rc));
 			MPI_Abort(MPI_COMM_WORLD, 1);
+		}
+		if (!have_ckpt || t.step % cfg.ckpt_every != 0)
+			continue;
+		char name[32];
+		snprintf(name, sizeof name, "step-%08" PRIu64, t.step);
+		if (reftrain_ckpt_save(&k, &t, err, sizeof err) == 0) {
+			/* the acknowledgement: written only once every rank has it committed */
+			if (rank == 0 && write_event(fd, "committed", "step", t.step, "checkpoint", name) < 0)
+				MPI_Abort(MPI_COMM_WORLD, 1);
+			continue;
+		}
+		if (rank == 0) {
+			fprintf(stderr, "reftrain: checkpoint at step %" PRIu64 " failed: %s\n", t.step, err);
+			write_event(fd, "save_failed", "step", t.step, "error", err);
+		}
+		if (cfg.ckpt_fatal) {
+			rc = -EIO;
+			goto failed;
 		}
 	}
 	double elapsed = now() - t0;
@@ -146,7 +247,8 @@ int main(int argc, char **argv)
 	if (rank == 0) {
 		reftrain_line l;
 		reftrain_line_reset(&l);
-		reftrain_line_add(&l, "{\"event\":\"end\",\"status\":\"done\",\"steps\":%" PRIu64 "}", cfg.steps);
+		reftrain_line_add(&l, "{\"event\":\"end\",\"status\":\"%s\",\"steps\":%" PRIu64 "}",
+				  t.step == cfg.steps ? "done" : "stopped", t.step);
 		if ((rc = reftrain_traj_write(fd, &l)) < 0 || fsync(fd) < 0) {
 			fprintf(stderr, "reftrain: %s: %s\n", cfg.trajectory, strerror(rc < 0 ? -rc : errno));
 			status = 1;
@@ -154,9 +256,20 @@ int main(int argc, char **argv)
 		if (cfg.stats)
 			fprintf(stderr, "reftrain: preset=%s world=%d params=%zu steps=%" PRIu64
 				" seconds=%.6f steps_per_second=%.3f\n", cfg.preset, world, t.nparams,
-				cfg.steps - first + 1, elapsed, (double)(cfg.steps - first + 1) / elapsed);
+				t.step - first + 1, elapsed, (double)(t.step - first + 1) / elapsed);
 	}
+	goto out;
+
+failed:
+	if (rank == 0) {
+		fprintf(stderr, "reftrain: %s\n", err);
+		write_end_failed(fd, t.step, err);
+		fsync(fd);
+	}
+	status = 1;
 out:
+	if (have_ckpt)
+		reftrain_ckpt_close(&k);
 	if (fd >= 0)
 		close(fd);
 	reftrain_trainer_free(&t);

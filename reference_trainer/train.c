@@ -226,7 +226,7 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 	const reftrain_config *c = &t->cfg;
 	size_t per = (size_t)c->micro_batch * c->accum, sh = t->shard.end - t->shard.begin;
 	size_t global_batch = per * c->virtual_workers;
-	uint64_t step = t->sched.count + 1;
+	uint64_t step = ++t->step;
 	float scale = t->scaler.scale;
 	int local_overflow = 0, overflow = 0;
 

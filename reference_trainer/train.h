@@ -34,6 +34,7 @@ typedef struct reftrain_trainer {
 	int rank, world;
 	uint32_t wpr;                  /* virtual workers per rank */
 	uint32_t first_worker;
+	uint64_t step;                 /* steps completed */
 	reftrain_model model;
 	size_t nparams;
 	reftrain_shard shard;          /* this rank's */
@@ -74,11 +75,6 @@ void reftrain_trainer_free(reftrain_trainer *t);
 /* Recompute derived data (fp32 weights, permutation) after state was replaced. */
 void reftrain_trainer_rederive(reftrain_trainer *t);
 int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out);
-/* Steps completed so far. */
-static inline uint64_t reftrain_trainer_steps_done(const reftrain_trainer *t)
-{
-	return t->sched.count;
-}
 
 /*
  * xxh3-64 of a component's global contents: for each tensor, all ranks' parts

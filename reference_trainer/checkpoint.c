@@ -1,0 +1,108 @@
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- ckpt_comm over MPI: byte blocks only, so no reduction order matters ---- */
+
+static int mpi_rc(int rc)
+{
+	return rc == MPI_SUCCESS ? 0 : -EIO;
+}
+
+static int mpi_barrier(void *ctx)
+{
+	return mpi_rc(MPI_Barrier(*(MPI_Comm *)ctx));
+}
+
+static int mpi_gather(void *ctx, const void *send, size_t bytes, void *recv, int root)
+{
+	if (bytes > INT32_MAX)
+		return -EFBIG;
+	return mpi_rc(MPI_Gather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, root, *(MPI_Comm *)ctx));
+}
+
+static int mpi_bcast(void *ctx, void *buf, size_t bytes, int root)
+{
+	if (bytes > INT32_MAX)
+		return -EFBIG;
+	return mpi_rc(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, *(MPI_Comm *)ctx));
+}
+
+static ckpt_stage stage_of(const char *component)
+{
+	if (strcmp(component, "params") == 0 || strcmp(component, "master") == 0)
+		return CKPT_STAGE_MODEL;
+	if (strcmp(component, "opt") == 0)
+		return CKPT_STAGE_OPTIMIZER;
+	if (strcmp(component, "data") == 0 || strcmp(component, "user") == 0)
+		return CKPT_STAGE_DATA;
+	return CKPT_STAGE_TRAINING;    /* sched, scaler, rng */
+}
+
+static ckpt_dtype dtype_of(enum reftrain_dtype t)
+{
+	return t == REFTRAIN_F32 ? CKPT_F32 : t == REFTRAIN_BF16 ? CKPT_BF16 : t == REFTRAIN_U64 ? CKPT_U64 : CKPT_U8;
+}
+
+int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t len)
+{
+	ckpt_error e;
+	int rc;
+
+	memset(k, 0, sizeof *k);
+	k->mpi = t->comm;
+	k->comm = (ckpt_comm){ .ctx = &k->mpi, .rank = t->rank, .size = t->world,
+			       .barrier = mpi_barrier, .gather = mpi_gather, .bcast = mpi_bcast };
+	if ((rc = ckpt_state_new(&k->state)) < 0)
+		return rc;
+	for (int i = 0; i < t->reg.ncomps; i++) {
+		const reftrain_component *c = &t->reg.comps[i];
+		for (int j = 0; j < c->ntensors; j++) {
+			const reftrain_tensor *x = &c->tensors[j];
+			rc = ckpt_state_add_tensor(k->state, x->name, c->name, stage_of(c->name), dtype_of(x->dtype),
+						   x->data, x->local_elems, x->global_elems, x->global_offset);
+			if (rc < 0) {
+				snprintf(err, len, "cannot register %s: %s", x->name, strerror(-rc));
+				return rc;
+			}
+		}
+	}
+	ckpt_config cfg = { .root = t->cfg.ckpt_dir, .keep_last = t->cfg.keep, .keep_best = 1,
+			    .config_hash = reftrain_config_hash(&t->cfg) };
+	if ((rc = ckpt_open(&k->c, &cfg, &k->comm, k->state, &e)) < 0)
+		snprintf(err, len, "%s", e.msg[0] ? e.msg : strerror(-rc));
+	return rc;
+}
+
+void reftrain_ckpt_close(reftrain_ckpt *k)
+{
+	ckpt_close(k->c);
+	ckpt_state_free(k->state);
+	k->c = NULL;
+	k->state = NULL;
+}
+
+int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, ckpt_restore_info *info, char *err, size_t len)
+{
+	int rc = ckpt_restore(k->c, info);
+
+	if (rc == 0) {
+		t->step = info->step;
+		reftrain_trainer_rederive(t);
+	} else if (rc != -CKPT_ENOGEN) {
+		snprintf(err, len, "%s", ckpt_last_error(k->c)->msg);
+	}
+	return rc;
+}
+
+int reftrain_ckpt_save(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t len)
+{
+	/* "best": the lowest loss so far was reached since the previous save */
+	unsigned tags = t->user.best_step + t->cfg.ckpt_every > t->step ? CKPT_TAG_BEST : 0;
+	int rc = ckpt_save(k->c, t->step, tags);
+	if (rc < 0)
+		snprintf(err, len, "%s", ckpt_last_error(k->c)->msg);
+	return rc;
+}
