@@ -2,13 +2,13 @@
 
 reftrain_shard reftrain_shard_of(size_t n, int w, int r)
 {
-	size_t chunks = reftrain_chunk_count(n);
+	size_t chunks = reftrain_chunk_count(n), c = reftrain_chunk_size(n);
 	reftrain_shard s;
 
 	s.chunk_begin = chunks * (size_t)r / (size_t)w;
 	s.chunk_end = chunks * (size_t)(r + 1) / (size_t)w;
-	s.begin = s.chunk_begin * REFTRAIN_CHUNK;
-	s.end = s.chunk_end * REFTRAIN_CHUNK;
+	s.begin = s.chunk_begin * c;
+	s.end = s.chunk_end * c;
 	if (s.begin > n)
 		s.begin = n;
 	if (s.end > n)
@@ -27,12 +27,12 @@ void reftrain_sum_vectors(float *out, const float *in, size_t nvec, size_t n)
 	}
 }
 
-void reftrain_chunk_sumsq(const float *g, size_t n, double *out)
+void reftrain_chunk_sumsq(const float *g, size_t len, size_t chunk, double *out)
 {
-	for (size_t c = 0; c * REFTRAIN_CHUNK < n; c++) {
-		size_t end = (c + 1) * REFTRAIN_CHUNK < n ? (c + 1) * REFTRAIN_CHUNK : n;
+	for (size_t c = 0; c * chunk < len; c++) {
+		size_t end = (c + 1) * chunk < len ? (c + 1) * chunk : len;
 		double s = 0.0;
-		for (size_t i = c * REFTRAIN_CHUNK; i < end; i++)
+		for (size_t i = c * chunk; i < end; i++)
 			s += (double)g[i] * (double)g[i];
 		out[c] = s;
 	}

@@ -12,8 +12,18 @@
 
 #include <stddef.h>
 
-/* Elements per chunk: shards are made of whole chunks. */
-#define REFTRAIN_CHUNK 4096u
+/*
+ * Elements per chunk, a function of the vector's length alone (about 1024
+ * chunks, a power of two from 64 up), so that it does not depend on the world
+ * size. Shards are made of whole chunks; norms are summed chunk by chunk.
+ */
+static inline size_t reftrain_chunk_size(size_t n)
+{
+	size_t c = 64;
+	while (c < (1u << 20) && c * 1024 < n)
+		c *= 2;
+	return c;
+}
 
 typedef struct reftrain_shard {
 	size_t begin;          /* first element owned */
@@ -24,7 +34,8 @@ typedef struct reftrain_shard {
 
 static inline size_t reftrain_chunk_count(size_t n)
 {
-	return (n + REFTRAIN_CHUNK - 1) / REFTRAIN_CHUNK;
+	size_t c = reftrain_chunk_size(n);
+	return (n + c - 1) / c;
 }
 
 /* Rank r's share of n elements among w ranks: a contiguous run of chunks. */
@@ -33,8 +44,8 @@ reftrain_shard reftrain_shard_of(size_t n, int w, int r);
 /* out[i] = (((in[0][i] + in[1][i]) + in[2][i]) + ...), in = nvec vectors of n. */
 void reftrain_sum_vectors(float *out, const float *in, size_t nvec, size_t n);
 
-/* Sum of squares of each REFTRAIN_CHUNK-sized chunk of g (n elements). */
-void reftrain_chunk_sumsq(const float *g, size_t n, double *out);
+/* Sum of squares of each chunk-sized piece of g (len elements, the last piece may be short). */
+void reftrain_chunk_sumsq(const float *g, size_t len, size_t chunk, double *out);
 
 /* Left-to-right sum. */
 double reftrain_sum_f64(const double *v, size_t n);

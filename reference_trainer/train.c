@@ -251,7 +251,7 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 	} else {
 		for (size_t i = 0; i < sh; i++)
 			t->gsum[i] /= scale;
-		reftrain_chunk_sumsq(t->gsum, sh, t->chunk_sq);
+		reftrain_chunk_sumsq(t->gsum, sh, reftrain_chunk_size(t->nparams), t->chunk_sq);
 		MPI_Allgatherv(t->chunk_sq, t->chunk_counts[t->rank], MPI_DOUBLE, t->chunk_all,
 			       t->chunk_counts, t->chunk_displs, MPI_DOUBLE, t->comm);
 		double norm = sqrt(reftrain_sum_f64(t->chunk_all, reftrain_chunk_count(t->nparams)));

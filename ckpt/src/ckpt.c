@@ -81,9 +81,9 @@ static int enter(ckpt *c, int ph)
 {
 	double t = now();
 
-	if (c->phase >= 0)
+	if (c->phase >= 0 && c->phase < PH_COUNT)
 		c->stats.phase_seconds[c->phase] += t - c->phase_t0;
-	c->phase = ph;
+	c->phase = ph < PH_COUNT ? ph : -1;      /* PH_COUNT: no phase running */
 	c->phase_t0 = t;
 	return ph < PH_COUNT ? ckpt__io_phase(&c->io, save_phases[ph]) : 0;
 }
@@ -310,26 +310,31 @@ out:
 	return rc;
 }
 
+/*
+ * The manifest's telemetry covers what happened before it was written: the
+ * bytes and, per phase up to the barrier, the slowest rank's time. The
+ * journal's save record has every phase of each rank.
+ */
 static void telemetry_json(ckpt *c, const shard_report *reps, char **out)
 {
-	char buf[2048];
+	char buf[1024];
 	int n = 0;
 	uint64_t total = 0;
-	double write_s = 0.0;
+	double slowest[PH_COUNT] = { 0 };
 
 	for (int r = 0; r < c->comm->size; r++) {
 		total += reps[r].file.size;
-		double w = reps[r].phase_seconds[PH_SHARD_WRITE] + reps[r].phase_seconds[PH_SHARD_SYNC];
-		if (w > write_s)
-			write_s = w;
+		for (int p = 0; p <= PH_BARRIER; p++)
+			if (reps[r].phase_seconds[p] > slowest[p])
+				slowest[p] = reps[r].phase_seconds[p];
 	}
 	c->stats.total_bytes = total;
 	n += snprintf(buf + n, sizeof buf - (size_t)n, "{\"bytes\":%" PRIu64 ",\"phase_seconds\":{", total);
-	for (int p = 0; p < PH_COUNT; p++)
-		n += snprintf(buf + n, sizeof buf - (size_t)n, "%s\"%s\":%.6f", p ? "," : "", save_phases[p],
-			      c->stats.phase_seconds[p]);
+	for (int p = 0; p <= PH_BARRIER; p++)
+		n += snprintf(buf + n, sizeof buf - (size_t)n, "%s\"%s\":%.6f", p ? "," : "", save_phases[p], slowest[p]);
+	double w = slowest[PH_SHARD_WRITE] + slowest[PH_SHARD_SYNC];
 	snprintf(buf + n, sizeof buf - (size_t)n, "},\"shard_write_mib_per_s\":%.1f}",
-		 write_s > 0 ? (double)total / 1048576.0 / write_s : 0.0);
+		 w > 0 ? (double)total / 1048576.0 / w : 0.0);
 	*out = strdup(buf);
 }
 
@@ -491,11 +496,17 @@ out:
 		ckpt__io_rmtree(&c->io, tmp);
 		c->io.err = &c->err;
 	}
+	char phases[512];
+	int pn = 0;
+	for (int p = 0; p < PH_COUNT; p++)
+		pn += snprintf(phases + pn, sizeof phases - (size_t)pn, "%s\"%s\":%.6f", p ? "," : "", save_phases[p],
+			       c->stats.phase_seconds[p]);
 	ckpt__journal_add(&c->journal,
 			  "\"event\":\"save\",\"step\":%" PRIu64 ",\"result\":%d,\"error\":\"%s\",\"bytes\":%" PRIu64
-			  ",\"total_bytes\":%" PRIu64 ",\"seconds\":%.6f",
+			  ",\"total_bytes\":%" PRIu64 ",\"seconds\":%.6f,\"mib_per_s\":%.1f,\"phase_seconds\":{%s}",
 			  step, final.code, ckpt_strerror(final.code), c->stats.bytes, c->stats.total_bytes,
-			  c->stats.seconds);
+			  c->stats.seconds, c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
+			  phases);
 	free(reps);
 	free(all_te);
 	return final.code;

@@ -92,7 +92,7 @@ int ckpt__state_order(const ckpt_state *s, int **order)
 
 static char *dump(json_t *j)
 {
-	return json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	return json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
 }
 
 int ckpt__shard_header(const ckpt_state *s, const int *order, int rank, int world, uint64_t step,

@@ -16,7 +16,7 @@
 #include "rng.h"
 
 #define V 8
-#define N (3 * REFTRAIN_CHUNK + 123)
+#define N (300 * 1000 + 123)
 
 static float grads[V][N];
 
@@ -45,7 +45,7 @@ static void simulate(int w, float *sum, double *normsq)
 		for (int v = 0; v < V; v++)
 			memcpy(recv + (size_t)v * n, &grads[v][s.begin], n * sizeof(float));
 		reftrain_sum_vectors(sum + s.begin, recv, V, n);
-		reftrain_chunk_sumsq(sum + s.begin, n, partials + s.chunk_begin);
+		reftrain_chunk_sumsq(sum + s.begin, n, reftrain_chunk_size(N), partials + s.chunk_begin);
 		free(recv);
 	}
 	*normsq = reftrain_sum_f64(partials, chunks);
@@ -60,11 +60,19 @@ static void test_shards__tile_the_vector_in_whole_chunks(void **state)
 		for (int r = 0; r < w; r++) {
 			reftrain_shard s = reftrain_shard_of(N, w, r);
 			assert_int_equal(s.begin, next);
-			assert_int_equal(s.begin % REFTRAIN_CHUNK, 0);
+			assert_int_equal(s.begin % reftrain_chunk_size(N), 0);
 			next = s.end;
 		}
 		assert_int_equal(next, N);
 	}
+}
+
+static void test_chunks__size_depends_on_length_only(void **state)
+{
+	(void)state;
+	assert_int_equal(reftrain_chunk_size(3364), 64);
+	assert_int_equal(reftrain_chunk_size(N), 512);
+	assert_true(reftrain_chunk_count(N) <= 1024);
 }
 
 static void test_reduce__same_bits_for_every_world_size(void **state)
@@ -99,6 +107,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_shards__tile_the_vector_in_whole_chunks),
+		cmocka_unit_test(test_chunks__size_depends_on_length_only),
 		cmocka_unit_test(test_reduce__same_bits_for_every_world_size),
 		cmocka_unit_test(test_reduce__order_matters),
 	};
