@@ -47,7 +47,7 @@ static const char *const flags[] = {
 	"--preset", "--steps", "--seed", "--trajectory", "--digest-every", "--attempt",
 	"--virtual-workers", "--micro-batch", "--accum", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
-	"--stop-after", "--stats", "--help",
+	"--stop-after", "--stats", "--test-skip-restore", "--help",
 };
 
 static void preset_tiny(reftrain_config *c)
@@ -272,6 +272,16 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		} else if (strcmp(a, "--stop-after") == 0) {
 			if (parse_u64(a, val, 1, UINT64_MAX, 0, &c->stop_after, err, len))
 				return -EINVAL;
+		} else if (strcmp(a, "--test-skip-restore") == 0) {
+			static const char *const comps[] = { "params", "master", "opt", "rng", "data", "sched",
+							     "scaler", "user" };
+			int ok = 0;
+			for (size_t k = 0; k < sizeof comps / sizeof *comps; k++)
+				ok |= strcmp(val, comps[k]) == 0;
+			if (!ok)
+				return fail(err, len, "--test-skip-restore: '%s' is not a component; valid: params, master, "
+					    "opt, rng, data, sched, scaler, user", val);
+			c->test_skip_restore = val;
 		} else if (strcmp(a, "--trajectory") == 0) {
 			c->trajectory = val;
 		} else if (strcmp(a, "--digest-every") == 0) {

@@ -48,6 +48,7 @@ typedef struct reftrain_config {
 	int ckpt_fatal;
 	int stats;
 	uint64_t stop_after;          /* 0: run to steps */
+	const char *test_skip_restore; /* test only: component left at its initial state */
 } reftrain_config;
 
 enum { REFTRAIN_PARSE_OK = 0, REFTRAIN_PARSE_HELP = 1 };

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "inject.h"
 #include "config.h"
 #include "train.h"
 #include "traj.h"
@@ -165,6 +166,13 @@ int main(int argc, char **argv)
 		}
 		MPI_Finalize();
 		return 2;
+	}
+
+	/* the harness's fault plan, if any, for this rank and attempt */
+	if ((rc = harness_inject_arm_from_env(rank, (int)cfg.attempt)) < 0) {
+		fprintf(stderr, "reftrain: rank %d: cannot arm the fault plan in $CKPT_FAULT_PLAN: %s\n", rank,
+			strerror(-rc));
+		MPI_Abort(MPI_COMM_WORLD, 2);
 	}
 
 	rc = reftrain_trainer_init(&t, &cfg, MPI_COMM_WORLD);

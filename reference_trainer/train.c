@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include "adamw.h"
+#include "ckpt/fault.h"
 
 /* Gradients beyond fp16's range overflow, as they would in fp16 communication. */
 #define FP16_MAX 65504.0f
@@ -216,6 +217,8 @@ static void reduce_gradients(reftrain_trainer *t)
 		for (uint32_t w = 0; w < t->wpr; w++)
 			memcpy(t->sendbuf + t->wpr * b + w * n, t->grads + w * P + b, n * sizeof(float));
 	}
+	/* a rank dying here leaves the others blocked in the all-to-all */
+	ckpt_fault_phase(t->rank, t->step, "train.reduce");
 	MPI_Alltoallv(t->sendbuf, t->a2a_send_counts, t->a2a_send_displs, MPI_FLOAT,
 		      t->recvbuf, t->a2a_recv_counts, t->a2a_recv_displs, MPI_FLOAT, t->comm);
 	reftrain_sum_vectors(t->gsum, t->recvbuf, t->cfg.virtual_workers, sh);
@@ -227,6 +230,8 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 	size_t per = (size_t)c->micro_batch * c->accum, sh = t->shard.end - t->shard.begin;
 	size_t global_batch = per * c->virtual_workers;
 	uint64_t step = ++t->step;
+
+	ckpt_fault_phase(t->rank, step, "train.step");
 	float scale = t->scaler.scale;
 	int local_overflow = 0, overflow = 0;
 

@@ -7,7 +7,7 @@ BUILD=${CKPT_BUILD_DIR:-$REPO/build}
 export CKPT_BUILD_DIR=$BUILD
 
 PACKAGES=(build-essential cmake ninja-build pkg-config git
-          openmpi-bin libopenmpi-dev libfiu-dev fiu-utils libcmocka-dev libxxhash-dev libjansson-dev
+          openmpi-bin libopenmpi-dev libfiu-dev fiu-utils libcmocka-dev libxxhash-dev libjansson-dev libyaml-dev
           python3 python3-pytest python3-numpy python3-xxhash)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

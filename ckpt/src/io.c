@@ -224,6 +224,12 @@ int ckpt__io_phase(ckpt_io *io, const char *name)
 	return end(io, &st, -1, -(st.fault->err > 0 ? st.fault->err : EIO));
 }
 
+int ckpt_fault_phase(int rank, uint64_t step, const char *phase)
+{
+	ckpt_io io = { .rank = rank, .step = step, .phase = phase, .err = NULL, .journal = NULL };
+	return ckpt__io_phase(&io, phase);
+}
+
 /* Run a simple syscall-shaped call with EINTR retry. */
 #define RETRY(expr) ({ long _r; do { _r = (long)(expr); } while (_r < 0 && errno == EINTR); _r; })
 

@@ -45,4 +45,11 @@ typedef struct ckpt_fault_action {
 /* The context of the operation being decided (valid inside fiu callbacks). */
 const ckpt_fault_ctx *ckpt_fault_current(void);
 
+/*
+ * A phase point for code outside libckpt (the trainer's own phases, e.g.
+ * train.step): evaluates ckpt/phase/<phase> with this context and carries out
+ * a kill or delay. Returns 0, or -errno for an injected failure.
+ */
+int ckpt_fault_phase(int rank, uint64_t step, const char *phase);
+
 #endif

@@ -1,0 +1,128 @@
+#include "inject.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fiu-control.h>
+#include <fiu.h>
+#include <fnmatch.h>
+#include <stdbool.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ckpt/fault.h"
+#include "plan.h"
+
+static harness_fault *plan;
+static int nplan;
+static atomic_int *seen;          /* matching calls per fault */
+static int log_fd = -1;
+static int my_attempt;
+static _Thread_local ckpt_fault_action action;
+
+static const char *base(const char *p)
+{
+	const char *s = p ? strrchr(p, '/') : NULL;
+	return s ? s + 1 : p ? p : "";
+}
+
+static bool matches(const harness_fault *f, const ckpt_fault_ctx *c)
+{
+	if (f->attempt != -1 && f->attempt != my_attempt)
+		return false;
+	if (f->rank != -1 && f->rank != c->rank)
+		return false;
+	if (f->step != -1 && (uint64_t)f->step != c->step)
+		return false;
+	if (f->phase[0] && (!c->phase || strcmp(f->phase, c->phase) != 0))
+		return false;
+	if (f->op[0] && strcmp(f->op, c->op) != 0)
+		return false;
+	if (f->path[0] && fnmatch(f->path, base(c->path), 0) != 0)
+		return false;
+	return true;
+}
+
+static void log_fire(int i, const harness_fault *f, const ckpt_fault_ctx *c, int nth)
+{
+	char desc[64], line[1024];
+	int n;
+
+	harness_fault_describe(f, desc, sizeof desc);
+	n = snprintf(line, sizeof line,
+		     "{\"fault\":%d,\"attempt\":%d,\"rank\":%d,\"step\":%" PRIu64 ",\"phase\":\"%s\",\"op\":\"%s\","
+		     "\"path\":\"%s\",\"nth\":%d,\"action\":\"%s\"}\n",
+		     i, my_attempt, c->rank, c->step, c->phase ? c->phase : "", c->op, c->path ? c->path : "", nth,
+		     desc);
+	if (log_fd >= 0 && n > 0 && write(log_fd, line, (size_t)n) < 0)
+		(void)0;   /* the log is best effort; the harness reports a missing fire */
+	fprintf(stderr, "FAULT %s rank=%d step=%" PRIu64 " phase=%s op=%s nth=%d -> %s\n",
+		c->op && strcmp(c->op, "phase") == 0 ? "phase" : "io", c->rank, c->step, c->phase ? c->phase : "-",
+		c->op, nth, desc);
+}
+
+static int on_point(const char *name, int *failnum, void **failinfo, unsigned *flags)
+{
+	const ckpt_fault_ctx *c = ckpt_fault_current();
+	(void)name;
+	(void)failnum;
+	(void)flags;
+
+	for (int i = 0; i < nplan; i++) {
+		const harness_fault *f = &plan[i];
+		if (!matches(f, c))
+			continue;
+		int nth = atomic_fetch_add(&seen[i], 1) + 1;
+		int times = f->times ? f->times : (f->action == HARNESS_ERRNO ? 0 : 1);
+		if (nth < f->nth || (times && nth >= f->nth + times))
+			continue;
+		log_fire(i, f, c, nth);
+		switch (f->action) {
+		case HARNESS_KILL: action = (ckpt_fault_action){ .kind = CKPT_FAULT_KILL }; break;
+		case HARNESS_ERRNO: action = (ckpt_fault_action){ .kind = CKPT_FAULT_ERRNO, .err = f->err }; break;
+		case HARNESS_SHORT: action = (ckpt_fault_action){ .kind = CKPT_FAULT_SHORT, .bytes = (size_t)f->arg }; break;
+		case HARNESS_TORN: action = (ckpt_fault_action){ .kind = CKPT_FAULT_TORN, .bytes = (size_t)f->arg }; break;
+		default: action = (ckpt_fault_action){ .kind = CKPT_FAULT_DELAY, .delay_ms = (unsigned)f->arg }; break;
+		}
+		*failinfo = &action;
+		return 1;
+	}
+	return 0;
+}
+
+int harness_inject_arm_from_env(int rank, int attempt)
+{
+	const char *plan_path = getenv("CKPT_FAULT_PLAN"), *log = getenv("CKPT_FAULT_LOG");
+	int rc;
+
+	if (!plan_path || !*plan_path)
+		return 0;
+#ifndef FIU_ENABLE
+	(void)log;
+	(void)rc;
+	(void)on_point;
+	(void)rank;
+	(void)attempt;
+	return -ENOTSUP;      /* built with -DFIU_ENABLE=OFF: no points to arm */
+#else
+	if ((rc = harness_plan_read(plan_path, &plan, &nplan)) < 0)
+		return rc;
+	my_attempt = attempt;
+	seen = calloc((size_t)nplan + 1, sizeof *seen);
+	if (!seen)
+		return -ENOMEM;
+	if (log && *log) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s.rank-%d.jsonl", log, rank);
+		log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	}
+	fiu_init(0);
+	if (fiu_enable_external("ckpt/io/*", 1, NULL, 0, on_point) < 0 ||
+	    fiu_enable_external("ckpt/phase/*", 1, NULL, 0, on_point) < 0)
+		return -EIO;
+	return 0;
+#endif
+}

@@ -1,0 +1,365 @@
+/* ckpt-harness: the command line; each command is a few calls into the modules. */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "launch.h"
+#include "oracle.h"
+#include "report.h"
+#include "run.h"
+#include "scenario.h"
+
+static const char usage[] =
+"usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep]\n"
+"       ckpt-harness suite DIR|FILE... [-j N] [--json FILE] [--junit FILE] [--keep]\n"
+"       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl...\n"
+"       ckpt-harness validate SCENARIO.yaml...\n"
+"\n"
+"Runs reftrain under the faults a scenario describes, restarts it until it\n"
+"finishes, and compares the resumed trajectory bit for bit with an\n"
+"uninterrupted run (cached in --cache DIR, default build/golden-cache).\n"
+"\n"
+"Exit status: 0 every scenario met its expectation; 1 at least one did not;\n"
+"2 bad input; 3 the harness could not do its job (launch, timeout, a\n"
+"nondeterministic trainer).\n";
+
+typedef struct cli {
+	const char *json, *junit, *work, *cache;
+	int keep, jobs;
+	char **files;
+	int nfiles;
+} cli;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int bad_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "ckpt-harness: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(see ckpt-harness --help)\n");
+	return 2;
+}
+
+static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
+{
+	memset(c, 0, sizeof *c);
+	c->jobs = 1;
+	c->files = calloc((size_t)argc, sizeof *c->files);
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(a, "--keep") == 0) {
+			c->keep = 1;
+		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
+			   strcmp(a, "--cache") == 0 || (allow_jobs && strcmp(a, "-j") == 0)) {
+			if (!v)
+				return bad_usage("%s needs a value", a);
+			if (strcmp(a, "-j") == 0) {
+				char *end;
+				long j = strtol(v, &end, 10);
+				if (*end || j < 1 || j > 64)
+					return bad_usage("-j: '%s' is not valid; expected a whole number from 1 to 64", v);
+				c->jobs = (int)j;
+			} else {
+				*(a[2] == 'j' && a[3] == 's' ? &c->json : a[2] == 'j' ? &c->junit : a[2] == 'w' ? &c->work
+												      : &c->cache) = v;
+			}
+			i++;
+		} else if (a[0] == '-') {
+			return bad_usage("unknown option '%s'", a);
+		} else {
+			c->files[c->nfiles++] = argv[i];
+		}
+	}
+	return 0;
+}
+
+static void locate(char *bindir, size_t len, char *cache, size_t clen, const cli *c)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+	exe[n > 0 ? n : 0] = '\0';
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = '\0';
+	snprintf(bindir, len, "%s", n > 0 ? exe : ".");
+	if (c->cache)
+		snprintf(cache, clen, "%s", c->cache);
+	else
+		snprintf(cache, clen, "%s/../golden-cache", bindir);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Expand directories into their *.yaml files, sorted. */
+static int expand(cli *c, char ***out, int *n)
+{
+	char **list = NULL;
+	int cnt = 0;
+
+	for (int i = 0; i < c->nfiles; i++) {
+		struct stat st;
+		if (stat(c->files[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+			DIR *d = opendir(c->files[i]);
+			struct dirent *de;
+			int first = cnt;
+			while (d && (de = readdir(d)) != NULL) {
+				size_t l = strlen(de->d_name);
+				if (l < 6 || strcmp(de->d_name + l - 5, ".yaml") != 0)
+					continue;
+				list = realloc(list, sizeof *list * (size_t)(cnt + 1));
+				if (asprintf(&list[cnt], "%s/%s", c->files[i], de->d_name) < 0)
+					return -ENOMEM;
+				cnt++;
+			}
+			if (d)
+				closedir(d);
+			qsort(list + first, (size_t)(cnt - first), sizeof *list, cmp_str);
+		} else {
+			list = realloc(list, sizeof *list * (size_t)(cnt + 1));
+			list[cnt++] = strdup(c->files[i]);
+		}
+	}
+	*out = list;
+	*n = cnt;
+	return 0;
+}
+
+static int load_all(char **files, int n, harness_scenario *s)
+{
+	char err[2048];
+	int bad = 0;
+
+	for (int i = 0; i < n; i++)
+		if (harness_scenario_load(files[i], &s[i], err, sizeof err) < 0) {
+			fprintf(stderr, "%s\n", err);
+			bad++;
+		}
+	for (int i = 0; i < n && !bad; i++)
+		for (int k = 0; k < i; k++)
+			if (strcmp(s[i].name, s[k].name) == 0) {
+				fprintf(stderr, "%s:1:1: scenario name '%s' is also used by %s\n", files[i], s[i].name, files[k]);
+				bad++;
+			}
+	return bad;
+}
+
+static int write_reports(const cli *c, const harness_result *r, int n, double secs)
+{
+	int rc = 0;
+	if (c->json && harness_report_json(c->json, r, n, secs) < 0) {
+		fprintf(stderr, "ckpt-harness: cannot write %s\n", c->json);
+		rc = 3;
+	}
+	if (c->junit && harness_report_junit(c->junit, r, n, secs) < 0) {
+		fprintf(stderr, "ckpt-harness: cannot write %s\n", c->junit);
+		rc = 3;
+	}
+	return rc;
+}
+
+/* Run scenarios, up to jobs at a time, each in a child process of its own. */
+static void run_many(const harness_scenario *s, int n, const harness_opts *o, int jobs, harness_result *r)
+{
+	pid_t *pid = calloc((size_t)n, sizeof *pid);
+	char tmpl[] = "/tmp/ckpt-harness-suite.XXXXXX";
+	char *dir = mkdtemp(tmpl);
+	int next = 0, running = 0, done = 0, tty = isatty(2);
+
+	while (done < n) {
+		while (running < jobs && next < n && !harness_interrupted()) {
+			pid[next] = fork();
+			if (pid[next] == 0) {
+				harness_result res;
+				char path[256];
+				harness_launch_init();
+				harness_run_scenario(&s[next], o, &res);
+				snprintf(path, sizeof path, "%s/%d", dir, next);
+				FILE *f = fopen(path, "wb");
+				if (f) {
+					fwrite(&res, sizeof res, 1, f);
+					fclose(f);
+				}
+				_exit(0);
+			}
+			running++;
+			next++;
+		}
+		int status;
+		pid_t w = wait(&status);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < next; i++) {
+			if (pid[i] != w)
+				continue;
+			char path[256];
+			snprintf(path, sizeof path, "%s/%d", dir, i);
+			FILE *f = fopen(path, "rb");
+			if (!f || fread(&r[i], sizeof r[i], 1, f) != 1) {
+				memset(&r[i], 0, sizeof r[i]);
+				snprintf(r[i].name, sizeof r[i].name, "%s", s[i].name);
+				snprintf(r[i].file, sizeof r[i].file, "%s", s[i].file);
+				r[i].verdict = HARNESS_ERROR;
+				r[i].harness_error = 1;
+				snprintf(r[i].sentence, sizeof r[i].sentence, "the scenario's runner died (status %d)", status);
+			}
+			if (f)
+				fclose(f);
+			unlink(path);
+			running--;
+			done++;
+			fprintf(stderr, "%s[%d/%d] %-40s %-5s %5.1fs%s", tty ? "\r" : "", done, n, r[i].name,
+				harness_verdict_name(r[i].verdict), r[i].seconds, tty ? "\033[K\n" : "\n");
+		}
+		if (harness_interrupted() && next < n) {
+			for (int i = next; i < n; i++) {
+				memset(&r[i], 0, sizeof r[i]);
+				snprintf(r[i].name, sizeof r[i].name, "%s", s[i].name);
+				r[i].verdict = HARNESS_ERROR;
+				r[i].harness_error = 1;
+				snprintf(r[i].sentence, sizeof r[i].sentence, "not run: interrupted");
+			}
+			done += n - next;
+			next = n;
+		}
+	}
+	rmdir(dir);
+	free(pid);
+}
+
+static int cmd_run(int argc, char **argv, int suite)
+{
+	cli c;
+	char bindir[PATH_MAX], cache[PATH_MAX];
+	char **files;
+	int n, rc;
+
+	if ((rc = parse_cli(argc, argv, &c, suite)) != 0)
+		return rc;
+	if (c.nfiles == 0 || (!suite && c.nfiles != 1))
+		return bad_usage("%s", suite ? "suite needs scenario files or directories" : "run needs one scenario file");
+	expand(&c, &files, &n);
+	if (n == 0)
+		return bad_usage("%s", "no *.yaml scenario files found");
+	harness_scenario *s = calloc((size_t)n, sizeof *s);
+	harness_result *r = calloc((size_t)n, sizeof *r);
+	if (load_all(files, n, s))
+		return 2;
+	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
+	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache };
+
+	harness_launch_init();
+	double t0 = now();
+	if (suite)
+		run_many(s, n, &o, c.jobs, r);
+	else
+		harness_run_scenario(&s[0], &o, &r[0]);
+	double secs = now() - t0;
+	harness_report_table(stdout, r, n, secs);
+	if (suite) {
+		/* coverage of the gate: which (phase, op) pairs the faults really hit */
+		printf("coverage:");
+		int shown = 0;
+		for (int i = 0; i < n; i++)
+			for (int k = 0; k < r[i].ncoverage; k++) {
+				int seen = 0;
+				for (int j = 0; j < i && !seen; j++)
+					for (int m = 0; m < r[j].ncoverage; m++)
+						seen |= strcmp(r[j].coverage[m], r[i].coverage[k]) == 0;
+				for (int m = 0; m < k; m++)
+					seen |= strcmp(r[i].coverage[m], r[i].coverage[k]) == 0;
+				if (!seen) {
+					printf("%s %s", shown ? "," : "", r[i].coverage[k]);
+					shown++;
+				}
+			}
+		printf("%s(%d phase/op pairs hit)\n", shown ? " " : " none ", shown);
+	}
+	rc = write_reports(&c, r, n, secs);
+	if (harness_interrupted())
+		return 130;
+	int code = harness_exit_code(r, n);
+	return rc > code ? rc : code;
+}
+
+static int cmd_validate(int argc, char **argv)
+{
+	cli c;
+	char **files;
+	int n, rc;
+
+	if ((rc = parse_cli(argc, argv, &c, 0)) != 0)
+		return rc;
+	if (c.nfiles == 0)
+		return bad_usage("%s", "validate needs scenario files or directories");
+	expand(&c, &files, &n);
+	harness_scenario *s = calloc((size_t)n + 1, sizeof *s);
+	int bad = load_all(files, n, s);
+	if (!bad)
+		printf("%d scenario%s valid\n", n, n == 1 ? "" : "s");
+	return bad ? 2 : 0;
+}
+
+static int cmd_oracle(int argc, char **argv)
+{
+	harness_expect exp = { .outcome = HARNESS_RESUME_BITWISE, .restored_from = -1, .max_lost_steps = -1 };
+	harness_oracle_result o;
+	int64_t steps = 0;
+
+	if (argc < 4)
+		return bad_usage("%s", "oracle needs GOLDEN.jsonl and at least one ATTEMPT.jsonl");
+	/* the number of steps is the golden run's */
+	FILE *g = fopen(argv[2], "r");
+	char line[8192];
+	if (!g) {
+		fprintf(stderr, "ckpt-harness: %s: %s\n", argv[2], strerror(errno));
+		return 2;
+	}
+	while (fgets(line, sizeof line, g)) {
+		const char *p = strstr(line, "{\"step\":");
+		if (p == line)
+			steps = strtoll(line + 8, NULL, 10);
+	}
+	fclose(g);
+	if (harness_oracle_compare(argv[2], (const char *const *)argv + 3, argc - 3, steps, &exp, &o) < 0) {
+		fprintf(stderr, "ckpt-harness: %s\n", o.sentence);
+		return 2;
+	}
+	printf("%s: %s\n", harness_verdict_name(o.verdict), o.sentence);
+	return o.verdict == HARNESS_PASS ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		fputs(usage, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "run") == 0)
+		return cmd_run(argc, argv, 0);
+	if (strcmp(argv[1], "suite") == 0)
+		return cmd_run(argc, argv, 1);
+	if (strcmp(argv[1], "validate") == 0)
+		return cmd_validate(argc, argv);
+	if (strcmp(argv[1], "oracle") == 0)
+		return cmd_oracle(argc, argv);
+	return bad_usage("unknown command '%s'; valid: run, suite, oracle, validate", argv[1]);
+}

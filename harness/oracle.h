@@ -1,0 +1,51 @@
+/*
+ * The oracle: stitches a run's attempts and compares them, bit for bit, with
+ * the uninterrupted (golden) trajectory. Every step record of every attempt
+ * must equal the golden record of that step; every resume must restore a
+ * generation at least as new as the newest one acknowledged (committed)
+ * before the crash, and restore exactly the golden state of that step,
+ * component by component; the run must finish (or fail cleanly, if that is
+ * what the scenario expects). A difference is reported as one sentence that
+ * names the first step and what differs.
+ */
+#ifndef HARNESS_ORACLE_H
+#define HARNESS_ORACLE_H
+
+#include <stdint.h>
+
+#define HARNESS_MAX_ATTEMPTS 16
+
+enum harness_outcome { HARNESS_RESUME_BITWISE, HARNESS_CLEAN_FAILURE };
+
+typedef struct harness_expect {
+	enum harness_outcome outcome;
+	char error[256];           /* clean_failure: a substring of the error */
+	int64_t restored_from;     /* -1: not checked */
+	int64_t max_lost_steps;    /* -1: not checked */
+	int damaged_newest;        /* the scenario damaged checkpoints: acked may be lost */
+} harness_expect;
+
+enum harness_verdict { HARNESS_PASS = 0, HARNESS_FAIL = 1, HARNESS_ERROR = 2 };
+
+typedef struct harness_oracle_result {
+	enum harness_verdict verdict;
+	char sentence[1024];
+	int attempts;
+	int64_t restored_from[HARNESS_MAX_ATTEMPTS];   /* per attempt, -1 = fresh start, -2 = no start record */
+	int64_t lost_steps[HARNESS_MAX_ATTEMPTS];      /* per crash */
+	int ncrashes;
+	int64_t max_lost;
+	int finished;
+} harness_oracle_result;
+
+/*
+ * Compare. expected_steps is the run's --steps. Returns 0, or < 0 if a file
+ * cannot be read (sentence says which).
+ */
+int harness_oracle_compare(const char *golden, const char *const *attempts, int nattempts,
+			   int64_t expected_steps, const harness_expect *exp, harness_oracle_result *out);
+
+/* "optimizer moments (opt)" for "opt". */
+const char *harness_component_description(const char *name);
+
+#endif

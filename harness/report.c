@@ -1,0 +1,165 @@
+#include "report.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *harness_verdict_name(enum harness_verdict v)
+{
+	return v == HARNESS_PASS ? "PASS" : v == HARNESS_FAIL ? "FAIL" : "ERROR";
+}
+
+static void restored_list(const harness_result *r, char *buf, size_t len)
+{
+	size_t used = 0;
+	buf[0] = '\0';
+	for (int i = 1; i < r->oracle.attempts && used < len; i++) {
+		int64_t R = r->oracle.restored_from[i];
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? "," : "",
+					 R >= 0 ? "" : R == -1 ? "fresh" : "none");
+		if (R >= 0)
+			used += (size_t)snprintf(buf + used, len - used, "%" PRId64, R);
+	}
+	if (!buf[0])
+		snprintf(buf, len, "-");
+}
+
+void harness_report_table(FILE *out, const harness_result *r, int n, double seconds)
+{
+	int pass = 0;
+
+	fprintf(out, "%-40s %-7s %8s %7s %-12s %5s %8s\n", "scenario", "verdict", "attempts", "faults", "restored",
+		"lost", "time");
+	for (int i = 0; i < n; i++) {
+		char restored[64], faults[16];
+		restored_list(&r[i], restored, sizeof restored);
+		snprintf(faults, sizeof faults, "%d/%d", r[i].faults_fired, r[i].faults_planned);
+		fprintf(out, "%-40.40s %-7s %8d %7s %-12.12s %5" PRId64 " %7.1fs\n", r[i].name,
+			harness_verdict_name(r[i].verdict), r[i].attempts, faults, restored, r[i].oracle.max_lost,
+			r[i].seconds);
+		pass += r[i].verdict == HARNESS_PASS;
+	}
+	for (int i = 0; i < n; i++)
+		if (r[i].verdict != HARNESS_PASS)
+			fprintf(out, "\n%s %s: %s\n  (%s%s%s)\n", harness_verdict_name(r[i].verdict), r[i].name, r[i].sentence,
+				r[i].file, r[i].workdir[0] ? "; kept " : "", r[i].workdir);
+	fprintf(out, "\n%d passed, %d failed in %.1f s\n", pass, n - pass, seconds);
+}
+
+static json_t *coverage_json(const harness_result *r, int n)
+{
+	json_t *cov = json_object();
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < r[i].ncoverage; k++) {
+			json_t *c = json_object_get(cov, r[i].coverage[k]);
+			json_object_set_new(cov, r[i].coverage[k], json_integer(c ? json_integer_value(c) + 1 : 1));
+		}
+	return cov;
+}
+
+int harness_report_json(const char *path, const harness_result *r, int n, double seconds)
+{
+	json_t *root = json_object(), *list = json_array();
+	int pass = 0, fail = 0, err = 0;
+	double launch = 0;
+
+	for (int i = 0; i < n; i++) {
+		json_t *restored = json_array(), *lost = json_array(), *cov = json_array();
+		for (int a = 1; a < r[i].oracle.attempts; a++)
+			json_array_append_new(restored, r[i].oracle.restored_from[a] >= 0
+							? json_integer(r[i].oracle.restored_from[a]) : json_null());
+		for (int c = 0; c < r[i].oracle.ncrashes; c++)
+			json_array_append_new(lost, json_integer(r[i].oracle.lost_steps[c]));
+		for (int c = 0; c < r[i].ncoverage; c++)
+			json_array_append_new(cov, json_string(r[i].coverage[c]));
+		json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:o,s:o,s:I,s:b,s:f,s:f,s:o,s:s?}",
+			"name", r[i].name, "file", r[i].file, "verdict", harness_verdict_name(r[i].verdict),
+			"sentence", r[i].sentence, "attempts", r[i].attempts, "faults_planned", r[i].faults_planned,
+			"faults_fired", r[i].faults_fired, "restored_from", restored, "lost_steps", lost,
+			"max_lost_steps", (json_int_t)r[i].oracle.max_lost, "finished", r[i].oracle.finished,
+			"seconds", r[i].seconds, "launch_seconds", r[i].launch_seconds, "coverage", cov,
+			"workdir", r[i].workdir[0] ? r[i].workdir : NULL));
+		pass += r[i].verdict == HARNESS_PASS;
+		fail += r[i].verdict == HARNESS_FAIL;
+		err += r[i].verdict == HARNESS_ERROR;
+		launch += r[i].launch_seconds;
+	}
+	json_object_set_new(root, "schema_version", json_integer(1));
+	json_object_set_new(root, "summary", json_pack("{s:i,s:i,s:i,s:i,s:f,s:f}", "total", n, "passed", pass,
+						       "failed", fail, "errors", err, "seconds", seconds,
+						       "launch_seconds", launch));
+	json_object_set_new(root, "coverage", coverage_json(r, n));
+	json_object_set_new(root, "scenarios", list);
+	int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+	json_decref(root);
+	return rc == 0 ? 0 : -EIO;
+}
+
+static void xml_escape(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '<': fputs("&lt;", f); break;
+		case '>': fputs("&gt;", f); break;
+		case '&': fputs("&amp;", f); break;
+		case '"': fputs("&quot;", f); break;
+		default:
+			if ((unsigned char)*s >= 0x20 || *s == '\n' || *s == '\t')
+				fputc(*s, f);
+		}
+	}
+}
+
+int harness_report_junit(const char *path, const harness_result *r, int n, double seconds)
+{
+	FILE *f = fopen(path, "w");
+	int fail = 0, err = 0;
+
+	if (!f)
+		return -errno;
+	for (int i = 0; i < n; i++) {
+		fail += r[i].verdict == HARNESS_FAIL;
+		err += r[i].verdict == HARNESS_ERROR;
+	}
+	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+	fprintf(f, "<testsuites tests=\"%d\" failures=\"%d\" errors=\"%d\" time=\"%.3f\">\n", n, fail, err, seconds);
+	fprintf(f, "  <testsuite name=\"ckpt-harness\" tests=\"%d\" failures=\"%d\" errors=\"%d\" time=\"%.3f\">\n", n,
+		fail, err, seconds);
+	for (int i = 0; i < n; i++) {
+		fprintf(f, "    <testcase classname=\"");
+		xml_escape(f, r[i].file);
+		fprintf(f, "\" name=\"");
+		xml_escape(f, r[i].name);
+		fprintf(f, "\" time=\"%.3f\"", r[i].seconds);
+		if (r[i].verdict == HARNESS_PASS) {
+			fprintf(f, "/>\n");
+			continue;
+		}
+		const char *tag = r[i].verdict == HARNESS_FAIL ? "failure" : "error";
+		fprintf(f, ">\n      <%s message=\"", tag);
+		xml_escape(f, r[i].sentence);
+		fprintf(f, "\">attempts: %d, faults fired: %d/%d", r[i].attempts, r[i].faults_fired, r[i].faults_planned);
+		if (r[i].workdir[0]) {
+			fprintf(f, ", evidence kept in ");
+			xml_escape(f, r[i].workdir);
+		}
+		fprintf(f, "</%s>\n    </testcase>\n", tag);
+	}
+	fprintf(f, "  </testsuite>\n</testsuites>\n");
+	return fclose(f) == 0 ? 0 : -errno;
+}
+
+int harness_exit_code(const harness_result *r, int n)
+{
+	int code = 0;
+	for (int i = 0; i < n; i++) {
+		if (r[i].harness_error)
+			return 3;
+		if (r[i].verdict != HARNESS_PASS)
+			code = 1;
+	}
+	return code;
+}

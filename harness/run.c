@@ -1,0 +1,355 @@
+#include "run.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "launch.h"
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void harness_fail(harness_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void harness_fail(harness_result *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (r->harness_error)
+		return;
+	r->harness_error = 1;
+	r->verdict = HARNESS_ERROR;
+	va_start(ap, fmt);
+	vsnprintf(r->sentence, sizeof r->sentence, fmt, ap);
+	va_end(ap);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+static void rmrf(const char *path)
+{
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int hash_file(XXH3_state_t *st, const char *path)
+{
+	char buf[1 << 16];
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		XXH3_64bits_update(st, buf, (size_t)n);
+	close(fd);
+	return n < 0 ? -EIO : 0;
+}
+
+/* One reftrain job of this scenario's trainer. */
+static int job(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *dir,
+	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
+	       const char *log, int with_test_flags, harness_job_result *jr)
+{
+	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], envp[2][1100];
+	const char *env[3] = { NULL, NULL, NULL };
+	const char *argv[40];
+	int n = 0;
+
+	snprintf(prog_path, sizeof prog_path, "%s/reftrain", o->bindir);
+	snprintf(steps, sizeof steps, "%" PRId64, s->trainer.steps);
+	snprintf(seed, sizeof seed, "%" PRId64, s->trainer.seed);
+	snprintf(every, sizeof every, "%" PRId64, s->trainer.every);
+	snprintf(keep, sizeof keep, "%d", s->trainer.keep);
+	snprintf(att, sizeof att, "%d", attempt);
+	argv[n++] = prog_path;
+	argv[n++] = "--preset"; argv[n++] = s->trainer.preset;
+	argv[n++] = "--steps"; argv[n++] = steps;
+	argv[n++] = "--seed"; argv[n++] = seed;
+	argv[n++] = "--trajectory"; argv[n++] = traj;
+	argv[n++] = "--ckpt-dir"; argv[n++] = ckdir;
+	argv[n++] = "--ckpt-every"; argv[n++] = every;
+	argv[n++] = "--keep"; argv[n++] = keep;
+	argv[n++] = "--resume"; argv[n++] = "auto";
+	argv[n++] = "--attempt"; argv[n++] = att;
+	if (with_test_flags && s->trainer.test_skip_restore[0]) {
+		argv[n++] = "--test-skip-restore";
+		argv[n++] = s->trainer.test_skip_restore;
+	}
+	argv[n] = NULL;
+	if (plan) {
+		snprintf(envp[0], sizeof envp[0], "CKPT_FAULT_PLAN=%s", plan);
+		snprintf(envp[1], sizeof envp[1], "CKPT_FAULT_LOG=%s", faultlog);
+		env[0] = envp[0];
+		env[1] = envp[1];
+	}
+	int rc = harness_launch_run(&harness_local_mpirun, s->trainer.world_size, dir, s->timeout_s, env, argv, log, jr);
+	r->launch_seconds += jr->seconds;
+	r->launches++;
+	return rc;
+}
+
+static int same_file(const char *a, const char *b, int *line)
+{
+	FILE *fa = fopen(a, "r"), *fb = fopen(b, "r");
+	char la[4096], lb[4096];
+	int same = fa && fb;
+
+	*line = 0;
+	while (same) {
+		char *x = fgets(la, sizeof la, fa), *y = fgets(lb, sizeof lb, fb);
+		(*line)++;
+		if (!x && !y)
+			break;
+		if (!x || !y || strcmp(la, lb) != 0)
+			same = 0;
+	}
+	if (fa)
+		fclose(fa);
+	if (fb)
+		fclose(fb);
+	return same;
+}
+
+/*
+ * The uninterrupted trajectory, keyed by the trainer and library binaries and
+ * the trainer configuration. Computed once (twice the first time: the two
+ * runs must be identical, or no verdict can count) and shared by every
+ * scenario; a lock keeps parallel scenarios from computing it twice.
+ */
+static int golden(const harness_scenario *s, const harness_opts *o, harness_result *r, char *out, size_t len)
+{
+	XXH3_state_t *st = XXH3_createState();
+	char path[1024], cfg[256], lock[1100];
+	uint64_t key;
+	int fd, rc = 0;
+
+	XXH3_64bits_reset(st);
+	snprintf(path, sizeof path, "%s/reftrain", o->bindir);
+	if (hash_file(st, path) < 0) {
+		XXH3_freeState(st);
+		harness_fail(r, "cannot read the trainer %s: build it first", path);
+		return -ENOENT;
+	}
+	snprintf(path, sizeof path, "%s/../lib/libckpt.so", o->bindir);
+	hash_file(st, path);
+	snprintf(cfg, sizeof cfg, "preset=%s world=%d steps=%" PRId64 " seed=%" PRId64 " every=%" PRId64 " keep=%d",
+		 s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed, s->trainer.every,
+		 s->trainer.keep);
+	XXH3_64bits_update(st, cfg, strlen(cfg));
+	key = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+
+	mkdir(o->cache, 0755);
+	snprintf(out, len, "%s/%016" PRIx64 ".jsonl", o->cache, key);
+	snprintf(lock, sizeof lock, "%s/%016" PRIx64 ".lock", o->cache, key);
+	if ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0 || flock(fd, LOCK_EX) < 0) {
+		harness_fail(r, "cannot lock the golden cache %s: %s", lock, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	if (access(out, R_OK) == 0)
+		goto done;
+
+	char tmp[1024], traj[2][1200], ck[1200], log[1200];
+	snprintf(tmp, sizeof tmp, "%s/golden.XXXXXX", o->cache);
+	if (!mkdtemp(tmp)) {
+		harness_fail(r, "cannot create %s: %s", tmp, strerror(errno));
+		rc = -errno;
+		goto done;
+	}
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		harness_job_result jr;
+		snprintf(traj[i], sizeof traj[i], "%s/golden-%d.jsonl", tmp, i);
+		snprintf(ck, sizeof ck, "%s/ckpt-%d", tmp, i);
+		snprintf(log, sizeof log, "%s/golden-%d.log", tmp, i);
+		if ((rc = job(s, o, r, tmp, traj[i], ck, 1, NULL, NULL, log, 0, &jr)) < 0)
+			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
+		else if (!jr.exited || jr.status != 0) {
+			harness_fail(r, "the uninterrupted run failed (%s %d%s); see %s", jr.exited ? "exit" : "signal",
+				     jr.status, jr.timed_out ? ", timed out" : "", log);
+			rc = -EIO;
+		}
+	}
+	int line;
+	if (rc == 0 && !same_file(traj[0], traj[1], &line)) {
+		harness_fail(r, "trainer is not deterministic: two uninterrupted runs differ at line %d of %s and %s",
+			     line, traj[0], traj[1]);
+		rc = -EPROTO;
+		goto done;       /* keep the evidence */
+	}
+	if (rc == 0 && rename(traj[0], out) < 0) {
+		harness_fail(r, "cannot store the golden trajectory %s: %s", out, strerror(errno));
+		rc = -errno;
+	}
+	if (rc == 0)
+		rmrf(tmp);
+done:
+	flock(fd, LOCK_UN);
+	close(fd);
+	return rc;
+}
+
+/* Which planned faults fired, from the per-rank fault logs. */
+static void read_fault_logs(const harness_scenario *s, const char *prefix, harness_result *r, int *fired)
+{
+	for (int rank = 0; rank < s->trainer.world_size; rank++) {
+		char path[1200], *line = NULL;
+		size_t cap = 0;
+		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (getline(&line, &cap, f) > 0) {
+			json_t *j = json_loads(line, 0, NULL);
+			if (!j)
+				continue;
+			int i = (int)json_integer_value(json_object_get(j, "fault"));
+			if (i >= 0 && i < s->nfaults)
+				fired[i]++;
+			char cov[48];
+			const char *op = json_string_value(json_object_get(j, "op"));
+			snprintf(cov, sizeof cov, "%s/%s", json_string_value(json_object_get(j, "phase")), op ? op : "?");
+			int known = 0;
+			for (int k = 0; k < r->ncoverage; k++)
+				known |= strcmp(r->coverage[k], cov) == 0;
+			if (!known && r->ncoverage < HARNESS_MAX_COVERAGE)
+				strcpy(r->coverage[r->ncoverage++], cov);
+			json_decref(j);
+		}
+		free(line);
+		fclose(f);
+	}
+}
+
+/* The attempt's last record says how it ended: "done", "failed", "stopped" or NULL (killed). */
+static void end_status(const char *traj, char *status, size_t len)
+{
+	FILE *f = fopen(traj, "r");
+	char *line = NULL, *last = NULL;
+	size_t cap = 0;
+
+	status[0] = '\0';
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0) {
+		free(last);
+		last = strdup(line);
+	}
+	fclose(f);
+	free(line);
+	json_t *j = last ? json_loads(last, 0, NULL) : NULL;
+	const char *ev = j ? json_string_value(json_object_get(j, "event")) : NULL;
+	if (ev && strcmp(ev, "end") == 0)
+		snprintf(status, len, "%s", json_string_value(json_object_get(j, "status")));
+	json_decref(j);
+	free(last);
+}
+
+void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
+{
+	char dir[600], gold[1200], plan[1200], faultlog[1200], ck[1200];
+	char traj[HARNESS_MAX_ATTEMPTS][1200];
+	const char *trajs[HARNESS_MAX_ATTEMPTS];
+	int fired[HARNESS_MAX_FAULTS] = { 0 };
+	double t0 = now();
+
+	memset(r, 0, sizeof *r);
+	snprintf(r->name, sizeof r->name, "%s", s->name);
+	snprintf(r->file, sizeof r->file, "%s", s->file);
+	r->faults_planned = s->nfaults;
+	if (o->work) {
+		snprintf(dir, sizeof dir, "%s", o->work);
+		mkdir(dir, 0755);
+	} else {
+		const char *tmpdir = getenv("TMPDIR");
+		snprintf(dir, sizeof dir, "%s/ckpt-harness-%s.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp", s->name);
+		if (!mkdtemp(dir)) {
+			harness_fail(r, "cannot create a work directory %s: %s", dir, strerror(errno));
+			return;
+		}
+	}
+	snprintf(r->workdir, sizeof r->workdir, "%s", dir);
+
+	if (golden(s, o, r, gold, sizeof gold) < 0)
+		goto out;
+
+	snprintf(plan, sizeof plan, "%s/plan.txt", dir);
+	snprintf(faultlog, sizeof faultlog, "%s/faults", dir);
+	snprintf(ck, sizeof ck, "%s/ckpt", dir);
+	if (harness_plan_write(plan, s->faults, s->nfaults) < 0) {
+		harness_fail(r, "cannot write the fault plan %s", plan);
+		goto out;
+	}
+	int k;
+	for (k = 0; k < s->max_attempts; k++) {
+		char log[1200], status[32];
+		harness_job_result jr;
+		snprintf(traj[k], sizeof traj[k], "%s/attempt-%d.jsonl", dir, k + 1);
+		snprintf(log, sizeof log, "%s/attempt-%d.log", dir, k + 1);
+		trajs[k] = traj[k];
+		int rc = job(s, o, r, dir, traj[k], ck, k + 1, s->nfaults ? plan : NULL, faultlog, log, 1, &jr);
+		if (rc < 0) {
+			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
+			goto out;
+		}
+		if (harness_interrupted()) {
+			harness_fail(r, "interrupted");
+			goto out;
+		}
+		if (jr.timed_out) {
+			harness_fail(r, "attempt %d timed out after %d s (hung job?); see %s", k + 1, s->timeout_s, log);
+			goto out;
+		}
+		end_status(traj[k], status, sizeof status);
+		if (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0) {
+			k++;
+			break;
+		}
+		/* a crash: the scheduler restarts the job */
+	}
+	r->attempts = k;
+	harness_oracle_compare(gold, trajs, k, s->trainer.steps, &s->expect, &r->oracle);
+	r->verdict = r->oracle.verdict;
+	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
+
+	read_fault_logs(s, faultlog, r, fired);
+	for (int i = 0; i < s->nfaults; i++) {
+		r->faults_fired += fired[i] > 0;
+		if (!fired[i] && r->verdict == HARNESS_PASS) {
+			char desc[64];
+			harness_fault_describe(&s->faults[i], desc, sizeof desc);
+			r->verdict = HARNESS_ERROR;
+			snprintf(r->sentence, sizeof r->sentence,
+				 "fault did not fire: %s:%d (%s at %s%s%s) was never reached, so this scenario tested nothing",
+				 s->file, s->fault_line[i], desc, s->faults[i].phase[0] ? s->faults[i].phase : "any phase",
+				 s->faults[i].op[0] ? " / " : "", s->faults[i].op);
+		}
+	}
+out:
+	r->seconds = now() - t0;
+	if (r->verdict == HARNESS_PASS && !o->keep && !o->work) {
+		rmrf(dir);
+		r->workdir[0] = '\0';
+	}
+}

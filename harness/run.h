@@ -1,0 +1,37 @@
+/* Running one scenario: golden (cached), attempts under faults, the oracle. */
+#ifndef HARNESS_RUN_H
+#define HARNESS_RUN_H
+
+#include "oracle.h"
+#include "scenario.h"
+
+#define HARNESS_MAX_COVERAGE 64
+
+typedef struct harness_opts {
+	const char *work;          /* NULL: a fresh directory under $TMPDIR */
+	int keep;                  /* keep the work directory even on a pass */
+	const char *bindir;        /* where reftrain lives */
+	const char *cache;         /* golden cache directory */
+} harness_opts;
+
+typedef struct harness_result {
+	char name[128];
+	char file[512];
+	enum harness_verdict verdict;
+	int harness_error;         /* the harness could not do its job (exit 3) */
+	char sentence[1024];
+	int attempts;
+	int faults_planned;
+	int faults_fired;
+	harness_oracle_result oracle;
+	double seconds;
+	double launch_seconds;     /* sum of the mpirun wall times */
+	int launches;
+	char coverage[HARNESS_MAX_COVERAGE][48];   /* "phase/op" hit by a fired fault */
+	int ncoverage;
+	char workdir[512];
+} harness_result;
+
+void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * Scenario files (YAML, see scenarios/README.md): read with libyaml,
+ * validated with errors that say file:line:column, what is wrong and what
+ * would be valid.
+ */
+#ifndef HARNESS_SCENARIO_H
+#define HARNESS_SCENARIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "oracle.h"
+#include "plan.h"
+
+#define HARNESS_MAX_FAULTS 32
+
+typedef struct harness_trainer {
+	char preset[16];
+	int world_size;
+	int64_t steps;
+	int64_t seed;
+	int64_t every;
+	int keep;
+	char test_skip_restore[16];   /* test only */
+} harness_trainer;
+
+typedef struct harness_scenario {
+	char file[512];
+	char name[128];
+	char description[1024];
+	harness_trainer trainer;
+	harness_fault faults[HARNESS_MAX_FAULTS];
+	int fault_line[HARNESS_MAX_FAULTS];
+	int nfaults;
+	harness_expect expect;
+	int max_attempts;
+	int timeout_s;
+} harness_scenario;
+
+/* 0, or -EINVAL with "file:line:col: what; valid: ..." in err (-errno if unreadable). */
+int harness_scenario_load(const char *path, harness_scenario *s, char *err, size_t errlen);
+
+#endif
