@@ -140,7 +140,8 @@ static int expand(cli *c, char ***out, int *n)
 	return 0;
 }
 
-static int load_all(char **files, int n, harness_scenario *s)
+/* Load and validate; a suite also needs unique names (they are its test ids). */
+static int load_all(char **files, int n, harness_scenario *s, int unique)
 {
 	char err[2048];
 	int bad = 0;
@@ -150,7 +151,7 @@ static int load_all(char **files, int n, harness_scenario *s)
 			fprintf(stderr, "%s\n", err);
 			bad++;
 		}
-	for (int i = 0; i < n && !bad; i++)
+	for (int i = 0; i < n && !bad && unique; i++)
 		for (int k = 0; k < i; k++)
 			if (strcmp(s[i].name, s[k].name) == 0) {
 				fprintf(stderr, "%s:1:1: scenario name '%s' is also used by %s\n", files[i], s[i].name, files[k]);
@@ -261,7 +262,7 @@ static int cmd_run(int argc, char **argv, int suite)
 		return bad_usage("%s", "no *.yaml scenario files found");
 	harness_scenario *s = calloc((size_t)n, sizeof *s);
 	harness_result *r = calloc((size_t)n, sizeof *r);
-	if (load_all(files, n, s))
+	if (load_all(files, n, s, 1))
 		return 2;
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache };
@@ -312,7 +313,7 @@ static int cmd_validate(int argc, char **argv)
 		return bad_usage("%s", "validate needs scenario files or directories");
 	expand(&c, &files, &n);
 	harness_scenario *s = calloc((size_t)n + 1, sizeof *s);
-	int bad = load_all(files, n, s);
+	int bad = load_all(files, n, s, 0);
 	if (!bad)
 		printf("%d scenario%s valid\n", n, n == 1 ? "" : "s");
 	return bad ? 2 : 0;
