@@ -18,6 +18,7 @@
  * were and, at worst, a .tmp directory that the next start-up removes.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -60,6 +61,10 @@ struct ckpt {
 	ckpt_entry **dst;           /* state entry of each te */
 	double phase_t0;
 	int phase;
+	/* retention runs on rank 0 in the background, joined before the next operation */
+	pthread_t retention_thread;
+	int retention_running;
+	uint64_t retention_step;
 };
 
 /* What each rank reports to rank 0 at the save barrier. */
@@ -98,6 +103,9 @@ static int ends_with(const char *s, const char *suffix)
 	size_t n = strlen(s), k = strlen(suffix);
 	return n >= k && strcmp(s + n - k, suffix) == 0;
 }
+
+static void retention_start(ckpt *c, uint64_t step);
+static void retention_join(ckpt *c);
 
 /* ---- open / close ------------------------------------------------------- */
 
@@ -223,6 +231,7 @@ void ckpt_close(ckpt *c)
 {
 	if (!c)
 		return;
+	retention_join(c);
 	ckpt__journal_close(&c->journal);
 	free(c->order);
 	free(c->te);
@@ -339,7 +348,6 @@ static void telemetry_json(ckpt *c, const shard_report *reps, char **out)
 }
 
 /* Rank 0, once every shard is on disk: manifest, commit, LATEST, retention. */
-static int retention(ckpt *c, uint64_t step);
 
 static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const shard_report *reps,
 		  const ckpt_tensor_entry *all_te)
@@ -413,7 +421,8 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		ckpt__journal_add(&c->journal, "\"event\":\"warning\",\"phase\":\"save.latest\",\"error\":\"%s\"",
 				  ckpt_strerror(warn.code));
 	c->io.err = &c->err;
-	rc = retention(c, step);
+	retention_start(c, step);
+	rc = 0;
 out:
 	if (fd >= 0)
 		ckpt__io_close(&c->io, &fd, path);
@@ -433,6 +442,7 @@ int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
 	double t0 = now();
 	int rc;
 
+	retention_join(c);
 	ckpt__error_clear(&c->err);
 	memset(&c->stats, 0, sizeof c->stats);
 	memset(&rep, 0, sizeof rep);
@@ -539,7 +549,7 @@ static int scan(ckpt_io *io, const char *root, uint64_t *steps, int max)
 	return n;
 }
 
-static bool tagged_best(ckpt *c, uint64_t step)
+static bool tagged_best(ckpt *c, ckpt_io *io, uint64_t step)
 {
 	char path[CKPT_PATH_MAX], name[32], *text, why[64];
 	size_t len;
@@ -548,7 +558,7 @@ static bool tagged_best(ckpt *c, uint64_t step)
 
 	ckpt__gen_name(name, sizeof name, step);
 	snprintf(path, sizeof path, "%s/%s/manifest.json", c->root, name);
-	if (ckpt__read_small_file(&c->io, path, &text, &len, 64u << 20) < 0)
+	if (ckpt__read_small_file(io, path, &text, &len, 64u << 20) < 0)
 		return false;
 	if (ckpt__manifest_parse(text, len, &m, why, sizeof why) == 0) {
 		best = (m.tags & CKPT_TAG_BEST) != 0;
@@ -565,25 +575,27 @@ static bool tagged_best(ckpt *c, uint64_t step)
  * between leaves a .trash that start-up cleans. Failures here do not fail the
  * save, which is already durable: they are journaled.
  */
-static int retention(ckpt *c, uint64_t step)
+static void *retention(void *arg)
 {
+	ckpt *c = arg;
+	uint64_t step = c->retention_step;
 	uint64_t *steps = malloc(sizeof *steps * MAX_GENERATIONS);
 	ckpt_error warn;
+	ckpt_io io = { .rank = c->comm->rank, .step = step, .err = &warn, .journal = &c->journal };
 	int n, rc = 0, best_found = 0;
+	double t0 = now();
 
 	ckpt__error_clear(&warn);
-	c->io.err = &warn;
-	if (enter(c, PH_RETENTION) < 0 || !steps) {
-		c->io.err = &c->err;
+	if (ckpt__io_phase(&io, save_phases[PH_RETENTION]) < 0 || !steps) {
 		free(steps);
-		return 0;
+		return NULL;
 	}
-	n = scan(&c->io, c->root, steps, MAX_GENERATIONS);
+	n = scan(&io, c->root, steps, MAX_GENERATIONS);
 	for (int i = 0; i < n; i++) {
 		char name[32], gen[CKPT_PATH_MAX], trash[CKPT_PATH_MAX + 8];
 		bool keep = steps[i] == step || i < (int)c->cfg.keep_last ||
 			    (c->cfg.keep_every && steps[i] % c->cfg.keep_every == 0);
-		if (c->cfg.keep_best && !best_found && tagged_best(c, steps[i])) {
+		if (c->cfg.keep_best && !best_found && tagged_best(c, &io, steps[i])) {
 			best_found = 1;
 			keep = true;
 		}
@@ -592,16 +604,48 @@ static int retention(ckpt *c, uint64_t step)
 		ckpt__gen_name(name, sizeof name, steps[i]);
 		snprintf(gen, sizeof gen, "%s/%s", c->root, name);
 		snprintf(trash, sizeof trash, "%s.trash", gen);
-		if ((rc = ckpt__io_rename(&c->io, gen, trash)) < 0 || (rc = ckpt__io_fsync_dir(&c->io, c->root)) < 0 ||
-		    (rc = ckpt__io_rmtree(&c->io, trash)) < 0)
+		if ((rc = ckpt__io_rename(&io, gen, trash)) < 0 || (rc = ckpt__io_fsync_dir(&io, c->root)) < 0 ||
+		    (rc = ckpt__io_rmtree(&io, trash)) < 0)
 			break;
 		ckpt__journal_add(&c->journal, "\"event\":\"retention\",\"deleted\":\"%s\"", name);
 	}
 	if (n < 0 || rc < 0)
 		ckpt__journal_add(&c->journal, "\"event\":\"retention_failed\",\"error\":\"%s\"", ckpt_strerror(warn.code));
-	c->io.err = &c->err;
+	ckpt__journal_add(&c->journal, "\"event\":\"retention_done\",\"step\":%" PRIu64 ",\"seconds\":%.6f", step,
+			  now() - t0);
 	free(steps);
-	return 0;
+	return NULL;
+}
+
+/*
+ * Keep the keep_last newest, multiples of keep_every, the newest tagged best,
+ * and always the generation just committed. A deleted generation is first
+ * renamed to .trash (it leaves the scan atomically), then removed; a crash in
+ * between leaves a .trash that start-up cleans. It runs in the background on
+ * rank 0, off the save's critical path (deleting a large generation costs as
+ * much as a fifth of a save); failures are journaled, never failing a save
+ * that is already durable.
+ */
+static void retention_start(ckpt *c, uint64_t step)
+{
+	c->retention_step = step;
+	if (pthread_create(&c->retention_thread, NULL, retention, c) == 0)
+		c->retention_running = 1;
+	else
+		retention(c);
+}
+
+static void retention_join(ckpt *c)
+{
+	if (c->retention_running) {
+		pthread_join(c->retention_thread, NULL);
+		c->retention_running = 0;
+	}
+}
+
+void ckpt_wait(ckpt *c)
+{
+	retention_join(c);
 }
 
 /* ---- restore ------------------------------------------------------------ */
@@ -687,6 +731,7 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 	int n = 0, rc;
 
 	ckpt__error_clear(&agreed);
+	retention_join(c);
 	memset(info, 0, sizeof *info);
 	ckpt__error_clear(&c->err);
 	c->io.step = 0;

@@ -5,6 +5,7 @@
  * max_bytes the file is rotated to .1, keeping one older file.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,6 +55,9 @@ static void rotate(ckpt_journal *j)
 	j->bytes = 0;
 }
 
+/* Background retention journals too: one line at a time. */
+static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void ckpt__journal_add(ckpt_journal *j, const char *fmt, ...)
 {
 	char line[2048];
@@ -64,6 +68,7 @@ void ckpt__journal_add(ckpt_journal *j, const char *fmt, ...)
 	if (!j || j->fd < 0)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
+	pthread_mutex_lock(&journal_lock);
 	n = snprintf(line, sizeof line, "{\"seq\":%llu,\"time\":%lld.%06ld,", (unsigned long long)j->seq++,
 		     (long long)ts.tv_sec, ts.tv_nsec / 1000);
 	va_start(ap, fmt);
@@ -77,4 +82,5 @@ void ckpt__journal_add(ckpt_journal *j, const char *fmt, ...)
 		rotate(j);
 	if (j->fd >= 0 && write(j->fd, line, (size_t)n) == n)
 		j->bytes += (size_t)n;
+	pthread_mutex_unlock(&journal_lock);
 }

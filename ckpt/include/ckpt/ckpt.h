@@ -96,8 +96,14 @@ typedef struct ckpt_restore_info {
 int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *state, ckpt_error *err);
 void ckpt_close(ckpt *c);
 
-/* Save the state as generation `step`. Collective. Idempotent for a step. */
+/*
+ * Save the state as generation `step`. Collective. Idempotent for a step.
+ * Retention runs on afterwards in the background (rank 0) and is waited for
+ * by the next save or restore, ckpt_wait, or ckpt_close.
+ */
 int ckpt_save(ckpt *c, uint64_t step, unsigned tags);
+/* Wait for background work (retention) to finish. */
+void ckpt_wait(ckpt *c);
 const ckpt_save_stats *ckpt_last_save_stats(const ckpt *c);
 
 /*
