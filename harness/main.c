@@ -71,9 +71,14 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 				if (*end || j < 1 || j > 64)
 					return bad_usage("-j: '%s' is not valid; expected a whole number from 1 to 64", v);
 				c->jobs = (int)j;
+			} else if (strcmp(a, "--json") == 0) {
+				c->json = v;
+			} else if (strcmp(a, "--junit") == 0) {
+				c->junit = v;
+			} else if (strcmp(a, "--work") == 0) {
+				c->work = v;
 			} else {
-				*(a[2] == 'j' && a[3] == 's' ? &c->json : a[2] == 'j' ? &c->junit : a[2] == 'w' ? &c->work
-												      : &c->cache) = v;
+				c->cache = v;
 			}
 			i++;
 		} else if (a[0] == '-') {

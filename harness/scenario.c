@@ -1,4 +1,5 @@
 #include "scenario.h"
+#include "suggest.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -157,45 +158,6 @@ static ynode *parse(ctx *c, FILE *f)
 
 /* ---- validation helpers ------------------------------------------------- */
 
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), row[64];
-
-	if (lb >= 64 || la >= 64)
-		return 99;
-	for (size_t j = 0; j <= lb; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		size_t diag = row[0];
-		row[0] = i;
-		for (size_t j = 1; j <= lb; j++) {
-			size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-			if (up + 1 < best)
-				best = up + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			row[j] = best;
-			diag = up;
-		}
-	}
-	return row[lb];
-}
-
-static const char *suggest(const char *word, const char *const *valid)
-{
-	const char *best = NULL;
-	size_t bd = 99;
-
-	for (int i = 0; valid[i]; i++) {
-		size_t d = edit_distance(word, valid[i]);
-		if (d < bd) {
-			bd = d;
-			best = valid[i];
-		}
-	}
-	return bd <= (strlen(word) / 3 > 2 ? strlen(word) / 3 : 2) ? best : NULL;
-}
-
 static void join(const char *const *valid, char *buf, size_t len)
 {
 	size_t used = 0;
@@ -214,7 +176,7 @@ static int one_of(ctx *c, const ynode *y, const char *what, const char *const *v
 		if (strcmp(y->value, valid[i]) == 0)
 			return i;
 	join(valid, list, sizeof list);
-	const char *s = suggest(y->value, valid);
+	const char *s = harness_suggest(y->value, valid);
 	if (s)
 		return fail(c, y, "unknown %s '%s'; did you mean '%s'? valid: %s", what, y->value, s, list);
 	return fail(c, y, "unknown %s '%s'; valid: %s", what, y->value, list);
@@ -235,7 +197,7 @@ static int check_keys(ctx *c, const ynode *y, const char *where, const char *con
 		if (ok)
 			continue;
 		join(valid, list, sizeof list);
-		const char *s = k->kind == Y_SCALAR ? suggest(k->value, valid) : NULL;
+		const char *s = k->kind == Y_SCALAR ? harness_suggest(k->value, valid) : NULL;
 		if (s)
 			return fail(c, k, "unknown key '%s' in %s; did you mean '%s'? valid: %s", k->value, where, s, list);
 		return fail(c, k, "unknown key '%s' in %s; valid: %s", k->kind == Y_SCALAR ? k->value : "?", where, list);

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "suggest.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -47,7 +48,7 @@ static const char *const flags[] = {
 	"--preset", "--steps", "--seed", "--trajectory", "--digest-every", "--attempt",
 	"--virtual-workers", "--micro-batch", "--accum", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
-	"--stop-after", "--stats", "--test-skip-restore", "--help",
+	"--stop-after", "--stats", "--test-skip-restore", "--help", NULL,
 };
 
 static void preset_tiny(reftrain_config *c)
@@ -166,47 +167,6 @@ static int parse_overflow(reftrain_config *c, const char *s, char *err, size_t l
 	return 0;
 }
 
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), row[64];
-
-	if (lb >= 64)
-		return SIZE_MAX;
-	for (size_t j = 0; j <= lb; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		size_t diag = row[0];
-		row[0] = i;
-		for (size_t j = 1; j <= lb; j++) {
-			size_t up = row[j];
-			size_t best = diag + (a[i - 1] != b[j - 1]);
-			if (row[j] + 1 < best)
-				best = row[j] + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			row[j] = best;
-			diag = up;
-		}
-	}
-	return row[lb];
-}
-
-const char *reftrain_suggest(const char *word, const char *const *candidates, size_t n)
-{
-	const char *best = NULL;
-	size_t best_d = SIZE_MAX, wl = strlen(word);
-
-	for (size_t i = 0; i < n; i++) {
-		size_t d = edit_distance(word, candidates[i]);
-		if (d < best_d) {
-			best_d = d;
-			best = candidates[i];
-		}
-	}
-	/* close enough to be a typo: a third of the word, at least 2 edits */
-	return best_d <= (wl / 3 > 2 ? wl / 3 : 2) ? best : NULL;
-}
-
 static int unknown_flag(const char *arg, char *err, size_t len)
 {
 	char name[64];
@@ -214,7 +174,7 @@ static int unknown_flag(const char *arg, char *err, size_t len)
 	size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
 
 	snprintf(name, sizeof name, "%.*s", (int)(n < 63 ? n : 63), arg);
-	const char *s = reftrain_suggest(name, flags, sizeof flags / sizeof *flags);
+	const char *s = harness_suggest(name, flags);
 	if (s)
 		return fail(err, len, "unknown option '%s'; did you mean '%s'? (see --help)", name, s);
 	return fail(err, len, "unknown option '%s' (see --help)", name);
@@ -254,7 +214,7 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		if (strncmp(a, "--", 2) != 0)
 			return fail(err, len, "unexpected argument '%s'; options start with -- (see --help)", a);
 		int known = 0;
-		for (size_t k = 0; k < sizeof flags / sizeof *flags; k++)
+		for (size_t k = 0; flags[k]; k++)
 			known |= strcmp(a, flags[k]) == 0;
 		if (!known)
 			return unknown_flag(a, err, len);

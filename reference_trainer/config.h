@@ -64,7 +64,4 @@ const char *reftrain_config_usage(void);
 int reftrain_config_canonical(const reftrain_config *c, char *buf, size_t len);
 uint64_t reftrain_config_hash(const reftrain_config *c);
 
-/* Closest candidate to word by edit distance, or NULL if none is close. */
-const char *reftrain_suggest(const char *word, const char *const *candidates, size_t n);
-
 #endif
