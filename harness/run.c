@@ -1,6 +1,9 @@
 #include "run.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -242,6 +245,80 @@ static void read_fault_logs(const harness_scenario *s, const char *prefix, harne
 	}
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Damage at rest: flip a bit in, truncate or delete the files of committed
+ * generations that match, as a disk or an operator would. Returns how many
+ * files were damaged.
+ */
+static int apply_damage(const harness_damage *g, const char *root, FILE *log)
+{
+	char *gens[4096];
+	int n = 0, hit = 0;
+	DIR *d = opendir(root);
+	struct dirent *de;
+
+	while (d && (de = readdir(d)) != NULL && n < 4096) {
+		size_t l = strlen(de->d_name);
+		if (l == 13 && strncmp(de->d_name, "step-", 5) == 0 && strspn(de->d_name + 5, "0123456789") == 8)
+			gens[n++] = strdup(de->d_name);
+	}
+	if (d)
+		closedir(d);
+	qsort(gens, (size_t)n, sizeof *gens, cmp_str);
+	for (int i = 0; i < n; i++) {
+		int pick = strcmp(g->generation, "all") == 0 || (strcmp(g->generation, "newest") == 0 && i == n - 1) ||
+			   (strcmp(g->generation, "oldest") == 0 && i == 0) || strcmp(g->generation, gens[i]) == 0;
+		char dir[1200];
+		snprintf(dir, sizeof dir, "%s/%s", root, gens[i]);
+		DIR *gd = pick ? opendir(dir) : NULL;
+		while (gd && (de = readdir(gd)) != NULL) {
+			char path[1400];
+			struct stat st;
+			if (de->d_name[0] == '.' || fnmatch(g->file, de->d_name, 0) != 0)
+				continue;
+			snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+			if (stat(path, &st) < 0)
+				continue;
+			if (g->kind == HARNESS_DELETE) {
+				if (unlink(path) == 0)
+					hit++, fprintf(log, "delete %s\n", path);
+			} else if (g->kind == HARNESS_TRUNCATE) {
+				if (truncate(path, g->size) == 0)
+					hit++, fprintf(log, "truncate %s to %" PRId64 " bytes\n", path, g->size);
+			} else if (st.st_size > 0) {
+				int64_t off = g->offset;
+				if (off == INT64_MIN) {   /* seeded: the same byte on every run */
+					char key[256];
+					snprintf(key, sizeof key, "%" PRId64 "/%s", g->seed, de->d_name);
+					off = (int64_t)(XXH3_64bits(key, strlen(key)) % (uint64_t)st.st_size);
+				} else if (off < 0) {
+					off += st.st_size;
+				}
+				unsigned char b;
+				int fd = open(path, O_RDWR);
+				if (fd >= 0 && off >= 0 && off < st.st_size && pread(fd, &b, 1, off) == 1) {
+					b ^= 0x01;
+					if (pwrite(fd, &b, 1, off) == 1 && fsync(fd) == 0)
+						hit++, fprintf(log, "bitflip %s at byte %" PRId64 "\n", path, off);
+				}
+				if (fd >= 0)
+					close(fd);
+			}
+		}
+		if (gd)
+			closedir(gd);
+	}
+	for (int i = 0; i < n; i++)
+		free(gens[i]);
+	fflush(log);
+	return hit;
+}
+
 /* The attempt's last record says how it ended: "done", "failed", "stopped" or NULL (killed). */
 static void end_status(const char *traj, char *status, size_t len)
 {
@@ -271,13 +348,14 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	char dir[600], gold[1200], plan[1200], faultlog[1200], ck[1200];
 	char traj[HARNESS_MAX_ATTEMPTS][1200];
 	const char *trajs[HARNESS_MAX_ATTEMPTS];
-	int fired[HARNESS_MAX_FAULTS] = { 0 };
+	int fired[HARNESS_MAX_FAULTS] = { 0 }, damaged[HARNESS_MAX_DAMAGE] = { 0 };
+	FILE *damage_log = NULL;
 	double t0 = now();
 
 	memset(r, 0, sizeof *r);
 	snprintf(r->name, sizeof r->name, "%s", s->name);
 	snprintf(r->file, sizeof r->file, "%s", s->file);
-	r->faults_planned = s->nfaults;
+	r->faults_planned = s->nfaults + s->ndamage;
 	if (o->work) {
 		snprintf(dir, sizeof dir, "%s", o->work);
 		mkdir(dir, 0755);
@@ -326,14 +404,37 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			k++;
 			break;
 		}
-		/* a crash: the scheduler restarts the job */
+		/* a crash: damage at rest strikes now, then the scheduler restarts the job */
+		for (int i = 0; i < s->ndamage; i++) {
+			if (s->damage[i].after_attempt != k + 1)
+				continue;
+			if (!damage_log) {
+				char p[1200];
+				snprintf(p, sizeof p, "%s/damage.log", dir);
+				damage_log = fopen(p, "a");
+			}
+			if (damage_log)
+				damaged[i] += apply_damage(&s->damage[i], ck, damage_log);
+		}
 	}
+	if (damage_log)
+		fclose(damage_log);
 	r->attempts = k;
 	harness_oracle_compare(gold, trajs, k, s->trainer.steps, &s->expect, &r->oracle);
 	r->verdict = r->oracle.verdict;
 	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
 
 	read_fault_logs(s, faultlog, r, fired);
+	for (int i = 0; i < s->ndamage; i++) {
+		r->faults_fired += damaged[i] > 0;
+		if (!damaged[i] && r->verdict == HARNESS_PASS) {
+			r->verdict = HARNESS_ERROR;
+			snprintf(r->sentence, sizeof r->sentence,
+				 "fault did not fire: %s:%d (damage to %s/%s after attempt %d) matched no file, so this "
+				 "scenario tested nothing", s->file, s->damage[i].line, s->damage[i].generation,
+				 s->damage[i].file, s->damage[i].after_attempt);
+		}
+	}
 	for (int i = 0; i < s->nfaults; i++) {
 		r->faults_fired += fired[i] > 0;
 		if (!fired[i] && r->verdict == HARNESS_PASS) {

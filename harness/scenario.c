@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -253,8 +254,10 @@ static const char *const trainer_keys[] = { "preset", "world_size", "steps", "se
 					    "test_skip_restore", NULL };
 static const char *const checkpoint_keys[] = { "every", "keep", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
-static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt", NULL };
+static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
+					 "after_attempt", NULL };
 static const char *const do_keys[] = { "kill", "errno", "times", "short", "torn", "then", "delay_ms", NULL };
+static const char *const damage_keys[] = { "bitflip", "truncate", "delete", "offset", "seed", "size", NULL };
 static const char *const expect_keys[] = { "outcome", "error", "restored_from", "max_lost_steps", NULL };
 static const char *const presets[] = { "tiny", "small", "large", NULL };
 static const char *const outcomes[] = { "resume_bitwise", "clean_failure", NULL };
@@ -314,6 +317,62 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
 	}
 	if (train_phase && f->action != HARNESS_KILL && f->action != HARNESS_DELAY)
 		return fail(c, d, "the trainer's phases (train.*) take kill or delay_ms only");
+	return c->failed ? -EINVAL : 0;
+}
+
+/* "newest/rank-00001.safetensors": a generation selector, then a file-name glob. */
+static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g)
+{
+	static const char *const kinds[] = { "bitflip", "truncate", "delete", NULL };
+	int64_t v;
+	char target[160];
+
+	memset(g, 0, sizeof *g);
+	g->offset = INT64_MIN;
+	g->seed = 1;
+	if (check_keys(c, w, "when", when_keys) || check_keys(c, d, "do", damage_keys))
+		return -EINVAL;
+	if (get_int(c, w, "after_attempt", 1, HARNESS_MAX_ATTEMPTS - 1, &v) == 0)
+		g->after_attempt = (int)v;
+	for (int i = 0; i < w->n; i += 2)
+		if (strcmp(w->items[i]->value, "after_attempt") != 0)
+			return fail(c, w->items[i], "damage at rest is placed with after_attempt only (it strikes "
+				    "committed files between attempts)");
+	int found = -1, count = 0;
+	for (int k = 0; kinds[k]; k++)
+		if (get(d, kinds[k])) {
+			found = k;
+			count++;
+		}
+	if (count != 1)
+		return fail(c, d, "damage needs exactly one of bitflip, truncate, delete");
+	g->kind = (enum harness_damage_kind)found;
+	if (get_str(c, d, kinds[found], target, sizeof target))
+		return -EINVAL;
+	char *slash = strchr(target, '/');
+	if (!slash || strchr(slash + 1, '/') || slash == target || !slash[1])
+		return fail(c, get(d, kinds[found]), "'%s' is not GENERATION/FILE; e.g. newest/rank-00001.safetensors, "
+			    "all/manifest.json, step-00000030/rank-*.safetensors", target);
+	*slash = '\0';
+	uint64_t st;
+	if (strcmp(target, "newest") && strcmp(target, "oldest") && strcmp(target, "all") &&
+	    (strncmp(target, "step-", 5) != 0 || strlen(target) != 13 || sscanf(target + 5, "%" SCNu64, &st) != 1))
+		return fail(c, get(d, kinds[found]), "unknown generation '%s'; valid: newest, oldest, all, step-NNNNNNNN",
+			    target);
+	snprintf(g->generation, sizeof g->generation, "%s", target);
+	snprintf(g->file, sizeof g->file, "%s", slash + 1);
+	if (get_int(c, d, "offset", INT64_MIN + 1, INT64_MAX, &v) == 0)
+		g->offset = v;
+	if (get_int(c, d, "seed", 0, INT64_MAX, &v) == 0)
+		g->seed = v;
+	if (get_int(c, d, "size", 0, INT64_MAX, &v) == 0)
+		g->size = v;
+	if ((get(d, "offset") || get(d, "seed")) && g->kind != HARNESS_BITFLIP)
+		return fail(c, get(d, "offset") ? get(d, "offset") : get(d, "seed"), "offset and seed go with bitflip");
+	if (g->kind == HARNESS_TRUNCATE && !get(d, "size"))
+		return fail(c, d, "truncate needs 'size' (bytes to keep)");
+	if (get(d, "size") && g->kind != HARNESS_TRUNCATE)
+		return fail(c, get(d, "size"), "size goes with truncate");
 	return c->failed ? -EINVAL : 0;
 }
 
@@ -419,11 +478,23 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 		if (fl->n > HARNESS_MAX_FAULTS)
 			return fail(c, fl, "at most %d faults in one scenario", HARNESS_MAX_FAULTS);
 		for (int i = 0; i < fl->n; i++) {
-			if (load_fault(c, fl->items[i], &s->faults[i], s))
+			const ynode *it = fl->items[i], *w = get(it, "when"), *d = get(it, "do");
+			if (w && get(w, "after_attempt")) {
+				if (!d)
+					return fail(c, it, "a fault needs both 'when' and 'do'");
+				if (s->ndamage == HARNESS_MAX_DAMAGE)
+					return fail(c, it, "at most %d damage actions", HARNESS_MAX_DAMAGE);
+				if (check_keys(c, it, "a fault", fault_keys) || load_damage(c, w, d, &s->damage[s->ndamage]))
+					return -EINVAL;
+				s->damage[s->ndamage++].line = it->line;
+				continue;
+			}
+			if (load_fault(c, it, &s->faults[s->nfaults], s))
 				return -EINVAL;
-			s->fault_line[i] = fl->items[i]->line;
+			s->fault_line[s->nfaults++] = it->line;
 		}
-		s->nfaults = fl->n;
+		/* damaging checkpoints on purpose may cost an acknowledged generation */
+		s->expect.damaged_newest = s->ndamage > 0;
 	}
 
 	s->expect.outcome = HARNESS_RESUME_BITWISE;
