@@ -164,7 +164,7 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 
 	if (armed.rank >= 0 && ctx->rank != armed.rank)
 		return 0;
-	if (strcmp(ctx->op, armed.op) != 0 || (armed.phase && strcmp(ctx->phase, armed.phase) != 0))
+	if ((armed.op && strcmp(ctx->op, armed.op) != 0) || (armed.phase && strcmp(ctx->phase, armed.phase) != 0))
 		return 0;
 	int n = atomic_fetch_add(&seen, 1) + 1;
 	if (n < armed.nth || (armed.times && n >= armed.nth + armed.times))
@@ -185,7 +185,7 @@ void fx_arm(const fx_fault *f)
 		armed.nth = 1;
 	atomic_store(&seen, 0);
 	atomic_store(&fired, 0);
-	fiu_enable_external(strcmp(f->op, "phase") == 0 ? "ckpt/phase/*" : "ckpt/io/*", 1, NULL, 0, on_point);
+	fiu_enable_external(f->op && strcmp(f->op, "phase") == 0 ? "ckpt/phase/*" : "ckpt/io/*", 1, NULL, 0, on_point);
 }
 
 void fx_disarm(void)

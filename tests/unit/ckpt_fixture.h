@@ -48,7 +48,7 @@ int fx_restore(fx_job *j);
 /* ---- injector ---- */
 typedef struct fx_fault {
 	int rank;                  /* -1: any */
-	const char *op;            /* "write", ... or "phase" */
+	const char *op;            /* "write", ... or "phase"; NULL: any I/O operation */
 	const char *phase;         /* NULL: any */
 	int nth;                   /* fire from the nth matching call (1-based) */
 	int times;                 /* how many times to fire; 0 = every time from nth on */

@@ -349,6 +349,59 @@ static void test_io__short_writes_and_eintr_still_commit(void **state)
 	assert_int_equal(eintr_seen, 3);
 }
 
+/*
+ * The Nth-operation sweep (as SQLite tests I/O errors): for every rank, fail
+ * its Nth I/O operation of a save, once (transient) and from then on
+ * (persistent), for N = 1, 2, ... until a save fires no fault. Every outcome
+ * must be one of: the save failed on every rank and step 10 restores, or it
+ * succeeded on every rank and step 20 restores; never a disagreement, never
+ * a damaged or missing generation.
+ */
+static void test_save__nth_operation_sweep(void **state)
+{
+	fx *f = *state;
+	int cases = 0;
+
+	for (int rank = 0; rank < W; rank++)
+		for (int persistent = 0; persistent <= 1; persistent++)
+			for (int n = 1;; n++) {
+				fx_rmrf(f->root);
+				mkdir(f->root, 0755);
+				f->job.keep_last = 1;       /* retention's deletions are swept too */
+				save_ok(f, 10);
+				fx_fault fault = { .rank = rank, .op = NULL, .nth = n, .times = persistent ? 0 : 1,
+						   .action = { .kind = CKPT_FAULT_ERRNO, .err = EIO } };
+				fx_arm(&fault);
+				f->job.step = 20;
+				int rc = fx_save(&f->job);
+				int fired = fx_fired();
+				fx_disarm();
+				if (!fired)
+					break;
+				cases++;
+				assert_int_not_equal(rc, 9999);         /* every rank agreed */
+				assert_true(rc == 0 || rc == -EIO);
+				if (rc == 0) {
+					expect_restore(f, 20, 0);
+				} else if (fx_exists(path(f, "step-00000020"))) {
+					/*
+					 * Only past the rename into place: the root's fsync failed and, the
+					 * error being persistent, so did taking the generation back out of
+					 * sight. It is complete (every file and the manifest were synced),
+					 * so it must restore exactly.
+					 */
+					assert_string_equal(f->job.r[0].err.phase, "save.dir_sync");
+					assert_true(persistent);
+					expect_restore(f, 20, 0);
+				} else {
+					assert_int_equal(f->job.r[0].err.rank, rank);
+					expect_restore(f, 10, 0);
+				}
+			}
+	/* ranks 1-3 make ~10 operations per save, rank 0 many more, in two modes */
+	assert_true(cases > 80);
+}
+
 /* A read error makes restore fall back, not crash. */
 static void test_restore__read_error_falls_back(void **state)
 {
@@ -390,6 +443,7 @@ int main(void)
 		T(test_save__replaces_a_damaged_generation_of_the_same_step),
 		T(test_io__short_writes_and_eintr_still_commit),
 		T(test_restore__read_error_falls_back),
+		T(test_save__nth_operation_sweep),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
