@@ -81,7 +81,10 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 			continue;
 		log_fire(i, f, c, nth);
 		switch (f->action) {
-		case HARNESS_KILL: action = (ckpt_fault_action){ .kind = CKPT_FAULT_KILL }; break;
+		case HARNESS_KILL:
+		case HARNESS_POWER_LOSS:     /* the harness rolls back what was not durable afterwards */
+			action = (ckpt_fault_action){ .kind = CKPT_FAULT_KILL };
+			break;
 		case HARNESS_ERRNO: action = (ckpt_fault_action){ .kind = CKPT_FAULT_ERRNO, .err = f->err }; break;
 		case HARNESS_SHORT: action = (ckpt_fault_action){ .kind = CKPT_FAULT_SHORT, .bytes = (size_t)f->arg }; break;
 		case HARNESS_TORN: action = (ckpt_fault_action){ .kind = CKPT_FAULT_TORN, .bytes = (size_t)f->arg }; break;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const action_names[] = { "kill", "errno", "short", "torn", "delay" };
+static const char *const action_names[] = { "kill", "errno", "short", "torn", "delay", "power_loss" };
 
 const char *harness_action_name(enum harness_action a)
 {
@@ -52,6 +52,7 @@ void harness_fault_describe(const harness_fault *f, char *buf, unsigned long len
 	case HARNESS_SHORT: snprintf(buf, len, "short:%ld", f->arg); break;
 	case HARNESS_TORN: snprintf(buf, len, "torn:%ld+kill", f->arg); break;
 	case HARNESS_DELAY: snprintf(buf, len, "delay_ms:%ld", f->arg); break;
+	case HARNESS_POWER_LOSS: snprintf(buf, len, "power_loss"); break;
 	default: snprintf(buf, len, "kill"); break;
 	}
 }

@@ -12,7 +12,8 @@
 
 #include <stdint.h>
 
-enum harness_action { HARNESS_KILL, HARNESS_ERRNO, HARNESS_SHORT, HARNESS_TORN, HARNESS_DELAY, HARNESS_ACTION_COUNT };
+enum harness_action { HARNESS_KILL, HARNESS_ERRNO, HARNESS_SHORT, HARNESS_TORN, HARNESS_DELAY, HARNESS_POWER_LOSS,
+		       HARNESS_ACTION_COUNT };
 
 typedef struct harness_fault {
 	int attempt;            /* which attempt it is armed in (default 1) */

@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "launch.h"
+#include "powerloss.h"
 
 static double now(void)
 {
@@ -71,10 +72,10 @@ static int hash_file(XXH3_state_t *st, const char *path)
 /* One reftrain job of this scenario's trainer. */
 static int job(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *dir,
 	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
-	       const char *log, int with_test_flags, harness_job_result *jr)
+	       const char *undo, const char *log, int with_test_flags, harness_job_result *jr)
 {
-	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], envp[2][1100];
-	const char *env[3] = { NULL, NULL, NULL };
+	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], envp[3][1100];
+	const char *env[4] = { NULL, NULL, NULL, NULL };
 	const char *argv[40];
 	int n = 0;
 
@@ -104,6 +105,10 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		snprintf(envp[1], sizeof envp[1], "CKPT_FAULT_LOG=%s", faultlog);
 		env[0] = envp[0];
 		env[1] = envp[1];
+	}
+	if (undo) {
+		snprintf(envp[2], sizeof envp[2], "CKPT_UNDO_LOG=%s", undo);
+		env[plan ? 2 : 0] = envp[2];
 	}
 	int rc = harness_launch_run(&harness_local_mpirun, s->trainer.world_size, dir, s->timeout_s, env, argv, log, jr);
 	r->launch_seconds += jr->seconds;
@@ -186,7 +191,7 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		snprintf(traj[i], sizeof traj[i], "%s/golden-%d.jsonl", tmp, i);
 		snprintf(ck, sizeof ck, "%s/ckpt-%d", tmp, i);
 		snprintf(log, sizeof log, "%s/golden-%d.log", tmp, i);
-		if ((rc = job(s, o, r, tmp, traj[i], ck, 1, NULL, NULL, log, 0, &jr)) < 0)
+		if ((rc = job(s, o, r, tmp, traj[i], ck, 1, NULL, NULL, NULL, log, 0, &jr)) < 0)
 			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
 		else if (!jr.exited || jr.status != 0) {
 			harness_fail(r, "the uninterrupted run failed (%s %d%s); see %s", jr.exited ? "exit" : "signal",
@@ -319,6 +324,29 @@ static int apply_damage(const harness_damage *g, const char *root, FILE *log)
 	return hit;
 }
 
+/* Did a power_loss fault fire in this attempt? */
+static int power_lost(const harness_scenario *s, const char *prefix, int attempt)
+{
+	int hit = 0;
+	for (int rank = 0; rank < s->trainer.world_size && !hit; rank++) {
+		char path[1200], *line = NULL;
+		size_t cap = 0;
+		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
+		FILE *f = fopen(path, "r");
+		while (f && getline(&line, &cap, f) > 0) {
+			json_t *j = json_loads(line, 0, NULL);
+			const char *a = j ? json_string_value(json_object_get(j, "action")) : NULL;
+			if (a && strcmp(a, "power_loss") == 0 && json_integer_value(json_object_get(j, "attempt")) == attempt)
+				hit = 1;
+			json_decref(j);
+		}
+		free(line);
+		if (f)
+			fclose(f);
+	}
+	return hit;
+}
+
 /* The attempt's last record says how it ended: "done", "failed", "stopped" or NULL (killed). */
 static void end_status(const char *traj, char *status, size_t len)
 {
@@ -379,14 +407,24 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 		harness_fail(r, "cannot write the fault plan %s", plan);
 		goto out;
 	}
-	int k;
+	int k, power = 0;
+	for (int i = 0; i < s->nfaults; i++)
+		power |= s->faults[i].action == HARNESS_POWER_LOSS;
 	for (k = 0; k < s->max_attempts; k++) {
-		char log[1200], status[32];
+		char log[1200], status[32], undo[1200];
 		harness_job_result jr;
 		snprintf(traj[k], sizeof traj[k], "%s/attempt-%d.jsonl", dir, k + 1);
 		snprintf(log, sizeof log, "%s/attempt-%d.log", dir, k + 1);
 		trajs[k] = traj[k];
-		int rc = job(s, o, r, dir, traj[k], ck, k + 1, s->nfaults ? plan : NULL, faultlog, log, 1, &jr);
+		if (power) {
+			/* libckpt keeps an undo record of this attempt's changes, for a power cut */
+			char keepdir[1300];
+			snprintf(undo, sizeof undo, "%s/undo-%d", dir, k + 1);
+			snprintf(keepdir, sizeof keepdir, "%s.keep", undo);
+			mkdir(keepdir, 0755);
+		}
+		int rc = job(s, o, r, dir, traj[k], ck, k + 1, s->nfaults ? plan : NULL, faultlog, power ? undo : NULL,
+			     log, 1, &jr);
 		if (rc < 0) {
 			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
 			goto out;
@@ -404,7 +442,16 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			k++;
 			break;
 		}
-		/* a crash: damage at rest strikes now, then the scheduler restarts the job */
+		/* a crash: a power cut drops what was not durable ... */
+		if (power && power_lost(s, faultlog, k + 1)) {
+			char p[1200];
+			snprintf(p, sizeof p, "%s/damage.log", dir);
+			FILE *pl = fopen(p, "a");
+			harness_powerloss_apply(undo, s->trainer.world_size, ck, pl);
+			if (pl)
+				fclose(pl);
+		}
+		/* ... damage at rest strikes, then the scheduler restarts the job */
 		for (int i = 0; i < s->ndamage; i++) {
 			if (s->damage[i].after_attempt != k + 1)
 				continue;

@@ -276,10 +276,13 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
 	char name[32];
 
 	if (d->kind == Y_SCALAR) {
-		if (strcmp(d->value, "kill") != 0)
-			return fail(c, d, "unknown action '%s'; valid: kill, or a mapping with one of errno, short, torn, "
-				    "delay_ms", d->value);
-		f->action = HARNESS_KILL;
+		if (strcmp(d->value, "kill") == 0)
+			f->action = HARNESS_KILL;
+		else if (strcmp(d->value, "power_loss") == 0)
+			f->action = HARNESS_POWER_LOSS;
+		else
+			return fail(c, d, "unknown action '%s'; valid: kill, power_loss, or a mapping with one of errno, "
+				    "short, torn, delay_ms", d->value);
 		return 0;
 	}
 	if (check_keys(c, d, "do", do_keys))

@@ -82,6 +82,21 @@ int ckpt__io_rmtree(ckpt_io *io, const char *path);
 /* Write a whole small file durably: tmp, fsync, close, rename, fsync parent. */
 int ckpt__io_replace_file(ckpt_io *io, const char *dir, const char *name, const void *buf, size_t len);
 
+/* ---- the undo record for power-loss simulation (undo.c) ---------------- */
+
+/* Each returns the record's sequence number (0 when not armed); see undo.c. */
+bool ckpt__undo_armed(void);
+uint64_t ckpt__undo_open(int rank, const char *path, int flags);
+uint64_t ckpt__undo_write(int rank, int fd, const char *path, size_t len);
+uint64_t ckpt__undo_ftruncate(int rank, int fd, const char *path, off_t size);
+uint64_t ckpt__undo_mkdir(int rank, const char *path);
+uint64_t ckpt__undo_rmdir(int rank, const char *path);
+uint64_t ckpt__undo_unlink(int rank, const char *path);
+uint64_t ckpt__undo_rename(int rank, const char *from, const char *to);
+void ckpt__undo_fsync(int rank, int fd);
+/* The change recorded as ref did not happen. */
+void ckpt__undo_failed(int rank, uint64_t ref);
+
 /* ---- formats (format.c) ------------------------------------------------- */
 
 typedef struct ckpt_entry {

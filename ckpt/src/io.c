@@ -240,8 +240,11 @@ int ckpt__io_open(ckpt_io *io, const char *path, int flags, mode_t mode)
 	long fd = -1;
 
 	if (rc == 0) {
+		uint64_t u = ckpt__undo_open(io->rank, path, flags);
 		fd = RETRY(open(path, flags | O_CLOEXEC, mode));
 		rc = fd < 0 ? -errno : 0;
+		if (rc < 0)
+			ckpt__undo_failed(io->rank, u);
 	}
 	end(io, &st, fd, rc);
 	return rc < 0 ? rc : (int)fd;
@@ -261,7 +264,10 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 		if (rc == 0) {
 			if (st.fault && (st.fault->kind == CKPT_FAULT_SHORT || st.fault->kind == CKPT_FAULT_TORN))
 				want = st.fault->bytes < want ? st.fault->bytes : want;
+			uint64_t u = want ? ckpt__undo_write(io->rank, fd, path, want) : 0;
 			n = want ? write(fd, p + off, want) : 0;
+			if (n < 0)
+				ckpt__undo_failed(io->rank, u);
 			if (n < 0 && errno == EINTR) {
 				journal_op(io, &st, -1, -EINTR);
 				continue;
@@ -311,6 +317,8 @@ static int fd_call(ckpt_io *io, const char *op, int fd, const char *path, int (*
 	if (rc == 0) {
 		r = RETRY(fn(fd));
 		rc = r < 0 ? -errno : 0;
+		if (rc == 0)
+			ckpt__undo_fsync(io->rank, fd);     /* fsync and fdatasync both make data durable */
 	}
 	return end(io, &st, r, rc);
 }
@@ -342,27 +350,31 @@ int ckpt__io_close(ckpt_io *io, int *fd, const char *path)
 	return end(io, &st, r, rc);
 }
 
-static int path_call(ckpt_io *io, const char *op, const char *path, int (*fn)(const char *))
+static int path_call(ckpt_io *io, const char *op, const char *path, int (*fn)(const char *),
+		     uint64_t (*undo)(int, const char *))
 {
 	op_state st;
 	int rc = begin(io, &st, op, path, -1, 0);
 	long r = -1;
 
 	if (rc == 0) {
+		uint64_t u = undo(io->rank, path);
 		r = RETRY(fn(path));
 		rc = r < 0 ? -errno : 0;
+		if (rc < 0)
+			ckpt__undo_failed(io->rank, u);
 	}
 	return end(io, &st, r, rc);
 }
 
 int ckpt__io_unlink(ckpt_io *io, const char *path)
 {
-	return path_call(io, "unlink", path, unlink);
+	return path_call(io, "unlink", path, unlink, ckpt__undo_unlink);
 }
 
 int ckpt__io_rmdir(ckpt_io *io, const char *path)
 {
-	return path_call(io, "rmdir", path, rmdir);
+	return path_call(io, "rmdir", path, rmdir, ckpt__undo_rmdir);
 }
 
 int ckpt__io_rename(ckpt_io *io, const char *from, const char *to)
@@ -372,8 +384,11 @@ int ckpt__io_rename(ckpt_io *io, const char *from, const char *to)
 	long r = -1;
 
 	if (rc == 0) {
+		uint64_t u = ckpt__undo_rename(io->rank, from, to);
 		r = RETRY(rename(from, to));
 		rc = r < 0 ? -errno : 0;
+		if (rc < 0)
+			ckpt__undo_failed(io->rank, u);
 	}
 	return end(io, &st, r, rc);
 }
@@ -385,8 +400,11 @@ int ckpt__io_mkdir(ckpt_io *io, const char *path, mode_t mode)
 	long r = -1;
 
 	if (rc == 0) {
+		uint64_t u = ckpt__undo_mkdir(io->rank, path);
 		r = RETRY(mkdir(path, mode));
 		rc = r < 0 ? -errno : 0;
+		if (rc < 0)
+			ckpt__undo_failed(io->rank, u);
 	}
 	return end(io, &st, r, rc);
 }
@@ -398,8 +416,11 @@ int ckpt__io_ftruncate(ckpt_io *io, int fd, off_t len, const char *path)
 	long r = -1;
 
 	if (rc == 0) {
+		uint64_t u = ckpt__undo_ftruncate(io->rank, fd, path, len);
 		r = RETRY(ftruncate(fd, len));
 		rc = r < 0 ? -errno : 0;
+		if (rc < 0)
+			ckpt__undo_failed(io->rank, u);
 	}
 	return end(io, &st, r, rc);
 }
@@ -419,6 +440,11 @@ int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out)
 
 int ckpt__io_fsync_dir(ckpt_io *io, const char *path)
 {
+#ifdef CKPT_MUTANT_SKIP_DIR_FSYNC
+	(void)io;
+	(void)path;
+	return 0;      /* mutant: directory entries are never made durable */
+#endif
 	int fd = ckpt__io_open(io, path, O_RDONLY | O_DIRECTORY, 0);
 	int rc;
 
