@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crashstate.h"
 #include "launch.h"
 #include "oracle.h"
 #include "report.h"
@@ -21,6 +22,7 @@ static const char usage[] =
 "       ckpt-harness suite DIR|FILE... [-j N] [--json FILE] [--junit FILE] [--keep]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl...\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
+"       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [--json FILE] [--out DIR] [--keep]\n"
 "\n"
 "Runs reftrain under the faults a scenario describes, restarts it until it\n"
 "finishes, and compares the resumed trajectory bit for bit with an\n"
@@ -324,6 +326,48 @@ static int cmd_validate(int argc, char **argv)
 	return bad ? 2 : 0;
 }
 
+static int cmd_crashstates(int argc, char **argv)
+{
+	harness_cs_opts o = { .preset = "tiny", .world = 4, .step = 20, .out_dir = "crashstates-found" };
+	char bindir[PATH_MAX], cache[PATH_MAX];
+	cli c;
+
+	memset(&c, 0, sizeof c);
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		char *end = NULL;
+		if (strcmp(a, "--keep") == 0) {
+			o.keep = 1;
+			continue;
+		}
+		if (!v)
+			return bad_usage("%s needs a value", a);
+		if (strcmp(a, "--preset") == 0) {
+			if (strcmp(v, "tiny") && strcmp(v, "small"))
+				return bad_usage("--preset: '%s' is not valid; expected tiny or small", v);
+			o.preset = v;
+		} else if (strcmp(a, "--world-size") == 0) {
+			o.world = (int)strtol(v, &end, 10);
+			if (*end || (o.world != 1 && o.world != 2 && o.world != 4 && o.world != 8))
+				return bad_usage("--world-size: '%s' is not valid; expected 1, 2, 4 or 8", v);
+		} else if (strcmp(a, "--step") == 0) {
+			o.step = strtol(v, &end, 10);
+			if (*end || o.step < 2 || o.step % 2 || o.step > 100000)
+				return bad_usage("--step: '%s' is not valid; expected an even number from 2 (the save before it is at step/2)", v);
+		} else if (strcmp(a, "--json") == 0) {
+			o.json = v;
+		} else if (strcmp(a, "--out") == 0) {
+			o.out_dir = v;
+		} else {
+			return bad_usage("unknown option '%s'", a);
+		}
+		i++;
+	}
+	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
+	o.bindir = bindir;
+	return harness_crashstates(&o);
+}
+
 static int cmd_oracle(int argc, char **argv)
 {
 	harness_expect exp = { .outcome = HARNESS_RESUME_BITWISE, .restored_from = -1, .max_lost_steps = -1 };
@@ -367,5 +411,7 @@ int main(int argc, char **argv)
 		return cmd_validate(argc, argv);
 	if (strcmp(argv[1], "oracle") == 0)
 		return cmd_oracle(argc, argv);
-	return bad_usage("unknown command '%s'; valid: run, suite, oracle, validate", argv[1]);
+	if (strcmp(argv[1], "crashstates") == 0)
+		return cmd_crashstates(argc, argv);
+	return bad_usage("unknown command '%s'; valid: run, suite, oracle, validate, crashstates", argv[1]);
 }

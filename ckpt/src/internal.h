@@ -93,7 +93,7 @@ uint64_t ckpt__undo_mkdir(int rank, const char *path);
 uint64_t ckpt__undo_rmdir(int rank, const char *path);
 uint64_t ckpt__undo_unlink(int rank, const char *path);
 uint64_t ckpt__undo_rename(int rank, const char *from, const char *to);
-void ckpt__undo_fsync(int rank, int fd);
+void ckpt__undo_fsync(int rank, int fd, const char *path);
 /* The change recorded as ref did not happen. */
 void ckpt__undo_failed(int rank, uint64_t ref);
 

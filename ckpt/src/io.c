@@ -318,7 +318,7 @@ static int fd_call(ckpt_io *io, const char *op, int fd, const char *path, int (*
 		r = RETRY(fn(fd));
 		rc = r < 0 ? -errno : 0;
 		if (rc == 0)
-			ckpt__undo_fsync(io->rank, fd);     /* fsync and fdatasync both make data durable */
+			ckpt__undo_fsync(io->rank, fd, path);   /* fsync and fdatasync both make data durable */
 	}
 	return end(io, &st, r, rc);
 }

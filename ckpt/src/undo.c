@@ -84,7 +84,10 @@ static uint64_t emit(int rank, const char *fmt, ...)
 		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	}
 	s = ++seq;
-	int n = snprintf(line, sizeof line, "{\"seq\":%" PRIu64 ",\"t\":%" PRIu64 ",", s, now_ns());
+	const ckpt_fault_ctx *ctx = ckpt_fault_current();
+	int n = snprintf(line, sizeof line, "{\"seq\":%" PRIu64 ",\"t\":%" PRIu64 ",\"step\":%" PRIu64
+			 ",\"phase\":\"%s\",\"call\":\"%s\",", s, now_ns(), ctx->step, ctx->phase ? ctx->phase : "",
+			 ctx->op ? ctx->op : "");
 	va_start(ap, fmt);
 	n += vsnprintf(line + n, sizeof line - (size_t)n - 2, fmt, ap);
 	va_end(ap);
@@ -194,7 +197,8 @@ uint64_t ckpt__undo_rmdir(int rank, const char *path)
 {
 	if (!ckpt__undo_armed())
 		return 0;
-	return emit(rank, "\"op\":\"rmdir\",\"path\":\"%s\",\"parent\":%" PRIu64, path, parent_ino(path));
+	return emit(rank, "\"op\":\"rmdir\",\"path\":\"%s\",\"parent\":%" PRIu64 ",\"ino\":%" PRIu64, path,
+		    parent_ino(path), ino_of(path));
 }
 
 uint64_t ckpt__undo_unlink(int rank, const char *path)
@@ -204,8 +208,8 @@ uint64_t ckpt__undo_unlink(int rank, const char *path)
 	if (!ckpt__undo_armed())
 		return 0;
 	keep_link(path, keep, sizeof keep);
-	return emit(rank, "\"op\":\"unlink\",\"path\":\"%s\",\"parent\":%" PRIu64 ",\"saved\":\"%s\"", path,
-		    parent_ino(path), keep);
+	return emit(rank, "\"op\":\"unlink\",\"path\":\"%s\",\"parent\":%" PRIu64 ",\"ino\":%" PRIu64
+		    ",\"saved\":\"%s\"", path, parent_ino(path), ino_of(path), keep);
 }
 
 uint64_t ckpt__undo_rename(int rank, const char *from, const char *to)
@@ -222,12 +226,12 @@ uint64_t ckpt__undo_rename(int rank, const char *from, const char *to)
 		    parent_ino(to), ino_of(from), keep);
 }
 
-void ckpt__undo_fsync(int rank, int sfd)
+void ckpt__undo_fsync(int rank, int sfd, const char *path)
 {
 	struct stat st;
 
 	if (ckpt__undo_armed() && fstat(sfd, &st) == 0)
-		emit(rank, "\"op\":\"fsync\",\"ino\":%" PRIu64, (uint64_t)st.st_ino);
+		emit(rank, "\"op\":\"fsync\",\"path\":\"%s\",\"ino\":%" PRIu64, path ? path : "", (uint64_t)st.st_ino);
 }
 
 void ckpt__undo_failed(int rank, uint64_t ref)

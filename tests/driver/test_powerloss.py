@@ -44,3 +44,35 @@ def test_undo_record_is_written_only_when_armed(tmp_path):
                           "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout
     assert not list((tmp_path / "w").glob("undo-*"))
+
+
+def crashstates(bin_dir, tmp_path, *extra):
+    out = tmp_path / "found"
+    res = subprocess.run([str(bin_dir / "ckpt-harness"), "crashstates", "--preset", "tiny", "--world-size", "4",
+                          "--step", "20", "--json", str(tmp_path / "c.json"), "--out", str(out), *extra],
+                         capture_output=True, text=True, timeout=600)
+    return res, json.loads((tmp_path / "c.json").read_text()), out
+
+
+def test_crashstates_on_correct_code_finds_no_violation(tmp_path):
+    res, report, out = crashstates(BIN, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert report["states_checked"] >= 50
+    assert report["violations"] == 0
+    assert not list(out.glob("*.yaml"))
+
+
+def test_crashstates_finds_a_missing_directory_fsync_and_the_scenario_reproduces_it(mutant_bin, tmp_path):
+    res, report, out = crashstates(mutant_bin, tmp_path)
+    assert res.returncode == 1
+    assert report["violations"] > 0
+    found = sorted(out.glob("crashstate-*.yaml"))
+    assert found
+    # the written scenario is valid, reproduces the failure on the mutant, and passes on correct code
+    assert subprocess.run([str(BIN / "ckpt-harness"), "validate", str(found[0])]).returncode == 0
+    bad = subprocess.run([str(mutant_bin / "ckpt-harness"), "run", str(found[0])], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 1, bad.stdout
+    good = subprocess.run([str(BIN / "ckpt-harness"), "run", str(found[0])], capture_output=True, text=True,
+                          timeout=600)
+    assert good.returncode == 0, good.stdout

@@ -1,0 +1,449 @@
+#include "crashstate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "ckpt/ckpt.h"
+#include "fake_comm.h"
+#include "launch.h"
+#include "powerloss.h"
+
+#define MAX_T 64
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- the layout of a generation, from its manifest ----------------------- */
+
+typedef struct cs_tensor {
+	char name[64], comp[32];
+	int rank, stage;
+	ckpt_dtype dt;
+	size_t local, global, off;
+} cs_tensor;
+
+typedef struct cs_layout {
+	cs_tensor t[MAX_T * 8];
+	int n;
+	int world;
+	uint64_t config_hash;
+} cs_layout;
+
+static size_t dt_size(ckpt_dtype d)
+{
+	return d == CKPT_F32 ? 4 : d == CKPT_BF16 ? 2 : d == CKPT_U64 ? 8 : 1;
+}
+
+static int load_layout(const char *manifest, cs_layout *L)
+{
+	json_t *root = json_load_file(manifest, 0, NULL), *t;
+	size_t i;
+
+	if (!root)
+		return -EINVAL;
+	L->world = (int)json_integer_value(json_object_get(root, "world_size"));
+	L->config_hash = strtoull(json_string_value(json_object_get(root, "config_hash")), NULL, 16);
+	L->n = 0;
+	json_array_foreach(json_object_get(root, "tensors"), i, t) {
+		cs_tensor *x = &L->t[L->n++];
+		const char *dt = json_string_value(json_object_get(t, "dtype"));
+		snprintf(x->name, sizeof x->name, "%s", json_string_value(json_object_get(t, "name")));
+		snprintf(x->comp, sizeof x->comp, "%s", json_string_value(json_object_get(t, "component")));
+		x->rank = (int)json_integer_value(json_object_get(t, "rank"));
+		x->stage = (int)json_integer_value(json_object_get(t, "stage"));
+		x->dt = strcmp(dt, "F32") == 0 ? CKPT_F32 : strcmp(dt, "BF16") == 0 ? CKPT_BF16 : strcmp(dt, "U64") == 0 ? CKPT_U64 : CKPT_U8;
+		x->local = (size_t)json_integer_value(json_object_get(t, "local_elems"));
+		x->global = (size_t)json_integer_value(json_object_get(t, "global_elems"));
+		x->off = (size_t)json_integer_value(json_object_get(t, "global_offset"));
+		if (L->n == MAX_T * 8)
+			break;
+	}
+	json_decref(root);
+	return 0;
+}
+
+/* ---- a restore-only check: threads as ranks ------------------------------- */
+
+typedef struct cs_check {
+	const char *root;
+	const cs_layout *L;
+	void *buf[MAX_T * 8];
+	int rc[8];
+	uint64_t step[8];
+	char err[512];
+} cs_check;
+
+typedef struct rank_arg {
+	cs_check *c;
+} rank_arg;
+
+static void rank_restore(ckpt_comm *comm, void *p)
+{
+	cs_check *c = ((rank_arg *)p)->c;
+	ckpt_state *st;
+	ckpt *ck = NULL;
+	ckpt_error e;
+	ckpt_restore_info info;
+	ckpt_config cfg = { .root = c->root, .keep_last = 1000, .config_hash = c->L->config_hash };
+
+	ckpt_state_new(&st);
+	for (int i = 0; i < c->L->n; i++) {
+		const cs_tensor *x = &c->L->t[i];
+		if (x->rank == comm->rank)
+			ckpt_state_add_tensor(st, x->name, x->comp, (ckpt_stage)x->stage, x->dt, c->buf[i], x->local, x->global,
+					      x->off);
+	}
+	int rc = ckpt_open(&ck, &cfg, comm, st, &e);
+	if (rc == 0) {
+		rc = ckpt_restore(ck, &info);
+		if (rc < 0 && comm->rank == 0)
+			snprintf(c->err, sizeof c->err, "%s", ckpt_last_error(ck)->msg);
+		c->step[comm->rank] = info.step;
+	} else if (comm->rank == 0) {
+		snprintf(c->err, sizeof c->err, "%s", e.msg);
+	}
+	c->rc[comm->rank] = rc;
+	ckpt_close(ck);
+	ckpt_state_free(st);
+}
+
+static const char *const comps[] = { "params", "master", "opt", "rng", "data", "sched", "scaler", "user" };
+
+/* The trainer's digest: per tensor, rank 0's copy if replicated, else every rank's part in rank order. */
+static uint64_t digest(const cs_check *c, const char *comp)
+{
+	XXH3_state_t *st = XXH3_createState();
+	const cs_layout *L = c->L;
+
+	XXH3_64bits_reset(st);
+	for (int i = 0; i < L->n; i++) {
+		const cs_tensor *x = &L->t[i];
+		if (x->rank != 0 || strcmp(x->comp, comp) != 0)
+			continue;
+		int replicated = 1;
+		for (int k = 0; k < L->n; k++)
+			if (strcmp(L->t[k].name, x->name) == 0 && (L->t[k].local != L->t[k].global || L->t[k].off != 0))
+				replicated = 0;
+		for (int r = 0; r < (replicated ? 1 : L->world); r++)
+			for (int k = 0; k < L->n; k++)
+				if (L->t[k].rank == r && strcmp(L->t[k].name, x->name) == 0)
+					XXH3_64bits_update(st, c->buf[k], L->t[k].local * dt_size(L->t[k].dt));
+	}
+	uint64_t d = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	return d;
+}
+
+/* ---- copying a tree (files copied, never linked: states get modified) --- */
+
+static const char *copy_src, *copy_dst;
+
+static int copy_visit(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	char dst[2048], buf[1 << 16];
+	const char *rel = p + strlen(copy_src);
+	(void)ftw;
+	if (strstr(rel, "/journal") == rel)
+		return 0;
+	snprintf(dst, sizeof dst, "%s%s", copy_dst, rel);
+	if (flag == FTW_D)
+		return mkdir(dst, sb->st_mode & 0777) < 0 && errno != EEXIST ? -1 : 0;
+	if (flag != FTW_F)
+		return 0;
+	int in = open(p, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ssize_t n;
+	while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			break;
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	return 0;
+}
+
+static int rm_visit(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+/* ---- golden digests ------------------------------------------------------ */
+
+static int golden_digests(const char *traj, long step, uint64_t out[8])
+{
+	FILE *f = fopen(traj, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+
+	while (f && getline(&line, &cap, f) > 0) {
+		json_t *j = json_loads(line, 0, NULL);
+		json_t *s = j ? json_object_get(j, "step") : NULL;
+		if (s && !json_object_get(j, "event") && json_integer_value(s) == step) {
+			for (int c = 0; c < 8; c++)
+				out[c] = strtoull(json_string_value(json_object_get(j, comps[c])), NULL, 16);
+			found = 1;
+		}
+		json_decref(j);
+	}
+	free(line);
+	if (f)
+		fclose(f);
+	return found ? 0 : -ENOENT;
+}
+
+/* ---- exploration --------------------------------------------------------- */
+
+typedef struct state {
+	const char *kind;
+	int k;                  /* operations of the save applied */
+	int drop;               /* single dropped operation, or -1 */
+	int torn;               /* torn bytes, or 0 */
+	unsigned char *sel;
+} state;
+
+static void write_scenario(const harness_cs_opts *o, const harness_undo *u, int i0, const state *s, int idx,
+			   const char *why, char *path, size_t len)
+{
+	long S = o->step, E = o->step / 2;
+	int h = u->n > 0 ? (s->k + i0 < u->n ? s->k + i0 : -1) : -1;
+	FILE *f;
+
+	snprintf(path, len, "%s/crashstate-%03d.yaml", o->out_dir, idx);
+	if (!(f = fopen(path, "w")))
+		return;
+	fprintf(f, "# Found by ckpt-harness crashstates: %s\n# %s\n", s->kind, why);
+	fprintf(f, "name: crashstate-%03d\n", idx);
+	fprintf(f, "description: A crash state of the save of step %ld that violates the checkpoint contract.\n", S);
+	fprintf(f, "trainer: {preset: %s, world_size: %d, steps: %ld, checkpoint: {every: %ld, keep: 3}}\nfaults:\n",
+		o->preset, o->world, S + E, E);
+	const char *action = strcmp(s->kind, "crash") == 0 ? "kill" : "power_loss";
+	if (s->torn)
+		fprintf(f, "# the last write torn at %d bytes\n", s->torn);
+	if (h >= 0) {
+		const harness_undo_rec *x = &u->v[h];
+		char base[1024];
+		int nth = 0;
+		snprintf(base, sizeof base, "%s", x->path);
+		const char *b = basename(base);
+		for (int j = i0; j <= h; j++) {
+			char bb[1024];
+			snprintf(bb, sizeof bb, "%s", u->v[j].path);
+			nth += u->v[j].rank == x->rank && strcmp(u->v[j].call, x->call) == 0 && strcmp(basename(bb), b) == 0;
+		}
+		fprintf(f, "  - when: {rank: %d, step: %ld, op: %s, path: \"%s\", nth: %d}\n    do: %s\n", x->rank, S,
+			x->call, b, nth, action);
+	} else {
+		fprintf(f, "  - when: {rank: 0, step: %ld, phase: train.step}\n    do: %s\n", S + 1, action);
+	}
+	fprintf(f, "expect: {outcome: resume_bitwise}\n");
+	fclose(f);
+}
+
+int harness_crashstates(const harness_cs_opts *o)
+{
+	char work[] = "/tmp/ckpt-crashstates.XXXXXX", root[600], scratch[600], undo[600], traj[600], keep[700];
+	char steps[32], every[32], log[600], manifest[700], env[700], *argv[32];
+	harness_job_result jr;
+	harness_undo u = { 0 };
+	cs_layout *L = calloc(1, sizeof *L);
+	uint64_t gold_new[8], gold_old[8];
+	long S = o->step, E = o->step / 2;
+	int states = 0, violations = 0, rc = 3;
+	double t_run0 = now(), t_run, t0;
+	json_t *vlist = json_array();
+
+	if (S < 2 || S % 2) {
+		fprintf(stderr, "ckpt-harness: crashstates: --step must be even and at least 2 (the save before it is at step/2)\n");
+		return 2;
+	}
+	if (!mkdtemp(work))
+		return 3;
+	snprintf(root, sizeof root, "%s/ckpt", work);
+	snprintf(scratch, sizeof scratch, "%s/state", work);
+	snprintf(undo, sizeof undo, "%s/undo", work);
+	snprintf(keep, sizeof keep, "%s.keep", undo);
+	snprintf(traj, sizeof traj, "%s/run.jsonl", work);
+	snprintf(log, sizeof log, "%s/run.log", work);
+	snprintf(steps, sizeof steps, "%ld", S);
+	snprintf(every, sizeof every, "%ld", E);
+	snprintf(env, sizeof env, "CKPT_UNDO_LOG=%s", undo);
+	mkdir(keep, 0755);
+
+	char prog[1024];
+	snprintf(prog, sizeof prog, "%s/reftrain", o->bindir);
+	int n = 0;
+	argv[n++] = prog;
+	argv[n++] = "--preset"; argv[n++] = (char *)o->preset;
+	argv[n++] = "--steps"; argv[n++] = steps;
+	argv[n++] = "--trajectory"; argv[n++] = traj;
+	argv[n++] = "--ckpt-dir"; argv[n++] = root;
+	argv[n++] = "--ckpt-every"; argv[n++] = every;
+	argv[n++] = "--keep"; argv[n++] = "3";
+	argv[n] = NULL;
+	const char *envv[] = { env, NULL };
+	harness_launch_init();
+	if (harness_launch_run(&harness_local_mpirun, o->world, work, 600, envv, (const char *const *)argv, log, &jr) < 0 ||
+	    !jr.exited || jr.status != 0) {
+		fprintf(stderr, "ckpt-harness: crashstates: the recording run failed; see %s\n", log);
+		goto out;
+	}
+	t_run = now() - t_run0;
+	snprintf(manifest, sizeof manifest, "%s/step-%08ld/manifest.json", root, S);
+	if (load_layout(manifest, L) < 0 || golden_digests(traj, S, gold_new) < 0 || golden_digests(traj, E, gold_old) < 0) {
+		fprintf(stderr, "ckpt-harness: crashstates: cannot read %s or %s\n", manifest, traj);
+		goto out;
+	}
+	harness_undo_load(&u, undo, o->world);
+	int i0 = 0, ack = u.n;
+	while (i0 < u.n && u.v[i0].step != (uint64_t)S)
+		i0++;
+	for (int i = i0; i < u.n; i++)        /* acknowledged once LATEST is in place */
+		if (strcmp(u.v[i].phase, "save.latest") == 0)
+			ack = i + 1;
+	int ops = u.n - i0;
+
+	cs_check c = { .root = scratch, .L = L };
+	for (int i = 0; i < L->n; i++)
+		c.buf[i] = calloc(L->t[i].local + 1, dt_size(L->t[i].dt));
+	uint64_t *seen = calloc((size_t)(ops + 1) * (size_t)(ops + 8) * 2 + 16, sizeof *seen);
+	int nseen = 0;
+	unsigned char *sel = calloc((size_t)u.n + 1, 1);
+	mkdir(o->out_dir, 0755);
+	t0 = now();
+
+	for (int k = 0; k <= ops; k++) {
+		int h = i0 + k;
+		/* variants at this crash point */
+		for (int v = 0; v < 6 + ops; v++) {
+			state s = { .k = k, .drop = -1, .sel = sel };
+			memset(sel, 0, (size_t)u.n);
+			for (int j = h; j < u.n; j++)
+				sel[j] = 1;
+			if (v == 0) {
+				s.kind = "crash";
+			} else if (v <= 3) {
+				s.kind = v == 1 ? "power loss" : v == 2 ? "power loss, unsynced data only" : "power loss, unsynced names only";
+				for (int j = 0; j < h; j++)
+					if (!harness_undo_durable(&u, j, h) &&
+					    (v == 1 || (v == 2) == !harness_undo_is_entry_op(&u.v[j])))
+						sel[j] = 1;
+			} else if (v <= 5) {
+				int B = v == 4 ? 512 : 4096;
+				if (k == 0 || strcmp(u.v[h - 1].op, "write") != 0 || u.v[h - 1].len <= B)
+					continue;
+				s.kind = v == 4 ? "crash, last write torn at 512 bytes" : "crash, last write torn at 4096 bytes";
+				s.torn = B;
+			} else {
+				/* one non-durable operation dropped, at sync points and at the end */
+				int j = i0 + (v - 6);
+				if (j >= h || (k != ops && strcmp(u.v[h - 1].op, "fsync") != 0) || harness_undo_durable(&u, j, h))
+					continue;
+				s.kind = "power loss of one non-durable operation";
+				s.drop = j;
+				sel[j] = 1;
+			}
+			/* the same state twice is checked once */
+			XXH3_state_t *hs = XXH3_createState();
+			XXH3_64bits_reset(hs);
+			XXH3_64bits_update(hs, sel, (size_t)u.n);
+			XXH3_64bits_update(hs, &s.torn, sizeof s.torn);
+			if (s.torn)
+				XXH3_64bits_update(hs, &h, sizeof h);
+			uint64_t key = XXH3_64bits_digest(hs);
+			XXH3_freeState(hs);
+			int dup = 0;
+			for (int q = 0; q < nseen && !dup; q++)
+				dup = seen[q] == key;
+			if (dup)
+				continue;
+			seen[nseen++] = key;
+
+			nftw(scratch, rm_visit, 16, FTW_DEPTH | FTW_PHYS);
+			copy_src = root;
+			copy_dst = scratch;
+			nftw(root, copy_visit, 16, FTW_PHYS);
+			harness_undo_apply(&u, root, scratch, sel, s.torn ? h - 1 : -1, s.torn, NULL);
+			memset(c.err, 0, sizeof c.err);
+			rank_arg ra = { &c };
+			void *args[8];
+			for (int r = 0; r < o->world; r++)
+				args[r] = &ra;
+			fake_comm_run(o->world, rank_restore, args);
+			states++;
+
+			char why[1024] = "";
+			uint64_t R = c.step[0];
+			if (c.rc[0] < 0) {
+				snprintf(why, sizeof why, "restore refused although step %ld was valid: %s", E, c.err);
+			} else if (R != (uint64_t)S && R != (uint64_t)E) {
+				snprintf(why, sizeof why, "restored step %" PRIu64 ", neither the new generation (%ld) nor the previous (%ld)", R, S, E);
+			} else if (h >= ack && R != (uint64_t)S) {
+				snprintf(why, sizeof why, "the save of step %ld had been acknowledged but step %" PRIu64 " was restored", S, R);
+			} else {
+				const uint64_t *g = R == (uint64_t)S ? gold_new : gold_old;
+				for (int q = 0; q < 8; q++)
+					if (digest(&c, comps[q]) != g[q]) {
+						snprintf(why, sizeof why, "restored step %" PRIu64 " but its %s differ from the uninterrupted run's", R, comps[q]);
+						break;
+					}
+			}
+			if (why[0]) {
+				char spath[800] = "";
+				if (violations < 20)
+					write_scenario(o, &u, i0, &s, violations + 1, why, spath, sizeof spath);
+				violations++;
+				json_array_append_new(vlist, json_pack("{s:s,s:i,s:i,s:s,s:s}", "state", s.kind, "after_ops", k,
+								      "dropped", s.drop >= 0 ? s.drop - i0 : -1, "why", why,
+								      "scenario", spath));
+				fprintf(stderr, "VIOLATION after %d of %d operations (%s): %s%s%s\n", k, ops, s.kind, why,
+					spath[0] ? " -> " : "", spath);
+			}
+		}
+	}
+	double secs = now() - t0;
+	printf("crash states of the save of step %ld (%s, %d ranks, %d operations): %d checked, %d violation%s, "
+	       "%.1f states/s\n", S, o->preset, o->world, ops, states, violations, violations == 1 ? "" : "s",
+	       states / secs);
+	if (o->json) {
+		json_t *j = json_pack("{s:i,s:i,s:i,s:s,s:i,s:i,s:f,s:f,s:f,s:o}", "states_checked", states, "violations",
+				      violations, "operations", ops, "preset", o->preset, "world_size", o->world, "step", (int)S,
+				      "seconds", secs, "states_per_second", states / secs, "recording_seconds", t_run,
+				      "violation_list", vlist);
+		vlist = NULL;
+		json_dump_file(j, o->json, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+		json_decref(j);
+	}
+	rc = violations ? 1 : 0;
+	free(seen);
+	free(sel);
+	for (int i = 0; i < L->n; i++)
+		free(c.buf[i]);
+out:
+	json_decref(vlist);
+	harness_undo_free(&u);
+	free(L);
+	if (!o->keep && rc != 3)
+		nftw(work, rm_visit, 16, FTW_DEPTH | FTW_PHYS);
+	else
+		fprintf(stderr, "ckpt-harness: crashstates: evidence kept in %s\n", work);
+	return rc;
+}
