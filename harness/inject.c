@@ -39,8 +39,12 @@ static bool matches(const harness_fault *f, const ckpt_fault_ctx *c)
 		return false;
 	if (f->phase[0] && (!c->phase || strcmp(f->phase, c->phase) != 0))
 		return false;
-	if (f->op[0] && strcmp(f->op, c->op) != 0)
+	if (strcmp(f->op, "any") == 0) {           /* any I/O call, not a phase point */
+		if (strcmp(c->op, "phase") == 0)
+			return false;
+	} else if (f->op[0] && strcmp(f->op, c->op) != 0) {
 		return false;
+	}
 	if (f->path[0] && fnmatch(f->path, base(c->path), 0) != 0)
 		return false;
 	return true;

@@ -1,6 +1,7 @@
 /* ckpt-harness: the command line; each command is a few calls into the modules. */
 #include <dirent.h>
 #include <errno.h>
+#include "plan.h"
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "crashstate.h"
+#include "sweep.h"
 #include "launch.h"
 #include "oracle.h"
 #include "report.h"
@@ -23,6 +25,7 @@ static const char usage[] =
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl...\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
 "       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [--json FILE] [--out DIR] [--keep]\n"
+"       ckpt-harness sweep [--preset P] [--world-size N] [--step S] [--errno E] [--rank R] [--json FILE] [--out DIR]\n"
 "\n"
 "Runs reftrain under the faults a scenario describes, restarts it until it\n"
 "finishes, and compares the resumed trajectory bit for bit with an\n"
@@ -368,6 +371,57 @@ static int cmd_crashstates(int argc, char **argv)
 	return harness_crashstates(&o);
 }
 
+static int cmd_sweep(int argc, char **argv)
+{
+	harness_sweep_opts so = { .preset = "tiny", .world = 4, .step = 20, .err = EIO, .only_rank = -1,
+				  .out_dir = "sweep-found" };
+	char bindir[PATH_MAX], cache[PATH_MAX];
+	cli c;
+
+	memset(&c, 0, sizeof c);
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		char *end = NULL;
+		if (!v)
+			return bad_usage("%s needs a value", a);
+		if (strcmp(a, "--preset") == 0) {
+			if (strcmp(v, "tiny") && strcmp(v, "small"))
+				return bad_usage("--preset: '%s' is not valid; expected tiny or small", v);
+			so.preset = v;
+		} else if (strcmp(a, "--world-size") == 0) {
+			so.world = (int)strtol(v, &end, 10);
+			if (*end || (so.world != 1 && so.world != 2 && so.world != 4 && so.world != 8))
+				return bad_usage("--world-size: '%s' is not valid; expected 1, 2, 4 or 8", v);
+		} else if (strcmp(a, "--step") == 0) {
+			so.step = strtol(v, &end, 10);
+			if (*end || so.step < 2 || so.step % 2 || so.step > 100000)
+				return bad_usage("--step: '%s' is not valid; expected an even number from 2", v);
+		} else if (strcmp(a, "--errno") == 0) {
+			if (!(so.err = harness_errno_parse(v)) || so.err == EINTR)
+				return bad_usage("--errno: '%s' is not valid; expected one of EIO, ENOSPC, EDQUOT, EACCES, EROFS, ...", v);
+		} else if (strcmp(a, "--rank") == 0) {
+			so.only_rank = (int)strtol(v, &end, 10);
+			if (*end || so.only_rank < 0)
+				return bad_usage("--rank: '%s' is not valid; expected a rank number", v);
+		} else if (strcmp(a, "--json") == 0) {
+			so.json = v;
+		} else if (strcmp(a, "--out") == 0) {
+			so.out_dir = v;
+		} else if (strcmp(a, "--cache") == 0) {
+			c.cache = v;
+		} else {
+			return bad_usage("unknown option '%s'", a);
+		}
+		i++;
+	}
+	if (so.only_rank >= so.world)
+		return bad_usage("--rank: the job has ranks 0 to %s only", so.world == 1 ? "0" : "world-size - 1");
+	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
+	harness_opts o = { .bindir = bindir, .cache = cache };
+	harness_launch_init();
+	return harness_sweep(&so, &o);
+}
+
 static int cmd_oracle(int argc, char **argv)
 {
 	harness_expect exp = { .outcome = HARNESS_RESUME_BITWISE, .restored_from = -1, .max_lost_steps = -1 };
@@ -413,5 +467,7 @@ int main(int argc, char **argv)
 		return cmd_oracle(argc, argv);
 	if (strcmp(argv[1], "crashstates") == 0)
 		return cmd_crashstates(argc, argv);
-	return bad_usage("unknown command '%s'; valid: run, suite, oracle, validate, crashstates", argv[1]);
+	if (strcmp(argv[1], "sweep") == 0)
+		return cmd_sweep(argc, argv);
+	return bad_usage("unknown command '%s'; valid: run, suite, oracle, validate, crashstates, sweep", argv[1]);
 }

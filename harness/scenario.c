@@ -268,7 +268,7 @@ const char *const harness_phases[] = {
 	"restore.read", "restore.verify", "train.step", "train.reduce", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
-				    "ftruncate", "close", "read", "opendir", "phase", NULL };
+				    "ftruncate", "close", "read", "opendir", "phase", "any", NULL };
 
 static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
 {

@@ -76,3 +76,19 @@ def test_crashstates_finds_a_missing_directory_fsync_and_the_scenario_reproduces
     good = subprocess.run([str(BIN / "ckpt-harness"), "run", str(found[0])], capture_output=True, text=True,
                           timeout=600)
     assert good.returncode == 0, good.stdout
+
+
+def test_sweep_fails_every_io_call_of_a_save_and_finds_nothing_on_correct_code(tmp_path):
+    """Nth-operation sweep on real jobs: rank 1 of 2, every call, transient and persistent."""
+    res = subprocess.run([str(BIN / "ckpt-harness"), "sweep", "--preset", "tiny", "--world-size", "2", "--step", "20",
+                          "--rank", "1", "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "found")],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["failures"] == 0
+    modes = {(c["mode"], c["nth"]) for c in report["cases"]}
+    transient = {n for m, n in modes if m == "transient"}
+    persistent = {n for m, n in modes if m == "persistent"}
+    # a rank's shard save is at least open, a header and tensor writes, fsync, close
+    assert transient == persistent and len(transient) >= 8
+    assert transient == set(range(1, len(transient) + 1))
