@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ckpt/fault.h"
+#include "damage.h"
 #include "plan.h"
 
 static harness_fault *plan;
@@ -84,6 +85,18 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 		if (nth < f->nth || (times && nth >= f->nth + times))
 			continue;
 		log_fire(i, f, c, nth);
+		if (f->action == HARNESS_DAMAGE) {
+			/* damage at rest while the job runs; the point itself passes */
+			harness_damage g = { .kind = (enum harness_damage_kind)f->dkind, .offset = f->doff, .seed = f->dseed,
+					     .size = f->dsize };
+			const char *slash = strchr(f->target, '/'), *root = getenv("CKPT_FAULT_ROOT");
+			if (slash && root) {
+				snprintf(g.generation, sizeof g.generation, "%.*s", (int)(slash - f->target), f->target);
+				snprintf(g.file, sizeof g.file, "%s", slash + 1);
+				harness_damage_apply(&g, root, stderr);
+			}
+			return 0;
+		}
 		switch (f->action) {
 		case HARNESS_KILL:
 		case HARNESS_POWER_LOSS:     /* the harness rolls back what was not durable afterwards */

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 enum harness_action { HARNESS_KILL, HARNESS_ERRNO, HARNESS_SHORT, HARNESS_TORN, HARNESS_DELAY, HARNESS_POWER_LOSS,
-		       HARNESS_ACTION_COUNT };
+		       HARNESS_DAMAGE, HARNESS_ACTION_COUNT };
 
 typedef struct harness_fault {
 	int attempt;            /* which attempt it is armed in (default 1) */
@@ -27,6 +27,10 @@ typedef struct harness_fault {
 	enum harness_action action;
 	int err;                /* errno for HARNESS_ERRNO */
 	long arg;               /* bytes (short, torn) or milliseconds (delay) */
+	/* HARNESS_DAMAGE: damage at rest at a step boundary, done by the injector */
+	int dkind;              /* enum harness_damage_kind */
+	char target[128];       /* GENERATION/FILE-GLOB */
+	int64_t doff, dseed, dsize;
 } harness_fault;
 
 const char *harness_action_name(enum harness_action a);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "damage.h"
 #include "launch.h"
 #include "powerloss.h"
 
@@ -74,8 +75,9 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
 	       const char *undo, const char *log, int with_test_flags, harness_job_result *jr)
 {
-	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], envp[3][1100];
-	const char *env[4] = { NULL, NULL, NULL, NULL };
+	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], envp[4][1100];
+	const char *env[5] = { NULL, NULL, NULL, NULL, NULL };
+	int ne = 0;
 	const char *argv[40];
 	int n = 0;
 
@@ -103,12 +105,14 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	if (plan) {
 		snprintf(envp[0], sizeof envp[0], "CKPT_FAULT_PLAN=%s", plan);
 		snprintf(envp[1], sizeof envp[1], "CKPT_FAULT_LOG=%s", faultlog);
-		env[0] = envp[0];
-		env[1] = envp[1];
+		snprintf(envp[2], sizeof envp[2], "CKPT_FAULT_ROOT=%s", ckdir);
+		env[ne++] = envp[0];
+		env[ne++] = envp[1];
+		env[ne++] = envp[2];
 	}
 	if (undo) {
-		snprintf(envp[2], sizeof envp[2], "CKPT_UNDO_LOG=%s", undo);
-		env[plan ? 2 : 0] = envp[2];
+		snprintf(envp[3], sizeof envp[3], "CKPT_UNDO_LOG=%s", undo);
+		env[ne++] = envp[3];
 	}
 	int rc = harness_launch_run(&harness_local_mpirun, s->trainer.world_size, dir, s->timeout_s, env, argv, log, jr);
 	r->launch_seconds += jr->seconds;
@@ -250,80 +254,6 @@ static void read_fault_logs(const harness_scenario *s, const char *prefix, harne
 	}
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/*
- * Damage at rest: flip a bit in, truncate or delete the files of committed
- * generations that match, as a disk or an operator would. Returns how many
- * files were damaged.
- */
-static int apply_damage(const harness_damage *g, const char *root, FILE *log)
-{
-	char *gens[4096];
-	int n = 0, hit = 0;
-	DIR *d = opendir(root);
-	struct dirent *de;
-
-	while (d && (de = readdir(d)) != NULL && n < 4096) {
-		size_t l = strlen(de->d_name);
-		if (l == 13 && strncmp(de->d_name, "step-", 5) == 0 && strspn(de->d_name + 5, "0123456789") == 8)
-			gens[n++] = strdup(de->d_name);
-	}
-	if (d)
-		closedir(d);
-	qsort(gens, (size_t)n, sizeof *gens, cmp_str);
-	for (int i = 0; i < n; i++) {
-		int pick = strcmp(g->generation, "all") == 0 || (strcmp(g->generation, "newest") == 0 && i == n - 1) ||
-			   (strcmp(g->generation, "oldest") == 0 && i == 0) || strcmp(g->generation, gens[i]) == 0;
-		char dir[1200];
-		snprintf(dir, sizeof dir, "%s/%s", root, gens[i]);
-		DIR *gd = pick ? opendir(dir) : NULL;
-		while (gd && (de = readdir(gd)) != NULL) {
-			char path[1400];
-			struct stat st;
-			if (de->d_name[0] == '.' || fnmatch(g->file, de->d_name, 0) != 0)
-				continue;
-			snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-			if (stat(path, &st) < 0)
-				continue;
-			if (g->kind == HARNESS_DELETE) {
-				if (unlink(path) == 0)
-					hit++, fprintf(log, "delete %s\n", path);
-			} else if (g->kind == HARNESS_TRUNCATE) {
-				if (truncate(path, g->size) == 0)
-					hit++, fprintf(log, "truncate %s to %" PRId64 " bytes\n", path, g->size);
-			} else if (st.st_size > 0) {
-				int64_t off = g->offset;
-				if (off == INT64_MIN) {   /* seeded: the same byte on every run */
-					char key[256];
-					snprintf(key, sizeof key, "%" PRId64 "/%s", g->seed, de->d_name);
-					off = (int64_t)(XXH3_64bits(key, strlen(key)) % (uint64_t)st.st_size);
-				} else if (off < 0) {
-					off += st.st_size;
-				}
-				unsigned char b;
-				int fd = open(path, O_RDWR);
-				if (fd >= 0 && off >= 0 && off < st.st_size && pread(fd, &b, 1, off) == 1) {
-					b ^= 0x01;
-					if (pwrite(fd, &b, 1, off) == 1 && fsync(fd) == 0)
-						hit++, fprintf(log, "bitflip %s at byte %" PRId64 "\n", path, off);
-				}
-				if (fd >= 0)
-					close(fd);
-			}
-		}
-		if (gd)
-			closedir(gd);
-	}
-	for (int i = 0; i < n; i++)
-		free(gens[i]);
-	fflush(log);
-	return hit;
-}
-
 /* Did a power_loss fault fire in this attempt? */
 static int power_lost(const harness_scenario *s, const char *prefix, int attempt)
 {
@@ -461,7 +391,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 				damage_log = fopen(p, "a");
 			}
 			if (damage_log)
-				damaged[i] += apply_damage(&s->damage[i], ck, damage_log);
+				damaged[i] += harness_damage_apply(&s->damage[i], ck, damage_log);
 		}
 	}
 	if (damage_log)

@@ -324,23 +324,14 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
 }
 
 /* "newest/rank-00001.safetensors": a generation selector, then a file-name glob. */
-static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g)
+static int load_damage_do(ctx *c, const ynode *d, harness_damage *g)
 {
 	static const char *const kinds[] = { "bitflip", "truncate", "delete", NULL };
 	int64_t v;
 	char target[160];
 
-	memset(g, 0, sizeof *g);
-	g->offset = INT64_MIN;
-	g->seed = 1;
-	if (check_keys(c, w, "when", when_keys) || check_keys(c, d, "do", damage_keys))
+	if (check_keys(c, d, "do", damage_keys))
 		return -EINVAL;
-	if (get_int(c, w, "after_attempt", 1, HARNESS_MAX_ATTEMPTS - 1, &v) == 0)
-		g->after_attempt = (int)v;
-	for (int i = 0; i < w->n; i += 2)
-		if (strcmp(w->items[i]->value, "after_attempt") != 0)
-			return fail(c, w->items[i], "damage at rest is placed with after_attempt only (it strikes "
-				    "committed files between attempts)");
 	int found = -1, count = 0;
 	for (int k = 0; kinds[k]; k++)
 		if (get(d, kinds[k])) {
@@ -353,7 +344,7 @@ static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g
 	if (get_str(c, d, kinds[found], target, sizeof target))
 		return -EINVAL;
 	char *slash = strchr(target, '/');
-	if (!slash || strchr(slash + 1, '/') || slash == target || !slash[1])
+	if (!slash || strchr(slash + 1, '/') || slash == target || !slash[1] || strpbrk(target, " \t"))
 		return fail(c, get(d, kinds[found]), "'%s' is not GENERATION/FILE; e.g. newest/rank-00001.safetensors, "
 			    "all/manifest.json, step-00000030/rank-*.safetensors", target);
 	*slash = '\0';
@@ -377,6 +368,29 @@ static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g
 	if (get(d, "size") && g->kind != HARNESS_TRUNCATE)
 		return fail(c, get(d, "size"), "size goes with truncate");
 	return c->failed ? -EINVAL : 0;
+}
+
+static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g)
+{
+	int64_t v;
+
+	memset(g, 0, sizeof *g);
+	g->offset = INT64_MIN;
+	g->seed = 1;
+	if (check_keys(c, w, "when", when_keys))
+		return -EINVAL;
+	if (get_int(c, w, "after_attempt", 1, HARNESS_MAX_ATTEMPTS - 1, &v) == 0)
+		g->after_attempt = (int)v;
+	for (int i = 0; i < w->n; i += 2)
+		if (strcmp(w->items[i]->value, "after_attempt") != 0)
+			return fail(c, w->items[i], "after_attempt stands alone: damage between attempts strikes "
+				    "committed files, not a rank or a phase");
+	return load_damage_do(c, d, g);
+}
+
+static bool is_damage(const ynode *d)
+{
+	return d && d->kind == Y_MAP && (get(d, "bitflip") || get(d, "truncate") || get(d, "delete"));
 }
 
 static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_scenario *s)
@@ -418,6 +432,24 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 		return -EINVAL;
 	if (!ph && !op)
 		return fail(c, w, "when needs a phase or an op: a fault must say where it strikes");
+	if (is_damage(d)) {
+		/* damage at a step boundary, done by the injector while the job runs */
+		harness_damage g = { .offset = INT64_MIN, .seed = 1 };
+		if (strcmp(f->phase, "train.step") != 0 || op)
+			return fail(c, w, "damage at rest while the job runs strikes at a step boundary: "
+				    "when: {step: N, phase: train.step} (or use after_attempt)");
+		if (load_damage_do(c, d, &g))
+			return -EINVAL;
+		f->action = HARNESS_DAMAGE;
+		f->dkind = (int)g.kind;
+		snprintf(f->target, sizeof f->target, "%s/%s", g.generation, g.file);
+		f->doff = g.offset;
+		f->dseed = g.seed;
+		f->dsize = g.size;
+		if (f->rank < 0)
+			f->rank = 0;       /* one rank does it, once */
+		return 0;
+	}
 	return load_do(c, d, f, ph && strncmp(f->phase, "train.", 6) == 0);
 }
 
@@ -498,6 +530,8 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 		}
 		/* damaging checkpoints on purpose may cost an acknowledged generation */
 		s->expect.damaged_newest = s->ndamage > 0;
+		for (int i = 0; i < s->nfaults; i++)
+			s->expect.damaged_newest |= s->faults[i].action == HARNESS_DAMAGE;
 	}
 
 	s->expect.outcome = HARNESS_RESUME_BITWISE;

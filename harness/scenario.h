@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "oracle.h"
+#include "damage.h"
 #include "plan.h"
 
 #define HARNESS_MAX_FAULTS 32
@@ -23,20 +24,6 @@ typedef struct harness_trainer {
 	int keep;
 	char test_skip_restore[16];   /* test only */
 } harness_trainer;
-
-/* Damage at rest, applied by the harness to committed files between attempts. */
-enum harness_damage_kind { HARNESS_BITFLIP, HARNESS_TRUNCATE, HARNESS_DELETE };
-
-typedef struct harness_damage {
-	int after_attempt;
-	enum harness_damage_kind kind;
-	char generation[32];    /* "newest", "oldest", "all" or "step-NNNNNNNN" */
-	char file[96];          /* glob on file names in the generation */
-	int64_t offset;         /* bitflip: byte offset (negative: from the end); INT64_MIN = seeded */
-	int64_t seed;
-	int64_t size;           /* truncate: new size */
-	int line;
-} harness_damage;
 
 #define HARNESS_MAX_DAMAGE 8
 
