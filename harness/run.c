@@ -254,6 +254,39 @@ static void read_fault_logs(const harness_scenario *s, const char *prefix, harne
 	}
 }
 
+/*
+ * LATEST is a hint, but a hint must never lie: after any crash it is absent
+ * or names a committed generation. A torn or stale LATEST means it was
+ * written in place instead of replaced atomically.
+ */
+static int check_latest(const char *root, char *why, size_t len)
+{
+	char path[1200], buf[64] = "", gen[1300];
+	struct stat st;
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/LATEST", root);
+	if (!(f = fopen(path, "r")))
+		return 0;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	int ok = n == 14 && strncmp(buf, "step-", 5) == 0 && strspn(buf + 5, "0123456789") == 8 && buf[13] == '\n';
+	if (ok) {
+		buf[13] = '\0';
+		snprintf(gen, sizeof gen, "%s/%s/manifest.json", root, buf);
+		ok = stat(gen, &st) == 0;
+	}
+	if (!ok) {
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)buf[i] < 0x20)
+				buf[i] = ' ';
+		snprintf(why, len, "after the crash LATEST holds \"%s\", not the name of a committed generation: it "
+			 "was written in place instead of replaced atomically", buf);
+	}
+	return ok ? 0 : -1;
+}
+
 /* Did a power_loss fault fire in this attempt? */
 static int power_lost(const harness_scenario *s, const char *prefix, int attempt)
 {
@@ -338,6 +371,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 		goto out;
 	}
 	int k, power = 0;
+	char latest_bad[512] = "";
 	for (int i = 0; i < s->nfaults; i++)
 		power |= s->faults[i].action == HARNESS_POWER_LOSS;
 	for (k = 0; k < s->max_attempts; k++) {
@@ -381,6 +415,8 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			if (pl)
 				fclose(pl);
 		}
+		if (!latest_bad[0])
+			check_latest(ck, latest_bad, sizeof latest_bad);
 		/* ... damage at rest strikes, then the scheduler restarts the job */
 		for (int i = 0; i < s->ndamage; i++) {
 			if (s->damage[i].after_attempt != k + 1)
@@ -400,6 +436,10 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	harness_oracle_compare(gold, trajs, k, s->trainer.steps, &s->expect, &r->oracle);
 	r->verdict = r->oracle.verdict;
 	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
+	if (latest_bad[0] && r->verdict == HARNESS_PASS) {
+		r->verdict = HARNESS_FAIL;
+		snprintf(r->sentence, sizeof r->sentence, "%s", latest_bad);
+	}
 
 	read_fault_logs(s, faultlog, r, fired);
 	for (int i = 0; i < s->ndamage; i++) {

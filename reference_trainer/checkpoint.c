@@ -47,6 +47,21 @@ static ckpt_dtype dtype_of(enum reftrain_dtype t)
 	return t == REFTRAIN_F32 ? CKPT_F32 : t == REFTRAIN_BF16 ? CKPT_BF16 : t == REFTRAIN_U64 ? CKPT_U64 : CKPT_U8;
 }
 
+/* Mutants (test builds only): a whole component left out of the checkpoint. */
+static int mutant_unsaved(const char *component)
+{
+#if defined(CKPT_MUTANT_RNG_NOT_SAVED)
+	return strcmp(component, "rng") == 0;
+#elif defined(CKPT_MUTANT_DATA_CURSOR_NOT_SAVED)
+	return strcmp(component, "data") == 0;
+#elif defined(CKPT_MUTANT_LOSS_SCALER_NOT_SAVED)
+	return strcmp(component, "scaler") == 0;
+#else
+	(void)component;
+	return 0;
+#endif
+}
+
 int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t len)
 {
 	ckpt_error e;
@@ -60,8 +75,14 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 		return rc;
 	for (int i = 0; i < t->reg.ncomps; i++) {
 		const reftrain_component *c = &t->reg.comps[i];
+		if (mutant_unsaved(c->name))
+			continue;
 		for (int j = 0; j < c->ntensors; j++) {
 			const reftrain_tensor *x = &c->tensors[j];
+#ifdef CKPT_MUTANT_ADAM_MOMENTS_NOT_SAVED
+			if (strncmp(x->name, "opt.exp_avg", 11) == 0)
+				continue;      /* mutant: the moments start from zero after a restart */
+#endif
 			rc = ckpt_state_add_tensor(k->state, x->name, c->name, stage_of(c->name), dtype_of(x->dtype),
 						   x->data, x->local_elems, x->global_elems, x->global_offset);
 			if (rc < 0) {
@@ -127,6 +148,14 @@ int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, ckpt_restore_in
 	free(initial);
 	if (rc == 0) {
 		t->step = info->step;
+#ifdef CKPT_MUTANT_MASTER_FROM_BF16
+		for (size_t i = t->shard.begin; i < t->shard.end; i++)      /* mutant: fp32 master from the bf16 copy */
+			t->master[i - t->shard.begin] = reftrain_bf16_to_f32(t->params[i]);
+#endif
+#ifdef CKPT_MUTANT_SCHED_OFF_BY_ONE
+		if (t->sched.count > 0)
+			t->sched.count--;      /* mutant: the schedule resumes one step behind */
+#endif
 		reftrain_trainer_rederive(t);
 	} else if (rc != -CKPT_ENOGEN) {
 		snprintf(err, len, "%s", ckpt_last_error(k->c)->msg);

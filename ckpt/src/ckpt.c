@@ -65,6 +65,10 @@ struct ckpt {
 	pthread_t retention_thread;
 	int retention_running;
 	uint64_t retention_step;
+#ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
+	int deferred_fd;
+	char deferred_path[CKPT_PATH_MAX];
+#endif
 };
 
 /* What each rank reports to rank 0 at the save barrier. */
@@ -123,8 +127,14 @@ static int cleanup_abandoned(ckpt *c)
 		if (strncmp(de->d_name, "step-", 5) != 0 && strcmp(de->d_name, "LATEST.tmp") != 0)
 			continue;
 		if (!ends_with(de->d_name, ".tmp") && !ends_with(de->d_name, ".replaced") &&
-		    !ends_with(de->d_name, ".trash"))
+		    !ends_with(de->d_name, ".trash")) {
+#ifndef CKPT_MUTANT_CLEANUP_DELETES_COMMITTED
 			continue;
+#else
+			if (strcmp(de->d_name, "LATEST.tmp") == 0)   /* mutant: committed generations go too */
+				continue;
+#endif
+		}
 		if ((rc = path_in(p, sizeof p, c->root, de->d_name)) < 0 ||
 		    (rc = ckpt__io_rmtree(&c->io, p)) < 0)
 			break;
@@ -180,6 +190,9 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 	c->state = state;
 	c->phase = -1;
 	c->journal.fd = -1;
+#ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
+	c->deferred_fd = -1;
+#endif
 	c->io = (ckpt_io){ .rank = comm->rank, .step = 0, .phase = "open", .err = &c->err, .journal = NULL };
 	n = state->n;
 	c->te = calloc((size_t)n + 1, sizeof *c->te);
@@ -305,9 +318,18 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 		}
 		size += c->te[k].nbytes;
 	}
+#ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
+	if (c->comm->rank != 0) {      /* mutant: rank 0 commits before the others' shards are durable */
+		c->deferred_fd = fd;
+		snprintf(c->deferred_path, sizeof c->deferred_path, "%s", path);
+		fd = -1;
+		rc = 0;
+	} else
+#endif
 	if ((rc = enter(c, PH_SHARD_SYNC)) < 0 || (rc = ckpt__io_fsync(&c->io, fd, path)) < 0)
 		goto out;
-	rc = ckpt__io_close(&c->io, &fd, path);
+	if (fd >= 0)
+		rc = ckpt__io_close(&c->io, &fd, path);
 	fe->size = size;
 	fe->hash = XXH3_64bits_digest(st);
 	c->stats.bytes = size;
@@ -415,8 +437,21 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		ckpt__io_rmtree(&c->io, aside);
 	char latest[40];
 	int n = snprintf(latest, sizeof latest, "%s\n", name);
+#ifndef CKPT_MUTANT_LATEST_IN_PLACE
 	if (enter(c, PH_LATEST) == 0)
 		ckpt__io_replace_file(&c->io, c->root, "LATEST", latest, (size_t)n);
+#else
+	if (enter(c, PH_LATEST) == 0) {      /* mutant: LATEST rewritten in place, not replaced */
+		char lp[CKPT_PATH_MAX];
+		snprintf(lp, sizeof lp, "%s/LATEST", c->root);
+		int lfd = ckpt__io_open(&c->io, lp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (lfd >= 0) {
+			ckpt__io_write_all(&c->io, lfd, latest, (size_t)n, lp);
+			ckpt__io_fsync(&c->io, lfd, lp);
+			ckpt__io_close(&c->io, &lfd, lp);
+		}
+	}
+#endif
 	if (warn.code != 0)
 		ckpt__journal_add(&c->journal, "\"event\":\"warning\",\"phase\":\"save.latest\",\"error\":\"%s\"",
 				  ckpt_strerror(warn.code));
@@ -491,6 +526,12 @@ int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
 	}
 	if ((rc = comm->bcast(comm->ctx, &final, sizeof final, 0)) < 0)
 		goto out;
+#ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
+	if (c->deferred_fd >= 0) {     /* the shard, renamed into place already; its path moved with it */
+		ckpt__io_fsync(&c->io, c->deferred_fd, c->deferred_path);
+		ckpt__io_close(&c->io, &c->deferred_fd, c->deferred_path);
+	}
+#endif
 out:
 	if (rc < 0) {
 		ckpt__io_fail(&c->io, rc, NULL, "communicator failed during save: %s", strerror(-rc));
@@ -593,7 +634,11 @@ static void *retention(void *arg)
 	n = scan(&io, c->root, steps, MAX_GENERATIONS);
 	for (int i = 0; i < n; i++) {
 		char name[32], gen[CKPT_PATH_MAX], trash[CKPT_PATH_MAX + 8];
+#ifdef CKPT_MUTANT_RETENTION_DELETES_NEWEST
+		bool keep = (i > 0 && i <= (int)c->cfg.keep_last) ||   /* mutant: the newest is "old" */
+#else
 		bool keep = steps[i] == step || i < (int)c->cfg.keep_last ||
+#endif
 			    (c->cfg.keep_every && steps[i] % c->cfg.keep_every == 0);
 		if (c->cfg.keep_best && !best_found && tagged_best(c, &io, steps[i])) {
 			best_found = 1;
@@ -714,6 +759,9 @@ static int load_generation(ckpt *c, uint64_t step)
 		goto out;
 	if ((rc = ckpt__io_phase(&c->io, "restore.verify")) < 0)
 		goto out;
+#ifdef CKPT_MUTANT_NO_VERIFY_ON_RESTORE
+	hash = mine->hash;      /* mutant: whatever was read is trusted */
+#endif
 	if (hash != mine->hash)
 		rc = ckpt__io_fail(&c->io, -CKPT_ECORRUPT, path, "%s: xxh3 %016" PRIx64 ", manifest says %016" PRIx64
 				   " (contents damaged)", path, hash, mine->hash);
@@ -771,6 +819,12 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 			rc = 0;
 			goto out;
 		}
+#ifdef CKPT_MUTANT_NO_FALLBACK
+		if (agreed.code != 0) {           /* mutant: the first damaged generation ends the search */
+			rc = -CKPT_ENOVALID;
+			goto out;
+		}
+#endif
 		if (agreed.code == -CKPT_EWORLD || agreed.code == -CKPT_ECONFIG) {
 			rc = agreed.code;
 			goto out;

@@ -257,11 +257,13 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 
 	while (off < len) {
 		op_state st;
-		size_t want = len - off;
+		size_t want = len - off, asked = want;
 		int rc = begin(io, &st, "write", path, fd, want);
+		(void)asked;
 		ssize_t n = -1;
 
 		if (rc == 0) {
+			asked = want;
 			if (st.fault && (st.fault->kind == CKPT_FAULT_SHORT || st.fault->kind == CKPT_FAULT_TORN))
 				want = st.fault->bytes < want ? st.fault->bytes : want;
 			uint64_t u = want ? ckpt__undo_write(io->rank, fd, path, want) : 0;
@@ -278,7 +280,11 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 		}
 		if (end(io, &st, n, rc) < 0)
 			return rc;
+#ifdef CKPT_MUTANT_IGNORE_SHORT_WRITE
+		off += asked;      /* mutant: a short write is taken for a whole one */
+#else
 		off += (size_t)n;
+#endif
 	}
 	return 0;
 }
@@ -325,6 +331,17 @@ static int fd_call(ckpt_io *io, const char *op, int fd, const char *path, int (*
 
 int ckpt__io_fsync(ckpt_io *io, int fd, const char *path)
 {
+#ifdef CKPT_MUTANT_SKIP_FILE_FSYNC
+	struct stat sb;
+	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
+		return 0;      /* mutant: file data is never made durable */
+#endif
+#ifdef CKPT_MUTANT_IGNORE_FSYNC_ERROR
+	fd_call(io, "fsync", fd, path, fsync);
+	if (io->err && io->err->code != 0 && strcmp(io->err->op, "fsync") == 0)
+		ckpt__error_clear(io->err);       /* mutant: a failed fsync is taken for a success */
+	return 0;
+#endif
 	return fd_call(io, "fsync", fd, path, fsync);
 }
 
