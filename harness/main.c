@@ -21,7 +21,7 @@
 
 static const char usage[] =
 "usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep]\n"
-"       ckpt-harness suite DIR|FILE... [-j N] [--json FILE] [--junit FILE] [--keep]\n"
+"       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl...\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
 "       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [--json FILE] [--out DIR] [--keep]\n"
@@ -37,7 +37,7 @@ static const char usage[] =
 
 typedef struct cli {
 	const char *json, *junit, *work, *cache;
-	int keep, jobs;
+	int keep, jobs, fail_fast;
 	char **files;
 	int nfiles;
 } cli;
@@ -66,6 +66,8 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (strcmp(a, "--keep") == 0) {
 			c->keep = 1;
+		} else if (allow_jobs && strcmp(a, "--fail-fast") == 0) {
+			c->fail_fast = 1;
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
 			   strcmp(a, "--cache") == 0 || (allow_jobs && strcmp(a, "-j") == 0)) {
 			if (!v)
@@ -184,16 +186,23 @@ static int write_reports(const cli *c, const harness_result *r, int n, double se
 	return rc;
 }
 
-/* Run scenarios, up to jobs at a time, each in a child process of its own. */
-static void run_many(const harness_scenario *s, int n, const harness_opts *o, int jobs, harness_result *r)
+/*
+ * Run scenarios, up to jobs at a time, each in a child process of its own.
+ * With fail_fast, nothing new starts after the first scenario that does not
+ * pass. Returns how many ran; their results are first in r.
+ */
+static int run_many(const harness_scenario *s, int n, const harness_opts *o, int jobs, int fail_fast, harness_result *r)
 {
+	int stop = 0;
 	pid_t *pid = calloc((size_t)n, sizeof *pid);
 	char tmpl[] = "/tmp/ckpt-harness-suite.XXXXXX";
 	char *dir = mkdtemp(tmpl);
 	int next = 0, running = 0, done = 0, tty = isatty(2);
 
 	while (done < n) {
-		while (running < jobs && next < n && !harness_interrupted()) {
+		if (stop && running == 0)
+			break;
+		while (!stop && running < jobs && next < n && !harness_interrupted()) {
 			pid[next] = fork();
 			if (pid[next] == 0) {
 				harness_result res;
@@ -239,6 +248,8 @@ static void run_many(const harness_scenario *s, int n, const harness_opts *o, in
 			done++;
 			fprintf(stderr, "%s[%d/%d] %-40s %-5s %5.1fs%s", tty ? "\r" : "", done, n, r[i].name,
 				harness_verdict_name(r[i].verdict), r[i].seconds, tty ? "\033[K\n" : "\n");
+			if (fail_fast && r[i].verdict != HARNESS_PASS)
+				stop = 1;
 		}
 		if (harness_interrupted() && next < n) {
 			for (int i = next; i < n; i++) {
@@ -254,6 +265,12 @@ static void run_many(const harness_scenario *s, int n, const harness_opts *o, in
 	}
 	rmdir(dir);
 	free(pid);
+	/* keep what ran, in order */
+	int k = 0;
+	for (int i = 0; i < next; i++)
+		if (r[i].name[0])
+			r[k++] = r[i];
+	return stop ? k : n;
 }
 
 static int cmd_run(int argc, char **argv, int suite)
@@ -280,7 +297,7 @@ static int cmd_run(int argc, char **argv, int suite)
 	harness_launch_init();
 	double t0 = now();
 	if (suite)
-		run_many(s, n, &o, c.jobs, r);
+		n = run_many(s, n, &o, c.jobs, c.fail_fast, r);
 	else
 		harness_run_scenario(&s[0], &o, &r[0]);
 	double secs = now() - t0;

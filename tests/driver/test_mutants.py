@@ -1,0 +1,36 @@
+"""The mutation gate, a subset for CI (the whole gate is scripts/mutants; see
+the README for its kill matrix).
+
+Guards against: a gate that passes everything. Two seeded bugs of different
+kinds (a trainer component left out of the checkpoint; a restore that trusts
+what it reads) must each be caught, and the unmutated build must pass.
+"""
+import json
+import subprocess
+
+from mpi import REPO
+
+SUBSET = ["rng_not_saved", "no_verify_on_restore"]
+
+
+def test_mutation_gate_subset(tmp_path):
+    res = subprocess.run([str(REPO / "scripts" / "mutants"), "--only", ",".join(SUBSET), "--json",
+                          str(tmp_path / "m.json")], capture_output=True, text=True, timeout=1800)
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert report["baseline_pass"] is True
+    assert [m["name"] for m in report["mutants"]] == SUBSET
+    for m in report["mutants"]:
+        assert m["killed"], m
+    # what catches them says they were caught for the right reason
+    rng = next(m for m in report["mutants"] if m["name"] == "rng_not_saved")
+    assert "kill-between-checkpoints-rank2" in rng["killed_by"]
+    verify = next(m for m in report["mutants"] if m["name"] == "no_verify_on_restore")
+    assert "bitflip-newest-shard" in verify["killed_by"]
+
+
+def test_unknown_mutant_is_refused():
+    res = subprocess.run([str(REPO / "scripts" / "mutants"), "--only", "no_such_bug"], capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 2
+    assert "not a mutant" in res.stderr
