@@ -346,6 +346,32 @@ static int cmd_validate(int argc, char **argv)
 	return bad ? 2 : 0;
 }
 
+/*
+ * The options crashstates and sweep share: which save to explore. Returns 1
+ * if a was one of them (consumed), 0 if not, or 2 (bad usage, said).
+ */
+static int parse_save_option(const char *a, const char *v, const char **preset, int *world, long *step)
+{
+	char *end = NULL;
+
+	if (strcmp(a, "--preset") == 0) {
+		if (strcmp(v, "tiny") && strcmp(v, "small"))
+			return bad_usage("--preset: '%s' is not valid; expected tiny or small", v);
+		*preset = v;
+	} else if (strcmp(a, "--world-size") == 0) {
+		*world = (int)strtol(v, &end, 10);
+		if (*end || (*world != 1 && *world != 2 && *world != 4 && *world != 8))
+			return bad_usage("--world-size: '%s' is not valid; expected 1, 2, 4 or 8", v);
+	} else if (strcmp(a, "--step") == 0) {
+		*step = strtol(v, &end, 10);
+		if (*end || *step < 2 || *step % 2 || *step > 100000)
+			return bad_usage("--step: '%s' is not valid; expected an even number from 2 (the save before it is at step/2)", v);
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
 static int cmd_crashstates(int argc, char **argv)
 {
 	harness_cs_opts o = { .preset = "tiny", .world = 4, .step = 20, .out_dir = "crashstates-found" };
@@ -355,25 +381,17 @@ static int cmd_crashstates(int argc, char **argv)
 	memset(&c, 0, sizeof c);
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		char *end = NULL;
 		if (strcmp(a, "--keep") == 0) {
 			o.keep = 1;
 			continue;
 		}
 		if (!v)
 			return bad_usage("%s needs a value", a);
-		if (strcmp(a, "--preset") == 0) {
-			if (strcmp(v, "tiny") && strcmp(v, "small"))
-				return bad_usage("--preset: '%s' is not valid; expected tiny or small", v);
-			o.preset = v;
-		} else if (strcmp(a, "--world-size") == 0) {
-			o.world = (int)strtol(v, &end, 10);
-			if (*end || (o.world != 1 && o.world != 2 && o.world != 4 && o.world != 8))
-				return bad_usage("--world-size: '%s' is not valid; expected 1, 2, 4 or 8", v);
-		} else if (strcmp(a, "--step") == 0) {
-			o.step = strtol(v, &end, 10);
-			if (*end || o.step < 2 || o.step % 2 || o.step > 100000)
-				return bad_usage("--step: '%s' is not valid; expected an even number from 2 (the save before it is at step/2)", v);
+		int used = parse_save_option(a, v, &o.preset, &o.world, &o.step);
+		if (used == 2)
+			return 2;
+		if (used) {
+			/* consumed */
 		} else if (strcmp(a, "--json") == 0) {
 			o.json = v;
 		} else if (strcmp(a, "--out") == 0) {
@@ -401,18 +419,11 @@ static int cmd_sweep(int argc, char **argv)
 		char *end = NULL;
 		if (!v)
 			return bad_usage("%s needs a value", a);
-		if (strcmp(a, "--preset") == 0) {
-			if (strcmp(v, "tiny") && strcmp(v, "small"))
-				return bad_usage("--preset: '%s' is not valid; expected tiny or small", v);
-			so.preset = v;
-		} else if (strcmp(a, "--world-size") == 0) {
-			so.world = (int)strtol(v, &end, 10);
-			if (*end || (so.world != 1 && so.world != 2 && so.world != 4 && so.world != 8))
-				return bad_usage("--world-size: '%s' is not valid; expected 1, 2, 4 or 8", v);
-		} else if (strcmp(a, "--step") == 0) {
-			so.step = strtol(v, &end, 10);
-			if (*end || so.step < 2 || so.step % 2 || so.step > 100000)
-				return bad_usage("--step: '%s' is not valid; expected an even number from 2", v);
+		int used = parse_save_option(a, v, &so.preset, &so.world, &so.step);
+		if (used == 2)
+			return 2;
+		if (used) {
+			/* consumed */
 		} else if (strcmp(a, "--errno") == 0) {
 			if (!(so.err = harness_errno_parse(v)) || so.err == EINTR)
 				return bad_usage("--errno: '%s' is not valid; expected one of EIO, ENOSPC, EDQUOT, EACCES, EROFS, ...", v);
