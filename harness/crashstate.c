@@ -16,6 +16,7 @@
 
 #include "ckpt/ckpt.h"
 #include "fake_comm.h"
+#include "jsonl.h"
 #include "launch.h"
 #include "powerloss.h"
 
@@ -187,27 +188,29 @@ static int rm_visit(const char *p, const struct stat *sb, int flag, struct FTW *
 
 /* ---- golden digests ------------------------------------------------------ */
 
+typedef struct digest_ctx {
+	long step;
+	uint64_t *out;
+	int found;
+} digest_ctx;
+
+static int take_digests(json_t *j, void *arg)
+{
+	digest_ctx *d = arg;
+	json_t *s = json_object_get(j, "step");
+	if (!s || json_object_get(j, "event") || json_integer_value(s) != d->step)
+		return 0;
+	for (int c = 0; c < 8; c++)
+		d->out[c] = strtoull(json_string_value(json_object_get(j, comps[c])), NULL, 16);
+	d->found = 1;
+	return 1;
+}
+
 static int golden_digests(const char *traj, long step, uint64_t out[8])
 {
-	FILE *f = fopen(traj, "r");
-	char *line = NULL;
-	size_t cap = 0;
-	int found = 0;
-
-	while (f && getline(&line, &cap, f) > 0) {
-		json_t *j = json_loads(line, 0, NULL);
-		json_t *s = j ? json_object_get(j, "step") : NULL;
-		if (s && !json_object_get(j, "event") && json_integer_value(s) == step) {
-			for (int c = 0; c < 8; c++)
-				out[c] = strtoull(json_string_value(json_object_get(j, comps[c])), NULL, 16);
-			found = 1;
-		}
-		json_decref(j);
-	}
-	free(line);
-	if (f)
-		fclose(f);
-	return found ? 0 : -ENOENT;
+	digest_ctx d = { step, out, 0 };
+	harness_jsonl_each(traj, take_digests, &d);
+	return d.found ? 0 : -ENOENT;
 }
 
 /* ---- exploration --------------------------------------------------------- */

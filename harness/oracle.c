@@ -1,4 +1,5 @@
 #include "oracle.h"
+#include "jsonl.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -30,30 +31,21 @@ typedef struct traj {
 	int n;
 } traj;
 
+static int collect(json_t *j, void *arg)
+{
+	traj *t = arg;
+	t->rec = realloc(t->rec, sizeof *t->rec * (size_t)(t->n + 1));
+	t->rec[t->n++] = json_incref(j);
+	return 0;
+}
+
 /* One JSON object a line; a torn last line (a kill mid-write) is dropped. */
 static int load(const char *path, traj *t)
 {
-	FILE *f = fopen(path, "r");
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-
 	t->rec = NULL;
 	t->n = 0;
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;    /* killed before writing anything */
-	while ((len = getline(&line, &cap, f)) > 0) {
-		json_t *j = json_loadb(line, (size_t)len, 0, NULL);
-		if (!j || !json_is_object(j)) {
-			json_decref(j);
-			continue;
-		}
-		t->rec = realloc(t->rec, sizeof *t->rec * (size_t)(t->n + 1));
-		t->rec[t->n++] = j;
-	}
-	free(line);
-	fclose(f);
-	return 0;
+	int rc = harness_jsonl_each(path, collect, t);
+	return rc == -ENOENT ? 0 : rc;      /* killed before writing anything */
 }
 
 static void unload(traj *t)

@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "damage.h"
+#include "jsonl.h"
 #include "launch.h"
 #include "powerloss.h"
 
@@ -222,35 +223,37 @@ done:
 	return rc;
 }
 
+typedef struct fired_ctx {
+	const harness_scenario *s;
+	harness_result *r;
+	int *fired;
+} fired_ctx;
+
+static int count_fired(json_t *j, void *arg)
+{
+	fired_ctx *c = arg;
+	int i = (int)json_integer_value(json_object_get(j, "fault"));
+	if (i >= 0 && i < c->s->nfaults)
+		c->fired[i]++;
+	char cov[48];
+	const char *op = json_string_value(json_object_get(j, "op"));
+	snprintf(cov, sizeof cov, "%s/%s", json_string_value(json_object_get(j, "phase")), op ? op : "?");
+	int known = 0;
+	for (int k = 0; k < c->r->ncoverage; k++)
+		known |= strcmp(c->r->coverage[k], cov) == 0;
+	if (!known && c->r->ncoverage < HARNESS_MAX_COVERAGE)
+		strcpy(c->r->coverage[c->r->ncoverage++], cov);
+	return 0;
+}
+
 /* Which planned faults fired, from the per-rank fault logs. */
 static void read_fault_logs(const harness_scenario *s, const char *prefix, harness_result *r, int *fired)
 {
+	fired_ctx c = { s, r, fired };
 	for (int rank = 0; rank < s->trainer.world_size; rank++) {
-		char path[1200], *line = NULL;
-		size_t cap = 0;
+		char path[1200];
 		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		while (getline(&line, &cap, f) > 0) {
-			json_t *j = json_loads(line, 0, NULL);
-			if (!j)
-				continue;
-			int i = (int)json_integer_value(json_object_get(j, "fault"));
-			if (i >= 0 && i < s->nfaults)
-				fired[i]++;
-			char cov[48];
-			const char *op = json_string_value(json_object_get(j, "op"));
-			snprintf(cov, sizeof cov, "%s/%s", json_string_value(json_object_get(j, "phase")), op ? op : "?");
-			int known = 0;
-			for (int k = 0; k < r->ncoverage; k++)
-				known |= strcmp(r->coverage[k], cov) == 0;
-			if (!known && r->ncoverage < HARNESS_MAX_COVERAGE)
-				strcpy(r->coverage[r->ncoverage++], cov);
-			json_decref(j);
-		}
-		free(line);
-		fclose(f);
+		harness_jsonl_each(path, count_fired, &c);
 	}
 }
 
@@ -287,27 +290,29 @@ static int check_latest(const char *root, char *why, size_t len)
 	return ok ? 0 : -1;
 }
 
+typedef struct power_ctx {
+	int attempt, hit;
+} power_ctx;
+
+static int is_power_loss(json_t *j, void *arg)
+{
+	power_ctx *c = arg;
+	const char *a = json_string_value(json_object_get(j, "action"));
+	if (a && strcmp(a, "power_loss") == 0 && json_integer_value(json_object_get(j, "attempt")) == c->attempt)
+		c->hit = 1;
+	return c->hit;
+}
+
 /* Did a power_loss fault fire in this attempt? */
 static int power_lost(const harness_scenario *s, const char *prefix, int attempt)
 {
-	int hit = 0;
-	for (int rank = 0; rank < s->trainer.world_size && !hit; rank++) {
-		char path[1200], *line = NULL;
-		size_t cap = 0;
+	power_ctx c = { attempt, 0 };
+	for (int rank = 0; rank < s->trainer.world_size && !c.hit; rank++) {
+		char path[1200];
 		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
-		FILE *f = fopen(path, "r");
-		while (f && getline(&line, &cap, f) > 0) {
-			json_t *j = json_loads(line, 0, NULL);
-			const char *a = j ? json_string_value(json_object_get(j, "action")) : NULL;
-			if (a && strcmp(a, "power_loss") == 0 && json_integer_value(json_object_get(j, "attempt")) == attempt)
-				hit = 1;
-			json_decref(j);
-		}
-		free(line);
-		if (f)
-			fclose(f);
+		harness_jsonl_each(path, is_power_loss, &c);
 	}
-	return hit;
+	return c.hit;
 }
 
 /* The attempt's last record says how it ended: "done", "failed", "stopped" or NULL (killed). */
