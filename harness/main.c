@@ -452,7 +452,8 @@ static int cmd_sweep(int argc, char **argv)
 
 static int cmd_oracle(int argc, char **argv)
 {
-	harness_expect exp = { .outcome = HARNESS_RESUME_BITWISE, .restored_from = -1, .max_lost_steps = -1 };
+	harness_expect exp;
+	harness_expect_init(&exp);
 	harness_oracle_result o;
 	int64_t steps = 0;
 

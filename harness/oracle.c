@@ -133,6 +133,16 @@ static int describe_components(json_t *restored, json_t *golden, char *buf, size
 	return n;
 }
 
+void harness_expect_init(harness_expect *e)
+{
+	memset(e, 0, sizeof *e);
+	e->outcome = HARNESS_RESUME_BITWISE;
+	e->restored_from = -1;
+	e->max_lost_steps = -1;
+	for (int i = 0; i <= HARNESS_MAX_ATTEMPTS; i++)
+		e->restored_from_at[i] = e->max_lost_at[i] = -1;
+}
+
 int harness_oracle_compare(const char *golden, const char *const *attempts, int nattempts,
 			   int64_t expected_steps, const harness_expect *exp, harness_oracle_result *o)
 {

@@ -17,13 +17,33 @@
 
 enum harness_outcome { HARNESS_RESUME_BITWISE, HARNESS_CLEAN_FAILURE };
 
+/* In restored_from_at[]: the restart must start fresh (restore nothing). */
+#define HARNESS_EXPECT_FRESH (-3)
+
 typedef struct harness_expect {
 	enum harness_outcome outcome;
 	char error[256];           /* clean_failure: a substring of the error */
-	int64_t restored_from;     /* -1: not checked */
-	int64_t max_lost_steps;    /* -1: not checked */
-	int damaged_newest;        /* the scenario damaged checkpoints: acked may be lost */
+	/*
+	 * `restored_from: N`: the first restart that gets through its restore
+	 * (writes its start record) must restore step N; if none does, the
+	 * scenario is an ERROR (the expectation could not be checked). -1: not stated.
+	 */
+	int64_t restored_from;
+	/* `max_lost_steps: N`: no restart may lose more than N steps. -1: not stated. */
+	int64_t max_lost_steps;
+	/*
+	 * Per attempt, `restored_from: {3: 30}` / `max_lost_steps: {3: 5}`: index
+	 * is the attempt number (2..HARNESS_MAX_ATTEMPTS); -1: not stated;
+	 * HARNESS_EXPECT_FRESH (restored_from only, written `none`): starts fresh.
+	 * An attempt that never wrote its start record makes a stated entry an ERROR.
+	 */
+	int64_t restored_from_at[HARNESS_MAX_ATTEMPTS + 1];
+	int64_t max_lost_at[HARNESS_MAX_ATTEMPTS + 1];
+	int damaged_newest;        /* the scenario damages checkpoints at rest */
 } harness_expect;
+
+/* Every field "not stated". */
+void harness_expect_init(harness_expect *e);
 
 enum harness_verdict { HARNESS_PASS = 0, HARNESS_FAIL = 1, HARNESS_ERROR = 2 };
 

@@ -534,9 +534,9 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 			s->expect.damaged_newest |= s->faults[i].action == HARNESS_DAMAGE;
 	}
 
-	s->expect.outcome = HARNESS_RESUME_BITWISE;
-	s->expect.restored_from = -1;
-	s->expect.max_lost_steps = -1;
+	int damaged = s->expect.damaged_newest;
+	harness_expect_init(&s->expect);
+	s->expect.damaged_newest = damaged;
 	if (!(ex = get(root, "expect")))
 		return fail(c, root, "a scenario needs 'expect' (e.g. expect: {outcome: resume_bitwise})");
 	if (check_keys(c, ex, "expect", expect_keys))

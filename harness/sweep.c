@@ -37,7 +37,7 @@ static void build(const harness_sweep_opts *so, int rank, int persistent, int nt
 	strcpy(k->phase, "train.step");
 	s->nfaults = 2;
 	s->fault_line[0] = s->fault_line[1] = 0;
-	s->expect = (harness_expect){ .outcome = HARNESS_RESUME_BITWISE, .restored_from = -1, .max_lost_steps = -1 };
+	harness_expect_init(&s->expect);
 	s->max_attempts = 4;
 	s->timeout_s = 120;
 }
