@@ -23,7 +23,17 @@ typedef struct harness_damage {
 	int line;
 } harness_damage;
 
-/* Apply to the committed generations under root; returns how many files were damaged. */
+/*
+ * Apply to the committed generations under root (real directories named
+ * step-NNNNNNNN, never through a link); returns how many files were damaged.
+ * Each damaged file gets a line in log: "bitflip|truncate|delete ROOT/step-N/FILE ...".
+ */
 int harness_damage_apply(const harness_damage *g, const char *root, FILE *log);
+
+/* The generations (steps) that the lines of a damage log name under root; at most max. */
+int harness_damage_scan_log(const char *log_path, const char *root, int64_t *steps, int max);
+
+/* "step-" and eight digits: the only names a generation may have. */
+int harness_is_generation_name(const char *name);
 
 #endif

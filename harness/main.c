@@ -22,7 +22,8 @@
 static const char usage[] =
 "usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep]\n"
 "       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep]\n"
-"       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl...\n"
+"       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
+"                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
 "       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [--json FILE] [--out DIR] [--keep]\n"
 "       ckpt-harness sweep [--preset P] [--world-size N] [--step S] [--errno E] [--rank R] [--json FILE] [--out DIR]\n"
@@ -450,20 +451,113 @@ static int cmd_sweep(int argc, char **argv)
 	return harness_sweep(&so, &o);
 }
 
+/* "N" or "A:N" (attempt A, 2..HARNESS_MAX_ATTEMPTS); N a step, or `none` where allowed. */
+static int parse_attempt_value(const char *opt, const char *v, int allow_none, int *attempt, int64_t *value)
+{
+	char *end;
+	const char *colon = strchr(v, ':');
+
+	*attempt = 0;
+	if (colon) {
+		long a = strtol(v, &end, 10);
+		if (end != colon || a < 2 || a > HARNESS_MAX_ATTEMPTS) {
+			fprintf(stderr, "ckpt-harness: %s '%s': the attempt before ':' must be 2 to %d\n", opt, v,
+				HARNESS_MAX_ATTEMPTS);
+			return -1;
+		}
+		*attempt = (int)a;
+		v = colon + 1;
+	}
+	if (allow_none && *attempt && strcmp(v, "none") == 0) {
+		*value = HARNESS_EXPECT_FRESH;
+		return 0;
+	}
+	long long n = strtoll(v, &end, 10);
+	if (!*v || *end || n < 0) {
+		fprintf(stderr, "ckpt-harness: %s '%s': expected STEP or ATTEMPT:STEP%s (a whole number >= 0)\n", opt, v,
+			allow_none ? " or ATTEMPT:none" : "");
+		return -1;
+	}
+	*value = n;
+	return 0;
+}
+
+static const char oracle_usage[] =
+"ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP|A:none]\n"
+"       [--max-lost-steps [A:]N] [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]";
+
 static int cmd_oracle(int argc, char **argv)
 {
 	harness_expect exp;
-	harness_expect_init(&exp);
 	harness_oracle_result o;
 	int64_t steps = 0;
+	const char *files[HARNESS_MAX_ATTEMPTS + 1];
+	int nfiles = 0;
 
-	if (argc < 4)
-		return bad_usage("%s", "oracle needs GOLDEN.jsonl and at least one ATTEMPT.jsonl");
+	harness_expect_init(&exp);
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		int att;
+		int64_t n;
+		if (a[0] != '-') {
+			if (nfiles == HARNESS_MAX_ATTEMPTS + 1)
+				return bad_usage("oracle takes at most %s attempts", "16");
+			files[nfiles++] = a;
+			continue;
+		}
+		if (!v)
+			return bad_usage("%s needs a value", a);
+		i++;
+		if (strcmp(a, "--restored-from") == 0) {
+			if (parse_attempt_value(a, v, 1, &att, &n) < 0)
+				return 2;
+			*(att ? &exp.restored_from_at[att] : &exp.restored_from) = n;
+		} else if (strcmp(a, "--max-lost-steps") == 0) {
+			if (parse_attempt_value(a, v, 0, &att, &n) < 0)
+				return 2;
+			*(att ? &exp.max_lost_at[att] : &exp.max_lost_steps) = n;
+		} else if (strcmp(a, "--keep") == 0) {
+			char *end;
+			long k = strtol(v, &end, 10);
+			if (!*v || *end || k < 1 || k > 1000000)
+				return bad_usage("--keep '%s': expected the number of generations retention keeps (>= 1)", v);
+			exp.keep = (int)k;
+		} else if (strcmp(a, "--damaged") == 0) {
+			char *end;
+			long long st = strtoll(v, &end, 10);
+			long at = *end == '@' ? strtol(end + 1, &end, 10) : -1;
+			if (!*v || *end || st < 0 || at < 2 || at > HARNESS_MAX_ATTEMPTS)
+				return bad_usage("--damaged '%s': expected STEP@ATTEMPT (the generation damaged at rest, and the "
+						 "first attempt that saw it, 2 to 16)", v);
+			if (exp.ndamaged == HARNESS_MAX_DAMAGED)
+				return bad_usage("--damaged '%s': too many", v);
+			exp.damaged_step[exp.ndamaged] = st;
+			exp.damaged_from_attempt[exp.ndamaged++] = (int)at;
+		} else if (strcmp(a, "--restore-faulted") == 0) {
+			char *end;
+			long at = strtol(v, &end, 10);
+			if (!*v || *end || at < 2 || at > HARNESS_MAX_ATTEMPTS)
+				return bad_usage("--restore-faulted '%s': expected the attempt (2 to 16) whose restore met "
+						 "injected faults", v);
+			exp.restore_faulted[at] = 1;
+		} else if (strcmp(a, "--clean-failure") == 0) {
+			exp.outcome = HARNESS_CLEAN_FAILURE;
+			snprintf(exp.error, sizeof exp.error, "%s", v);
+		} else {
+			fprintf(stderr, "ckpt-harness: unknown option '%s'\nusage: %s\n", a, oracle_usage);
+			return 2;
+		}
+	}
+	if (nfiles < 2) {
+		fprintf(stderr, "ckpt-harness: oracle needs GOLDEN.jsonl and at least one ATTEMPT.jsonl\nusage: %s\n",
+			oracle_usage);
+		return 2;
+	}
 	/* the number of steps is the golden run's */
-	FILE *g = fopen(argv[2], "r");
+	FILE *g = fopen(files[0], "r");
 	char line[8192];
 	if (!g) {
-		fprintf(stderr, "ckpt-harness: %s: %s\n", argv[2], strerror(errno));
+		fprintf(stderr, "ckpt-harness: %s: %s\n", files[0], strerror(errno));
 		return 2;
 	}
 	while (fgets(line, sizeof line, g)) {
@@ -472,7 +566,7 @@ static int cmd_oracle(int argc, char **argv)
 			steps = strtoll(line + 8, NULL, 10);
 	}
 	fclose(g);
-	if (harness_oracle_compare(argv[2], (const char *const *)argv + 3, argc - 3, steps, &exp, &o) < 0) {
+	if (harness_oracle_compare(files[0], files + 1, nfiles - 1, steps, &exp, &o) < 0) {
 		fprintf(stderr, "ckpt-harness: %s\n", o.sentence);
 		return 2;
 	}

@@ -143,13 +143,104 @@ void harness_expect_init(harness_expect *e)
 		e->restored_from_at[i] = e->max_lost_at[i] = -1;
 }
 
+/* An acknowledgement: step committed, in attempt (1-based). */
+typedef struct ack {
+	int64_t step;
+	int attempt;
+} ack;
+
+typedef struct acks {
+	ack *v;
+	int n;
+} acks;
+
+static void ack_add(acks *a, int64_t step, int attempt)
+{
+	for (int i = 0; i < a->n; i++)
+		if (a->v[i].step == step) {
+			a->v[i].attempt = attempt;    /* a re-save acknowledges it again */
+			return;
+		}
+	ack *v = realloc(a->v, sizeof *v * (size_t)(a->n + 1));
+	if (!v)
+		return;
+	a->v = v;
+	a->v[a->n++] = (ack){ step, attempt };
+}
+
+/* Damaged at rest after it was acknowledged, and before `attempt` started. */
+static int damaged_since_ack(const harness_expect *e, const ack *k, int attempt)
+{
+	for (int d = 0; d < e->ndamaged && d < HARNESS_MAX_DAMAGED; d++)
+		if (e->damaged_step[d] == k->step && e->damaged_from_attempt[d] > k->attempt &&
+		    e->damaged_from_attempt[d] <= attempt)
+			return 1;
+	return 0;
+}
+
+/*
+ * The oldest step attempt `attempt` may restore: the newest acknowledged
+ * generation that must still be there. Retention may have removed all but
+ * the newest `keep` acknowledged generations, and damage at rest may have
+ * spoiled some of those; every other acknowledged generation must survive.
+ * 0 when nothing has to survive, as when the scenario made the restore's own
+ * I/O fail. *skipped gets the newest damaged one passed over.
+ */
+static int64_t must_survive(const harness_expect *e, const acks *a, int attempt, int64_t *skipped)
+{
+	int64_t bound = 0;
+	int rank;
+
+	*skipped = 0;
+	if (attempt <= HARNESS_MAX_ATTEMPTS && e->restore_faulted[attempt])
+		return 0;            /* the scenario failed its reads: any fallback is fair */
+	for (int i = 0; i < a->n; i++) {
+		if (a->v[i].attempt >= attempt)
+			continue;
+		rank = 0;            /* how many acknowledged generations are newer */
+		for (int j = 0; j < a->n; j++)
+			rank += a->v[j].attempt < attempt && a->v[j].step > a->v[i].step;
+		if (e->keep > 0 && rank >= e->keep)
+			continue;
+		if (damaged_since_ack(e, &a->v[i], attempt)) {
+			if (a->v[i].step > *skipped)
+				*skipped = a->v[i].step;
+			continue;
+		}
+		if (a->v[i].step > bound)
+			bound = a->v[i].step;
+	}
+	return bound;
+}
+
+/* An expectation the scenario stated but the run never gave a chance to check. */
+static void unchecked(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void unchecked(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (buf[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+static const char *restored_name(json_t *start, int64_t R)
+{
+	const char *ck = json_string_value(json_object_get(start, "checkpoint"));
+	return R ? (ck ? ck : "a checkpoint") : "nothing (a fresh start)";
+}
+
 int harness_oracle_compare(const char *golden, const char *const *attempts, int nattempts,
 			   int64_t expected_steps, const harness_expect *exp, harness_oracle_result *o)
 {
 	traj g, a[HARNESS_MAX_ATTEMPTS];
-	int64_t acked = 0, last_step[HARNESS_MAX_ATTEMPTS];
-	int rc = 0, loaded = 0;
+	int64_t last_step[HARNESS_MAX_ATTEMPTS], written = -1;
+	int rc = 0, loaded = 0, restarts_started = 0, first_checked = 0;
 	json_t *last_end = NULL;
+	acks ak = { NULL, 0 };
+	char why_unchecked[512] = "";
 
 	memset(o, 0, sizeof *o);
 	o->max_lost = 0;
@@ -169,36 +260,56 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 		}
 
 	for (int i = 0; i < nattempts; i++) {
-		json_t *start = NULL;
+		json_t *start = NULL, *end = NULL;
+		int att = i + 1;
 		last_step[i] = -1;
 		o->restored_from[i] = -2;
 		for (int k = 0; k < a[i].n; k++) {
-			json_t *r = a[i].rec[k];
-			const char *ev = event(r);
-			if (ev && strcmp(ev, "start") == 0)
-				start = r;
+			const char *ev = event(a[i].rec[k]);
+			if (ev && strcmp(ev, "start") == 0 && !start)
+				start = a[i].rec[k];
+			if (ev && strcmp(ev, "end") == 0)
+				end = a[i].rec[k];
 		}
-		if (start) {
+		if (i > 0 && start) {
 			json_t *rf = json_object_get(start, "restored_from");
 			int64_t R = json_is_integer(rf) ? (int64_t)json_integer_value(rf) : 0;
+			int64_t skipped, bound = must_survive(exp, &ak, att, &skipped);
 			o->restored_from[i] = json_is_integer(rf) ? R : -1;
-			if (i > 0 && o->ncrashes < HARNESS_MAX_ATTEMPTS && last_step[i - 1] >= 0) {
-				int64_t lost = last_step[i - 1] - R;
+			restarts_started++;
+			/* the work lost is measured from the last step any earlier attempt wrote */
+			int64_t lost = written > R ? written - R : 0;
+			if (o->ncrashes < HARNESS_MAX_ATTEMPTS)
 				o->lost_steps[o->ncrashes++] = lost;
-				if (lost > o->max_lost)
-					o->max_lost = lost;
-			}
+			if (lost > o->max_lost)
+				o->max_lost = lost;
 			/* losing an acknowledged generation is a durability bug whatever the scenario expects */
-			if (R < acked && !exp->damaged_newest)
+			if (R < bound)
 				say(o, HARNESS_FAIL,
 				    "attempt %d restored %s, but step %" PRId64 " had been committed and acknowledged before "
-				    "the crash: a durable checkpoint was lost (a missing fsync or rename?)", i + 1,
-				    R ? json_string_value(json_object_get(start, "checkpoint")) : "nothing (a fresh start)",
-				    acked);
-			else if (exp->restored_from >= 0 && i == 1 && R != exp->restored_from)
-				say(o, HARNESS_FAIL, "attempt 2 restored %s, but the scenario expects step %" PRId64,
-				    json_is_integer(rf) ? json_string_value(json_object_get(start, "checkpoint")) : "nothing (fresh start)",
-				    exp->restored_from);
+				    "the crash%s: a durable checkpoint was lost (a missing fsync or rename?)", att,
+				    restored_name(start, R), bound,
+				    skipped > bound ? " and was never damaged" : "");
+			if (exp->restored_from >= 0 && !first_checked && R != exp->restored_from)
+				say(o, HARNESS_FAIL, "attempt %d, the first restart to get through its restore, restored %s, "
+				    "but the scenario expects step %" PRId64, att, restored_name(start, R), exp->restored_from);
+			first_checked = 1;
+			int64_t want = att <= HARNESS_MAX_ATTEMPTS ? exp->restored_from_at[att] : -1;
+			if (want == HARNESS_EXPECT_FRESH && json_is_integer(rf))
+				say(o, HARNESS_FAIL, "attempt %d restored %s, but the scenario expects it to start fresh", att,
+				    restored_name(start, R));
+			else if (want >= 0 && R != want)
+				say(o, HARNESS_FAIL, "attempt %d restored %s, but the scenario expects step %" PRId64, att,
+				    restored_name(start, R), want);
+			int64_t cap = att <= HARNESS_MAX_ATTEMPTS ? exp->max_lost_at[att] : -1;
+			if (cap >= 0 && lost > cap)
+				say(o, HARNESS_FAIL, "attempt %d lost %" PRId64 " steps (step %" PRId64 " was written, step %"
+				    PRId64 " restored), more than the %" PRId64 " the scenario allows it", att, lost, written,
+				    R, cap);
+			if (exp->max_lost_steps >= 0 && lost > exp->max_lost_steps)
+				say(o, HARNESS_FAIL, "attempt %d lost %" PRId64 " steps (step %" PRId64 " was written, step %"
+				    PRId64 " restored), more than the %" PRId64 " the scenario allows", att, lost, written, R,
+				    exp->max_lost_steps);
 			json_t *restored = json_object_get(start, "restored"), *gs = R ? golden_step(&g, R) : NULL;
 			if (R && restored && gs) {
 				char comps[512];
@@ -206,41 +317,63 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 				if (describe_components(restored, gs, comps, sizeof comps, &many) > 0)
 					say(o, HARNESS_FAIL,
 					    "%s restored at step %" PRId64 " (attempt %d, %s) differ%s from the uninterrupted "
-					    "run's state after step %" PRId64, comps, R, i + 1,
-					    json_string_value(json_object_get(start, "checkpoint")), many ? "" : "s", R);
+					    "run's state after step %" PRId64, comps, R, att, restored_name(start, R),
+					    many ? "" : "s", R);
 			} else if (R && !gs) {
 				say(o, HARNESS_FAIL, "attempt %d restored step %" PRId64 ", which the uninterrupted run never had",
-				    i + 1, R);
+				    att, R);
 			}
+		} else if (i > 0) {
+			/* no start record: it died in start-up or restore, or refused every generation */
+			const char *st = end ? json_string_value(json_object_get(end, "status")) : NULL;
+			int64_t skipped, bound = must_survive(exp, &ak, att, &skipped);
+			if (st && strcmp(st, "failed") == 0 && bound > 0)
+				say(o, HARNESS_FAIL,
+				    "attempt %d refused to resume (%s), but step %" PRId64 " had been committed and "
+				    "acknowledged%s: a durable checkpoint was lost", att,
+				    json_string_value(json_object_get(end, "error")) ? json_string_value(json_object_get(end, "error"))
+										     : "no reason given",
+				    bound, skipped > bound ? " and was never damaged" : "");
+			if (att <= HARNESS_MAX_ATTEMPTS && exp->restored_from_at[att] != -1)
+				unchecked(why_unchecked, sizeof why_unchecked,
+					  "the scenario expects what attempt %d restores, but attempt %d never wrote its start "
+					  "record (it %s), so that could not be checked", att, att,
+					  st ? "stopped before restoring" : "died during start-up or restore");
+			if (att <= HARNESS_MAX_ATTEMPTS && exp->max_lost_at[att] != -1)
+				unchecked(why_unchecked, sizeof why_unchecked,
+					  "the scenario bounds the steps attempt %d loses, but attempt %d never wrote its start "
+					  "record (it %s), so that could not be checked", att, att,
+					  st ? "stopped before restoring" : "died during start-up or restore");
 		}
 		for (int k = 0; k < a[i].n; k++) {
 			json_t *r = a[i].rec[k];
 			const char *ev = event(r);
 			int64_t s = step_of(r);
 			if (ev && strcmp(ev, "committed") == 0) {
-				int64_t c = json_integer_value(json_object_get(r, "step"));
-				if (c > acked)
-					acked = c;
+				json_t *c = json_object_get(r, "step");
+				if (json_is_integer(c))
+					ack_add(&ak, (int64_t)json_integer_value(c), att);
 			}
 			if (ev && strcmp(ev, "end") == 0 && i == nattempts - 1)
 				last_end = r;
 			if (s < 0)
 				continue;
 			last_step[i] = s;
+			written = s;
 			json_t *gr = golden_step(&g, s);
 			char keys[512];
 			if (!gr) {
-				say(o, HARNESS_FAIL, "attempt %d wrote step %" PRId64 ", past the uninterrupted run's end", i + 1, s);
+				say(o, HARNESS_FAIL, "attempt %d wrote step %" PRId64 ", past the uninterrupted run's end", att, s);
 			} else if (diff_keys(gr, r, keys, sizeof keys) > 0) {
 				int64_t R = o->restored_from[i] > 0 ? o->restored_from[i] : 0;
 				if (R)
 					say(o, HARNESS_FAIL,
 					    "step %" PRId64 " (attempt %d, resumed from step %" PRId64 ") differs from the "
 					    "uninterrupted run in %s; the restored state matched, so something outside the "
-					    "checkpointed components was lost", s, i + 1, R, keys);
+					    "checkpointed components was lost", s, att, R, keys);
 				else
 					say(o, HARNESS_FAIL, "step %" PRId64 " (attempt %d) differs from the uninterrupted run in %s",
-					    s, i + 1, keys);
+					    s, att, keys);
 			}
 		}
 	}
@@ -264,14 +397,29 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 		    "%s%s", nattempts, nattempts == 1 ? "" : "s", last_step[nattempts - 1] > 0 ? last_step[nattempts - 1] : 0,
 		    expected_steps, err ? ": " : "", err ? err : "");
 	}
-	if (exp->max_lost_steps >= 0 && o->max_lost > exp->max_lost_steps)
-		say(o, HARNESS_FAIL, "a crash lost %" PRId64 " steps, more than the %" PRId64 " the scenario allows",
-		    o->max_lost, exp->max_lost_steps);
+	if (!restarts_started && exp->restored_from >= 0)
+		unchecked(why_unchecked, sizeof why_unchecked,
+			  "the scenario expects the first restart to restore step %" PRId64 ", but no restart got through "
+			  "its restore (%d attempt%s), so that could not be checked", exp->restored_from, nattempts,
+			  nattempts == 1 ? "" : "s");
+	if (!restarts_started && exp->max_lost_steps >= 0)
+		unchecked(why_unchecked, sizeof why_unchecked,
+			  "the scenario bounds the steps a crash may cost (%" PRId64 "), but no restart got through its "
+			  "restore (%d attempt%s), so that could not be checked", exp->max_lost_steps, nattempts,
+			  nattempts == 1 ? "" : "s");
+	for (int att = nattempts + 1; att <= HARNESS_MAX_ATTEMPTS; att++)
+		if (exp->restored_from_at[att] != -1 || exp->max_lost_at[att] != -1)
+			unchecked(why_unchecked, sizeof why_unchecked,
+				  "the scenario states what attempt %d restores or loses, but the run ended after %d "
+				  "attempt%s, so that could not be checked", att, nattempts, nattempts == 1 ? "" : "s");
+	if (why_unchecked[0])
+		say(o, HARNESS_ERROR, "%s", why_unchecked);
 	if (o->verdict == HARNESS_PASS)
 		snprintf(o->sentence, sizeof o->sentence, "%s after %d attempt%s",
 			 exp->outcome == HARNESS_CLEAN_FAILURE ? "failed cleanly as expected" : "resumed bit for bit",
 			 nattempts, nattempts == 1 ? "" : "s");
 out:
+	free(ak.v);
 	for (int i = 0; i < loaded; i++)
 		unload(&a[i]);
 	unload(&g);

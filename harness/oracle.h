@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define HARNESS_MAX_ATTEMPTS 16
+#define HARNESS_MAX_DAMAGED 256
 
 enum harness_outcome { HARNESS_RESUME_BITWISE, HARNESS_CLEAN_FAILURE };
 
@@ -39,7 +40,22 @@ typedef struct harness_expect {
 	 */
 	int64_t restored_from_at[HARNESS_MAX_ATTEMPTS + 1];
 	int64_t max_lost_at[HARNESS_MAX_ATTEMPTS + 1];
-	int damaged_newest;        /* the scenario damages checkpoints at rest */
+	int damaged_newest;        /* the scenario damages checkpoints at rest (informational) */
+
+	/*
+	 * Filled in by the run, not the scenario. Retention keeps the newest
+	 * `keep` generations (0: unknown, every acknowledged one counts), and
+	 * the generations damaged at rest, each with the first attempt that
+	 * could see the damage: an acknowledged generation may be lost only if
+	 * it was damaged after its acknowledgement, or if `keep` newer
+	 * acknowledged generations exist.
+	 */
+	int keep;
+	/* Faults fired inside attempt A's restore (read errors...): it may refuse or fall back. */
+	unsigned char restore_faulted[HARNESS_MAX_ATTEMPTS + 1];
+	int ndamaged;
+	int64_t damaged_step[HARNESS_MAX_DAMAGED];
+	int damaged_from_attempt[HARNESS_MAX_DAMAGED];
 } harness_expect;
 
 /* Every field "not stated". */

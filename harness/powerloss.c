@@ -310,17 +310,58 @@ int harness_undo_apply(const harness_undo *u, const char *orig, const char *root
 	return undone;
 }
 
-int harness_powerloss_apply(const char *prefix, int world, const char *root, FILE *log)
+/*
+ * The records of several attempts as one history: a killed process's writes
+ * stay in the page cache, so what an earlier attempt left unsynced is lost by
+ * a power cut in a later one unless something synced it in between.
+ */
+static int load_history(harness_undo *u, const char *const *prefixes, int nprefix, int world)
+{
+	u->v = NULL;
+	u->n = 0;
+	for (int p = 0; p < nprefix; p++) {
+		harness_undo one;
+		int rc = harness_undo_load(&one, prefixes[p], world);
+		if (rc < 0) {
+			harness_undo_free(u);
+			return rc;
+		}
+		if (one.n) {
+			harness_undo_rec *v = realloc(u->v, sizeof *v * (size_t)(u->n + one.n));
+			if (!v) {
+				harness_undo_free(&one);
+				harness_undo_free(u);
+				return -ENOMEM;
+			}
+			u->v = v;
+			memcpy(u->v + u->n, one.v, sizeof *v * (size_t)one.n);
+			u->n += one.n;
+		}
+		harness_undo_free(&one);
+	}
+	/* CLOCK_MONOTONIC times: one order across the ranks and attempts of one machine */
+	if (u->n)
+		qsort(u->v, (size_t)u->n, sizeof *u->v, cmp_rec);
+	return 0;
+}
+
+int harness_powerloss_apply(const char *const *prefixes, int nprefix, int world, const char *root, FILE *log)
 {
 	harness_undo u;
-	int n;
+	int n, rc;
 
-	harness_undo_load(&u, prefix, world);
+	if ((rc = load_history(&u, prefixes, nprefix, world)) < 0)
+		return rc;
 	unsigned char *sel = calloc((size_t)u.n + 1, 1);
+	if (!sel) {
+		harness_undo_free(&u);
+		return -ENOMEM;
+	}
 	for (int i = 0; i < u.n; i++)
 		sel[i] = !harness_undo_durable(&u, i, u.n);
 	if (log)
-		fprintf(log, "power loss: rolling back what was not durable\n");
+		fprintf(log, "power loss: rolling back what was not durable since the last power cut (%d attempt%s)\n",
+			nprefix, nprefix == 1 ? "" : "s");
 	n = harness_undo_apply(&u, root, root, sel, -1, 0, log);
 	free(sel);
 	harness_undo_free(&u);

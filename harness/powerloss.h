@@ -52,7 +52,13 @@ int harness_undo_is_entry_op(const harness_undo_rec *r);
 int harness_undo_apply(const harness_undo *u, const char *orig, const char *root, const unsigned char *sel,
 		       int torn_index, int64_t torn_bytes, FILE *log);
 
-/* After a power_loss fault: roll back in place what was not durable. */
-int harness_powerloss_apply(const char *prefix, int world, const char *root, FILE *log);
+/*
+ * After a power_loss fault: roll back in place what was not durable. The
+ * undo records of every attempt since the last power cut (prefixes, oldest
+ * first) form one history: data an earlier, killed attempt never synced is
+ * still only in the page cache, and a power cut now loses it too.
+ * Returns how many records were undone, or -errno.
+ */
+int harness_powerloss_apply(const char *const *prefixes, int nprefix, int world, const char *root, FILE *log);
 
 #endif

@@ -257,37 +257,87 @@ static void read_fault_logs(const harness_scenario *s, const char *prefix, harne
 	}
 }
 
+/* Did libckpt journal a failure to replace LATEST (a stale hint it knows about)? */
+static int latest_failure_journaled(const char *root)
+{
+	char dir[1200], path[1500], *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(dir, sizeof dir, "%s/journal", root);
+	if (!(d = opendir(dir)))
+		return 0;
+	while (!found && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+		if (!f) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		while (!found && getline(&line, &cap, f) > 0)
+			found = strstr(line, "\"phase\":\"save.latest\"") && strstr(line, "\"event\":\"warning\"");
+		fclose(f);
+	}
+	closedir(d);
+	free(line);
+	return found;
+}
+
 /*
- * LATEST is a hint, but a hint must never lie: after any crash it is absent
- * or names a committed generation. A torn or stale LATEST means it was
- * written in place instead of replaced atomically.
+ * LATEST is a hint, but a hint must never lie: after any crash it is absent,
+ * or names a committed generation, or is a stale name that libckpt itself
+ * journaled it could not replace (discovery by scan is the truth, and the
+ * failure was reported). Anything else is a lie: a torn or garbled LATEST
+ * was written in place instead of replaced atomically; a well-formed name
+ * of a generation that is not there, with no failure journaled, points
+ * restore at nothing.
  */
 static int check_latest(const char *root, char *why, size_t len)
 {
 	char path[1200], buf[64] = "", gen[1300];
 	struct stat st;
-	FILE *f;
+	ssize_t n;
+	int fd;
 
 	snprintf(path, sizeof path, "%s/LATEST", root);
-	if (!(f = fopen(path, "r")))
-		return 0;
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : (snprintf(why, len, "after the crash LATEST cannot be opened as a file: %s",
+						       strerror(errno)), -1);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		snprintf(why, len, "after the crash LATEST is not a regular file");
+		return -1;
+	}
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n < 0)
+		n = 0;
 	buf[n] = '\0';
-	int ok = n == 14 && strncmp(buf, "step-", 5) == 0 && strspn(buf + 5, "0123456789") == 8 && buf[13] == '\n';
-	if (ok) {
+	int well_formed = n == 14 && strncmp(buf, "step-", 5) == 0 && strspn(buf + 5, "0123456789") == 8 &&
+			  buf[13] == '\n';
+	if (well_formed) {
 		buf[13] = '\0';
 		snprintf(gen, sizeof gen, "%s/%s/manifest.json", root, buf);
-		ok = stat(gen, &st) == 0;
+		if (lstat(gen, &st) == 0 && S_ISREG(st.st_mode))
+			return 0;
+		if (latest_failure_journaled(root))
+			return 0;      /* stale, and said so: the scan finds the truth */
+		snprintf(why, len, "after the crash LATEST names %s, which is not a committed generation, and libckpt "
+			 "journaled no failure to update it: the hint lies", buf);
+		return -1;
 	}
-	if (!ok) {
-		for (size_t i = 0; i < n; i++)
-			if ((unsigned char)buf[i] < 0x20)
-				buf[i] = ' ';
-		snprintf(why, len, "after the crash LATEST holds \"%s\", not the name of a committed generation: it "
-			 "was written in place instead of replaced atomically", buf);
-	}
-	return ok ? 0 : -1;
+	for (ssize_t i = 0; i < n; i++)
+		if ((unsigned char)buf[i] < 0x20 || (unsigned char)buf[i] >= 0x7f)
+			buf[i] = ' ';
+	snprintf(why, len, "after the crash LATEST holds \"%s\", not the name of a committed generation: it "
+		 "was written in place instead of replaced atomically", buf);
+	return -1;
 }
 
 typedef struct power_ctx {
@@ -339,6 +389,48 @@ static void end_status(const char *traj, char *status, size_t len)
 	free(last);
 }
 
+typedef struct restore_fault_ctx {
+	int attempt, hit;
+} restore_fault_ctx;
+
+static int is_restore_fault(json_t *j, void *arg)
+{
+	restore_fault_ctx *c = arg;
+	const char *ph = json_string_value(json_object_get(j, "phase"));
+	if (ph && strncmp(ph, "restore.", 8) == 0 && json_integer_value(json_object_get(j, "attempt")) == c->attempt)
+		c->hit = 1;
+	return c->hit;
+}
+
+/* Did a planned fault fire inside this attempt's restore? */
+static int restore_faulted(const harness_scenario *s, const char *prefix, int attempt)
+{
+	restore_fault_ctx c = { attempt, 0 };
+	for (int rank = 0; rank < s->trainer.world_size && !c.hit; rank++) {
+		char path[1200];
+		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
+		harness_jsonl_each(path, is_restore_fault, &c);
+	}
+	return c.hit;
+}
+
+/* The generations a damage log names, damaged as seen from attempt `from` on. */
+static void note_damage(harness_expect *e, const char *log, const char *root, int from)
+{
+	int64_t steps[HARNESS_MAX_DAMAGED];
+	int n = harness_damage_scan_log(log, root, steps, HARNESS_MAX_DAMAGED);
+
+	for (int i = 0; i < n && e->ndamaged < HARNESS_MAX_DAMAGED; i++) {
+		int known = 0;
+		for (int d = 0; d < e->ndamaged; d++)
+			known |= e->damaged_step[d] == steps[i] && e->damaged_from_attempt[d] == from;
+		if (!known) {
+			e->damaged_step[e->ndamaged] = steps[i];
+			e->damaged_from_attempt[e->ndamaged++] = from;
+		}
+	}
+}
+
 void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
 {
 	char dir[600], gold[1200], plan[1200], faultlog[1200], ck[1200];
@@ -375,8 +467,10 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 		harness_fail(r, "cannot write the fault plan %s", plan);
 		goto out;
 	}
-	int k, power = 0;
+	int k, power = 0, since_power_cut = 0;
 	char latest_bad[512] = "";
+	harness_expect exp = s->expect;
+	exp.keep = s->trainer.keep;
 	for (int i = 0; i < s->nfaults; i++)
 		power |= s->faults[i].action == HARNESS_POWER_LOSS;
 	for (k = 0; k < s->max_attempts; k++) {
@@ -406,39 +500,57 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			harness_fail(r, "attempt %d timed out after %d s (hung job?); see %s", k + 1, s->timeout_s, log);
 			goto out;
 		}
+		if (s->nfaults && k + 1 <= HARNESS_MAX_ATTEMPTS)
+			exp.restore_faulted[k + 1] = (unsigned char)restore_faulted(s, faultlog, k + 1);
 		end_status(traj[k], status, sizeof status);
 		if (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0) {
 			k++;
 			break;
 		}
-		/* a crash: a power cut drops what was not durable ... */
+		/* damage the injector did at a step boundary counts from the next attempt on */
+		note_damage(&exp, log, ck, k + 2);
+		/* a crash: a power cut drops what was not durable, since the last cut, in every attempt ... */
 		if (power && power_lost(s, faultlog, k + 1)) {
-			char p[1200];
+			char p[1200], prefix[HARNESS_MAX_ATTEMPTS][1200];
+			const char *prefixes[HARNESS_MAX_ATTEMPTS];
+			int np = 0;
+			for (int a = since_power_cut; a <= k; a++, np++) {
+				snprintf(prefix[np], sizeof prefix[np], "%s/undo-%d", dir, a + 1);
+				prefixes[np] = prefix[np];
+			}
 			snprintf(p, sizeof p, "%s/damage.log", dir);
 			FILE *pl = fopen(p, "a");
-			harness_powerloss_apply(undo, s->trainer.world_size, ck, pl);
+			int rc2 = harness_powerloss_apply(prefixes, np, s->trainer.world_size, ck, pl);
 			if (pl)
 				fclose(pl);
+			if (rc2 < 0) {
+				harness_fail(r, "cannot simulate the power cut after attempt %d: %s (undo records %s/undo-*)",
+					     k + 1, strerror(-rc2), dir);
+				goto out;
+			}
+			since_power_cut = k + 1;
 		}
 		if (!latest_bad[0])
 			check_latest(ck, latest_bad, sizeof latest_bad);
 		/* ... damage at rest strikes, then the scheduler restarts the job */
+		char dlog[1200];
+		snprintf(dlog, sizeof dlog, "%s/damage-after-%d.log", dir, k + 1);
 		for (int i = 0; i < s->ndamage; i++) {
 			if (s->damage[i].after_attempt != k + 1)
 				continue;
-			if (!damage_log) {
-				char p[1200];
-				snprintf(p, sizeof p, "%s/damage.log", dir);
-				damage_log = fopen(p, "a");
-			}
+			if (!damage_log)
+				damage_log = fopen(dlog, "a");
 			if (damage_log)
 				damaged[i] += harness_damage_apply(&s->damage[i], ck, damage_log);
 		}
+		if (damage_log) {
+			fclose(damage_log);
+			damage_log = NULL;
+			note_damage(&exp, dlog, ck, k + 2);
+		}
 	}
-	if (damage_log)
-		fclose(damage_log);
 	r->attempts = k;
-	harness_oracle_compare(gold, trajs, k, s->trainer.steps, &s->expect, &r->oracle);
+	harness_oracle_compare(gold, trajs, k, s->trainer.steps, &exp, &r->oracle);
 	r->verdict = r->oracle.verdict;
 	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
 	if (latest_bad[0] && r->verdict == HARNESS_PASS) {

@@ -119,7 +119,7 @@ expect: {outcome: resume_bitwise, restored_from: 10}
 """)
     res = harness("run", p)
     assert res.returncode == 1
-    assert "attempt 2 restored step-00000020, but the scenario expects step 10" in res.stdout
+    assert "attempt 2, the first restart to get through its restore, restored step-00000020, but the scenario expects step 10" in res.stdout
 
 
 def test_oracle_command(tmp_path):
