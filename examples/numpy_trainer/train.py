@@ -330,12 +330,16 @@ def save(root, tr, fsync):
         raise
     if fsync:
         # durability 2 of 2: the rename (the directory entry) reaches the disk
-        dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(root)
     return name
+
+
+def fsync_dir(path):
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def unlink_quietly(path):
@@ -521,7 +525,10 @@ def main(argv=None):
         return 1
     tr = None
     try:
-        os.makedirs(a.ckpt, exist_ok=True)
+        if not os.path.isdir(a.ckpt):
+            os.makedirs(a.ckpt, exist_ok=True)
+            if a.fsync:                # the root's own entry, so a power cut cannot take it
+                fsync_dir(os.path.dirname(os.path.abspath(a.ckpt)))
         _, tmps = scan(a.ckpt)
         for t in tmps:                 # a save that never reached its rename: never read, removed
             unlink_quietly(os.path.join(a.ckpt, t))

@@ -33,8 +33,9 @@ COMPONENTS = ("params", "opt", "rng", "data", "sched", "user")
 # ("committed 10"). With $NPT_KILL_STEP, $NPT_KILL_OP and $NPT_KILL_NTH, the
 # process SIGKILLs itself just before the NTH call of that kind counted from the
 # opening of ckpt-STEP.bin.tmp (the start of that save); the call never happens.
+# With $NPT_ERRNO as well, that call fails with that errno instead of killing.
 WRAPPER = r'''
-import os, runpy, signal, sys
+import errno, os, runpy, signal, sys
 root = os.path.realpath(os.environ["NPT_ROOT"])
 kill_step, kill_op = os.environ.get("NPT_KILL_STEP"), os.environ.get("NPT_KILL_OP")
 kill_nth = int(os.environ.get("NPT_KILL_NTH", "1"))
@@ -52,6 +53,10 @@ def op(kind, name):
     if armed[0] and kill_op:
         seen[kind] = seen.get(kind, 0) + 1
         if kind == kill_op and seen[kind] == kill_nth:
+            e = os.environ.get("NPT_ERRNO")
+            if e:
+                real["write"](logfd, ("%s %s -> %s\n" % (kind, name, e)).encode())
+                raise OSError(getattr(errno, e), os.strerror(getattr(errno, e)))
             os.kill(os.getpid(), signal.SIGKILL)
     real["write"](logfd, ("%s %s\n" % (kind, name)).encode())
 
@@ -395,3 +400,19 @@ def test_bad_usage_exits_2_and_writes_nothing(tmp_path, args, env, msg):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and msg in res.stderr, res.stderr
     assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_a_failed_save_is_reported_cleaned_up_and_the_run_goes_on(golden, tmp_path):
+    root, oplog = tmp_path / "ckpt", tmp_path / "ops.log"
+    res = run(root, tmp_path / "a1.jsonl", attempt=1, wrap={"NPT_OPLOG": str(oplog), "NPT_KILL_STEP": "20",
+                                                            "NPT_KILL_OP": "write", "NPT_KILL_NTH": "3",
+                                                            "NPT_ERRNO": "EIO"})
+    assert res.returncode == 0, res.stderr
+    t = tmp_path / "a1.jsonl"
+    assert "write ckpt-00000020.bin.tmp -> EIO" in oplog.read_text()
+    assert events(t, "save_failed") == [{"event": "save_failed", "step": 20,
+                                         "error": "ckpt-00000020.bin: Input/output error"}]
+    assert [r["step"] for r in events(t, "committed")] == [10, 30, 40]
+    assert step_lines(t) == step_lines(golden)
+    assert events(t, "end") == [{"event": "end", "status": "done", "steps": STEPS}]
+    assert ckpts(root) == ["ckpt-00000010.bin", "ckpt-00000030.bin", "ckpt-00000040.bin"]
