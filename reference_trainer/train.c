@@ -236,9 +236,11 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 	int local_overflow = 0, overflow = 0;
 
 	out->step = step;
+	out->warmup = reftrain_sched_in_warmup(&c->sched, t->sched.count);
 	out->lr = reftrain_sched_step(&t->sched, &c->sched);
 	out->loss_scale = scale;
 	reftrain_sampler_next(&t->sampler, (uint32_t)per, t->batch);
+	out->epoch = t->sampler.st.epoch;
 
 	local_gradients(t, step, scale / (float)global_batch);
 	reduce_gradients(t);
