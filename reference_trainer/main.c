@@ -97,6 +97,8 @@ static int write_step(int fd, reftrain_trainer *t, const reftrain_step_out *o)
 	reftrain_line_add(&l, ",\"skipped\":%s", o->skipped ? "true" : "false");
 	/* where the trainer's state changes regime: the harness's transition report reads these */
 	reftrain_line_add(&l, ",\"epoch\":%" PRIu64 ",\"warmup\":%s", o->epoch, o->warmup ? "true" : "false");
+	if (o->micro >= 0)
+		reftrain_line_add(&l, ",\"micro\":%d", (int)o->micro);
 	for (int i = 0; digests && i < t->reg.ncomps; i++) {
 		uint64_t d = reftrain_component_digest(t, &t->reg.comps[i]);
 		reftrain_line_digest(&l, t->reg.comps[i].name, d);
