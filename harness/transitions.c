@@ -1,6 +1,7 @@
 #include "transitions.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,14 +27,16 @@ const char *harness_crossing_how_name(int how)
 
 /* Unknown fields stay -1: a trainer that does not write them has no such transition. */
 typedef struct step_facts {
+	int64_t step;
 	int64_t epoch;
 	int8_t warmup, skipped;
 	int32_t micro;
 } step_facts;
 
+/* The records in step order; sized by the records read, never by the step numbers in them. */
 typedef struct golden_steps {
-	step_facts *s;           /* index: step */
-	int64_t max;
+	step_facts *s;
+	int n, cap;
 } golden_steps;
 
 static int64_t step_of(json_t *j)
@@ -52,19 +55,19 @@ static int take_step(json_t *j, void *arg)
 	golden_steps *g = arg;
 	int64_t step = step_of(j);
 
-	if (step < 1 || step > 100000000)
+	if (step < 1)
 		return 0;
-	if (step > g->max) {
-		step_facts *n = realloc(g->s, sizeof *n * (size_t)(step + 2));
+	if (g->n == g->cap) {
+		int cap = g->cap ? 2 * g->cap : 256;
+		step_facts *n = realloc(g->s, sizeof *n * (size_t)cap);
 		if (!n)
 			return 1;
-		for (int64_t i = g->max + 1; i <= step + 1; i++)
-			n[i] = (step_facts){ -1, -1, -1, -1 };
 		g->s = n;
-		g->max = step;
+		g->cap = cap;
 	}
 	json_t *e = json_object_get(j, "epoch"), *m = json_object_get(j, "micro");
-	g->s[step] = (step_facts){
+	g->s[g->n++] = (step_facts){
+		.step = step,
 		.epoch = json_is_integer(e) ? (int64_t)json_integer_value(e) : -1,
 		.warmup = flag(json_object_get(j, "warmup")),
 		.skipped = flag(json_object_get(j, "skipped")),
@@ -73,20 +76,34 @@ static int take_step(json_t *j, void *arg)
 	return 0;
 }
 
+static int cmp_step(const void *a, const void *b)
+{
+	const step_facts *x = a, *y = b;
+	return x->step < y->step ? -1 : x->step > y->step;
+}
+
+/* The record of step s, or NULL. */
+static const step_facts *lookup(const golden_steps *g, int64_t s)
+{
+	step_facts key = { .step = s };
+	return g->n ? bsearch(&key, g->s, (size_t)g->n, sizeof *g->s, cmp_step) : NULL;
+}
+
 /* Step s ends an accumulation window: the next step starts one (or s is the run's last). */
 static int window_end(const golden_steps *g, int64_t s)
 {
-	if (s < 1 || s > g->max || g->s[s].micro < 0)
+	const step_facts *f = lookup(g, s), *next = s < INT64_MAX ? lookup(g, s + 1) : NULL;
+	if (!f || f->micro < 0)
 		return 0;
-	return s == g->max || g->s[s + 1].micro == 0;
+	return next ? next->micro == 0 : f == &g->s[g->n - 1];
 }
 
 /* Does transition x happen at step s of the uninterrupted run? */
 static int happens_at(const golden_steps *g, int x, int64_t s)
 {
-	if (s < 1 || s > g->max)
+	const step_facts *f = lookup(g, s), *p = lookup(g, s - 1);
+	if (!f)
 		return 0;
-	const step_facts *f = &g->s[s], *p = s > 1 ? &g->s[s - 1] : NULL;
 	switch (x) {
 	case HARNESS_TR_EPOCH_BOUNDARY:
 		return p && f->epoch >= 0 && p->epoch >= 0 && f->epoch != p->epoch;
@@ -215,13 +232,15 @@ static int existed(const attempt_facts *a, int k, int64_t S)
 void harness_transitions_find(const char *golden, const char *const *attempts, int nattempts, const char *ckpt_root,
 			      harness_transitions *out)
 {
-	golden_steps g = { NULL, 0 };
+	golden_steps g = { NULL, 0, 0 };
 	attempt_facts *a = calloc((size_t)(nattempts > 0 ? nattempts : 1), sizeof *a);
 
 	memset(out, 0, sizeof *out);
 	if (!a)
 		return;
 	harness_jsonl_each(golden, take_step, &g);
+	if (g.n > 1)
+		qsort(g.s, (size_t)g.n, sizeof *g.s, cmp_step);
 	for (int k = 0; k < nattempts; k++) {
 		a[k].restored = -1;
 		a[k].last = -1;
@@ -244,17 +263,20 @@ void harness_transitions_find(const char *golden, const char *const *attempts, i
 			continue;
 		/* the step kinds, from the uninterrupted run */
 		for (int x = HARNESS_TR_EPOCH_BOUNDARY; x <= HARNESS_TR_ACCUM_BOUNDARY; x++) {
-			for (int64_t s = R + 1; s <= L && s <= g.max; s++) {
-				if (!happens_at(&g, x, s))
+			/* the uninterrupted run's steps, in order: the attempt's numbers only bound the walk */
+			for (int i = 0; i < g.n; i++) {
+				int64_t s = g.s[i].step;
+				if (s <= R || s > L || !happens_at(&g, x, s))
 					continue;
 				/* an accumulation window carries gradients only into a restore from inside it */
-				if (x != HARNESS_TR_ACCUM_BOUNDARY || (R >= 1 && R <= g.max && g.s[R].micro >= 0 && !window_end(&g, R)))
+				const step_facts *r = lookup(&g, R);
+				if (x != HARNESS_TR_ACCUM_BOUNDARY || (r && r->micro >= 0 && !window_end(&g, R)))
 					add(out, x, HARNESS_CROSSED_ACROSS, at, R, s);
 				break;     /* the first one after R decides */
 			}
-			for (int64_t s = R < g.max ? R : g.max; s >= 1; s--)
-				if (happens_at(&g, x, s)) {
-					add(out, x, HARNESS_CROSSED_RESTORED_AFTER, at, R, s);
+			for (int i = g.n - 1; i >= 0; i--)
+				if (g.s[i].step <= R && happens_at(&g, x, g.s[i].step)) {
+					add(out, x, HARNESS_CROSSED_RESTORED_AFTER, at, R, g.s[i].step);
 					break;
 				}
 		}
