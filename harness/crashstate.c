@@ -476,6 +476,8 @@ int harness_crashstates(const harness_cs_opts *o)
 	printf("crash states of the save of step %ld (%s, %d ranks, %d operations): %d checked, %d violation%s, "
 	       "%.1f states/s\n", S, o->preset, o->world, ops, states, violations, violations == 1 ? "" : "s",
 	       states / secs);
+	if (tack >= 0)
+		printf("the trainer acknowledged step %ld after %d of the %d operations\n", S, tack - i0, ops);
 	if (o->json) {
 		json_t *j = json_pack("{s:i,s:i,s:i,s:s,s:i,s:i,s:f,s:f,s:f,s:o,s:o}", "states_checked", states, "violations",
 				      violations, "operations", ops, "preset", o->preset, "world_size", o->world, "step", (int)S,
