@@ -213,6 +213,45 @@ static int golden_digests(const char *traj, long step, uint64_t out[8])
 	return d.found ? 0 : -ENOENT;
 }
 
+/* ---- the trainer's acknowledgement, on the undo record's clock ---------- */
+
+typedef struct ack_ctx {
+	long step;
+	uint64_t t;
+	int found;
+} ack_ctx;
+
+static int take_ack(json_t *j, void *arg)
+{
+	ack_ctx *a = arg;
+	json_t *s = json_object_get(j, "step"), *t = json_object_get(j, "t");
+	if (json_is_integer(s) && json_is_integer(t) && json_integer_value(s) == a->step && !a->found) {
+		a->t = (uint64_t)json_integer_value(t);
+		a->found = 1;
+	}
+	return a->found;
+}
+
+/*
+ * Where the trainer acknowledged step S among the recorded operations: the
+ * number of operations that began before its `committed` record was out
+ * (the ack clock, $CKPT_ACK_LOG: CLOCK_MONOTONIC, as the undo record). A
+ * crash state that has all of them could have happened after the
+ * acknowledgement. -1 if the trainer's acknowledgement was not recorded.
+ */
+static int trainer_ack_index(const char *ack_log, const harness_undo *u, int i0, long S)
+{
+	ack_ctx a = { S, 0, 0 };
+	int i = i0;
+
+	harness_jsonl_each(ack_log, take_ack, &a);
+	if (!a.found)
+		return -1;
+	while (i < u->n && u->v[i].t < a.t)
+		i++;
+	return i;
+}
+
 /* ---- exploration --------------------------------------------------------- */
 
 typedef struct state {
@@ -264,7 +303,7 @@ static void write_scenario(const harness_cs_opts *o, const harness_undo *u, int 
 int harness_crashstates(const harness_cs_opts *o)
 {
 	char work[] = "/tmp/ckpt-crashstates.XXXXXX", root[600], scratch[600], undo[600], traj[600], keep[700];
-	char steps[32], every[32], log[600], manifest[700], env[700], *argv[32];
+	char steps[32], every[32], log[600], manifest[700], env[700], ack_env[700], ack_log[600], *argv[32];
 	harness_job_result jr;
 	harness_undo u = { 0 };
 	cs_layout *L = calloc(1, sizeof *L);
@@ -289,6 +328,8 @@ int harness_crashstates(const harness_cs_opts *o)
 	snprintf(steps, sizeof steps, "%ld", S);
 	snprintf(every, sizeof every, "%ld", E);
 	snprintf(env, sizeof env, "CKPT_UNDO_LOG=%s", undo);
+	snprintf(ack_log, sizeof ack_log, "%s/ack.jsonl", work);
+	snprintf(ack_env, sizeof ack_env, "CKPT_ACK_LOG=%s", ack_log);
 	mkdir(keep, 0755);
 
 	char prog[1024];
@@ -302,7 +343,7 @@ int harness_crashstates(const harness_cs_opts *o)
 	argv[n++] = "--ckpt-every"; argv[n++] = every;
 	argv[n++] = "--keep"; argv[n++] = "3";
 	argv[n] = NULL;
-	const char *envv[] = { env, NULL };
+	const char *envv[] = { env, ack_env, NULL };
 	harness_launch_init();
 	if (harness_launch_run(&harness_local_mpirun, o->world, work, 600, envv, (const char *const *)argv, log, &jr) < 0 ||
 	    !jr.exited || jr.status != 0) {
@@ -319,9 +360,14 @@ int harness_crashstates(const harness_cs_opts *o)
 	int i0 = 0, ack = u.n;
 	while (i0 < u.n && u.v[i0].step != (uint64_t)S)
 		i0++;
-	for (int i = i0; i < u.n; i++)        /* acknowledged once LATEST is in place */
+	for (int i = i0; i < u.n; i++)        /* libckpt's view: acknowledged once LATEST is in place */
 		if (strcmp(u.v[i].phase, "save.latest") == 0)
 			ack = i + 1;
+	/* the trainer's view: from where it said so; whichever comes first binds */
+	int tack = trainer_ack_index(ack_log, &u, i0, S);
+	if (tack < 0)
+		fprintf(stderr, "ckpt-harness: crashstates: the trainer's acknowledgement of step %ld was not recorded "
+			"(nothing in $CKPT_ACK_LOG); only libckpt's LATEST marks the save as acknowledged\n", S);
 	int ops = u.n - i0;
 
 	cs_check c = { .root = scratch, .L = L };
@@ -399,6 +445,10 @@ int harness_crashstates(const harness_cs_opts *o)
 				snprintf(why, sizeof why, "restore refused although step %ld was valid: %s", E, c.err);
 			} else if (R != (uint64_t)S && R != (uint64_t)E) {
 				snprintf(why, sizeof why, "restored step %" PRIu64 ", neither the new generation (%ld) nor the previous (%ld)", R, S, E);
+			} else if (tack >= 0 && h >= tack && R != (uint64_t)S) {
+				snprintf(why, sizeof why, "the trainer acknowledged step %ld before it was durable: %s after the "
+					 "acknowledgement restored step %" PRIu64, S,
+					 strncmp(s.kind, "power loss", 10) == 0 ? "a power cut" : "a crash", R);
 			} else if (h >= ack && R != (uint64_t)S) {
 				snprintf(why, sizeof why, "the save of step %ld had been acknowledged but step %" PRIu64 " was restored", S, R);
 			} else {
@@ -426,11 +476,14 @@ int harness_crashstates(const harness_cs_opts *o)
 	printf("crash states of the save of step %ld (%s, %d ranks, %d operations): %d checked, %d violation%s, "
 	       "%.1f states/s\n", S, o->preset, o->world, ops, states, violations, violations == 1 ? "" : "s",
 	       states / secs);
+	if (tack >= 0)
+		printf("the trainer acknowledged step %ld after %d of the %d operations\n", S, tack - i0, ops);
 	if (o->json) {
-		json_t *j = json_pack("{s:i,s:i,s:i,s:s,s:i,s:i,s:f,s:f,s:f,s:o}", "states_checked", states, "violations",
+		json_t *j = json_pack("{s:i,s:i,s:i,s:s,s:i,s:i,s:f,s:f,s:f,s:o,s:o}", "states_checked", states, "violations",
 				      violations, "operations", ops, "preset", o->preset, "world_size", o->world, "step", (int)S,
 				      "seconds", secs, "states_per_second", states / secs, "recording_seconds", t_run,
-				      "violation_list", vlist);
+				      "violation_list", vlist, "acknowledged_after_ops",
+				      tack >= 0 ? json_integer(tack - i0) : json_null());
 		vlist = NULL;
 		json_dump_file(j, o->json, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
 		json_decref(j);

@@ -12,6 +12,15 @@
  * step S or the one before it, its components must equal the uninterrupted
  * run's at that step, restore must not refuse while a valid generation
  * exists, and once the save was acknowledged it must be step S.
+ *
+ * Acknowledged means the earlier of two points among the recorded
+ * operations: libckpt's (LATEST in place) and the trainer's own, its
+ * `committed` record. The recording run sets $CKPT_ACK_LOG; the trainer
+ * appends {"t": CLOCK_MONOTONIC ns, "step": S} there once the record is out
+ * (reftrain does; for any other trainer the fault shim can, on seeing the
+ * record written to $CKPT_HARNESS_TRAJECTORY), the clock the undo record
+ * stamps operations with, so the acknowledgement falls between two of them.
+ * Every crash state that holds every operation begun before it must restore S.
  */
 #ifndef HARNESS_CRASHSTATE_H
 #define HARNESS_CRASHSTATE_H

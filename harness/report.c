@@ -27,6 +27,60 @@ static void restored_list(const harness_result *r, char *buf, size_t len)
 		snprintf(buf, len, "-");
 }
 
+/* How many scenarios crossed transition x in this way. */
+static int crossed_by(const harness_result *r, int n, int x, int how)
+{
+	int k = 0;
+	for (int i = 0; i < n; i++)
+		k += harness_transitions_has(&r[i].transitions, x, how);
+	return k;
+}
+
+/* One line: which transitions the restored runs crossed, and which none did. */
+static void transitions_line(FILE *out, const harness_result *r, int n)
+{
+	int missing = 0;
+
+	fprintf(out, "transitions crossed by restored runs:");
+	for (int x = 0; x < HARNESS_TR_COUNT; x++)
+		fprintf(out, " %s %d/%d", harness_transition_name(x), crossed_by(r, n, x, HARNESS_CROSSED_ACROSS),
+			crossed_by(r, n, x, HARNESS_CROSSED_RESTORED_AFTER));
+	fprintf(out, " (scenarios across / restored from after)\n");
+	for (int x = 0; x < HARNESS_TR_COUNT; x++)
+		if (!crossed_by(r, n, x, HARNESS_CROSSED_ACROSS))
+			fprintf(out, "%s %s", missing++ ? "," : "transitions no restored run crossed:",
+				harness_transition_name(x));
+	fprintf(out, "%s", missing ? "\n" : "every transition was crossed by a restored run\n");
+}
+
+static json_t *crossings_json(const harness_transitions *t)
+{
+	json_t *list = json_array();
+	for (int i = 0; i < t->n; i++) {
+		const harness_crossing *c = &t->v[i];
+		json_array_append_new(list, json_pack("{s:s,s:s,s:i,s:I,s:I}", "transition",
+						      harness_transition_name(c->transition), "how",
+						      harness_crossing_how_name(c->how), "attempt", c->attempt,
+						      "restored_from", (json_int_t)c->restored_from, "step",
+						      (json_int_t)c->step));
+	}
+	return list;
+}
+
+/* {"epoch_boundary": ["scenario", ...], ...}: every transition, an empty list if none crossed it. */
+static json_t *transitions_summary(const harness_result *r, int n, int how)
+{
+	json_t *m = json_object();
+	for (int x = 0; x < HARNESS_TR_COUNT; x++) {
+		json_t *names = json_array();
+		for (int i = 0; i < n; i++)
+			if (harness_transitions_has(&r[i].transitions, x, how))
+				json_array_append_new(names, json_string(r[i].name));
+		json_object_set_new(m, harness_transition_name(x), names);
+	}
+	return m;
+}
+
 void harness_report_table(FILE *out, const harness_result *r, int n, double seconds)
 {
 	int pass = 0;
@@ -47,6 +101,8 @@ void harness_report_table(FILE *out, const harness_result *r, int n, double seco
 			fprintf(out, "\n%s %s: %s\n  (%s%s%s)\n", harness_verdict_name(r[i].verdict), r[i].name, r[i].sentence,
 				r[i].file, r[i].workdir[0] ? "; kept " : "", r[i].workdir);
 	fprintf(out, "\n%d passed, %d failed in %.1f s\n", pass, n - pass, seconds);
+	if (n > 1)
+		transitions_line(out, r, n);
 }
 
 static json_t *coverage_json(const harness_result *r, int n)
@@ -75,12 +131,13 @@ int harness_report_json(const char *path, const harness_result *r, int n, double
 			json_array_append_new(lost, json_integer(r[i].oracle.lost_steps[c]));
 		for (int c = 0; c < r[i].ncoverage; c++)
 			json_array_append_new(cov, json_string(r[i].coverage[c]));
-		json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:o,s:o,s:I,s:b,s:f,s:f,s:o,s:s?}",
+		json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:o,s:o,s:I,s:b,s:f,s:f,s:o,s:o,s:s?}",
 			"name", r[i].name, "file", r[i].file, "verdict", harness_verdict_name(r[i].verdict),
 			"sentence", r[i].sentence, "attempts", r[i].attempts, "faults_planned", r[i].faults_planned,
 			"faults_fired", r[i].faults_fired, "restored_from", restored, "lost_steps", lost,
 			"max_lost_steps", (json_int_t)r[i].oracle.max_lost, "finished", r[i].oracle.finished,
 			"seconds", r[i].seconds, "launch_seconds", r[i].launch_seconds, "coverage", cov,
+			"transitions", crossings_json(&r[i].transitions),
 			"workdir", r[i].workdir[0] ? r[i].workdir : NULL));
 		pass += r[i].verdict == HARNESS_PASS;
 		fail += r[i].verdict == HARNESS_FAIL;
@@ -88,9 +145,13 @@ int harness_report_json(const char *path, const harness_result *r, int n, double
 		launch += r[i].launch_seconds;
 	}
 	json_object_set_new(root, "schema_version", json_integer(1));
-	json_object_set_new(root, "summary", json_pack("{s:i,s:i,s:i,s:i,s:f,s:f}", "total", n, "passed", pass,
+	/* resume coverage: per transition, the scenarios whose restored runs crossed it */
+	json_object_set_new(root, "summary", json_pack("{s:i,s:i,s:i,s:i,s:f,s:f,s:o,s:o}", "total", n, "passed", pass,
 						       "failed", fail, "errors", err, "seconds", seconds,
-						       "launch_seconds", launch));
+						       "launch_seconds", launch, "transitions",
+						       transitions_summary(r, n, HARNESS_CROSSED_ACROSS),
+						       "transitions_restored_after",
+						       transitions_summary(r, n, HARNESS_CROSSED_RESTORED_AFTER)));
 	json_object_set_new(root, "coverage", coverage_json(r, n));
 	json_object_set_new(root, "scenarios", list);
 	int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));

@@ -552,6 +552,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	r->attempts = k;
 	harness_oracle_compare(gold, trajs, k, s->trainer.steps, &exp, &r->oracle);
 	r->verdict = r->oracle.verdict;
+	harness_transitions_find(gold, trajs, k, ck, &r->transitions);
 	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
 	if (latest_bad[0] && r->verdict == HARNESS_PASS) {
 		r->verdict = HARNESS_FAIL;

@@ -4,6 +4,7 @@
 
 #include "oracle.h"
 #include "scenario.h"
+#include "transitions.h"
 
 #define HARNESS_MAX_COVERAGE 64
 
@@ -30,6 +31,7 @@ typedef struct harness_result {
 	char coverage[HARNESS_MAX_COVERAGE][48];   /* "phase/op" hit by a fired fault */
 	int ncoverage;
 	char workdir[512];
+	harness_transitions transitions;   /* what the restored attempts crossed */
 } harness_result;
 
 void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r);

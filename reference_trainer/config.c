@@ -25,6 +25,8 @@ static const char usage[] =
 "                       dropout stream; the world size must divide V (default 8)\n"
 "  --micro-batch B      samples per micro-batch per virtual worker\n"
 "  --accum A            micro-batches accumulated per step\n"
+"  --accum-steps N      steps per optimizer update: gradients accumulate across\n"
+"                       N steps (their records carry \"micro\"), default 1\n"
 "  --width W            hidden width (overrides the preset)\n"
 "  --depth D            hidden layers (overrides the preset)\n"
 "  --params N[K|M|G]    large preset: parameter count (default 16M)\n"
@@ -46,7 +48,7 @@ const char *reftrain_config_usage(void)
 
 static const char *const flags[] = {
 	"--preset", "--steps", "--seed", "--trajectory", "--digest-every", "--attempt",
-	"--virtual-workers", "--micro-batch", "--accum", "--width", "--depth", "--params",
+	"--virtual-workers", "--micro-batch", "--accum", "--accum-steps", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
 	"--stop-after", "--stats", "--test-skip-restore", "--help", NULL,
 };
@@ -102,6 +104,7 @@ static void set_defaults(reftrain_config *c)
 	c->clip_norm = 1.0f;
 	c->adamw = (reftrain_adamw_cfg){ .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f };
 	c->digest_every = 1;
+	c->accum_steps = 1;
 	c->attempt = 1;
 	c->keep = 3;
 	c->resume = REFTRAIN_RESUME_NEVER;
@@ -234,13 +237,13 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 				return -EINVAL;
 		} else if (strcmp(a, "--test-skip-restore") == 0) {
 			static const char *const comps[] = { "params", "master", "opt", "rng", "data", "sched",
-							     "scaler", "user" };
+							     "scaler", "user", "accum" };
 			int ok = 0;
 			for (size_t k = 0; k < sizeof comps / sizeof *comps; k++)
 				ok |= strcmp(val, comps[k]) == 0;
 			if (!ok)
 				return fail(err, len, "--test-skip-restore: '%s' is not a component; valid: params, master, "
-					    "opt, rng, data, sched, scaler, user", val);
+					    "opt, rng, data, sched, scaler, user, accum (with --accum-steps)", val);
 			c->test_skip_restore = val;
 		} else if (strcmp(a, "--trajectory") == 0) {
 			c->trajectory = val;
@@ -261,6 +264,10 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		} else if (strcmp(a, "--accum") == 0) {
 			if (parse_u64(a, val, 1, 4096, 0, &accum, err, len))
 				return -EINVAL;
+		} else if (strcmp(a, "--accum-steps") == 0) {
+			if (parse_u64(a, val, 1, 1024, 0, &v, err, len))
+				return -EINVAL;
+			c->accum_steps = (uint32_t)v;
 		} else if (strcmp(a, "--width") == 0) {
 			if (parse_u64(a, val, 1, 1u << 20, 0, &width, err, len))
 				return -EINVAL;
@@ -350,6 +357,9 @@ int reftrain_config_canonical(const reftrain_config *c, char *buf, size_t len)
 			 (double)c->adamw.beta2, (double)c->adamw.eps, (double)c->adamw.weight_decay);
 	for (size_t i = 0; i < c->n_overflow && n > 0 && (size_t)n < len; i++)
 		n += snprintf(buf + n, len - (size_t)n, "%s%" PRIu64, i ? "," : "", c->overflow_steps[i]);
+	/* only when set: the default configuration keeps the hash it always had */
+	if (c->accum_steps > 1 && n > 0 && (size_t)n < len)
+		n += snprintf(buf + n, len - (size_t)n, " accum_steps=%u", c->accum_steps);
 	return n > 0 && (size_t)n < len ? 0 : -ENOSPC;
 }
 

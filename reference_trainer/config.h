@@ -28,6 +28,13 @@ typedef struct reftrain_config {
 	uint32_t virtual_workers;
 	uint32_t micro_batch;        /* samples per micro-batch per virtual worker */
 	uint32_t accum;              /* micro-batches per step */
+	/*
+	 * Steps per optimizer update (default 1): gradients accumulate across
+	 * that many steps, each of which reads its own batch, and the update
+	 * comes at the window's last step. Checkpoints can then fall inside a
+	 * window, so the accumulated gradient is training state ("accum").
+	 */
+	uint32_t accum_steps;
 	uint32_t samples;            /* dataset size */
 	float clip_norm;
 	reftrain_sched_cfg sched;

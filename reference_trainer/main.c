@@ -95,6 +95,10 @@ static int write_step(int fd, reftrain_trainer *t, const reftrain_step_out *o)
 	reftrain_line_f32(&l, "grad_norm", o->grad_norm);
 	reftrain_line_f32(&l, "loss_scale", o->loss_scale);
 	reftrain_line_add(&l, ",\"skipped\":%s", o->skipped ? "true" : "false");
+	/* where the trainer's state changes regime: the harness's transition report reads these */
+	reftrain_line_add(&l, ",\"epoch\":%" PRIu64 ",\"warmup\":%s", o->epoch, o->warmup ? "true" : "false");
+	if (o->micro >= 0)
+		reftrain_line_add(&l, ",\"micro\":%d", (int)o->micro);
 	for (int i = 0; digests && i < t->reg.ncomps; i++) {
 		uint64_t d = reftrain_component_digest(t, &t->reg.comps[i]);
 		reftrain_line_digest(&l, t->reg.comps[i].name, d);
@@ -117,6 +121,15 @@ static int write_event(int fd, const char *event, const char *key, uint64_t valu
 		add_json_string(&l, extra_key, extra);
 	reftrain_line_add(&l, "}");
 	return reftrain_traj_write(fd, &l);
+}
+
+/* Rank 0: the acknowledgement, then its time on the ack clock (crashstates orders it among the save's operations). */
+static int acknowledge(int fd, uint64_t step, const char *name)
+{
+	int rc = write_event(fd, "committed", "step", step, "checkpoint", name);
+	if (rc == 0)
+		reftrain_ack_note(step);
+	return rc;
 }
 
 static int write_end_failed(int fd, uint64_t steps, const char *error)
@@ -235,12 +248,20 @@ int main(int argc, char **argv)
 			continue;
 		char name[32];
 		snprintf(name, sizeof name, "step-%08" PRIu64, t.step);
+#ifdef CKPT_MUTANT_ACK_BEFORE_SAVE
+		/* mutant: the acknowledgement goes out before the save has made anything durable */
+		if (rank == 0 && acknowledge(fd, t.step, name) < 0)
+			MPI_Abort(MPI_COMM_WORLD, 1);
+		if (reftrain_ckpt_save(&k, &t, err, sizeof err) == 0)
+			continue;
+#else
 		if (reftrain_ckpt_save(&k, &t, err, sizeof err) == 0) {
 			/* the acknowledgement: written only once every rank has it committed */
-			if (rank == 0 && write_event(fd, "committed", "step", t.step, "checkpoint", name) < 0)
+			if (rank == 0 && acknowledge(fd, t.step, name) < 0)
 				MPI_Abort(MPI_COMM_WORLD, 1);
 			continue;
 		}
+#endif
 		if (rank == 0) {
 			fprintf(stderr, "reftrain: checkpoint at step %" PRIu64 " failed: %s\n", t.step, err);
 			write_event(fd, "save_failed", "step", t.step, "error", err);

@@ -36,6 +36,7 @@ int reftrain_sampler_init(reftrain_sampler *s, uint64_t seed, uint32_t n, uint32
 		return -EINVAL;
 	s->n = n;
 	s->replicas = replicas;
+	s->seed = seed;
 	s->st.epoch = 0;
 	s->st.pos = 0;
 	reftrain_gen_init(&s->st.epoch_gen, seed, REFTRAIN_STREAM_SHUFFLE);
@@ -48,6 +49,14 @@ int reftrain_sampler_init(reftrain_sampler *s, uint64_t seed, uint32_t n, uint32
 
 void reftrain_sampler_reload(reftrain_sampler *s)
 {
+#ifdef CKPT_MUTANT_SHUFFLE_SEED_NOT_SAVED
+	/*
+	 * mutant: the shuffle generator is re-created from the run's seed on
+	 * resume instead of taken from the checkpoint; right in the first epoch
+	 * only, so it shows once a restart restores state from a later epoch
+	 */
+	reftrain_gen_init(&s->st.epoch_gen, s->seed, REFTRAIN_STREAM_SHUFFLE);
+#endif
 	build_perm(s);
 }
 

@@ -27,6 +27,7 @@ typedef struct reftrain_sampler {
 	reftrain_sampler_state st;
 	uint32_t n;
 	uint32_t replicas;
+	uint64_t seed;            /* the run's seed (configuration, not state) */
 	uint32_t *perm;           /* derived from st.epoch_gen */
 	reftrain_gen next_gen;    /* derived: the generator after this shuffle */
 } reftrain_sampler;

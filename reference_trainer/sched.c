@@ -9,11 +9,16 @@ void reftrain_sched_init(reftrain_sched *s)
 	s->pad = 0;
 }
 
+int reftrain_sched_in_warmup(const reftrain_sched_cfg *cfg, uint64_t count)
+{
+	return cfg->warmup_steps > 0 && count + 1 <= cfg->warmup_steps;
+}
+
 float reftrain_sched_lr_at(const reftrain_sched_cfg *cfg, uint64_t count)
 {
 	uint64_t step = count + 1;     /* warmup reaches base_lr at step warmup_steps */
 
-	if (cfg->warmup_steps > 0 && step <= cfg->warmup_steps)
+	if (reftrain_sched_in_warmup(cfg, count))
 		return (float)((double)cfg->base_lr * (double)step / (double)cfg->warmup_steps);
 	if (step >= cfg->total_steps || cfg->total_steps <= cfg->warmup_steps)
 		return cfg->min_lr;

@@ -26,6 +26,8 @@ typedef struct reftrain_sched {
 void reftrain_sched_init(reftrain_sched *s);
 /* Rate for scheduler step `count` (0-based) under cfg. */
 float reftrain_sched_lr_at(const reftrain_sched_cfg *cfg, uint64_t count);
+/* Scheduler step `count` (0-based) is on the warmup ramp. */
+int reftrain_sched_in_warmup(const reftrain_sched_cfg *cfg, uint64_t count);
 /* Rate for the current step; advances the state. */
 float reftrain_sched_step(reftrain_sched *s, const reftrain_sched_cfg *cfg);
 

@@ -21,7 +21,7 @@ enum reftrain_dtype { REFTRAIN_F32, REFTRAIN_BF16, REFTRAIN_U64, REFTRAIN_U8 };
 enum reftrain_layout { REFTRAIN_REPLICATED, REFTRAIN_SHARDED, REFTRAIN_PER_WORKER };
 
 #define REFTRAIN_MAX_TENSORS 4
-#define REFTRAIN_MAX_COMPONENTS 8
+#define REFTRAIN_MAX_COMPONENTS 9
 
 typedef struct reftrain_tensor {
 	const char *name;

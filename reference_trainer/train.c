@@ -61,6 +61,12 @@ static void build_registry(reftrain_trainer *t)
 	c = add_component(r, "user");
 	add_tensor(c, "user.blob", REFTRAIN_U8, REFTRAIN_REPLICATED, &t->user,
 		   sizeof t->user, sizeof t->user, 0);
+	if (t->cfg.accum_steps > 1) {
+		/* gradients accumulated so far in the current window, per virtual worker */
+		c = add_component(r, "accum");
+		add_tensor(c, "accum.grads", REFTRAIN_F32, REFTRAIN_PER_WORKER, t->grads, t->wpr * P, V * P,
+			   t->first_worker * P);
+	}
 }
 
 static int alloc_all(reftrain_trainer *t)
@@ -186,8 +192,12 @@ static bool overflow_injected(const reftrain_config *c, uint64_t step)
 	return false;
 }
 
-/* Each local virtual worker: its micro-batches, accumulated into its gradient. */
-static void local_gradients(reftrain_trainer *t, uint64_t step, float gscale)
+/*
+ * Each local virtual worker: its micro-batches, accumulated into its
+ * gradient, which starts from zero at the first step of an accumulation
+ * window (every step unless --accum-steps).
+ */
+static void local_gradients(reftrain_trainer *t, uint64_t step, float gscale, int window_start)
 {
 	size_t P = t->nparams, per = (size_t)t->cfg.micro_batch * t->cfg.accum;
 
@@ -195,7 +205,8 @@ static void local_gradients(reftrain_trainer *t, uint64_t step, float gscale)
 		uint32_t vw = t->first_worker + w;
 		float *g = t->grads + w * P, loss = 0.0f;
 
-		memset(g, 0, sizeof(float) * P);
+		if (window_start)
+			memset(g, 0, sizeof(float) * P);
 		for (size_t k = 0; k < per; k++) {
 			reftrain_model_sample(&t->model, t->cfg.seed, t->batch[vw * per + k], t->x, t->y);
 			loss += reftrain_model_step(&t->model, t->wf, t->x, t->y, &t->dropout[w], gscale, g);
@@ -230,17 +241,29 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 	size_t per = (size_t)c->micro_batch * c->accum, sh = t->shard.end - t->shard.begin;
 	size_t global_batch = per * c->virtual_workers;
 	uint64_t step = ++t->step;
+	uint32_t A = c->accum_steps, micro = (uint32_t)((step - 1) % A);
 
 	ckpt_fault_phase(t->rank, step, "train.step");
 	float scale = t->scaler.scale;
 	int local_overflow = 0, overflow = 0;
 
 	out->step = step;
+	out->micro = A > 1 ? (int32_t)micro : -1;
+	out->warmup = reftrain_sched_in_warmup(&c->sched, t->sched.count);
 	out->lr = reftrain_sched_step(&t->sched, &c->sched);
 	out->loss_scale = scale;
 	reftrain_sampler_next(&t->sampler, (uint32_t)per, t->batch);
+	out->epoch = t->sampler.st.epoch;
 
-	local_gradients(t, step, scale / (float)global_batch);
+	local_gradients(t, step, scale / ((float)global_batch * (float)A), micro == 0);
+	if (micro + 1 < A) {
+		/* inside an accumulation window: the loss of this step's batch, no update */
+		MPI_Allgather(t->losses, (int)t->wpr, MPI_FLOAT, t->losses_all, (int)t->wpr, MPI_FLOAT, t->comm);
+		out->loss = reftrain_sum_f32(t->losses_all, c->virtual_workers) / (float)global_batch;
+		out->skipped = false;
+		out->grad_norm = 0.0f;
+		goto hook;
+	}
 	reduce_gradients(t);
 
 	for (size_t i = 0; i < sh; i++)
@@ -274,6 +297,7 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 			t->wf[i] = reftrain_bf16_to_f32(t->params[i]);
 	}
 
+hook:
 	/* a training hook's own state: an EMA of the loss and the best step */
 	t->user.ema_loss = step == 1 ? out->loss : 0.9f * t->user.ema_loss + 0.1f * out->loss;
 	if (out->loss < t->user.best_loss) {

@@ -68,6 +68,9 @@ typedef struct reftrain_step_out {
 	uint64_t step;
 	float loss, lr, grad_norm, loss_scale;
 	bool skipped;
+	bool warmup;            /* the rate came from the warmup ramp */
+	uint64_t epoch;         /* the data epoch the step's last sample came from */
+	int32_t micro;          /* position in the accumulation window, -1 without --accum-steps */
 } reftrain_step_out;
 
 int reftrain_trainer_init(reftrain_trainer *t, const reftrain_config *cfg, MPI_Comm comm);

@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bf16.h"
@@ -59,4 +62,23 @@ int reftrain_traj_write(int fd, reftrain_line *l)
 		off += (size_t)n;
 	}
 	return 0;
+}
+
+void reftrain_ack_note(uint64_t step)
+{
+	const char *path = getenv("CKPT_ACK_LOG");
+	struct timespec ts;
+	char line[96];
+	int fd, n;
+
+	if (!path || !*path)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	n = snprintf(line, sizeof line, "{\"t\":%" PRIu64 ",\"step\":%" PRIu64 "}\n",
+		     (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec, step);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
+		return;
+	if (write(fd, line, (size_t)n) != n)
+		(void)0;       /* best effort: a missing ack time falls back to the library's view */
+	close(fd);
 }

@@ -27,4 +27,13 @@ int reftrain_traj_open(const char *path);
 /* Append l plus a newline. 0 or -errno. */
 int reftrain_traj_write(int fd, reftrain_line *l);
 
+/*
+ * The ack clock: with $CKPT_ACK_LOG set, append {"t":NS,"step":S} to that
+ * file right after the `committed` record of step S reached the trajectory,
+ * t in CLOCK_MONOTONIC nanoseconds, the clock of libckpt's undo record, so a
+ * recorder can place the acknowledgement among the save's operations. Best
+ * effort, never fsynced, outside anything compared bit for bit.
+ */
+void reftrain_ack_note(uint64_t step);
+
 #endif

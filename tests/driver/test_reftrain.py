@@ -10,7 +10,7 @@ import pytest
 
 from mpi import reftrain
 
-STEP_FIELDS = ["step", "loss", "lr", "grad_norm", "loss_scale", "skipped"]
+STEP_FIELDS = ["step", "loss", "lr", "grad_norm", "loss_scale", "skipped", "epoch", "warmup"]
 COMPONENTS = ["params", "master", "opt", "rng", "data", "sched", "scaler", "user"]
 ARGS = ["--preset", "tiny", "--steps", "120", "--seed", "7"]
 
