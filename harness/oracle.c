@@ -9,14 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const components[] = { "params", "master", "opt", "rng", "data", "sched", "scaler", "user" };
+static const char *const components[] = { "params", "master", "opt", "rng", "data", "sched", "scaler", "user",
+					   "accum" };
 static const char *const descriptions[] = {
 	"bf16 working weights (params)", "fp32 master weights (master)", "optimizer moments (opt)",
 	"dropout RNG streams (rng)", "data cursor (data)", "LR schedule state (sched)",
-	"loss scaler state (scaler)", "user blob (user)",
+	"loss scaler state (scaler)", "user blob (user)", "accumulated gradient (accum)",
 };
-static const int plural[] = { 1, 1, 1, 1, 0, 0, 0, 0 };
-#define NCOMP 8
+static const int plural[] = { 1, 1, 1, 1, 0, 0, 0, 0, 0 };
+#define NCOMP 9
 
 const char *harness_component_description(const char *name)
 {
