@@ -35,10 +35,22 @@ typedef struct harness_undo_rec {
 
 typedef struct harness_undo {
 	harness_undo_rec *v;    /* in time order */
-	int n;
+	int n, cap;
 } harness_undo;
 
-int harness_undo_load(harness_undo *u, const char *prefix, int world);
+/*
+ * Read PREFIX.rank-R.jsonl for R < world (a missing file: that rank changed
+ * nothing). The records are untrusted: every path the rollback would touch
+ * must be inside root (the checkpoint root the records were made under, as
+ * libckpt was given it: no '..', '.' or empty components), every kept copy a
+ * file in PREFIX.keep/, every line a complete record of a known op with its
+ * fields, at most 16 KiB. Returns 0, or -EINVAL with "FILE:LINE: undo record
+ * refused: ..." in err (nothing loaded), or -errno.
+ */
+int harness_undo_load(harness_undo *u, const char *prefix, int world, const char *root, char *err, size_t errlen);
+/* One rank's records from f (name for messages), appended to u unsorted; same checks. */
+int harness_undo_load_stream(harness_undo *u, FILE *f, const char *name, int rank, const char *prefix,
+			     const char *root, char *err, size_t errlen);
 void harness_undo_free(harness_undo *u);
 /* Record i would survive a power cut right before record `horizon`. */
 int harness_undo_durable(const harness_undo *u, int i, int horizon);
@@ -52,7 +64,7 @@ int harness_undo_is_entry_op(const harness_undo_rec *r);
 int harness_undo_apply(const harness_undo *u, const char *orig, const char *root, const unsigned char *sel,
 		       int torn_index, int64_t torn_bytes, FILE *log);
 
-/* After a power_loss fault: roll back in place what was not durable. */
+/* After a power_loss fault: roll back in place what was not durable. < 0: the undo record was refused (see log). */
 int harness_powerloss_apply(const char *prefix, int world, const char *root, FILE *log);
 
 #endif
