@@ -178,8 +178,13 @@ static int parse_rec(const undo_in *in, const char *line, size_t len, const char
 	x->parent = (uint64_t)parent;
 	x->from_parent = (uint64_t)fp;
 	x->to_parent = (uint64_t)tp;
-	/* what the rollback will touch must be inside the root, and what it copies back from inside PREFIX.keep/ */
-	if (!(strcmp(op, "fsync") == 0 && !x->path[0]) && !inside(x->path, root, rootlen, !entry)) {
+	/*
+	 * What the rollback will touch must be inside the root (or the root
+	 * itself: libckpt creates it), and what it copies back from must be a
+	 * file in PREFIX.keep/. An fsync touches nothing (only its inode counts:
+	 * libckpt also syncs ROOT/.. after creating the root).
+	 */
+	if (strcmp(op, "fsync") != 0 && !inside(x->path, root, rootlen, !rename_op)) {
 		rc = refuse(in, "%s %s '%s' is not inside the checkpoint root %s (no '..', '.' or empty components)", op,
 			    rename_op ? "from" : "path", x->path, root);
 		goto out;

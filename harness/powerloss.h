@@ -41,8 +41,9 @@ typedef struct harness_undo {
 /*
  * Read PREFIX.rank-R.jsonl for R < world (a missing file: that rank changed
  * nothing). The records are untrusted: every path the rollback would touch
- * must be inside root (the checkpoint root the records were made under, as
- * libckpt was given it: no '..', '.' or empty components), every kept copy a
+ * must be inside root or be root (the checkpoint root the records were made
+ * under, as libckpt was given it: no '..', '.' or empty components; fsync
+ * records, which touch nothing, are exempt), every kept copy a
  * file in PREFIX.keep/, every line a complete record of a known op with its
  * fields, at most 16 KiB. Returns 0, or -EINVAL with "FILE:LINE: undo record
  * refused: ..." in err (nothing loaded), or -errno.

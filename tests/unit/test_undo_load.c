@@ -85,7 +85,9 @@ static void test_undo__real_records_load_in_time_order(void **state)
 	harness_undo u;
 	char err[512];
 	(void)state;
-	records("{\"seq\":1,\"t\":5,\"step\":10,\"phase\":\"save.prepare\",\"call\":\"mkdir\",\"op\":\"mkdir\","
+	records("{\"seq\":7,\"t\":3,\"step\":0,\"phase\":\"open\",\"call\":\"mkdir\",\"op\":\"mkdir\","
+		"\"path\":\"ROOT\",\"parent\":2}\n"
+		"{\"seq\":1,\"t\":5,\"step\":10,\"phase\":\"save.prepare\",\"call\":\"mkdir\",\"op\":\"mkdir\","
 		"\"path\":\"ROOT/.tmp-step-00000010\",\"parent\":7}\n"
 		"{\"seq\":2,\"t\":6,\"step\":10,\"phase\":\"save.shard_write\",\"call\":\"write\",\"op\":\"write\","
 		"\"path\":\"ROOT/.tmp-step-00000010/rank-00000.safetensors\",\"ino\":9,\"off\":0,\"len\":100,"
@@ -100,18 +102,19 @@ static void test_undo__real_records_load_in_time_order(void **state)
 		"\"path\":\"ROOT\",\"ino\":7}\n"
 		"{\"seq\":6,\"t\":4,\"step\":0,\"phase\":\"open\",\"call\":\"fsync\",\"op\":\"fsync\",\"path\":\"\",\"ino\":3}\n");
 	assert_int_equal(harness_undo_load(&u, prefix, 2, root, err, sizeof err), 0);
-	assert_int_equal(u.n, 6);
-	assert_int_equal(u.v[0].seq, 6);       /* t = 4 */
-	assert_string_equal(u.v[1].op, "mkdir");
-	assert_non_null(strstr(u.v[3].to, "/ckpt/step-00000010"));
-	assert_int_equal(u.v[4].failed, 1);    /* the unlink that failed */
-	assert_int_equal(u.v[2].len, 100);
+	assert_int_equal(u.n, 7);
+	assert_int_equal(u.v[0].seq, 7);       /* t = 3: libckpt creating the root itself */
+	assert_int_equal(u.v[1].seq, 6);       /* t = 4 */
+	assert_string_equal(u.v[2].op, "mkdir");
+	assert_non_null(strstr(u.v[4].to, "/ckpt/step-00000010"));
+	assert_int_equal(u.v[5].failed, 1);    /* the unlink that failed */
+	assert_int_equal(u.v[3].len, 100);
 	harness_undo_free(&u);
 	/* a root given with a trailing slash is the same root */
 	strcat(root, "/");
 	assert_int_equal(harness_undo_load(&u, prefix, 2, root, err, sizeof err), 0);
 	root[strlen(root) - 1] = '\0';
-	assert_int_equal(u.n, 6);
+	assert_int_equal(u.n, 7);
 	harness_undo_free(&u);
 }
 
@@ -131,7 +134,8 @@ static void test_undo__paths_outside_the_root_are_refused(void **state)
 	refused("{" HDR "\"op\":\"unlink\",\"path\":\"/etc/passwd\",\"parent\":7,\"ino\":3,\"saved\":\"\"}\n", "1",
 		"'/etc/passwd' is not inside the checkpoint root");
 	refused("{" HDR "\"op\":\"create\",\"path\":\"ROOTx/a\",\"parent\":7}\n", "1", "not inside");
-	refused("{" HDR "\"op\":\"create\",\"path\":\"ROOT\",\"parent\":7}\n", "1", "not inside");
+	refused("{" HDR "\"op\":\"rename\",\"from\":\"ROOT\",\"to\":\"ROOT/a\",\"from_parent\":7,\"to_parent\":7,"
+		"\"ino\":8,\"saved\":\"\"}\n", "1", "not inside");
 	refused("{" HDR "\"op\":\"create\",\"path\":\"ROOT//a\",\"parent\":7}\n", "1", "not inside");
 	refused("{" HDR "\"op\":\"create\",\"path\":\"a\",\"parent\":7}\n", "1", "not inside");
 	refused("{" HDR "\"op\":\"write\",\"path\":\"ROOT/a\",\"ino\":9,\"off\":0,\"len\":1,\"old_size\":0,"
