@@ -6,7 +6,8 @@
 
 int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *arg)
 {
-	char *line = malloc(HARNESS_JSONL_LINE_MAX);
+	size_t cap = 4096;
+	char *line = malloc(cap);
 	int stop = 0, ch = 0;
 
 	if (!line)
@@ -15,10 +16,22 @@ int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *
 		size_t len = 0;
 		int longer = 0;
 		while ((ch = getc_unlocked(f)) != EOF && ch != '\n') {
-			if (len < HARNESS_JSONL_LINE_MAX)
-				line[len++] = (char)ch;
-			else
-				longer = 1;     /* read to its end, then skip it */
+			if (longer)
+				continue;          /* read to its end, then skip it */
+			if (len == cap) {
+				if (cap >= HARNESS_JSONL_LINE_MAX) {
+					longer = 1;
+					continue;
+				}
+				char *more = realloc(line, 2 * cap);
+				if (!more) {
+					free(line);
+					return -ENOMEM;
+				}
+				line = more;
+				cap *= 2;
+			}
+			line[len++] = (char)ch;
 		}
 		if (longer || len == 0)
 			continue;
