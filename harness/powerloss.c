@@ -247,7 +247,7 @@ int harness_undo_load_stream(harness_undo *u, FILE *f, const char *name, int ran
 			continue;
 		}
 		if (u->n == u->cap) {
-			int cap = u->cap ? 2 * u->cap : 256;
+			int cap = u->cap ? 2 * u->cap : 16;
 			harness_undo_rec *v = cap > u->cap ? realloc(u->v, sizeof *v * (size_t)cap) : NULL;
 			if (!v) {
 				rc = -ENOMEM;
