@@ -799,6 +799,11 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 			s->expect.damaged_newest |= s->faults[i].action == HARNESS_DAMAGE;
 	}
 
+	if (s->trainer.test_skip_restore[0] && (s->max_attempts < 2 || first_without_crash(s, 2)))
+		return fail(c, get(t, "test_skip_restore"), "test_skip_restore acts on a restore, but there is no restart "
+			    "(%s); valid: a kill, torn or power_loss fault in attempt 1", s->max_attempts < 2 ?
+			    "max_attempts is 1" : "nothing in attempt 1 can crash the job");
+
 	int damaged = s->expect.damaged_newest;
 	harness_expect_init(&s->expect);
 	s->expect.damaged_newest = damaged;

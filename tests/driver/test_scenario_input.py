@@ -123,6 +123,9 @@ BAD = {
     "open-cleanup-at-a-step": (
         "name: a\n" + T + "faults:\n  - when: {step: 10, phase: open.cleanup}\n    do: kill\nexpect: {}\n",
         ":4:18:", "open.cleanup runs before any step"),
+    "test-skip-restore-without-a-restart": (
+        "name: a\ntrainer: {steps: 40, test_skip_restore: opt}\nexpect: {}\n",
+        ":2:41:", "test_skip_restore acts on a restore, but there is no restart"),
     # expectations that cannot be checked or are impossible
     "restored-from-without-a-crash": (
         "name: a\n" + T + "expect: {restored_from: 20}\n", ":3:10:", "restored_from can never be checked"),
