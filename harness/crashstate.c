@@ -356,7 +356,11 @@ int harness_crashstates(const harness_cs_opts *o)
 		fprintf(stderr, "ckpt-harness: crashstates: cannot read %s or %s\n", manifest, traj);
 		goto out;
 	}
-	harness_undo_load(&u, undo, o->world);
+	char uerr[1600];
+	if (harness_undo_load(&u, undo, o->world, root, uerr, sizeof uerr) < 0) {
+		fprintf(stderr, "ckpt-harness: crashstates: %s\n", uerr);
+		goto out;
+	}
 	int i0 = 0, ack = u.n;
 	while (i0 < u.n && u.v[i0].step != (uint64_t)S)
 		i0++;

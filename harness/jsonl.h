@@ -2,13 +2,20 @@
 #ifndef HARNESS_JSONL_H
 #define HARNESS_JSONL_H
 
+#include <stdio.h>
 #include <jansson.h>
+
+/* A longer line is not a record (skipped unread, memory stays bounded). */
+#define HARNESS_JSONL_LINE_MAX (1 << 20)
 
 /*
  * Call fn for each line of path that is a JSON object, in order; other lines
- * (a torn last line after a kill) are skipped. fn returns non-zero to stop.
- * Returns 0, or -errno if the file cannot be opened.
+ * (a torn last line after a kill, a line over HARNESS_JSONL_LINE_MAX) are
+ * skipped. fn returns non-zero to stop.
+ * Returns 0, or -errno if the file cannot be opened (-EIO if reading fails).
  */
 int harness_jsonl_each(const char *path, int (*fn)(json_t *obj, void *arg), void *arg);
+/* The same from an open stream. */
+int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *arg);
 
 #endif

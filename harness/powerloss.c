@@ -6,6 +6,8 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,76 +21,282 @@ static int cmp_rec(const void *a, const void *b)
 	return x->rank != y->rank ? x->rank - y->rank : (x->seq < y->seq ? -1 : x->seq > y->seq);
 }
 
-static void str(json_t *j, const char *k, char *out, size_t len)
+/* ---- the undo record's reader ------------------------------------------ */
+
+#define UNDO_LINE_MAX 16384     /* libckpt's records are at most 2 * CKPT_PATH_MAX + 256 bytes */
+
+typedef struct undo_in {
+	const char *file;
+	long line;
+	char *err;
+	size_t errlen;
+} undo_in;
+
+static int refuse(const undo_in *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int refuse(const undo_in *in, const char *fmt, ...)
 {
-	const char *s = json_string_value(json_object_get(j, k));
-	snprintf(out, len, "%s", s ? s : "");
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (in->err && in->errlen)
+		snprintf(in->err, in->errlen, "%s:%ld: undo record refused: %s", in->file, in->line, msg);
+	return -EINVAL;
 }
 
-static uint64_t u64(json_t *j, const char *k)
+/* A string field that fits out whole (required unless optional). */
+static int rec_str(const undo_in *in, json_t *j, const char *k, char *out, size_t len, int required)
 {
-	return (uint64_t)json_integer_value(json_object_get(j, k));
+	json_t *v = json_object_get(j, k);
+	out[0] = '\0';
+	if (!v)
+		return required ? refuse(in, "no \"%s\"", k) : 0;
+	if (!json_is_string(v))
+		return refuse(in, "\"%s\" is not a string", k);
+	if (json_string_length(v) >= len || strlen(json_string_value(v)) != json_string_length(v))
+		return refuse(in, "\"%s\" is longer than %zu bytes or holds a NUL", k, len - 1);
+	memcpy(out, json_string_value(v), json_string_length(v) + 1);
+	return 0;
 }
 
-int harness_undo_load(harness_undo *u, const char *prefix, int world)
+/* A whole number >= 0. */
+static int rec_int(const undo_in *in, json_t *j, const char *k, int64_t *out, int required)
 {
-	int cap = 0;
+	json_t *v = json_object_get(j, k);
+	*out = 0;
+	if (!v)
+		return required ? refuse(in, "no \"%s\"", k) : 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return refuse(in, "\"%s\" is not a whole number >= 0", k);
+	*out = (int64_t)json_integer_value(v);
+	return 0;
+}
+
+/*
+ * p names something strictly inside root (or root itself if may_be_root): root,
+ * then '/', then components that are neither empty, "." nor "..". Lexical: the
+ * records name paths as libckpt built them, root + "/" + name.
+ */
+static int inside(const char *p, const char *root, size_t rootlen, int may_be_root)
+{
+	if (strncmp(p, root, rootlen) != 0)
+		return 0;
+	p += rootlen;
+	if (!*p)
+		return may_be_root;
+	if (rootlen && root[rootlen - 1] != '/' && *p++ != '/')
+		return 0;
+	for (;;) {
+		size_t n = strcspn(p, "/");
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return 0;
+		if (!p[n])
+			return 1;
+		p += n + 1;
+	}
+}
+
+/* A kept copy: PREFIX.keep/NAME, one component. */
+static int kept(const char *p, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	if (!*p)
+		return 1;
+	if (strncmp(p, prefix, n) != 0 || strncmp(p + n, ".keep/", 6) != 0)
+		return 0;
+	p += n + 6;
+	return *p && !strchr(p, '/') && strcmp(p, ".") != 0 && strcmp(p, "..") != 0;
+}
+
+static const char *const undo_ops[] = { "write", "truncate", "create", "mkdir", "rename", "unlink", "rmdir", "fsync",
+					 "failed", NULL };
+
+/* One record into x; 1 if it is a "failed" record (x->seq is then its ref). */
+static int parse_rec(const undo_in *in, const char *line, size_t len, const char *prefix, const char *root,
+		     size_t rootlen, harness_undo_rec *x)
+{
+	json_error_t je;
+	json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+	int64_t v;
+	int rc = 0, k;
+
+	if (!j)
+		return refuse(in, "not JSON: %s", je.text);
+	memset(x, 0, sizeof *x);
+	if (!json_is_object(j)) {
+		rc = refuse(in, "not a JSON object");
+		goto out;
+	}
+	if ((rc = rec_str(in, j, "op", x->op, sizeof x->op, 1)) < 0)
+		goto out;
+	for (k = 0; undo_ops[k] && strcmp(undo_ops[k], x->op) != 0; k++)
+		;
+	if (!undo_ops[k]) {
+		rc = refuse(in, "unknown op '%s'; valid: write, truncate, create, mkdir, rename, unlink, rmdir, fsync, "
+			    "failed", x->op);
+		goto out;
+	}
+	if (strcmp(x->op, "failed") == 0) {
+		if ((rc = rec_int(in, j, "ref", &v, 1)) < 0)
+			goto out;
+		x->seq = (uint64_t)v;
+		rc = 1;
+		goto out;
+	}
+	const char *op = x->op;
+	int rename_op = strcmp(op, "rename") == 0, data = strcmp(op, "write") == 0 || strcmp(op, "truncate") == 0;
+	int entry = !data && strcmp(op, "fsync") != 0;
+	if ((rc = rec_int(in, j, "seq", &v, 1)) < 0)
+		goto out;
+	x->seq = (uint64_t)v;
+	if ((rc = rec_int(in, j, "t", &v, 1)) < 0)
+		goto out;
+	x->t = (uint64_t)v;
+	if ((rc = rec_int(in, j, "step", &v, 1)) < 0)
+		goto out;
+	x->step = (uint64_t)v;
+	if ((rc = rec_str(in, j, "call", x->call, sizeof x->call, 0)) < 0 ||
+	    (rc = rec_str(in, j, "phase", x->phase, sizeof x->phase, 0)) < 0 ||
+	    (rc = rec_str(in, j, rename_op ? "from" : "path", x->path, sizeof x->path, 1)) < 0 ||
+	    (rc = rec_str(in, j, "to", x->to, sizeof x->to, rename_op)) < 0 ||
+	    (rc = rec_str(in, j, "saved", x->saved, sizeof x->saved, 0)) < 0)
+		goto out;
+	int64_t ino, parent, fp, tp;
+	if ((rc = rec_int(in, j, "ino", &ino, data || rename_op || strcmp(op, "fsync") == 0)) < 0 ||
+	    (rc = rec_int(in, j, "parent", &parent, entry && !rename_op)) < 0 ||
+	    (rc = rec_int(in, j, "from_parent", &fp, rename_op)) < 0 ||
+	    (rc = rec_int(in, j, "to_parent", &tp, rename_op)) < 0 ||
+	    (rc = rec_int(in, j, "off", &x->off, strcmp(op, "write") == 0)) < 0 ||
+	    (rc = rec_int(in, j, "len", &x->len, strcmp(op, "write") == 0)) < 0 ||
+	    (rc = rec_int(in, j, "old_size", &x->old_size, data)) < 0 ||
+	    (rc = rec_int(in, j, "size", &x->size, strcmp(op, "truncate") == 0)) < 0 ||
+	    (rc = rec_int(in, j, "saved_off", &x->saved_off, data)) < 0)
+		goto out;
+	x->ino = (uint64_t)ino;
+	x->parent = (uint64_t)parent;
+	x->from_parent = (uint64_t)fp;
+	x->to_parent = (uint64_t)tp;
+	/*
+	 * What the rollback will touch must be inside the root (or the root
+	 * itself: libckpt creates it), and what it copies back from must be a
+	 * file in PREFIX.keep/. An fsync touches nothing (only its inode counts:
+	 * libckpt also syncs ROOT/.. after creating the root).
+	 */
+	if (strcmp(op, "fsync") != 0 && !inside(x->path, root, rootlen, !rename_op)) {
+		rc = refuse(in, "%s %s '%s' is not inside the checkpoint root %s (no '..', '.' or empty components)", op,
+			    rename_op ? "from" : "path", x->path, root);
+		goto out;
+	}
+	if (rename_op && !inside(x->to, root, rootlen, 0)) {
+		rc = refuse(in, "rename to '%s' is not inside the checkpoint root %s", x->to, root);
+		goto out;
+	}
+	if (!kept(x->saved, prefix)) {
+		rc = refuse(in, "saved '%s' is not a file in %s.keep/", x->saved, prefix);
+		goto out;
+	}
+out:
+	json_decref(j);
+	return rc;
+}
+
+int harness_undo_load_stream(harness_undo *u, FILE *f, const char *name, int rank, const char *prefix,
+			     const char *root, char *err, size_t errlen)
+{
+	undo_in in = { .file = name, .err = err, .errlen = errlen };
+	char *line = NULL;
+	size_t lcap = 0, rootlen = strlen(root);
+	ssize_t len;
+	int first = u->n, rc = 0;
+
+	while (rootlen > 1 && root[rootlen - 1] == '/')
+		rootlen--;
+	char *r = strndup(root, rootlen);
+	if (!r)
+		return -ENOMEM;
+	while ((len = getline(&line, &lcap, f)) > 0) {
+		harness_undo_rec x;
+		in.line++;
+		if (len > UNDO_LINE_MAX) {
+			rc = refuse(&in, "the line is longer than %d bytes", UNDO_LINE_MAX);
+			break;
+		}
+		if (line[len - 1] != '\n') {
+			rc = refuse(&in, "the last line is cut short (no newline)");
+			break;
+		}
+		int k = parse_rec(&in, line, (size_t)len, prefix, r, rootlen, &x);
+		if (k < 0) {
+			rc = k;
+			break;
+		}
+		if (k == 1) {      /* "failed": voids an earlier change of this rank */
+			int found = 0;
+			for (int i = first; i < u->n; i++)
+				if (u->v[i].seq == x.seq) {
+					u->v[i].failed = 1;
+					found = 1;
+				}
+			if (!found) {
+				rc = refuse(&in, "\"failed\" refers to seq %" PRIu64 ", which no earlier record of this rank has",
+					    x.seq);
+				break;
+			}
+			continue;
+		}
+		if (u->n == u->cap) {
+			int cap = u->cap ? 2 * u->cap : 16;
+			harness_undo_rec *v = cap > u->cap ? realloc(u->v, sizeof *v * (size_t)cap) : NULL;
+			if (!v) {
+				rc = -ENOMEM;
+				snprintf(err, errlen, "%s:%ld: out of memory", name, in.line);
+				break;
+			}
+			u->v = v;
+			u->cap = cap;
+		}
+		x.rank = rank;
+		u->v[u->n++] = x;
+	}
+	if (!rc && ferror(f)) {
+		rc = -EIO;
+		snprintf(err, errlen, "%s: cannot read: %s", name, strerror(EIO));
+	}
+	free(line);
+	free(r);
+	return rc;
+}
+
+int harness_undo_load(harness_undo *u, const char *prefix, int world, const char *root, char *err, size_t errlen)
+{
+	int rc = 0;
 
 	u->v = NULL;
-	u->n = 0;
-	for (int r = 0; r < world; r++) {
-		char path[1200], *line = NULL;
-		size_t lcap = 0;
-		int first = u->n;
+	u->n = u->cap = 0;
+	if (errlen)
+		err[0] = '\0';
+	for (int r = 0; r < world && !rc; r++) {
+		char path[1200];
 		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, r);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		while (getline(&line, &lcap, f) > 0) {
-			json_t *j = json_loads(line, 0, NULL);
-			if (!j)
-				continue;
-			char op[12];
-			str(j, "op", op, sizeof op);
-			if (strcmp(op, "failed") == 0) {
-				uint64_t ref = u64(j, "ref");
-				for (int i = first; i < u->n; i++)
-					if (u->v[i].seq == ref)
-						u->v[i].failed = 1;
-				json_decref(j);
-				continue;
-			}
-			if (u->n == cap) {
-				cap = cap ? 2 * cap : 256;
-				u->v = realloc(u->v, sizeof *u->v * (size_t)cap);
-			}
-			harness_undo_rec *x = &u->v[u->n++];
-			memset(x, 0, sizeof *x);
-			x->rank = r;
-			x->t = u64(j, "t");
-			x->seq = u64(j, "seq");
-			x->step = u64(j, "step");
-			snprintf(x->op, sizeof x->op, "%s", op);
-			str(j, "call", x->call, sizeof x->call);
-			str(j, "phase", x->phase, sizeof x->phase);
-			str(j, strcmp(op, "rename") == 0 ? "from" : "path", x->path, sizeof x->path);
-			str(j, "to", x->to, sizeof x->to);
-			str(j, "saved", x->saved, sizeof x->saved);
-			x->ino = u64(j, "ino");
-			x->parent = u64(j, "parent");
-			x->from_parent = u64(j, "from_parent");
-			x->to_parent = u64(j, "to_parent");
-			x->off = (int64_t)u64(j, "off");
-			x->len = (int64_t)u64(j, "len");
-			x->old_size = (int64_t)u64(j, "old_size");
-			x->size = (int64_t)u64(j, "size");
-			x->saved_off = (int64_t)u64(j, "saved_off");
-			json_decref(j);
+		FILE *f = fopen(path, "re");
+		if (!f) {
+			if (errno == ENOENT)
+				continue;     /* that rank changed nothing */
+			rc = -errno;
+			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+			break;
 		}
-		free(line);
+		rc = harness_undo_load_stream(u, f, path, r, prefix, root, err, errlen);
 		fclose(f);
 	}
-	qsort(u->v, (size_t)u->n, sizeof *u->v, cmp_rec);
+	if (rc < 0) {
+		harness_undo_free(u);
+		return rc;
+	}
+	if (u->n)
+		qsort(u->v, (size_t)u->n, sizeof *u->v, cmp_rec);
 	return 0;
 }
 
@@ -96,7 +304,7 @@ void harness_undo_free(harness_undo *u)
 {
 	free(u->v);
 	u->v = NULL;
-	u->n = 0;
+	u->n = u->cap = 0;
 }
 
 static int synced_between(const harness_undo *u, int i, int horizon, uint64_t ino)
@@ -315,14 +523,19 @@ int harness_undo_apply(const harness_undo *u, const char *orig, const char *root
  * stay in the page cache, so what an earlier attempt left unsynced is lost by
  * a power cut in a later one unless something synced it in between.
  */
-static int load_history(harness_undo *u, const char *const *prefixes, int nprefix, int world)
+static int load_history(harness_undo *u, const char *const *prefixes, int nprefix, int world, const char *root,
+			FILE *log)
 {
+	char err[1600];
+
 	u->v = NULL;
-	u->n = 0;
+	u->n = u->cap = 0;
 	for (int p = 0; p < nprefix; p++) {
 		harness_undo one;
-		int rc = harness_undo_load(&one, prefixes[p], world);
+		int rc = harness_undo_load(&one, prefixes[p], world, root, err, sizeof err);
 		if (rc < 0) {
+			if (log)
+				fprintf(log, "power loss: nothing rolled back: %s\n", err);
 			harness_undo_free(u);
 			return rc;
 		}
@@ -336,6 +549,7 @@ static int load_history(harness_undo *u, const char *const *prefixes, int nprefi
 			u->v = v;
 			memcpy(u->v + u->n, one.v, sizeof *v * (size_t)one.n);
 			u->n += one.n;
+			u->cap = u->n;
 		}
 		harness_undo_free(&one);
 	}
@@ -350,7 +564,7 @@ int harness_powerloss_apply(const char *const *prefixes, int nprefix, int world,
 	harness_undo u;
 	int n, rc;
 
-	if ((rc = load_history(&u, prefixes, nprefix, world)) < 0)
+	if ((rc = load_history(&u, prefixes, nprefix, world, root, log)) < 0)
 		return rc;
 	unsigned char *sel = calloc((size_t)u.n + 1, 1);
 	if (!sel) {

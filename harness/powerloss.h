@@ -35,10 +35,23 @@ typedef struct harness_undo_rec {
 
 typedef struct harness_undo {
 	harness_undo_rec *v;    /* in time order */
-	int n;
+	int n, cap;
 } harness_undo;
 
-int harness_undo_load(harness_undo *u, const char *prefix, int world);
+/*
+ * Read PREFIX.rank-R.jsonl for R < world (a missing file: that rank changed
+ * nothing). The records are untrusted: every path the rollback would touch
+ * must be inside root or be root (the checkpoint root the records were made
+ * under, as libckpt was given it: no '..', '.' or empty components; fsync
+ * records, which touch nothing, are exempt), every kept copy a
+ * file in PREFIX.keep/, every line a complete record of a known op with its
+ * fields, at most 16 KiB. Returns 0, or -EINVAL with "FILE:LINE: undo record
+ * refused: ..." in err (nothing loaded), or -errno.
+ */
+int harness_undo_load(harness_undo *u, const char *prefix, int world, const char *root, char *err, size_t errlen);
+/* One rank's records from f (name for messages), appended to u unsorted; same checks. */
+int harness_undo_load_stream(harness_undo *u, FILE *f, const char *name, int rank, const char *prefix,
+			     const char *root, char *err, size_t errlen);
 void harness_undo_free(harness_undo *u);
 /* Record i would survive a power cut right before record `horizon`. */
 int harness_undo_durable(const harness_undo *u, int i, int horizon);
@@ -57,7 +70,8 @@ int harness_undo_apply(const harness_undo *u, const char *orig, const char *root
  * undo records of every attempt since the last power cut (prefixes, oldest
  * first) form one history: data an earlier, killed attempt never synced is
  * still only in the page cache, and a power cut now loses it too.
- * Returns how many records were undone, or -errno.
+ * Returns how many records were undone, or < 0 if an undo record was
+ * refused (the reason is in log) or memory ran out.
  */
 int harness_powerloss_apply(const char *const *prefixes, int nprefix, int world, const char *root, FILE *log);
 

@@ -17,7 +17,7 @@ typedef struct harness_opts {
 
 typedef struct harness_result {
 	char name[128];
-	char file[512];
+	char file[HARNESS_SCENARIO_PATH_MAX];
 	enum harness_verdict verdict;
 	int harness_error;         /* the harness could not do its job (exit 3) */
 	char sentence[1024];

@@ -2,6 +2,7 @@
 #include "suggest.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -9,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 /* ---- a small YAML tree with positions ----------------------------------- */
@@ -20,7 +23,7 @@ typedef struct ynode {
 	char *value;               /* scalars */
 	int line, col;             /* 1-based */
 	struct ynode **items;      /* seq items, or map key, value, key, value, ... */
-	int n;
+	int n, cap;
 } ynode;
 
 static void yfree(ynode *y)
@@ -37,16 +40,26 @@ static void yfree(ynode *y)
 static ynode *ynew(enum ykind k, const yaml_mark_t *m)
 {
 	ynode *y = calloc(1, sizeof *y);
+	if (!y)
+		return NULL;
 	y->kind = k;
-	y->line = (int)m->line + 1;
-	y->col = (int)m->column + 1;
+	y->line = m->line < INT_MAX ? (int)m->line + 1 : INT_MAX;
+	y->col = m->column < INT_MAX ? (int)m->column + 1 : INT_MAX;
 	return y;
 }
 
-static void yadd(ynode *p, ynode *c)
+static int yadd(ynode *p, ynode *c)
 {
-	p->items = realloc(p->items, sizeof *p->items * (size_t)(p->n + 1));
+	if (p->n == p->cap) {
+		int cap = p->cap ? 2 * p->cap : 4;
+		ynode **items = realloc(p->items, sizeof *items * (size_t)cap);
+		if (!items)
+			return -ENOMEM;
+		p->items = items;
+		p->cap = cap;
+	}
 	p->items[p->n++] = c;
+	return 0;
 }
 
 typedef struct ctx {
@@ -56,25 +69,39 @@ typedef struct ctx {
 	int failed;
 } ctx;
 
+/*
+ * "file:line:col: what; valid: ...". What is wrong is kept whole: if the file
+ * name and the message do not both fit in err, the file name is shortened
+ * from the left ("...tail/of/the/path.yaml").
+ */
 static int fail_at(ctx *c, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int fail_at(ctx *c, int line, int col, const char *fmt, ...)
 {
+	char msg[1536];
 	va_list ap;
-	int n;
 
-	if (c->failed++)
+	if (c->failed++ || !c->err || !c->errlen)
 		return -EINVAL;
-	n = snprintf(c->err, c->errlen, "%s:%d:%d: ", c->file, line, col);
 	va_start(ap, fmt);
-	vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	const char *file = c->file, *dots = "";
+	size_t flen = strlen(file), fixed = strlen(msg) + 32;    /* ":line:col: " and the message */
+	if (flen + fixed >= c->errlen) {
+		size_t keep = c->errlen > fixed + 3 + 24 ? c->errlen - fixed - 3 - 1 : 24;
+		if (keep < flen) {
+			file += flen - keep;
+			dots = "...";
+		}
+	}
+	snprintf(c->err, c->errlen, "%s%s:%d:%d: %s", dots, file, line, col, msg);
 	return -EINVAL;
 }
 
 static int fail(ctx *c, const ynode *y, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(ctx *c, const ynode *y, const char *fmt, ...)
 {
-	char msg[768];
+	char msg[1536];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -83,35 +110,54 @@ static int fail(ctx *c, const ynode *y, const char *fmt, ...)
 	return fail_at(c, y->line, y->col, "%s", msg);
 }
 
-/* Parse the whole stream into one tree (aliases are not supported). */
-static ynode *parse(ctx *c, FILE *f)
+/* A value from the file, shortened for a message ("abc...") if it is long. */
+static const char *clip(const char *v, char *buf, size_t len)
+{
+	if (!v)
+		return "?";
+	if (strlen(v) < len - 4)
+		return v;
+	snprintf(buf, len, "%.*s...", (int)(len - 4), v);
+	return buf;
+}
+#define CLIP(v) clip((v), (char[72]){ 0 }, 72)
+
+/* Parse the whole buffer into one tree (aliases are not supported). */
+static ynode *parse(ctx *c, const char *buf, size_t len)
 {
 	yaml_parser_t p;
 	yaml_event_t ev;
-	ynode *stack[64], *root = NULL;
-	int depth = 0, done = 0;
+	ynode *stack[HARNESS_SCENARIO_MAX_DEPTH], *root = NULL;
+	int depth = 0, done = 0, nodes = 0;
 
-	yaml_parser_initialize(&p);
-	yaml_parser_set_input_file(&p, f);
+	if (!yaml_parser_initialize(&p)) {
+		fail_at(c, 1, 1, "out of memory");
+		return NULL;
+	}
+	yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
 	while (!done) {
 		if (!yaml_parser_parse(&p, &ev)) {
 			fail_at(c, (int)p.problem_mark.line + 1, (int)p.problem_mark.column + 1, "not valid YAML: %s%s%s",
 				p.problem ? p.problem : "syntax error", p.context ? " " : "", p.context ? p.context : "");
-			yfree(root);
-			root = NULL;
 			break;
 		}
 		ynode *y = NULL;
 		switch (ev.type) {
 		case YAML_SCALAR_EVENT:
-			y = ynew(Y_SCALAR, &ev.start_mark);
-			y->value = strndup((const char *)ev.data.scalar.value, ev.data.scalar.length);
+			if ((y = ynew(Y_SCALAR, &ev.start_mark)) &&
+			    !(y->value = strndup((const char *)ev.data.scalar.value, ev.data.scalar.length))) {
+				free(y);
+				y = NULL;
+			}
+			if (!y)
+				fail_at(c, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1, "out of memory");
+			else if (strlen(y->value) != ev.data.scalar.length)
+				fail(c, y, "a value holds a NUL character");
 			break;
 		case YAML_MAPPING_START_EVENT:
-			y = ynew(Y_MAP, &ev.start_mark);
-			break;
 		case YAML_SEQUENCE_START_EVENT:
-			y = ynew(Y_SEQ, &ev.start_mark);
+			if (!(y = ynew(ev.type == YAML_MAPPING_START_EVENT ? Y_MAP : Y_SEQ, &ev.start_mark)))
+				fail_at(c, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1, "out of memory");
 			break;
 		case YAML_MAPPING_END_EVENT:
 		case YAML_SEQUENCE_END_EVENT:
@@ -120,7 +166,6 @@ static ynode *parse(ctx *c, FILE *f)
 		case YAML_ALIAS_EVENT:
 			fail_at(c, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
 				"YAML aliases are not supported in scenario files; write the value out");
-			done = 1;
 			break;
 		case YAML_STREAM_END_EVENT:
 			done = 1;
@@ -128,26 +173,27 @@ static ynode *parse(ctx *c, FILE *f)
 		default:
 			break;
 		}
-		if (y) {
-			if (depth == 0 && root) {
-				fail(c, y, "a scenario file holds one document");
-				yfree(y);
-				done = 1;
-			} else if (depth == 0) {
+		if (y && !c->failed && ++nodes > HARNESS_SCENARIO_MAX_NODES)
+			fail(c, y, "more than %d values in one scenario file; a scenario is small", HARNESS_SCENARIO_MAX_NODES);
+		if (y && !c->failed && depth == 0 && root)
+			fail(c, y, "a scenario file holds one document");
+		if (y && !c->failed && y->kind != Y_SCALAR && depth == HARNESS_SCENARIO_MAX_DEPTH)
+			fail(c, y, "nested more than %d levels deep", HARNESS_SCENARIO_MAX_DEPTH);
+		if (y && !c->failed) {
+			if (depth == 0) {
 				root = y;
-			} else {
-				yadd(stack[depth - 1], y);
+			} else if (yadd(stack[depth - 1], y) < 0) {
+				fail(c, y, "out of memory");
+				yfree(y);
+				y = NULL;
 			}
-			if (!done && y->kind != Y_SCALAR) {
-				if (depth == 64) {
-					fail(c, y, "nested too deeply");
-					done = 1;
-				} else {
-					stack[depth++] = y;
-				}
-			}
+			if (y && y->kind != Y_SCALAR)
+				stack[depth++] = y;
+		} else if (y) {
+			yfree(y);
 		}
 		yaml_event_delete(&ev);
+		done |= c->failed;
 	}
 	yaml_parser_delete(&p);
 	if (c->failed) {
@@ -155,6 +201,27 @@ static ynode *parse(ctx *c, FILE *f)
 		return NULL;
 	}
 	return root;
+}
+
+/* Every key once, at every level: the second of two equal keys is an error. */
+static int check_duplicates(ctx *c, const ynode *y)
+{
+	if (y->kind == Y_MAP)
+		for (int i = 2; i < y->n; i += 2) {
+			const ynode *k = y->items[i];
+			if (k->kind != Y_SCALAR)
+				continue;
+			for (int j = 0; j < i; j += 2) {
+				const ynode *first = y->items[j];
+				if (first->kind == Y_SCALAR && strcmp(first->value, k->value) == 0)
+					return fail(c, k, "duplicate key '%s' (first at line %d, column %d); each key may "
+						    "appear once in a mapping", CLIP(k->value), first->line, first->col);
+			}
+		}
+	for (int i = 0; i < y->n; i++)
+		if (check_duplicates(c, y->items[i]))
+			return -EINVAL;
+	return 0;
 }
 
 /* ---- validation helpers ------------------------------------------------- */
@@ -179,8 +246,8 @@ static int one_of(ctx *c, const ynode *y, const char *what, const char *const *v
 	join(valid, list, sizeof list);
 	const char *s = harness_suggest(y->value, valid);
 	if (s)
-		return fail(c, y, "unknown %s '%s'; did you mean '%s'? valid: %s", what, y->value, s, list);
-	return fail(c, y, "unknown %s '%s'; valid: %s", what, y->value, list);
+		return fail(c, y, "unknown %s '%s'; did you mean '%s'? valid: %s", what, CLIP(y->value), s, list);
+	return fail(c, y, "unknown %s '%s'; valid: %s", what, CLIP(y->value), list);
 }
 
 /* Every key of map y is in valid; returns 0 or -EINVAL. */
@@ -200,8 +267,10 @@ static int check_keys(ctx *c, const ynode *y, const char *where, const char *con
 		join(valid, list, sizeof list);
 		const char *s = k->kind == Y_SCALAR ? harness_suggest(k->value, valid) : NULL;
 		if (s)
-			return fail(c, k, "unknown key '%s' in %s; did you mean '%s'? valid: %s", k->value, where, s, list);
-		return fail(c, k, "unknown key '%s' in %s; valid: %s", k->kind == Y_SCALAR ? k->value : "?", where, list);
+			return fail(c, k, "unknown key '%s' in %s; did you mean '%s'? valid: %s", CLIP(k->value), where, s,
+				    list);
+		return fail(c, k, "unknown key '%s' in %s; valid: %s", k->kind == Y_SCALAR ? CLIP(k->value) : "?", where,
+			    list);
 	}
 	return 0;
 }
@@ -214,21 +283,40 @@ static const ynode *get(const ynode *map, const char *key)
 	return NULL;
 }
 
+/* The key node of key in map (for positions). */
+static const ynode *key_of(const ynode *map, const char *key)
+{
+	for (int i = 0; map && map->kind == Y_MAP && i + 1 < map->n; i += 2)
+		if (map->items[i]->kind == Y_SCALAR && strcmp(map->items[i]->value, key) == 0)
+			return map->items[i];
+	return NULL;
+}
+
+static int parse_int(const ynode *y, int64_t lo, int64_t hi, int64_t *out)
+{
+	char *end;
+
+	if (y->kind != Y_SCALAR || !*y->value || !((*y->value >= '0' && *y->value <= '9') || *y->value == '-'))
+		return -EINVAL;
+	errno = 0;
+	long long v = strtoll(y->value, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 static int get_int(ctx *c, const ynode *map, const char *key, int64_t lo, int64_t hi, int64_t *out)
 {
 	const ynode *y = get(map, key);
-	char *end;
 
 	if (!y)
 		return 1;    /* absent */
 	if (y->kind != Y_SCALAR || !*y->value)
 		return fail(c, y, "%s must be a whole number from %" PRId64 " to %" PRId64, key, lo, hi);
-	errno = 0;
-	long long v = strtoll(y->value, &end, 10);
-	if (errno || *end || v < lo || v > hi)
+	if (parse_int(y, lo, hi, out) < 0)
 		return fail(c, y, "%s: '%s' is not valid; expected a whole number from %" PRId64 " to %" PRId64, key,
-			    y->value, lo, hi);
-	*out = v;
+			    CLIP(y->value), lo, hi);
 	return 0;
 }
 
@@ -244,6 +332,15 @@ static int get_str(ctx *c, const ynode *map, const char *key, char *out, size_t 
 		return fail(c, y, "%s is longer than %zu characters", key, len - 1);
 	strcpy(out, y->value);
 	return 0;
+}
+
+/* A glob or target that goes into the plan file: printable, no spaces. */
+static bool plain_word(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
 }
 
 /* ---- the schema --------------------------------------------------------- */
@@ -265,12 +362,23 @@ static const char *const components[] = { "params", "master", "opt", "rng", "dat
 const char *const harness_phases[] = {
 	"save.prepare", "save.shard_write", "save.shard_sync", "save.barrier", "save.manifest_write",
 	"save.manifest_sync", "save.commit", "save.dir_sync", "save.latest", "save.retention", "restore.scan",
-	"restore.read", "restore.verify", "train.step", "train.reduce", NULL,
+	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
 				    "ftruncate", "close", "read", "opendir", "phase", "any", NULL };
 
-static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
+static bool prefixed(const char *s, const char *p)
+{
+	return strncmp(s, p, strlen(p)) == 0;
+}
+
+/* An action that ends the attempt, so that a next one runs. */
+static bool crashes(enum harness_action a)
+{
+	return a == HARNESS_KILL || a == HARNESS_TORN || a == HARNESS_POWER_LOSS;
+}
+
+static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase, const ynode *op)
 {
 	int64_t v;
 	char name[32];
@@ -282,7 +390,7 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
 			f->action = HARNESS_POWER_LOSS;
 		else
 			return fail(c, d, "unknown action '%s'; valid: kill, power_loss, or a mapping with one of errno, "
-				    "short, torn, delay_ms", d->value);
+				    "short, torn, delay_ms", CLIP(d->value));
 		return 0;
 	}
 	if (check_keys(c, d, "do", do_keys))
@@ -291,6 +399,10 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
 	if (actions != 1)
 		return fail(c, d, "do needs exactly one action of kill, errno, short, torn, delay_ms (found %d)", actions);
 	if (get(d, "kill")) {
+		const ynode *k = get(d, "kill");
+		if (k->kind != Y_SCALAR || strcmp(k->value, "true") != 0)
+			return fail(c, k, "kill: '%s' is not valid; valid: kill: true (or write 'do: kill')",
+				    k->kind == Y_SCALAR ? CLIP(k->value) : "a collection");
 		f->action = HARNESS_KILL;
 	} else if (get_str(c, d, "errno", name, sizeof name) == 0) {
 		f->action = HARNESS_ERRNO;
@@ -312,15 +424,20 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase)
 	if (c->failed)
 		return -EINVAL;
 	if (get(d, "then") && f->action != HARNESS_TORN)
-		return fail(c, get(d, "then"), "'then' goes with torn only");
+		return fail(c, key_of(d, "then"), "'then' goes with torn only");
 	if (get_int(c, d, "times", 1, 1000000, &v) == 0) {
 		if (f->action != HARNESS_ERRNO)
-			return fail(c, get(d, "times"), "'times' goes with errno only (a transient error)");
+			return fail(c, key_of(d, "times"), "'times' goes with errno only (a transient error)");
 		f->times = (int)v;
 	}
+	if (c->failed)
+		return -EINVAL;
 	if (train_phase && f->action != HARNESS_KILL && f->action != HARNESS_DELAY)
-		return fail(c, d, "the trainer's phases (train.*) take kill or delay_ms only");
-	return c->failed ? -EINVAL : 0;
+		return fail(c, d, "the trainer's phases (train.*) take kill, power_loss or delay_ms only");
+	if ((f->action == HARNESS_SHORT || f->action == HARNESS_TORN) && strcmp(f->op, "write") != 0)
+		return fail(c, op ? op : d, "%s acts on a write; valid: when: {..., op: write} (on any other call or a "
+			    "phase point it would be a plain EIO)", f->action == HARNESS_SHORT ? "short" : "torn");
+	return 0;
 }
 
 /* "newest/rank-00001.safetensors": a generation selector, then a file-name glob. */
@@ -328,7 +445,7 @@ static int load_damage_do(ctx *c, const ynode *d, harness_damage *g)
 {
 	static const char *const kinds[] = { "bitflip", "truncate", "delete", NULL };
 	int64_t v;
-	char target[160];
+	char target[128];
 
 	if (check_keys(c, d, "do", damage_keys))
 		return -EINVAL;
@@ -344,15 +461,18 @@ static int load_damage_do(ctx *c, const ynode *d, harness_damage *g)
 	if (get_str(c, d, kinds[found], target, sizeof target))
 		return -EINVAL;
 	char *slash = strchr(target, '/');
-	if (!slash || strchr(slash + 1, '/') || slash == target || !slash[1] || strpbrk(target, " \t"))
+	if (!slash || strchr(slash + 1, '/') || slash == target || !slash[1] || !plain_word(target))
 		return fail(c, get(d, kinds[found]), "'%s' is not GENERATION/FILE; e.g. newest/rank-00001.safetensors, "
-			    "all/manifest.json, step-00000030/rank-*.safetensors", target);
+			    "all/manifest.json, step-00000030/rank-*.safetensors", CLIP(target));
 	*slash = '\0';
 	uint64_t st;
 	if (strcmp(target, "newest") && strcmp(target, "oldest") && strcmp(target, "all") &&
-	    (strncmp(target, "step-", 5) != 0 || strlen(target) != 13 || sscanf(target + 5, "%" SCNu64, &st) != 1))
+	    (strncmp(target, "step-", 5) != 0 || strlen(target) != 13 || strspn(target + 5, "0123456789") != 8 ||
+	     sscanf(target + 5, "%" SCNu64, &st) != 1))
 		return fail(c, get(d, kinds[found]), "unknown generation '%s'; valid: newest, oldest, all, step-NNNNNNNN",
-			    target);
+			    CLIP(target));
+	if (strlen(slash + 1) >= sizeof g->file)
+		return fail(c, get(d, kinds[found]), "the file glob is longer than %zu characters", sizeof g->file - 1);
 	snprintf(g->generation, sizeof g->generation, "%s", target);
 	snprintf(g->file, sizeof g->file, "%s", slash + 1);
 	if (get_int(c, d, "offset", INT64_MIN + 1, INT64_MAX, &v) == 0)
@@ -361,16 +481,18 @@ static int load_damage_do(ctx *c, const ynode *d, harness_damage *g)
 		g->seed = v;
 	if (get_int(c, d, "size", 0, INT64_MAX, &v) == 0)
 		g->size = v;
+	if (c->failed)
+		return -EINVAL;
 	if ((get(d, "offset") || get(d, "seed")) && g->kind != HARNESS_BITFLIP)
-		return fail(c, get(d, "offset") ? get(d, "offset") : get(d, "seed"), "offset and seed go with bitflip");
+		return fail(c, get(d, "offset") ? key_of(d, "offset") : key_of(d, "seed"), "offset and seed go with bitflip");
 	if (g->kind == HARNESS_TRUNCATE && !get(d, "size"))
 		return fail(c, d, "truncate needs 'size' (bytes to keep)");
 	if (get(d, "size") && g->kind != HARNESS_TRUNCATE)
-		return fail(c, get(d, "size"), "size goes with truncate");
-	return c->failed ? -EINVAL : 0;
+		return fail(c, key_of(d, "size"), "size goes with truncate");
+	return 0;
 }
 
-static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g)
+static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g, const harness_scenario *s)
 {
 	int64_t v;
 
@@ -379,8 +501,12 @@ static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g
 	g->seed = 1;
 	if (check_keys(c, w, "when", when_keys))
 		return -EINVAL;
-	if (get_int(c, w, "after_attempt", 1, HARNESS_MAX_ATTEMPTS - 1, &v) == 0)
+	if (s->max_attempts < 2)
+		return fail(c, get(w, "after_attempt"), "after_attempt needs a next attempt, but max_attempts is 1");
+	if (get_int(c, w, "after_attempt", 1, s->max_attempts - 1, &v) == 0)
 		g->after_attempt = (int)v;
+	if (c->failed)
+		return -EINVAL;
 	for (int i = 0; i < w->n; i += 2)
 		if (strcmp(w->items[i]->value, "after_attempt") != 0)
 			return fail(c, w->items[i], "after_attempt stands alone: damage between attempts strikes "
@@ -391,6 +517,45 @@ static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g
 static bool is_damage(const ynode *d)
 {
 	return d && d->kind == Y_MAP && (get(d, "bitflip") || get(d, "truncate") || get(d, "delete"));
+}
+
+/*
+ * What the phases allow, as libckpt and reftrain evaluate them: a fault that
+ * can never fire is an error here, not a "did not fire" after the run.
+ */
+static int check_where(ctx *c, const ynode *w, const harness_fault *f, const harness_scenario *s)
+{
+	const ynode *ph = get(w, "phase"), *op = get(w, "op"), *st = get(w, "step"), *rk = get(w, "rank");
+	const ynode *at = get(w, "attempt"), *pa = get(w, "path");
+	int64_t every = s->trainer.every;
+
+	if (!ph)
+		return 0;
+	bool train = prefixed(f->phase, "train."), save = prefixed(f->phase, "save.");
+	if (train && op && strcmp(f->op, "phase") != 0)
+		return fail(c, op, "the trainer's phase %s makes no I/O call: op '%s' never happens there; valid: "
+			    "op: phase, or no op", f->phase, f->op);
+	if (pa && (train || strcmp(f->op, "phase") == 0))
+		return fail(c, key_of(w, "path"), "a phase point has no file: path never matches at %s%s; valid: an op "
+			    "that is an I/O call, or no path", f->phase, train ? "" : " with op: phase");
+	if ((train || save) && st && f->step == 0)
+		return fail(c, st, "%s never happens at step 0 (steps count from 1); valid: 1 to %" PRId64, f->phase,
+			    s->trainer.steps);
+	if (save && st && f->step % every != 0)
+		return fail(c, st, "there is no save at step %" PRId64 ": checkpoint.every is %" PRId64 "; valid: a "
+			    "multiple of %" PRId64 " up to %" PRId64, f->step, every, every, s->trainer.steps);
+	if ((strcmp(f->phase, "restore.read") == 0 || strcmp(f->phase, "restore.verify") == 0) && f->attempt == 1)
+		return fail(c, at ? at : ph, "%s never happens in attempt 1: nothing has been saved before it starts; "
+			    "valid: attempt: 2 or later (a restart)", f->phase);
+	if ((strcmp(f->phase, "restore.read") == 0 || strcmp(f->phase, "restore.verify") == 0) && st &&
+	    (f->step == 0 || f->step % every != 0))
+		return fail(c, st, "there is no generation of step %" PRId64 " to restore: checkpoint.every is %" PRId64
+			    "; valid: a multiple of %" PRId64 " up to %" PRId64, f->step, every, every, s->trainer.steps);
+	if (strcmp(f->phase, "restore.scan") == 0 && rk && f->rank != 0)
+		return fail(c, rk, "restore.scan runs on rank 0 only; valid: rank: 0, or no rank");
+	if ((strcmp(f->phase, "restore.scan") == 0 || strcmp(f->phase, "open.cleanup") == 0) && st && f->step != 0)
+		return fail(c, st, "%s runs before any step (its step is 0); valid: step: 0, or no step", f->phase);
+	return 0;
 }
 
 static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_scenario *s)
@@ -415,8 +580,10 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 		f->step = v;
 	if (get_int(c, w, "nth", 1, 1000000, &v) == 0)
 		f->nth = (int)v;
-	if (get_int(c, w, "attempt", 1, HARNESS_MAX_ATTEMPTS, &v) == 0)
+	if (get_int(c, w, "attempt", 1, s->max_attempts, &v) == 0)
 		f->attempt = (int)v;
+	if (c->failed)
+		return -EINVAL;
 	const ynode *ph = get(w, "phase"), *op = get(w, "op");
 	int p = -1;
 	if (ph && (p = one_of(c, ph, "phase", harness_phases)) >= 0)
@@ -426,14 +593,17 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 		if (o >= 0)
 			strcpy(f->op, harness_ops[o]);
 	}
-	if (get_str(c, w, "path", f->path, sizeof f->path) == 0 && strpbrk(f->path, " \t/"))
+	if (get_str(c, w, "path", f->path, sizeof f->path) == 0 && (strchr(f->path, '/') || !plain_word(f->path) ||
+								     !f->path[0]))
 		return fail(c, get(w, "path"), "path is a glob on a file name (no '/' or spaces), e.g. 'rank-*.safetensors'");
 	if (c->failed)
 		return -EINVAL;
 	if (!ph && !op)
 		return fail(c, w, "when needs a phase or an op: a fault must say where it strikes");
+	if (check_where(c, w, f, s))
+		return -EINVAL;
 	if (is_damage(d)) {
-		/* damage at a step boundary, done by the injector while the job runs */
+		/* damage at rest at a step boundary, done by the injector while the job runs */
 		harness_damage g = { .offset = INT64_MIN, .seed = 1 };
 		if (strcmp(f->phase, "train.step") != 0 || op)
 			return fail(c, w, "damage at rest while the job runs strikes at a step boundary: "
@@ -450,7 +620,71 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 			f->rank = 0;       /* one rank does it, once */
 		return 0;
 	}
-	return load_do(c, d, f, ph && strncmp(f->phase, "train.", 6) == 0);
+	return load_do(c, d, f, ph && prefixed(f->phase, "train."), op);
+}
+
+/* Attempt k runs only if every attempt before it crashed: each needs a fault that ends it. */
+static int first_without_crash(const harness_scenario *s, int upto)
+{
+	for (int a = 1; a < upto; a++) {
+		bool any = false;
+		for (int i = 0; i < s->nfaults; i++)
+			any |= s->faults[i].attempt == a && crashes(s->faults[i].action);
+		if (!any)
+			return a;
+	}
+	return 0;
+}
+
+/* restored_from (allow_none) or max_lost_steps: N, or {ATTEMPT: N, ...}. */
+static int load_expect_steps(ctx *c, const harness_scenario *s, const ynode *ex, const char *key, bool restored,
+			     int64_t *scalar, int64_t *at)
+{
+	const ynode *y = get(ex, key);
+	int64_t v, every = s->trainer.every, steps = s->trainer.steps;
+	char valid[160];
+
+	if (!y)
+		return 0;
+	if (restored)
+		snprintf(valid, sizeof valid, "a step with a save: a multiple of %" PRId64 " from %" PRId64 " to %" PRId64
+			 "%s", every, every, steps, y->kind == Y_MAP ? ", or none (that attempt starts fresh)" : "");
+	else
+		snprintf(valid, sizeof valid, "0 to %" PRId64, steps);
+	if (s->max_attempts < 2)
+		return fail(c, key_of(ex, key), "%s needs a restart, but max_attempts is 1", key);
+	if (y->kind == Y_SCALAR) {
+		if (parse_int(y, restored ? every : 0, steps, &v) < 0 || (restored && v % every != 0))
+			return fail(c, y, "%s: '%s' is not valid; valid: %s", key, CLIP(y->value), valid);
+		int a = first_without_crash(s, 2);
+		if (a)
+			return fail(c, key_of(ex, key), "%s can never be checked: nothing in attempt %d can crash the job "
+				    "(kill, torn or power_loss), so there is no restart", key, a);
+		*scalar = v;
+		return 0;
+	}
+	if (y->kind != Y_MAP)
+		return fail(c, y, "%s must be a step, or a mapping from attempt to step, e.g. {3: 30}", key);
+	for (int i = 0; i + 1 < y->n; i += 2) {
+		const ynode *k = y->items[i], *val = y->items[i + 1];
+		int64_t a;
+		if (parse_int(k, 2, s->max_attempts, &a) < 0)
+			return fail(c, k, "%s: attempt '%s' is not valid; valid: a restart, 2 to %d (max_attempts)", key,
+				    k->kind == Y_SCALAR ? CLIP(k->value) : "a collection", s->max_attempts);
+		if (at[a] != -1)
+			return fail(c, k, "%s: attempt %" PRId64 " is stated twice", key, a);
+		int no = first_without_crash(s, (int)a);
+		if (no)
+			return fail(c, k, "%s: attempt %" PRId64 " never runs: nothing in attempt %d can crash the job "
+				    "(kill, torn or power_loss)", key, a, no);
+		if (restored && val->kind == Y_SCALAR && strcmp(val->value, "none") == 0)
+			v = HARNESS_EXPECT_FRESH;
+		else if (parse_int(val, restored ? every : 0, steps, &v) < 0 || (restored && v % every != 0))
+			return fail(c, val, "%s: '%s' is not valid for attempt %" PRId64 "; valid: %s", key,
+				    val->kind == Y_SCALAR ? CLIP(val->value) : "a collection", a, valid);
+		at[a] = v;
+	}
+	return 0;
 }
 
 static int load(ctx *c, const ynode *root, harness_scenario *s)
@@ -460,14 +694,26 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 
 	if (!root)
 		return fail_at(c, 1, 1, "empty file; a scenario needs at least name, trainer and expect");
-	if (check_keys(c, root, "the scenario", top_keys))
+	if (check_keys(c, root, "the scenario", top_keys) || check_duplicates(c, root))
 		return -EINVAL;
 	if (get_str(c, root, "name", s->name, sizeof s->name))
 		return c->failed ? -EINVAL : fail(c, root, "a scenario needs a name");
 	for (const char *p = s->name; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
-			return fail(c, get(root, "name"), "name '%s' may hold only a-z, 0-9, '-' and '_'", s->name);
+			return fail(c, get(root, "name"), "name '%s' may hold only a-z, 0-9, '-' and '_'", CLIP(s->name));
+	if (!s->name[0])
+		return fail(c, get(root, "name"), "name is empty; it may hold a-z, 0-9, '-' and '_'");
 	get_str(c, root, "description", s->description, sizeof s->description);
+
+	/* read first: the faults and expectations are checked against them */
+	s->max_attempts = 4;
+	s->timeout_s = 120;
+	if (get_int(c, root, "max_attempts", 1, HARNESS_MAX_ATTEMPTS, &v) == 0)
+		s->max_attempts = (int)v;
+	if (get_int(c, root, "timeout_s", 1, 86400, &v) == 0)
+		s->timeout_s = (int)v;
+	if (c->failed)
+		return -EINVAL;
 
 	strcpy(s->trainer.preset, "tiny");
 	s->trainer.world_size = 4;
@@ -507,6 +753,7 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 			return -EINVAL;
 	}
 
+	const ynode *attempt_node[HARNESS_MAX_FAULTS + HARNESS_MAX_DAMAGE];
 	if ((fl = get(root, "faults"))) {
 		if (fl->kind != Y_SEQ)
 			return fail(c, fl, "faults must be a list (each item starting with '- when:')");
@@ -519,20 +766,43 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 					return fail(c, it, "a fault needs both 'when' and 'do'");
 				if (s->ndamage == HARNESS_MAX_DAMAGE)
 					return fail(c, it, "at most %d damage actions", HARNESS_MAX_DAMAGE);
-				if (check_keys(c, it, "a fault", fault_keys) || load_damage(c, w, d, &s->damage[s->ndamage]))
+				if (check_keys(c, it, "a fault", fault_keys) ||
+				    load_damage(c, w, d, &s->damage[s->ndamage], s))
 					return -EINVAL;
+				attempt_node[HARNESS_MAX_FAULTS + s->ndamage] = get(w, "after_attempt");
 				s->damage[s->ndamage++].line = it->line;
 				continue;
 			}
 			if (load_fault(c, it, &s->faults[s->nfaults], s))
 				return -EINVAL;
+			attempt_node[s->nfaults] = get(w, "attempt") ? get(w, "attempt") : it;
 			s->fault_line[s->nfaults++] = it->line;
+		}
+		/* attempt k runs only after attempts 1 to k-1 all crashed */
+		for (int i = 0; i < s->nfaults; i++) {
+			int no = first_without_crash(s, s->faults[i].attempt);
+			if (no)
+				return fail(c, attempt_node[i], "this fault is armed in attempt %d, which never runs: nothing "
+					    "in attempt %d can crash the job (kill, torn or power_loss); valid: attempt: %d, "
+					    "or a crash in attempt %d", s->faults[i].attempt, no, no, no);
+		}
+		for (int i = 0; i < s->ndamage; i++) {
+			int no = first_without_crash(s, s->damage[i].after_attempt + 1);
+			if (no)
+				return fail(c, attempt_node[HARNESS_MAX_FAULTS + i], "damage after attempt %d never strikes: "
+					    "nothing in attempt %d can crash the job (kill, torn or power_loss)",
+					    s->damage[i].after_attempt, no);
 		}
 		/* damaging checkpoints on purpose may cost an acknowledged generation */
 		s->expect.damaged_newest = s->ndamage > 0;
 		for (int i = 0; i < s->nfaults; i++)
 			s->expect.damaged_newest |= s->faults[i].action == HARNESS_DAMAGE;
 	}
+
+	if (s->trainer.test_skip_restore[0] && (s->max_attempts < 2 || first_without_crash(s, 2)))
+		return fail(c, get(t, "test_skip_restore"), "test_skip_restore acts on a restore, but there is no restart "
+			    "(%s); valid: a kill, torn or power_loss fault in attempt 1", s->max_attempts < 2 ?
+			    "max_attempts is 1" : "nothing in attempt 1 can crash the job");
 
 	int damaged = s->expect.damaged_newest;
 	harness_expect_init(&s->expect);
@@ -545,41 +815,92 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 	int k;
 	if (oc && (k = one_of(c, oc, "outcome", outcomes)) >= 0)
 		s->expect.outcome = (enum harness_outcome)k;
-	get_str(c, ex, "error", s->expect.error, sizeof s->expect.error);
-	if (get_int(c, ex, "restored_from", 0, s->trainer.steps, &v) == 0)
-		s->expect.restored_from = v;
-	if (get_int(c, ex, "max_lost_steps", 0, s->trainer.steps, &v) == 0)
-		s->expect.max_lost_steps = v;
+	if (get_str(c, ex, "error", s->expect.error, sizeof s->expect.error) == 0 &&
+	    s->expect.outcome != HARNESS_CLEAN_FAILURE)
+		return fail(c, key_of(ex, "error"), "'error' goes with outcome: clean_failure only (a run that resumes "
+			    "has no error to match); valid: outcome: clean_failure, or no error");
 	if (c->failed)
+		return -EINVAL;
+	if (load_expect_steps(c, s, ex, "restored_from", true, &s->expect.restored_from, s->expect.restored_from_at) ||
+	    load_expect_steps(c, s, ex, "max_lost_steps", false, &s->expect.max_lost_steps, s->expect.max_lost_at))
 		return -EINVAL;
 	if (s->expect.outcome == HARNESS_CLEAN_FAILURE && !s->expect.error[0])
 		return fail(c, ex, "clean_failure needs 'error': the words the failure must say");
-
-	s->max_attempts = 4;
-	s->timeout_s = 120;
-	if (get_int(c, root, "max_attempts", 1, HARNESS_MAX_ATTEMPTS, &v) == 0)
-		s->max_attempts = (int)v;
-	if (get_int(c, root, "timeout_s", 1, 86400, &v) == 0)
-		s->timeout_s = (int)v;
 	return c->failed ? -EINVAL : 0;
+}
+
+int harness_scenario_load_buffer(const char *name, const char *buf, size_t len, harness_scenario *s, char *err,
+				 size_t errlen)
+{
+	ctx c = { .file = name, .err = err, .errlen = errlen };
+	int rc;
+
+	memset(s, 0, sizeof *s);
+	if (errlen)
+		err[0] = '\0';
+	if (strlen(name) >= sizeof s->file)
+		return fail_at(&c, 1, 1, "the file name is longer than %zu characters", sizeof s->file - 1);
+	snprintf(s->file, sizeof s->file, "%s", name);
+	if (len > HARNESS_SCENARIO_MAX_BYTES)
+		return fail_at(&c, 1, 1, "the file is %zu bytes; a scenario file may hold at most %d bytes (1 MiB)", len,
+			       HARNESS_SCENARIO_MAX_BYTES);
+	ynode *root = parse(&c, buf, len);
+	rc = c.failed ? -EINVAL : load(&c, root, s);
+	yfree(root);
+	return rc;
 }
 
 int harness_scenario_load(const char *path, harness_scenario *s, char *err, size_t errlen)
 {
 	ctx c = { .file = path, .err = err, .errlen = errlen };
-	FILE *f = fopen(path, "r");
-	int rc;
+	struct stat st;
+	char *buf = NULL;
+	size_t got = 0;
+	int fd, rc;
 
 	memset(s, 0, sizeof *s);
-	snprintf(s->file, sizeof s->file, "%s", path);
-	if (!f) {
+	if (strlen(path) >= sizeof s->file)
+		return fail_at(&c, 1, 1, "the file name is longer than %zu characters", sizeof s->file - 1);
+	/* O_NONBLOCK: a FIFO named as a scenario is refused below, never waited on */
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)) < 0) {
 		rc = -errno;
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		fail_at(&c, 1, 1, "cannot read: %s", strerror(-rc));
 		return rc;
 	}
-	ynode *root = parse(&c, f);
-	fclose(f);
-	rc = c.failed ? -EINVAL : load(&c, root, s);
-	yfree(root);
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		fail_at(&c, 1, 1, "cannot read: %s", strerror(-rc));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = fail_at(&c, 1, 1, "not a regular file; valid: a .yaml scenario file");
+		goto out;
+	}
+	if (st.st_size > HARNESS_SCENARIO_MAX_BYTES) {
+		rc = fail_at(&c, 1, 1, "the file is %lld bytes; a scenario file may hold at most %d bytes (1 MiB)",
+			     (long long)st.st_size, HARNESS_SCENARIO_MAX_BYTES);
+		goto out;
+	}
+	/* one byte more than allowed, to see a file that grew since fstat */
+	if (!(buf = malloc((size_t)HARNESS_SCENARIO_MAX_BYTES + 1))) {
+		rc = fail_at(&c, 1, 1, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf + got, (size_t)HARNESS_SCENARIO_MAX_BYTES + 1 - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			rc = -errno;
+			fail_at(&c, 1, 1, "cannot read: %s", strerror(-rc));
+			goto out;
+		}
+		if (r == 0 || (got += (size_t)r) > HARNESS_SCENARIO_MAX_BYTES)
+			break;
+	}
+	rc = harness_scenario_load_buffer(path, buf, got, s, err, errlen);
+out:
+	free(buf);
+	close(fd);
 	return rc;
 }

@@ -15,6 +15,15 @@
 
 #define HARNESS_MAX_FAULTS 32
 
+/*
+ * Limits on what is read: a larger file is refused before it is parsed, and
+ * the parse stops at so many values (scalars, mappings, lists) or so deep.
+ */
+#define HARNESS_SCENARIO_MAX_BYTES (1 << 20)
+#define HARNESS_SCENARIO_MAX_NODES 10000
+#define HARNESS_SCENARIO_MAX_DEPTH 32
+#define HARNESS_SCENARIO_PATH_MAX 4096
+
 typedef struct harness_trainer {
 	char preset[16];
 	int world_size;
@@ -28,7 +37,7 @@ typedef struct harness_trainer {
 #define HARNESS_MAX_DAMAGE 8
 
 typedef struct harness_scenario {
-	char file[512];
+	char file[HARNESS_SCENARIO_PATH_MAX];   /* a longer path is refused, never truncated */
 	char name[128];
 	char description[1024];
 	harness_trainer trainer;
@@ -42,7 +51,14 @@ typedef struct harness_scenario {
 	int timeout_s;
 } harness_scenario;
 
-/* 0, or -EINVAL with "file:line:col: what; valid: ..." in err (-errno if unreadable). */
+/*
+ * 0, or -EINVAL with "file:line:col: what; valid: ..." in err (-errno if
+ * unreadable). Only a regular file of at most HARNESS_SCENARIO_MAX_BYTES is
+ * read (opened O_NONBLOCK: a FIFO is refused, never waited on).
+ */
 int harness_scenario_load(const char *path, harness_scenario *s, char *err, size_t errlen);
+/* The same from memory (buf need not be NUL-terminated); name is the file name in messages. */
+int harness_scenario_load_buffer(const char *name, const char *buf, size_t len, harness_scenario *s, char *err,
+				 size_t errlen);
 
 #endif

@@ -9,12 +9,16 @@ export CKPT_BUILD_DIR=$BUILD
 PACKAGES=(build-essential cmake ninja-build pkg-config git
           openmpi-bin libopenmpi-dev libfiu-dev fiu-utils libcmocka-dev libxxhash-dev libjansson-dev libyaml-dev
           python3 python3-pytest python3-numpy python3-xxhash)
+# scripts/fuzz: clang with libFuzzer and the sanitizer runtimes
+FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# ensure_packages [PACKAGE...]: those (default: PACKAGES)
 ensure_packages() {
-	local missing=() p
-	for p in "${PACKAGES[@]}"; do
+	local missing=() p want=("$@")
+	[ ${#want[@]} -gt 0 ] || want=("${PACKAGES[@]}")
+	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0

@@ -98,7 +98,7 @@ def test_a_fault_that_never_fires_is_an_error_not_a_pass(tmp_path):
     p = write(tmp_path, "never", """name: never-fires
 trainer: {preset: tiny, world_size: 2, steps: 20}
 faults:
-  - when: {rank: 1, step: 15, phase: save.commit}
+  - when: {rank: 1, step: 10, phase: save.commit, op: rename, nth: 99}
     do: kill
 expect: {outcome: resume_bitwise}
 """)
