@@ -76,7 +76,7 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
 	       const char *undo, const char *log, int with_test_flags, harness_job_result *jr)
 {
-	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], envp[4][1100];
+	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], accum[16], envp[4][1100];
 	const char *env[5] = { NULL, NULL, NULL, NULL, NULL };
 	int ne = 0;
 	const char *argv[40];
@@ -98,6 +98,10 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	argv[n++] = "--keep"; argv[n++] = keep;
 	argv[n++] = "--resume"; argv[n++] = "auto";
 	argv[n++] = "--attempt"; argv[n++] = att;
+	if (s->trainer.accum_steps > 1) {
+		snprintf(accum, sizeof accum, "%d", s->trainer.accum_steps);
+		argv[n++] = "--accum-steps"; argv[n++] = accum;
+	}
 	if (with_test_flags && s->trainer.test_skip_restore[0]) {
 		argv[n++] = "--test-skip-restore";
 		argv[n++] = s->trainer.test_skip_restore;
@@ -165,9 +169,11 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 	}
 	snprintf(path, sizeof path, "%s/../lib/libckpt.so", o->bindir);
 	hash_file(st, path);
-	snprintf(cfg, sizeof cfg, "preset=%s world=%d steps=%" PRId64 " seed=%" PRId64 " every=%" PRId64 " keep=%d",
-		 s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed, s->trainer.every,
-		 s->trainer.keep);
+	int used = snprintf(cfg, sizeof cfg, "preset=%s world=%d steps=%" PRId64 " seed=%" PRId64 " every=%" PRId64
+			    " keep=%d", s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed,
+			    s->trainer.every, s->trainer.keep);
+	if (s->trainer.accum_steps > 1)
+		snprintf(cfg + used, sizeof cfg - (size_t)used, " accum_steps=%d", s->trainer.accum_steps);
 	XXH3_64bits_update(st, cfg, strlen(cfg));
 	key = XXH3_64bits_digest(st);
 	XXH3_freeState(st);

@@ -348,7 +348,7 @@ static bool plain_word(const char *s)
 static const char *const top_keys[] = { "name", "description", "trainer", "faults", "expect", "max_attempts",
 					"timeout_s", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
-					    "test_skip_restore", NULL };
+					    "accum_steps", "test_skip_restore", NULL };
 static const char *const checkpoint_keys[] = { "every", "keep", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
@@ -358,7 +358,8 @@ static const char *const damage_keys[] = { "bitflip", "truncate", "delete", "off
 static const char *const expect_keys[] = { "outcome", "error", "restored_from", "max_lost_steps", NULL };
 static const char *const presets[] = { "tiny", "small", "large", NULL };
 static const char *const outcomes[] = { "resume_bitwise", "clean_failure", NULL };
-static const char *const components[] = { "params", "master", "opt", "rng", "data", "sched", "scaler", "user", NULL };
+static const char *const components[] = { "params", "master", "opt", "rng", "data", "sched", "scaler", "user",
+					   "accum", NULL };
 const char *const harness_phases[] = {
 	"save.prepare", "save.shard_write", "save.shard_sync", "save.barrier", "save.manifest_write",
 	"save.manifest_sync", "save.commit", "save.dir_sync", "save.latest", "save.retention", "restore.scan",
@@ -721,6 +722,7 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 	s->trainer.seed = 1;
 	s->trainer.every = 10;
 	s->trainer.keep = 3;
+	s->trainer.accum_steps = 1;
 	if ((t = get(root, "trainer"))) {
 		if (check_keys(c, t, "trainer", trainer_keys))
 			return -EINVAL;
@@ -738,6 +740,8 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 			s->trainer.steps = v;
 		if (get_int(c, t, "seed", 0, INT64_MAX, &v) == 0)
 			s->trainer.seed = v;
+		if (get_int(c, t, "accum_steps", 1, 1024, &v) == 0)
+			s->trainer.accum_steps = (int)v;
 		const ynode *sk = get(t, "test_skip_restore");
 		if (sk && (k = one_of(c, sk, "component", components)) >= 0)
 			strcpy(s->trainer.test_skip_restore, components[k]);

@@ -31,6 +31,7 @@ typedef struct harness_trainer {
 	int64_t seed;
 	int64_t every;
 	int keep;
+	int accum_steps;              /* steps per optimizer update (reftrain --accum-steps) */
 	char test_skip_restore[16];   /* test only */
 } harness_trainer;
 
