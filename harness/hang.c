@@ -212,8 +212,11 @@ int harness_hang_describe(const char *trail_prefix, const char *ckpt_root, int w
 			add(&t, " (from the journal: no trail)");
 		groups++;
 	}
+	int others = 0;
+	for (int r = 0; r < world; r++)
+		others += done[r] && !held[r];
 	if (nheld && groups)
-		add(&t, " and wait%s for %s", groups > 1 ? "" : "", nheld == 1 ? "it" : "them");
+		add(&t, " and wait%s for %s", others == 1 ? "s" : "", nheld == 1 ? "it" : "them");
 	int pick[MAX_RANKS] = { 0 }, unknown = 0;
 	for (int r = 0; r < world; r++)
 		if (!done[r]) {
