@@ -296,6 +296,8 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 	}
 	if (rc == 0)
 		rmrf(tmp);
+	else
+		harness_workdir_keep(tmp);     /* the evidence the sentence points to */
 done:
 	flock(fd, LOCK_UN);
 	close(fd);
