@@ -96,15 +96,17 @@ def start_stalled(tmp_path, mode, n):
 def test_sigkill_of_the_harness_mid_suite_leaves_no_job_running(tmp_path):
     proc = start_stalled(tmp_path, "suite", 2)
     assert len(ranks_under(tmp_path)) == 4
-    proc.kill()
-    proc.communicate(timeout=30)
     t0 = time.time()
+    proc.kill()
+    proc.wait(timeout=30)
     # mpirun, its ranks, the scenario runners and the guards: nothing that names this test's directory
     while processes_under(tmp_path) and time.time() - t0 < 10:
         time.sleep(0.05)
     left = processes_under(tmp_path)
-    assert not left, f"still running {time.time() - t0:.1f} s after SIGKILL: {left}"
-    print(f"everything gone {time.time() - t0:.2f} s after SIGKILL of the harness")
+    took = time.time() - t0
+    assert not left, f"still running {took:.1f} s after SIGKILL: {left}"
+    print(f"everything gone {took:.2f} s after SIGKILL of the harness")
+    proc.communicate(timeout=30)
 
 
 def proc_start(pid):
