@@ -97,18 +97,28 @@ static void phase_at(const where *w, char *buf, size_t len)
 			 w->step);
 }
 
-/* phase_at plus the call: "save.shard_write of step 30 (the 2nd write, rank-00001.safetensors)" */
-static void place(const where *w, char *buf, size_t len)
+/* The call within the phase, "the 2nd write, rank-00001.safetensors", or "" at the phase's own point. */
+static void call(const where *w, char *buf, size_t len)
 {
-	char at[96];
-	phase_at(w, at, sizeof at);
 	if (!w->op[0] || strcmp(w->op, "phase") == 0)
-		snprintf(buf, len, "%s", at);
+		snprintf(buf, len, "%s", "");
 	else if (w->nth)
-		snprintf(buf, len, "%s (the %" PRIu64 "%s %s%s%s)", at, w->nth, ordinal(w->nth), w->op,
-			 w->path[0] ? ", " : "", w->path);
+		snprintf(buf, len, "the %" PRIu64 "%s %s%s%s", w->nth, ordinal(w->nth), w->op, w->path[0] ? ", " : "",
+			 w->path);
 	else
-		snprintf(buf, len, "%s (%s%s%s)", at, w->op, w->path[0] ? " " : "", w->path);
+		snprintf(buf, len, "%s%s%s", w->op, w->path[0] ? " " : "", w->path);
+}
+
+/* phase_at plus the call and a note: "save.shard_write of step 30 (the 2nd write, rank-00001.safetensors; NOTE)" */
+static void place(const where *w, const char *note, char *buf, size_t len)
+{
+	char at[96], c[256];
+	phase_at(w, at, sizeof at);
+	call(w, c, sizeof c);
+	if (c[0] || note[0])
+		snprintf(buf, len, "%s (%s%s%s)", at, c, c[0] && note[0] ? "; " : "", note);
+	else
+		snprintf(buf, len, "%s", at);
 }
 
 typedef struct text {
@@ -176,10 +186,10 @@ int harness_hang_describe(const char *trail_prefix, const char *ckpt_root, int w
 		for (int r = 0; r < world; r++) {
 			if (!held[r])
 				continue;
-			char where_[320];
-			place(&w[r], where_, sizeof where_);
-			add(&t, "%srank %d waits in %s (an injected delay of %u ms)", first ? "" : ", ", r, where_,
-			    w[r].delay_ms);
+			char where_[400], note[64];
+			snprintf(note, sizeof note, "an injected delay of %u ms", w[r].delay_ms);
+			place(&w[r], note, where_, sizeof where_);
+			add(&t, "%srank %d waits in %s", first ? "" : ", ", r, where_);
 			first = 0;
 			done[r] = 1;
 		}
@@ -201,11 +211,11 @@ int harness_hang_describe(const char *trail_prefix, const char *ckpt_root, int w
 		if (nheld) {
 			add(&t, " passed %s", w[r].group);
 		} else {
-			char where_[320];
+			char where_[400];
 			int n = 0;
 			for (int q = 0; q < world; q++)
 				n += pick[q];
-			place(&w[r], where_, sizeof where_);
+			place(&w[r], "", where_, sizeof where_);
 			add(&t, " last passed %s", n == 1 ? where_ : w[r].group);
 		}
 		if (w[r].known == 2)

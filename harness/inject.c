@@ -80,8 +80,8 @@ static void copy_field(char *dst, size_t len, const char *src)
 	memset(dst + n, 0, len - n);
 }
 
-/* Record the point reached (and a delay about to be slept) in the trail. No system call. */
-static void trail_mark(const ckpt_fault_ctx *c, unsigned delay_ms)
+/* Record the point reached in the trail. No system call. */
+static void trail_mark(const ckpt_fault_ctx *c)
 {
 	static const char *ops[] = { "phase", "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink",
 				     "rmdir", "ftruncate", "close", "read", "opendir" };
@@ -105,7 +105,7 @@ static void trail_mark(const ckpt_fault_ctx *c, unsigned delay_ms)
 			count = &counts[i];
 	clock_gettime(CLOCK_MONOTONIC, &ts);     /* the vDSO: no system call */
 	atomic_store_explicit((_Atomic uint32_t *)&trail->seq, trail->seq + 1, memory_order_release);
-	trail->delay_ms = delay_ms;
+	trail->delay_ms = 0;
 	trail->points++;
 	trail->step = c->step;
 	trail->nth = ++*count;
@@ -117,6 +117,19 @@ static void trail_mark(const ckpt_fault_ctx *c, unsigned delay_ms)
 	atomic_flag_clear_explicit(&trail_busy, memory_order_release);
 }
 
+/* The point just marked is about to sleep delay_ms. */
+static void trail_delay(unsigned delay_ms)
+{
+	if (!trail)
+		return;
+	while (atomic_flag_test_and_set_explicit(&trail_busy, memory_order_acquire))
+		;
+	atomic_store_explicit((_Atomic uint32_t *)&trail->seq, trail->seq + 1, memory_order_release);
+	trail->delay_ms = delay_ms;
+	atomic_store_explicit((_Atomic uint32_t *)&trail->seq, trail->seq + 1, memory_order_release);
+	atomic_flag_clear_explicit(&trail_busy, memory_order_release);
+}
+
 static int on_point(const char *name, int *failnum, void **failinfo, unsigned *flags)
 {
 	const ckpt_fault_ctx *c = ckpt_fault_current();
@@ -124,7 +137,7 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 	(void)failnum;
 	(void)flags;
 
-	trail_mark(c, 0);
+	trail_mark(c);
 	for (int i = 0; i < nplan; i++) {
 		const harness_fault *f = &plan[i];
 		if (!matches(f, c))
@@ -156,7 +169,7 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 		case HARNESS_TORN: action = (ckpt_fault_action){ .kind = CKPT_FAULT_TORN, .bytes = (size_t)f->arg }; break;
 		default:
 			action = (ckpt_fault_action){ .kind = CKPT_FAULT_DELAY, .delay_ms = (unsigned)f->arg };
-			trail_mark(c, action.delay_ms);
+			trail_delay(action.delay_ms);
 			break;
 		}
 		*failinfo = &action;

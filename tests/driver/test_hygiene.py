@@ -294,3 +294,21 @@ def test_timeout_s_is_the_upper_bound_of_the_watchdog(tmp_path):
             "train.reduce at step 5 and waits for it; the watchdog stopped attempt 1 after 6 s") in res.stdout, \
         res.stdout
     assert time.time() - t0 < 25
+
+
+def test_a_hang_names_the_call_a_rank_waits_in(tmp_path):
+    p = tmp_path / "hang-io.yaml"
+    p.write_text("""name: hang-io
+trainer: {preset: tiny, world_size: 4, steps: 20, checkpoint: {every: 10, keep: 3}}
+timeout_s: 8
+faults:
+  - when: {rank: 1, step: 10, phase: save.shard_write, op: write, nth: 2}
+    do: {delay_ms: 600000}
+expect: {outcome: resume_bitwise}
+""")
+    res = subprocess.run([str(HARNESS), "run", str(p), "--cache", str(tmp_path / "cache")], capture_output=True,
+                         text=True, env=env_for(tmp_path), timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert ("the job hung: rank 1 waits in save.shard_write of step 10 (the 2nd write, rank-00001.safetensors; "
+            "an injected delay of 600000 ms) while ranks 0, 2 and 3 passed save.barrier of step 10 and wait for "
+            "it; the watchdog stopped attempt 1 after 8 s") in res.stdout, res.stdout
