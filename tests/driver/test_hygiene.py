@@ -312,3 +312,15 @@ expect: {outcome: resume_bitwise}
     assert ("the job hung: rank 1 waits in save.shard_write of step 10 (the 2nd write, rank-00001.safetensors; "
             "an injected delay of 600000 ms) while ranks 0, 2 and 3 passed save.barrier of step 10 and wait for "
             "it; the watchdog stopped attempt 1 after 8 s") in res.stdout, res.stdout
+
+
+def test_a_launch_failure_is_still_an_error_not_a_hang(tmp_path):
+    """Infrastructure stays exit 3: here mpirun is not on PATH."""
+    q = tmp_path / "quick.yaml"
+    q.write_text(QUICK)
+    env = dict(env_for(tmp_path), PATH=str(tmp_path / "no-such-bin"))
+    res = subprocess.run([str(HARNESS), "run", str(q), "--cache", str(tmp_path / "cache"), "--json",
+                          str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 3, res.stdout + res.stderr
+    entry = json.loads((tmp_path / "r.json").read_text())["scenarios"][0]
+    assert entry["verdict"] == "ERROR" and "the uninterrupted run failed (exit 127" in entry["sentence"]
