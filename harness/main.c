@@ -201,10 +201,20 @@ static int run_many(const harness_scenario *s, int n, const harness_opts *o, int
 	char dir[PATH_MAX];
 	int next = 0, running = 0, done = 0, tty = isatty(2);
 
-	if (harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), "ckpt-harness-suite") < 0) {
-		fprintf(stderr, "ckpt-harness: cannot create %s: %s\n", dir, strerror(errno));
+	int rc = harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), "ckpt-harness-suite");
+	if (rc < 0) {
+		/* nothing can run: every scenario is an infrastructure error (exit 3), not a silent pass */
+		for (int i = 0; i < n; i++) {
+			memset(&r[i], 0, sizeof r[i]);
+			snprintf(r[i].name, sizeof r[i].name, "%s", s[i].name);
+			snprintf(r[i].file, sizeof r[i].file, "%s", s[i].file);
+			r[i].verdict = HARNESS_ERROR;
+			r[i].harness_error = 1;
+			snprintf(r[i].sentence, sizeof r[i].sentence, "cannot create the suite directory %s: %s", dir,
+				 strerror(-rc));
+		}
 		free(pid);
-		return 0;
+		return n;
 	}
 
 	while (done < n) {

@@ -107,6 +107,15 @@ def test_sigkill_of_the_harness_mid_suite_leaves_no_job_running(tmp_path):
     assert not left, f"still running {took:.1f} s after SIGKILL: {left}"
     print(f"everything gone {took:.2f} s after SIGKILL of the harness")
     proc.communicate(timeout=30)
+    # what it left (the suite directory and both work directories) goes at the next start
+    tmp = Path(env_for(tmp_path)["TMPDIR"])
+    assert len(list(tmp.glob("ckpt-harness-*"))) == 3
+    q = tmp_path / "quick.yaml"
+    q.write_text(QUICK)
+    res = subprocess.run([str(HARNESS), "run", str(q), "--cache", str(tmp_path / "cache")], capture_output=True,
+                         text=True, env=env_for(tmp_path), timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not list(tmp.iterdir())
 
 
 def proc_start(pid):
