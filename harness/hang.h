@@ -8,6 +8,8 @@
  *   the job hung: rank 2 waits in restore.verify of step 30 (an injected
  *   delay of 600000 ms) while ranks 0, 1 and 3 passed restore.verify of
  *   step 30 and wait for it; the watchdog stopped attempt 2 after 8 s
+ *
+ * (run.c adds how the watchdog's limit was sized.)
  */
 #ifndef HARNESS_HANG_H
 #define HARNESS_HANG_H

@@ -442,14 +442,28 @@ static int attempt_watchdog(const harness_scenario *s, double golden_s)
 	return w < s->timeout_s ? (int)(w + 0.999) : s->timeout_s;
 }
 
+/* How the watchdog's limit came about, for the hang sentence. */
+static void watchdog_why(const harness_scenario *s, double golden_s, int limit, char *buf, size_t len)
+{
+	if (golden_s <= 0)
+		snprintf(buf, len, "its limit: the scenario's timeout_s, %d s (no time stored for the uninterrupted run)",
+			 limit);
+	else if (limit == s->timeout_s)
+		snprintf(buf, len, "its limit: the scenario's timeout_s, %d s", limit);
+	else
+		snprintf(buf, len, "its limit: %d s, at least %d s and %d x the uninterrupted run's %.2f s + %d s", limit,
+			 WATCHDOG_FLOOR_S, WATCHDOG_K, golden_s, WATCHDOG_ALLOWANCE_S);
+}
+
 /* A hang is a verdict: FAIL, saying where each rank was (hang.c). */
 static void hang_verdict(const harness_scenario *s, harness_result *r, const char *trail, const char *ck,
-			 int attempt, const harness_job_result *jr, const char *log)
+			 int attempt, const harness_job_result *jr, double golden_s, int limit, const char *log)
 {
-	char why[900];
-	harness_hang_describe(trail, ck, s->trainer.world_size, attempt, jr->seconds, why, sizeof why);
+	char where[800], why[200];
+	harness_hang_describe(trail, ck, s->trainer.world_size, attempt, jr->seconds, where, sizeof where);
+	watchdog_why(s, golden_s, limit, why, sizeof why);
 	r->verdict = HARNESS_FAIL;
-	snprintf(r->sentence, sizeof r->sentence, "%s; see %s", why, log);
+	snprintf(r->sentence, sizeof r->sentence, "%s (%s); see %s", where, why, log);
 }
 
 void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
@@ -519,7 +533,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			goto out;
 		}
 		if (jr.timed_out) {
-			hang_verdict(s, r, trail, ck, k + 1, &jr, log);
+			hang_verdict(s, r, trail, ck, k + 1, &jr, golden_s, watchdog, log);
 			r->attempts = k + 1;
 			read_fault_logs(s, faultlog, r, fired);
 			for (int i = 0; i < s->nfaults; i++)
