@@ -51,7 +51,9 @@ static int kill_session(pid_t sid, int sig)
 		char *p = strrchr(buf, ')');
 		int ppid, pgrp, session;
 		char state;
-		if (p && sscanf(p + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4 && session == sid) {
+		/* a zombie is dead already: it only waits for its reaper */
+		if (p && sscanf(p + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4 && session == sid &&
+		    state != 'Z') {
 			kill(pid, sig);
 			n++;
 		}
@@ -62,9 +64,70 @@ static int kill_session(pid_t sid, int sig)
 
 static void on_signal(int sig)
 {
-	interrupted = sig;
+	if (!interrupted)
+		interrupted = sig;
 	if (live_session > 0)
 		kill(live_session, SIGTERM);      /* mpirun forwards it to the ranks */
+}
+
+int harness_launch_die_with_parent(pid_t parent)
+{
+	/* PR_SET_PDEATHSIG fires when the thread that forked us exits: the harness forks only from its main thread */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		return -errno;
+	/* the parent may have died before prctl: then nobody will send the signal */
+	if (getppid() != parent)
+		return -ESRCH;
+	return 0;
+}
+
+/*
+ * The guard: a small process, forked per job, that blocks reading a pipe whose
+ * only write end the harness holds. When the harness ends in any way, SIGKILL
+ * included, the pipe reaches EOF and the guard kills what is left of the
+ * job's session. Open MPI's ranks die about 1 s after their mpirun is
+ * SIGKILLed (measured), but a procs launcher or a stuck rank would not.
+ */
+static pid_t guard_start(pid_t sid, int *wfd)
+{
+	int p[2];
+	pid_t g;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	if ((g = fork()) < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (g == 0) {
+		char c;
+		ssize_t n;
+		/* outlive a Ctrl-C or SIGTERM to the harness's process group: the EOF is the signal */
+		signal(SIGINT, SIG_IGN);
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGHUP, SIG_IGN);
+		prctl(PR_SET_CHILD_SUBREAPER, 0);
+		close(p[1]);
+		/* hold none of the harness's descriptors: a reader of its stdout must not wait for the guard */
+		int null = open("/dev/null", O_RDWR);
+		for (int fd = 0; fd < 3 && null >= 0; fd++)
+			dup2(null, fd);
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != p[0])
+				close(fd);
+		while ((n = read(p[0], &c, 1)) != 0)
+			if (n < 0 && errno != EINTR)
+				break;
+		for (int round = 0; round < 500 && kill_session(sid, SIGKILL) > 0; round++) {
+			struct timespec nap = { 0, 10 * 1000 * 1000 };
+			nanosleep(&nap, NULL);
+		}
+		_exit(0);
+	}
+	close(p[0]);
+	*wfd = p[1];
+	return g;
 }
 
 void harness_launch_init(void)
@@ -80,7 +143,7 @@ void harness_launch_init(void)
 
 int harness_interrupted(void)
 {
-	return interrupted != 0;
+	return interrupted;
 }
 
 static int local_build(const harness_launcher *l, int np, const char *jobdir, int timeout_s,
@@ -92,7 +155,8 @@ static int local_build(const harness_launcher *l, int np, const char *jobdir, in
 
 #define ARG(s) do { if (n + 2 >= max) return -E2BIG; argv[n++] = (char *)(s); } while (0)
 	snprintf(nps, sizeof nps, "%d", np);
-	snprintf(tos, sizeof tos, "%d", timeout_s);
+	/* a backstop: the harness's own watchdog stops the job at timeout_s and reads where each rank was */
+	snprintf(tos, sizeof tos, "%d", timeout_s + 10);
 	ARG("mpirun"); ARG("-np"); ARG(nps); ARG("--oversubscribe"); ARG("--bind-to"); ARG("none");
 	ARG("--quiet"); ARG("--stdin"); ARG("none");
 	ARG("--mca"); ARG("btl"); ARG("self,vader");
@@ -142,10 +206,14 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 	setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
 
 	double t0 = now();
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
+		/* the job dies with the harness, even with a SIGKILL; the guard sweeps the session too */
+		if (harness_launch_die_with_parent(parent) < 0)
+			_exit(127);
 		setsid();
 		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 		if (fd >= 0) {
@@ -162,9 +230,11 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 		_exit(127);
 	}
 	live_session = pid;
+	int guard_fd = -1;
+	pid_t guard = guard_start(pid, &guard_fd);
 
-	/* our own watchdog, past mpirun's --timeout, for an mpirun that hangs itself */
-	double deadline = t0 + timeout_s + 15;
+	/* the watchdog; mpirun's own --timeout is a backstop behind it */
+	double deadline = t0 + timeout_s;
 	int sent_term = 0;
 	for (;;) {
 		pid_t w = waitpid(pid, &status, WNOHANG);
@@ -198,6 +268,11 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		;
 	live_session = 0;
+	if (guard > 0) {
+		close(guard_fd);                /* EOF: the guard sweeps an empty session and exits */
+		while (waitpid(guard, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
 	nftw(jobdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 
 	if (WIFEXITED(status)) {

@@ -8,11 +8,17 @@
  * child subreaper, so ranks orphaned by a dying mpirun come back to it; when
  * a job ends, or on SIGINT/SIGTERM, every process of its session is killed
  * and its directory removed.
+ *
+ * When the harness itself is SIGKILLed nothing of it runs any more, so two
+ * things outside it take over: mpirun has PR_SET_PDEATHSIG (SIGKILL), and a
+ * guard process per job, blocked on a pipe only the harness writes to, kills
+ * the job's session when the pipe reaches EOF (a pipe's EOF survives SIGKILL).
  */
 #ifndef HARNESS_LAUNCH_H
 #define HARNESS_LAUNCH_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct harness_launcher {
 	const char *name;
@@ -32,11 +38,18 @@ typedef struct harness_job_result {
 
 /* Once, at start: become a subreaper and install SIGINT/SIGTERM cleanup. */
 void harness_launch_init(void);
-/* True once SIGINT or SIGTERM arrived. */
+/* The signal (SIGINT or SIGTERM) that arrived first, or 0. */
 int harness_interrupted(void);
 
 /*
- * Run one job to completion (or the watchdog), stdout and stderr appended to
+ * In a child just forked from parent (before exec): be SIGKILLed when parent
+ * dies. -ESRCH if parent died already (the caller should exit).
+ */
+int harness_launch_die_with_parent(pid_t parent);
+
+/*
+ * Run one job to completion or until timeout_s (the watchdog: SIGTERM, 2 s,
+ * SIGKILL of the session; out->timed_out), stdout and stderr appended to
  * log_path. env: NAME=value strings exported to every rank. 0, or -errno if it
  * could not be started.
  */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -13,6 +14,7 @@
 
 #include "crashstate.h"
 #include "sweep.h"
+#include "workdir.h"
 #include "launch.h"
 #include "oracle.h"
 #include "report.h"
@@ -33,8 +35,9 @@ static const char usage[] =
 "uninterrupted run (cached in --cache DIR, default build/golden-cache).\n"
 "\n"
 "Exit status: 0 every scenario met its expectation; 1 at least one did not;\n"
-"2 bad input; 3 the harness could not do its job (launch, timeout, a\n"
-"nondeterministic trainer).\n";
+"2 bad input; 3 the harness could not do its job (launch, a nondeterministic\n"
+"trainer); 130 after SIGINT, 143 after SIGTERM. A job that hangs is stopped\n"
+"by a watchdog sized from the uninterrupted run and is a FAIL (1).\n";
 
 typedef struct cli {
 	const char *json, *junit, *work, *cache;
@@ -194,11 +197,26 @@ static int write_reports(const cli *c, const harness_result *r, int n, double se
  */
 static int run_many(const harness_scenario *s, int n, const harness_opts *o, int jobs, int fail_fast, harness_result *r)
 {
-	int stop = 0;
-	pid_t *pid = calloc((size_t)n, sizeof *pid);
-	char tmpl[] = "/tmp/ckpt-harness-suite.XXXXXX";
-	char *dir = mkdtemp(tmpl);
+	int stop = 0, forwarded = 0;
+	pid_t *pid = calloc((size_t)n, sizeof *pid), self = getpid();
+	char dir[PATH_MAX];
 	int next = 0, running = 0, done = 0, tty = isatty(2);
+
+	int rc = harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), "ckpt-harness-suite");
+	if (rc < 0) {
+		/* nothing can run: every scenario is an infrastructure error (exit 3), not a silent pass */
+		for (int i = 0; i < n; i++) {
+			memset(&r[i], 0, sizeof r[i]);
+			snprintf(r[i].name, sizeof r[i].name, "%s", s[i].name);
+			snprintf(r[i].file, sizeof r[i].file, "%s", s[i].file);
+			r[i].verdict = HARNESS_ERROR;
+			r[i].harness_error = 1;
+			snprintf(r[i].sentence, sizeof r[i].sentence, "cannot create the suite directory %s: %s", dir,
+				 strerror(-rc));
+		}
+		free(pid);
+		return n;
+	}
 
 	while (done < n) {
 		if (stop && running == 0)
@@ -207,7 +225,10 @@ static int run_many(const harness_scenario *s, int n, const harness_opts *o, int
 			pid[next] = fork();
 			if (pid[next] == 0) {
 				harness_result res;
-				char path[256];
+				char path[PATH_MAX + 16];
+				/* a runner dies with the harness (its guard then kills its job) */
+				if (harness_launch_die_with_parent(self) < 0)
+					_exit(0);
 				harness_launch_init();
 				harness_run_scenario(&s[next], o, &res);
 				snprintf(path, sizeof path, "%s/%d", dir, next);
@@ -221,6 +242,13 @@ static int run_many(const harness_scenario *s, int n, const harness_opts *o, int
 			running++;
 			next++;
 		}
+		if (harness_interrupted() && !forwarded) {
+			/* a signal to the harness alone (not its process group) still stops every runner */
+			for (int i = 0; i < next; i++)
+				if (pid[i] > 0)
+					kill(pid[i], harness_interrupted());
+			forwarded = 1;
+		}
 		int status;
 		pid_t w = wait(&status);
 		if (w < 0) {
@@ -231,7 +259,8 @@ static int run_many(const harness_scenario *s, int n, const harness_opts *o, int
 		for (int i = 0; i < next; i++) {
 			if (pid[i] != w)
 				continue;
-			char path[256];
+			pid[i] = 0;
+			char path[PATH_MAX + 16];
 			snprintf(path, sizeof path, "%s/%d", dir, i);
 			FILE *f = fopen(path, "rb");
 			if (!f || fread(&r[i], sizeof r[i], 1, f) != 1) {
@@ -296,6 +325,9 @@ static int cmd_run(int argc, char **argv, int suite)
 	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache };
 
 	harness_launch_init();
+	/* what killed harness processes left behind: their work, suite and golden directories */
+	harness_workdir_sweep(harness_workdir_tmp(), "ckpt-harness-");
+	harness_workdir_sweep(cache, "golden");
 	double t0 = now();
 	if (suite)
 		n = run_many(s, n, &o, c.jobs, c.fail_fast, r);
@@ -324,7 +356,7 @@ static int cmd_run(int argc, char **argv, int suite)
 	}
 	rc = write_reports(&c, r, n, secs);
 	if (harness_interrupted())
-		return 130;
+		return 128 + harness_interrupted();       /* 130 for SIGINT, 143 for SIGTERM */
 	int code = harness_exit_code(r, n);
 	return rc > code ? rc : code;
 }

@@ -19,9 +19,11 @@
 #include <xxhash.h>
 
 #include "damage.h"
+#include "hang.h"
 #include "jsonl.h"
 #include "launch.h"
 #include "powerloss.h"
+#include "workdir.h"
 
 static double now(void)
 {
@@ -71,13 +73,17 @@ static int hash_file(XXH3_state_t *st, const char *path)
 	return n < 0 ? -EIO : 0;
 }
 
-/* One reftrain job of this scenario's trainer. */
+/*
+ * One reftrain job of this scenario's trainer, stopped by the watchdog after
+ * timeout_s. trail: where the ranks keep their trail (inject.h), or NULL.
+ */
 static int job(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *dir,
 	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
-	       const char *undo, const char *log, int with_test_flags, harness_job_result *jr)
+	       const char *undo, const char *trail, const char *log, int with_test_flags, int timeout_s,
+	       harness_job_result *jr)
 {
-	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], accum[16], envp[4][1100];
-	const char *env[5] = { NULL, NULL, NULL, NULL, NULL };
+	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], accum[16], envp[5][1100];
+	const char *env[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
 	int ne = 0;
 	const char *argv[40];
 	int n = 0;
@@ -119,7 +125,11 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		snprintf(envp[3], sizeof envp[3], "CKPT_UNDO_LOG=%s", undo);
 		env[ne++] = envp[3];
 	}
-	int rc = harness_launch_run(&harness_local_mpirun, s->trainer.world_size, dir, s->timeout_s, env, argv, log, jr);
+	if (trail) {
+		snprintf(envp[4], sizeof envp[4], "CKPT_FAULT_TRAIL=%s", trail);
+		env[ne++] = envp[4];
+	}
+	int rc = harness_launch_run(&harness_local_mpirun, s->trainer.world_size, dir, timeout_s, env, argv, log, jr);
 	r->launch_seconds += jr->seconds;
 	r->launches++;
 	return rc;
@@ -148,18 +158,72 @@ static int same_file(const char *a, const char *b, int *line)
 }
 
 /*
- * The uninterrupted trajectory, keyed by the trainer and library binaries and
- * the trainer configuration. Computed once (twice the first time: the two
- * runs must be identical, or no verdict can count) and shared by every
- * scenario; a lock keeps parallel scenarios from computing it twice.
+ * The cached copy of an uninterrupted trajectory: its start, step and end
+ * records. `committed` (and `save_failed`) records are dropped: where they
+ * fall depends on checkpoint.every, which changes no step record, and the
+ * oracle reads the golden run's step records only.
  */
-static int golden(const harness_scenario *s, const harness_opts *o, harness_result *r, char *out, size_t len)
+static int store_golden(const char *src, const char *dst)
+{
+	FILE *in = fopen(src, "r"), *out = in ? fopen(dst, "w") : NULL;
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = 0;
+
+	if (!in || !out) {
+		rc = -errno;
+		goto done;
+	}
+	while (getline(&line, &cap, in) > 0) {
+		json_t *j = json_loads(line, 0, NULL);
+		const char *ev = j ? json_string_value(json_object_get(j, "event")) : NULL;
+		int keep = j && (!ev || strcmp(ev, "start") == 0 || strcmp(ev, "end") == 0);
+		json_decref(j);
+		if (keep && fputs(line, out) == EOF)
+			rc = -EIO;
+	}
+done:
+	free(line);
+	if (in)
+		fclose(in);
+	if (out && fclose(out) != 0 && rc == 0)
+		rc = -EIO;
+	return rc;
+}
+
+/* The wall time stored with a golden entry (KEY.seconds), or 0 if absent or not believable. */
+static double golden_seconds(const char *path)
+{
+	char buf[64] = "", *end;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	double v = strtod(buf, &end);
+	return end != buf && (*end == '\n' || *end == '\0') && v > 0 && v < 86400 ? v : 0;
+}
+
+/*
+ * The uninterrupted trajectory, keyed by the trainer and library binaries and
+ * what changes the trajectory: preset, world size, steps and seed (not the
+ * checkpoint interval or retention: see store_golden). Computed once (twice
+ * the first time: the two runs must be identical, or no verdict can count)
+ * and shared by every scenario; a lock keeps parallel scenarios from
+ * computing it twice. The slower run's wall time is stored with it
+ * (KEY.seconds, written before KEY.jsonl appears) to size the watchdog of
+ * the attempts; *seconds gets it, or 0 if unknown.
+ */
+static int golden(const harness_scenario *s, const harness_opts *o, harness_result *r, char *out, size_t len,
+		  double *seconds)
 {
 	XXH3_state_t *st = XXH3_createState();
-	char path[1024], cfg[256], lock[1100];
+	char path[1024], cfg[256], lock[1100], secs[1100];
 	uint64_t key;
 	int fd, rc = 0;
 
+	*seconds = 0;
 	XXH3_64bits_reset(st);
 	snprintf(path, sizeof path, "%s/reftrain", o->bindir);
 	if (hash_file(st, path) < 0) {
@@ -169,9 +233,9 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 	}
 	snprintf(path, sizeof path, "%s/../lib/libckpt.so", o->bindir);
 	hash_file(st, path);
-	int used = snprintf(cfg, sizeof cfg, "preset=%s world=%d steps=%" PRId64 " seed=%" PRId64 " every=%" PRId64
-			    " keep=%d", s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed,
-			    s->trainer.every, s->trainer.keep);
+	/* only what changes the uninterrupted trajectory: not every or keep */
+	int used = snprintf(cfg, sizeof cfg, "golden-v2 preset=%s world=%d steps=%" PRId64 " seed=%" PRId64,
+			    s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed);
 	if (s->trainer.accum_steps > 1)
 		snprintf(cfg + used, sizeof cfg - (size_t)used, " accum_steps=%d", s->trainer.accum_steps);
 	XXH3_64bits_update(st, cfg, strlen(cfg));
@@ -180,6 +244,7 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 
 	mkdir(o->cache, 0755);
 	snprintf(out, len, "%s/%016" PRIx64 ".jsonl", o->cache, key);
+	snprintf(secs, sizeof secs, "%s/%016" PRIx64 ".seconds", o->cache, key);
 	snprintf(lock, sizeof lock, "%s/%016" PRIx64 ".lock", o->cache, key);
 	if ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0 || flock(fd, LOCK_EX) < 0) {
 		harness_fail(r, "cannot lock the golden cache %s: %s", lock, strerror(errno));
@@ -187,14 +252,15 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 			close(fd);
 		return -errno;
 	}
-	if (access(out, R_OK) == 0)
+	if (access(out, R_OK) == 0) {
+		*seconds = golden_seconds(secs);
 		goto done;
+	}
 
-	char tmp[1024], traj[2][1200], ck[1200], log[1200];
-	snprintf(tmp, sizeof tmp, "%s/golden.XXXXXX", o->cache);
-	if (!mkdtemp(tmp)) {
-		harness_fail(r, "cannot create %s: %s", tmp, strerror(errno));
-		rc = -errno;
+	char tmp[1024], traj[2][1200], ck[1200], log[1200], part[1300];
+	double slowest = 0;
+	if ((rc = harness_workdir_create(tmp, sizeof tmp, o->cache, "golden")) < 0) {
+		harness_fail(r, "cannot create a directory in %s: %s", o->cache, strerror(-rc));
 		goto done;
 	}
 	for (int i = 0; i < 2 && rc == 0; i++) {
@@ -202,12 +268,14 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		snprintf(traj[i], sizeof traj[i], "%s/golden-%d.jsonl", tmp, i);
 		snprintf(ck, sizeof ck, "%s/ckpt-%d", tmp, i);
 		snprintf(log, sizeof log, "%s/golden-%d.log", tmp, i);
-		if ((rc = job(s, o, r, tmp, traj[i], ck, 1, NULL, NULL, NULL, log, 0, &jr)) < 0)
+		if ((rc = job(s, o, r, tmp, traj[i], ck, 1, NULL, NULL, NULL, NULL, log, 0, s->timeout_s, &jr)) < 0)
 			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
 		else if (!jr.exited || jr.status != 0) {
 			harness_fail(r, "the uninterrupted run failed (%s %d%s); see %s", jr.exited ? "exit" : "signal",
 				     jr.status, jr.timed_out ? ", timed out" : "", log);
 			rc = -EIO;
+		} else if (jr.seconds > slowest) {
+			slowest = jr.seconds;
 		}
 	}
 	int line;
@@ -217,12 +285,26 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		rc = -EPROTO;
 		goto done;       /* keep the evidence */
 	}
-	if (rc == 0 && rename(traj[0], out) < 0) {
-		harness_fail(r, "cannot store the golden trajectory %s: %s", out, strerror(errno));
-		rc = -errno;
+	if (rc == 0) {
+		FILE *f;
+		snprintf(part, sizeof part, "%s/golden.seconds", tmp);
+		if ((f = fopen(part, "w")) != NULL) {
+			fprintf(f, "%.3f\n", slowest);
+			if (fclose(f) == 0)
+				rename(part, secs);   /* without it the watchdog falls back to timeout_s */
+		}
+		snprintf(part, sizeof part, "%s/golden.jsonl", tmp);
+		if ((rc = store_golden(traj[0], part)) < 0 || rename(part, out) < 0) {
+			rc = rc < 0 ? rc : -errno;
+			harness_fail(r, "cannot store the golden trajectory %s: %s", out, strerror(-rc));
+		} else {
+			*seconds = slowest;
+		}
 	}
 	if (rc == 0)
 		rmrf(tmp);
+	else
+		harness_workdir_keep(tmp);     /* the evidence the sentence points to */
 done:
 	flock(fd, LOCK_UN);
 	close(fd);
@@ -437,6 +519,52 @@ static void note_damage(harness_expect *e, const char *log, const char *root, in
 	}
 }
 
+/*
+ * The watchdog of an attempt, sized from the uninterrupted run: an attempt
+ * redoes at most the whole run plus a restore, so K times the golden wall
+ * time plus a launch allowance, never under a floor (a loaded 2-core CI
+ * machine; see the figures in README.md), and never over the scenario's
+ * timeout_s, which is the upper bound (default 120). Without a golden time
+ * (an old cache entry) it is timeout_s.
+ */
+#define WATCHDOG_K 10
+#define WATCHDOG_ALLOWANCE_S 10
+#define WATCHDOG_FLOOR_S 30
+
+static int attempt_watchdog(const harness_scenario *s, double golden_s)
+{
+	if (golden_s <= 0)
+		return s->timeout_s;
+	double w = WATCHDOG_K * golden_s + WATCHDOG_ALLOWANCE_S;
+	if (w < WATCHDOG_FLOOR_S)
+		w = WATCHDOG_FLOOR_S;
+	return w < s->timeout_s ? (int)(w + 0.999) : s->timeout_s;
+}
+
+/* How the watchdog's limit came about, for the hang sentence. */
+static void watchdog_why(const harness_scenario *s, double golden_s, int limit, char *buf, size_t len)
+{
+	if (golden_s <= 0)
+		snprintf(buf, len, "its limit: the scenario's timeout_s, %d s (no time stored for the uninterrupted run)",
+			 limit);
+	else if (limit == s->timeout_s)
+		snprintf(buf, len, "its limit: the scenario's timeout_s, %d s", limit);
+	else
+		snprintf(buf, len, "its limit: %d s, at least %d s and %d x the uninterrupted run's %.2f s + %d s", limit,
+			 WATCHDOG_FLOOR_S, WATCHDOG_K, golden_s, WATCHDOG_ALLOWANCE_S);
+}
+
+/* A hang is a verdict: FAIL, saying where each rank was (hang.c). */
+static void hang_verdict(const harness_scenario *s, harness_result *r, const char *trail, const char *ck,
+			 int attempt, const harness_job_result *jr, double golden_s, int limit, const char *log)
+{
+	char where[800], why[200];
+	harness_hang_describe(trail, ck, s->trainer.world_size, attempt, jr->seconds, where, sizeof where);
+	watchdog_why(s, golden_s, limit, why, sizeof why);
+	r->verdict = HARNESS_FAIL;
+	snprintf(r->sentence, sizeof r->sentence, "%s (%s); see %s", where, why, log);
+}
+
 void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
 {
 	char dir[600], gold[1200], plan[1200], faultlog[1200], ck[1200];
@@ -444,7 +572,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	const char *trajs[HARNESS_MAX_ATTEMPTS];
 	int fired[HARNESS_MAX_FAULTS] = { 0 }, damaged[HARNESS_MAX_DAMAGE] = { 0 };
 	FILE *damage_log = NULL;
-	double t0 = now();
+	double t0 = now(), golden_s;
 
 	memset(r, 0, sizeof *r);
 	snprintf(r->name, sizeof r->name, "%s", s->name);
@@ -454,17 +582,19 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 		snprintf(dir, sizeof dir, "%s", o->work);
 		mkdir(dir, 0755);
 	} else {
-		const char *tmpdir = getenv("TMPDIR");
-		snprintf(dir, sizeof dir, "%s/ckpt-harness-%s.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp", s->name);
-		if (!mkdtemp(dir)) {
-			harness_fail(r, "cannot create a work directory %s: %s", dir, strerror(errno));
+		char prefix[160];
+		snprintf(prefix, sizeof prefix, "ckpt-harness-%s", s->name);
+		int rc = harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), prefix);
+		if (rc < 0) {
+			harness_fail(r, "cannot create a work directory %s: %s", dir, strerror(-rc));
 			return;
 		}
 	}
 	snprintf(r->workdir, sizeof r->workdir, "%s", dir);
 
-	if (golden(s, o, r, gold, sizeof gold) < 0)
+	if (golden(s, o, r, gold, sizeof gold, &golden_s) < 0)
 		goto out;
+	int watchdog = attempt_watchdog(s, golden_s);
 
 	snprintf(plan, sizeof plan, "%s/plan.txt", dir);
 	snprintf(faultlog, sizeof faultlog, "%s/faults", dir);
@@ -480,10 +610,11 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	for (int i = 0; i < s->nfaults; i++)
 		power |= s->faults[i].action == HARNESS_POWER_LOSS;
 	for (k = 0; k < s->max_attempts; k++) {
-		char log[1200], status[32], undo[1200];
+		char log[1200], status[32], undo[1200], trail[1200];
 		harness_job_result jr;
 		snprintf(traj[k], sizeof traj[k], "%s/attempt-%d.jsonl", dir, k + 1);
 		snprintf(log, sizeof log, "%s/attempt-%d.log", dir, k + 1);
+		snprintf(trail, sizeof trail, "%s/trail-%d", dir, k + 1);
 		trajs[k] = traj[k];
 		if (power) {
 			/* libckpt keeps an undo record of this attempt's changes, for a power cut */
@@ -493,7 +624,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			mkdir(keepdir, 0755);
 		}
 		int rc = job(s, o, r, dir, traj[k], ck, k + 1, s->nfaults ? plan : NULL, faultlog, power ? undo : NULL,
-			     log, 1, &jr);
+			     trail, log, 1, watchdog, &jr);
 		if (rc < 0) {
 			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
 			goto out;
@@ -503,7 +634,13 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			goto out;
 		}
 		if (jr.timed_out) {
-			harness_fail(r, "attempt %d timed out after %d s (hung job?); see %s", k + 1, s->timeout_s, log);
+			hang_verdict(s, r, trail, ck, k + 1, &jr, golden_s, watchdog, log);
+			r->attempts = k + 1;
+			read_fault_logs(s, faultlog, r, fired);
+			for (int i = 0; i < s->nfaults; i++)
+				r->faults_fired += fired[i] > 0;
+			if (damage_log)
+				fclose(damage_log);
 			goto out;
 		}
 		if (s->nfaults && k + 1 <= HARNESS_MAX_ATTEMPTS)
@@ -593,5 +730,7 @@ out:
 	if (r->verdict == HARNESS_PASS && !o->keep && !o->work) {
 		rmrf(dir);
 		r->workdir[0] = '\0';
+	} else if (!o->work && r->workdir[0]) {
+		harness_workdir_keep(dir);      /* evidence: the start-up sweep leaves it */
 	}
 }
