@@ -264,7 +264,9 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 			rc = cleanup_abandoned(c);
 		}
 		if (rc < 0)
-			ckpt__io_fail(&c->io, rc, c->root, "cannot open checkpoint root %s: %s", c->root, ckpt_describe(rc));
+			ckpt__io_fail(&c->io, rc, c->root, "cannot open checkpoint root %s: %s", c->root,
+				      rc == -ELOOP ? "journal/ is a symbolic link (never followed)" :
+				      rc == -EINVAL ? "a journal file is not a regular file" : ckpt_describe(rc));
 	}
 	/* the same state layout on every rank: compare entry counts */
 	int counts_ok = 1;

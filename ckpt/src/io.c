@@ -291,6 +291,10 @@ static int get_dir(const ckpt_io *io, const char *path, const char **leaf)
 		comp[n] = '\0';
 		int nfd = (int)RETRY(openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 		int e = errno;
+		struct stat lst;
+		/* O_DIRECTORY | O_NOFOLLOW on a link says ENOTDIR: say what it is */
+		if (nfd < 0 && e == ENOTDIR && fstatat(fd, comp, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+			e = ELOOP;
 		if (fd != io->rootfd)
 			close(fd);
 		if (nfd < 0)
@@ -343,8 +347,12 @@ int ckpt__io_open(ckpt_io *io, const char *path, int flags, mode_t mode)
 		if (dfd < 0 && dfd != AT_FDCWD) {
 			rc = dfd;
 		} else {
+			struct stat lst;
 			fd = RETRY(openat(dfd, leaf, flags, mode));
 			rc = fd < 0 ? -errno : 0;
+			if (rc == -ENOTDIR && (flags & O_DIRECTORY) && fstatat(dfd, leaf, &lst, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISLNK(lst.st_mode))
+				rc = -ELOOP;
 			put_dir(io, dfd);
 		}
 		if (rc == -ENXIO && !(flags & O_DIRECTORY))
@@ -610,7 +618,10 @@ int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out)
 			rc = dfd;
 		} else {
 			int fd = (int)RETRY(openat(dfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+			struct stat lst;
 			rc = fd < 0 ? -errno : 0;
+			if (rc == -ENOTDIR && fstatat(dfd, leaf, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+				rc = -ELOOP;
 			put_dir(io, dfd);
 			if (fd >= 0 && !(*out = fdopendir(fd))) {
 				rc = -errno;

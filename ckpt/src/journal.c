@@ -25,7 +25,7 @@ static int open_file(ckpt_journal *j)
 			j->file_mode);
 
 	if (fd < 0)
-		return -errno;
+		return errno == ENXIO ? -EINVAL : -errno;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return -EINVAL;
@@ -49,8 +49,13 @@ int ckpt__journal_open(ckpt_journal *j, int rootfd, const char *root, int rank, 
 		return -errno;
 	/* a journal/ that is a link (to a directory outside the root) is refused */
 	j->dirfd = openat(rootfd, "journal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (j->dirfd < 0)
-		return -errno;
+	if (j->dirfd < 0) {
+		int e = errno;
+		struct stat lst;
+		if (e == ENOTDIR && fstatat(rootfd, "journal", &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+			e = ELOOP;
+		return -e;
+	}
 	int rc = open_file(j);
 	if (rc < 0) {
 		close(j->dirfd);
