@@ -161,8 +161,8 @@ static void test_restore__validation_refusal_falls_back_with_reason(void **state
 
 /*
  * More generations than the old fixed cap (4096): the newest valid one is
- * still found. On tmpfs the listing is in creation order, so with the
- * invalid older generations created first, the old scan kept only those.
+ * still found. tmpfs lists the newest entries first, so with the invalid
+ * older generations created after it, the old scan kept only those.
  */
 static void test_scan__thousands_of_generations_newest_still_wins(void **state)
 {
@@ -174,12 +174,12 @@ static void test_scan__thousands_of_generations_newest_still_wins(void **state)
 		skip();
 	f->job.root = root;
 	f->job.keep_last = 100000;
+	save_ok(f, 5000);
 	for (int s = 1; s <= 4200; s++) {
 		char p[128];
 		snprintf(p, sizeof p, "%s/step-%08d", root, s);
 		assert_int_equal(mkdir(p, 0700), 0);      /* no manifest: invalid */
 	}
-	save_ok(f, 5000);
 	assert_int_equal(fx_restore(&f->job), 0);
 	assert_int_equal(f->job.r[0].info.step, 5000);
 	assert_int_equal(f->job.r[0].info.nfallbacks, 0);
