@@ -242,3 +242,48 @@ int ckpt_inspect_show(const char *gen_dir, FILE *out)
 	ckpt__manifest_free(&m);
 	return 0;
 }
+
+int ckpt_inspect_layout(const char *gen_dir, ckpt_inspect_tensor **out, int *n, int *world_size,
+			uint64_t *config_hash)
+{
+	char root[CKPT_PATH_MAX], name[CKPT_PATH_MAX];
+	ckpt_manifest m;
+	ckpt_error err;
+	int fd = open_parent(gen_dir, root, sizeof root, name, sizeof name), rc;
+	ckpt_io io = { .rootfd = fd, .root = root, .rank = -1, .phase = "inspect", .err = &err };
+
+	*out = NULL;
+	*n = 0;
+	if (fd < 0)
+		return fd;
+	ckpt__error_clear(&err);
+	rc = ckpt__gen_load(&io, name, NULL, &m, false);
+	close(fd);
+	if (rc < 0)
+		return rc;
+	size_t total = (size_t)m.world_size * (size_t)m.ntensors;
+	ckpt_inspect_tensor *v = calloc(total + 1, sizeof *v);
+	if (!v) {
+		ckpt__manifest_free(&m);
+		return -ENOMEM;
+	}
+	for (int r = 0; r < m.world_size; r++)
+		for (int k = 0; k < m.ntensors; k++) {
+			ckpt_inspect_tensor *t = &v[(size_t)r * (size_t)m.ntensors + (size_t)k];
+			const ckpt_layout_entry *e = &m.layout[k];
+			snprintf(t->name, sizeof t->name, "%s", e->name);
+			snprintf(t->component, sizeof t->component, "%s", e->component);
+			t->rank = r;
+			t->stage = e->stage;
+			t->dtype = (int)e->dtype;
+			t->local_elems = ckpt__layout_local(&m, k, r);
+			t->global_elems = e->global_elems;
+			t->global_offset = ckpt__layout_goff(&m, k, r);
+		}
+	*out = v;
+	*n = (int)total;
+	*world_size = m.world_size;
+	*config_hash = m.config_hash;
+	ckpt__manifest_free(&m);
+	return 0;
+}
