@@ -546,8 +546,11 @@ static int parse_tensors_v1(ckpt_jr *j, ckpt_manifest *m)
 			return -1;
 		if ((t.have & need) != need)
 			return ckpt__jr_fail(j, "a version 1 tensor entry lacks a field");
-		if (T < 0 && t.rank != 0)
+		if (T < 0 && t.rank != 0) {
+			if (i == 0)
+				return ckpt__jr_fail(j, "the first tensor entry is for rank %" PRIu64 ", not rank 0", t.rank);
 			T = (int)i;
+		}
 		int k = T < 0 ? (int)i : (int)(i % (size_t)T);
 		uint64_t r = T < 0 ? 0 : i / (size_t)T;
 		if (t.rank != r)
@@ -695,8 +698,22 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 	if (XXH3_64bits(text, (size_t)(p - text)) != sum)
 		return why(wb, wl, "manifest checksum mismatch (the manifest was altered or torn)");
 
+	static const char *const members[] = { "schema_version", "step", "world_size", "config_hash", "tags", "files",
+					       "tensors", "telemetry", "checksum" };
+	unsigned seen = 0;
+
 	ckpt__jr_init(&j, text, len);
 	while ((rc = ckpt__jr_member(&j, &first, k, sizeof k)) == 1) {
+		int dup = 0;
+		for (unsigned i = 0; i < sizeof members / sizeof *members; i++)
+			if (strcmp(k, members[i]) == 0) {
+				dup = (seen >> i) & 1;
+				seen |= 1u << i;
+			}
+		if (dup) {
+			ckpt__jr_fail(&j, "member %s twice", k);
+			break;
+		}
 		if (!(have & 1) && strcmp(k, "schema_version") != 0) {
 			ckpt__jr_fail(&j, "schema_version must be the first member");
 			break;
@@ -942,7 +959,8 @@ int ckpt__st_parse(const char *json, size_t len, uint64_t data_len, ckpt_st_head
 		return rc;
 	}
 	/* the data buffer is exactly covered: no overlap, no hole, nothing past the end */
-	qsort(h->t, (size_t)h->n, sizeof *h->t, cmp_st);
+	if (h->n > 1)
+		qsort(h->t, (size_t)h->n, sizeof *h->t, cmp_st);
 	uint64_t at = 0;
 	for (int i = 0; i < h->n; i++) {
 		char esc[CKPT_NAME_MAX * 4];

@@ -270,7 +270,8 @@ int ckpt__scan(ckpt_io *io, uint64_t **steps, int *n)
 		free(v);
 		return ckpt__io_fail(io, rc, ".", "cannot list %s: %s", io->root ? io->root : ".", strerror(-rc));
 	}
-	qsort(v, k, sizeof *v, cmp_desc);
+	if (k > 1)
+		qsort(v, k, sizeof *v, cmp_desc);
 	*steps = v;
 	*n = (int)k;
 	return 0;
