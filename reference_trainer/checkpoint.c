@@ -149,7 +149,7 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 			    .config_hash = reftrain_config_hash(&t->cfg), .validate = validate_restored,
 			    .validate_arg = t };
 	if ((rc = ckpt_open(&k->c, &cfg, &k->comm, k->state, &e)) < 0)
-		snprintf(err, len, "%s", e.msg[0] ? e.msg : strerror(-rc));
+		snprintf(err, len, "%s", e.msg[0] ? e.msg : ckpt_describe(rc));
 	return rc;
 }
 

@@ -590,7 +590,7 @@ int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
 #endif
 out:
 	if (rc < 0) {
-		ckpt__io_fail(&c->io, rc, NULL, "communicator failed during save: %s", strerror(-rc));
+		ckpt__io_fail(&c->io, rc, NULL, "communicator failed during save: %s", ckpt_describe(rc));
 		final = c->err;
 	}
 	c->err = final;

@@ -35,7 +35,7 @@ int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_man
 
 	memset(m, 0, sizeof *m);
 	if ((rc = ckpt__io_lstat(io, name, &st)) < 0)
-		return ckpt__io_fail(io, rc, name, "%s: %s", ckpt__io_display(io, name, disp, sizeof disp), strerror(-rc));
+		return ckpt__io_fail(io, rc, name, "%s: %s", ckpt__io_display(io, name, disp, sizeof disp), ckpt_describe(rc));
 	if (!S_ISDIR(st.st_mode))
 		return ckpt__io_fail(io, -CKPT_ECORRUPT, name, "%s is not a directory (%s): not a generation",
 				     ckpt__io_display(io, name, disp, sizeof disp),
@@ -47,7 +47,7 @@ int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_man
 		/* the I/O layer or the reader recorded why; make sure something did */
 		if (io->err && io->err->code == 0)
 			ckpt__io_fail(io, rc, path, "%s: cannot read: %s", ckpt__io_display(io, path, disp, sizeof disp),
-				      strerror(-rc));
+				      ckpt_describe(rc));
 		return rc;
 	}
 	if (restore && (rc = ckpt__io_phase(io, "restore.verify")) < 0) {
@@ -268,7 +268,7 @@ int ckpt__scan(ckpt_io *io, uint64_t **steps, int *n)
 	closedir(d);
 	if (rc < 0) {
 		free(v);
-		return ckpt__io_fail(io, rc, ".", "cannot list %s: %s", io->root ? io->root : ".", strerror(-rc));
+		return ckpt__io_fail(io, rc, ".", "cannot list %s: %s", io->root ? io->root : ".", ckpt_describe(rc));
 	}
 	if (k > 1)
 		qsort(v, k, sizeof *v, cmp_desc);
