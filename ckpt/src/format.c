@@ -600,6 +600,12 @@ static int parse_tensors_v1(ckpt_jr *j, ckpt_manifest *m)
 	return 0;
 }
 
+static int cmp_file_rank(const void *a, const void *b)
+{
+	const ckpt_file_entry *x = a, *y = b;
+	return x->rank - y->rank;
+}
+
 static int cmp_layout_name(const void *a, const void *b)
 {
 	const ckpt_layout_entry *const *x = a, *const *y = b;
@@ -632,12 +638,16 @@ static int check_manifest(ckpt_manifest *m, char *wb, size_t wl)
 		}
 	}
 	free(seen);
+	/* files[r] is rank r's: one lookup, not a search per rank */
+	qsort(m->files, (size_t)m->nfiles, sizeof *m->files, cmp_file_rank);
 	for (int k = 0; k < T; k++) {
 		const ckpt_layout_entry *e = &m->layout[k];
 		size_t sz = ckpt__dtype_size(e->dtype);
 		if (!e->name[0] || strcmp(e->name, "__metadata__") == 0)
 			return why(wb, wl, "manifest has a tensor with an invalid name");
-		for (int r = 0; r < W; r++) {
+		/* uniform values once; arrays per rank (their text bounds the work) */
+		int ranks = e->local_at == SIZE_MAX && e->goff_at == SIZE_MAX ? 1 : W;
+		for (int r = 0; r < ranks; r++) {
 			uint64_t l = ckpt__layout_local(m, k, r), g = ckpt__layout_goff(m, k, r);
 			if (l > UINT64_MAX / sz || g > e->global_elems || l > e->global_elems - g) {
 				char esc[CKPT_NAME_MAX * 4];

@@ -262,6 +262,10 @@ int ckpt_inspect_layout(const char *gen_dir, ckpt_inspect_tensor **out, int *n, 
 	if (rc < 0)
 		return rc;
 	size_t total = (size_t)m.world_size * (size_t)m.ntensors;
+	if (total > ((size_t)1 << 24)) {      /* 16 M rank-tensor pairs: a layout, not a crafted bomb */
+		ckpt__manifest_free(&m);
+		return -EFBIG;
+	}
 	ckpt_inspect_tensor *v = calloc(total + 1, sizeof *v);
 	if (!v) {
 		ckpt__manifest_free(&m);

@@ -115,9 +115,8 @@ int ckpt__shard_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, in
 	uint64_t hlen = 0, hash;
 	int fd = -1, rc;
 
-	for (int i = 0; i < m->nfiles; i++)
-		if (m->files[i].rank == rank)
-			f = &m->files[i];
+	if (rank >= 0 && rank < m->nfiles && m->files[rank].rank == rank)    /* sorted by rank when parsed */
+		f = &m->files[rank];
 	if (!xs || !(buf = malloc(HASH_PIECE))) {
 		rc = ckpt__io_fail(io, -ENOMEM, name, "out of memory");
 		goto out;
