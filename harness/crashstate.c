@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "ckpt/ckpt.h"
+#include "ckpt/inspect.h"
 #include "fake_comm.h"
 #include "jsonl.h"
 #include "launch.h"
@@ -50,31 +51,35 @@ static size_t dt_size(ckpt_dtype d)
 	return d == CKPT_F32 ? 4 : d == CKPT_BF16 ? 2 : d == CKPT_U64 ? 8 : 1;
 }
 
+/*
+ * The layout through libckpt (ckpt_inspect_layout), which reads every
+ * manifest version it wrote: version 2 no longer lists each rank's tensors.
+ */
 static int load_layout(const char *manifest, cs_layout *L)
 {
-	json_t *root = json_load_file(manifest, 0, NULL), *t;
-	size_t i;
+	char gen[4096];
+	ckpt_inspect_tensor *v;
+	int n, rc;
 
-	if (!root)
-		return -EINVAL;
-	L->world = (int)json_integer_value(json_object_get(root, "world_size"));
-	L->config_hash = strtoull(json_string_value(json_object_get(root, "config_hash")), NULL, 16);
+	snprintf(gen, sizeof gen, "%s", manifest);
+	char *slash = strrchr(gen, '/');
+	if (slash)
+		*slash = '\0';
+	if ((rc = ckpt_inspect_layout(gen, &v, &n, &L->world, &L->config_hash)) < 0)
+		return rc;
 	L->n = 0;
-	json_array_foreach(json_object_get(root, "tensors"), i, t) {
+	for (int i = 0; i < n && L->n < MAX_T * 8; i++) {
 		cs_tensor *x = &L->t[L->n++];
-		const char *dt = json_string_value(json_object_get(t, "dtype"));
-		snprintf(x->name, sizeof x->name, "%s", json_string_value(json_object_get(t, "name")));
-		snprintf(x->comp, sizeof x->comp, "%s", json_string_value(json_object_get(t, "component")));
-		x->rank = (int)json_integer_value(json_object_get(t, "rank"));
-		x->stage = (int)json_integer_value(json_object_get(t, "stage"));
-		x->dt = strcmp(dt, "F32") == 0 ? CKPT_F32 : strcmp(dt, "BF16") == 0 ? CKPT_BF16 : strcmp(dt, "U64") == 0 ? CKPT_U64 : CKPT_U8;
-		x->local = (size_t)json_integer_value(json_object_get(t, "local_elems"));
-		x->global = (size_t)json_integer_value(json_object_get(t, "global_elems"));
-		x->off = (size_t)json_integer_value(json_object_get(t, "global_offset"));
-		if (L->n == MAX_T * 8)
-			break;
+		snprintf(x->name, sizeof x->name, "%s", v[i].name);
+		snprintf(x->comp, sizeof x->comp, "%s", v[i].component);
+		x->rank = v[i].rank;
+		x->stage = v[i].stage;
+		x->dt = (ckpt_dtype)v[i].dtype;
+		x->local = (size_t)v[i].local_elems;
+		x->global = (size_t)v[i].global_elems;
+		x->off = (size_t)v[i].global_offset;
 	}
-	json_decref(root);
+	free(v);
 	return 0;
 }
 

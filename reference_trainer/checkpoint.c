@@ -1,6 +1,8 @@
 #include "checkpoint.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,58 @@ static int mutant_unsaved(const char *component)
 #endif
 }
 
+/*
+ * Restored values are input: each scalar of the trainer's state is checked
+ * against the configuration and the generation's step before the trainer
+ * runs on it (a data cursor past the end of the epoch indexes outside the
+ * permutation; a step past the run's end would make every attempt "resume"
+ * and train nothing). Checks are ranges and invariants that every state the
+ * trainer itself can reach satisfies, the initial state included. libckpt
+ * calls this on every rank with the state filled; a refusal makes restore
+ * pass the generation over, naming the reason.
+ */
+static int validate_restored(void *arg, uint64_t step, char *why, size_t len)
+{
+	const reftrain_trainer *t = arg;
+	const reftrain_config *c = &t->cfg;
+	const reftrain_sampler *s = &t->sampler;
+	uint64_t per = (uint64_t)c->micro_batch * c->accum, per_replica = reftrain_sampler_per_replica(s);
+
+#define REFUSE(...) do { snprintf(why, len, __VA_ARGS__); return -1; } while (0)
+	if (step > c->steps)
+		REFUSE("step %" PRIu64 " is past this run's last step %" PRIu64, step, c->steps);
+	if (s->st.pos > per_replica)
+		REFUSE("data cursor position %" PRIu64 " is past the %" PRIu64 " samples per reader of an epoch",
+		       s->st.pos, per_replica);
+	if (s->st.epoch > step || (per_replica && s->st.epoch * per_replica + s->st.pos > step * per))
+		REFUSE("data cursor (epoch %" PRIu64 ", position %" PRIu64 ") is ahead of what %" PRIu64
+		       " steps of %" PRIu64 " samples read", s->st.epoch, s->st.pos, step, per);
+	if (s->st.epoch_gen.seed != c->seed || s->st.epoch_gen.stream != REFTRAIN_STREAM_SHUFFLE)
+		REFUSE("data cursor's shuffle generator (seed %" PRIu64 ", stream %" PRIu64 ") is not this run's",
+		       s->st.epoch_gen.seed, s->st.epoch_gen.stream);
+	for (uint32_t w = 0; w < t->wpr; w++) {
+		const reftrain_gen *g = &t->dropout[w];
+		if (g->seed != c->seed || g->stream != REFTRAIN_STREAM_DROPOUT + ((uint64_t)(t->first_worker + w) << 8))
+			REFUSE("dropout generator of virtual worker %u (seed %" PRIu64 ", stream %" PRIu64
+			       ") is not this run's", t->first_worker + w, g->seed, g->stream);
+	}
+	if (t->sched.count > step)
+		REFUSE("LR schedule count %" PRIu64 " is ahead of step %" PRIu64, t->sched.count, step);
+	if (t->adam_step > step)
+		REFUSE("optimizer step %" PRIu64 " is ahead of step %" PRIu64, t->adam_step, step);
+	if (!isfinite(t->scaler.scale) || !(t->scaler.scale > 0.0f))
+		REFUSE("loss scale %g is not a positive finite number", (double)t->scaler.scale);
+	if (c->scaler.growth_interval && t->scaler.growth_tracker >= c->scaler.growth_interval)
+		REFUSE("loss scaler growth tracker %u is not below the growth interval %u", t->scaler.growth_tracker,
+		       c->scaler.growth_interval);
+	if (t->scaler.skipped > step)
+		REFUSE("%" PRIu64 " skipped steps in %" PRIu64 " steps", t->scaler.skipped, step);
+	if (t->user.best_step > step)
+		REFUSE("best step %" PRIu64 " is after step %" PRIu64, t->user.best_step, step);
+#undef REFUSE
+	return 0;
+}
+
 int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t len)
 {
 	ckpt_error e;
@@ -92,9 +146,10 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 		}
 	}
 	ckpt_config cfg = { .root = t->cfg.ckpt_dir, .keep_last = t->cfg.keep, .keep_best = 1,
-			    .config_hash = reftrain_config_hash(&t->cfg) };
+			    .config_hash = reftrain_config_hash(&t->cfg), .validate = validate_restored,
+			    .validate_arg = t };
 	if ((rc = ckpt_open(&k->c, &cfg, &k->comm, k->state, &e)) < 0)
-		snprintf(err, len, "%s", e.msg[0] ? e.msg : strerror(-rc));
+		snprintf(err, len, "%s", e.msg[0] ? e.msg : ckpt_describe(rc));
 	return rc;
 }
 

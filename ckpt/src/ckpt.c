@@ -33,7 +33,6 @@
 
 /* Bytes per write of a tensor: the hash of a piece runs while it is in cache. */
 #define WRITE_PIECE (8u << 20)
-#define MAX_GENERATIONS 4096
 
 static const char *const save_phases[] = {
 	"save.prepare", "save.shard_write", "save.shard_sync", "save.barrier", "save.manifest_write",
@@ -50,6 +49,7 @@ const char *const *ckpt_save_phase_names(void)
 struct ckpt {
 	ckpt_config cfg;
 	char root[CKPT_PATH_MAX];
+	int rootfd;                 /* every access is relative to it, with O_NOFOLLOW */
 	ckpt_comm *comm;
 	ckpt_state *state;
 	ckpt_io io;
@@ -97,9 +97,11 @@ static int enter(ckpt *c, int ph)
 	return ph < PH_COUNT ? ckpt__io_phase(&c->io, save_phases[ph]) : 0;
 }
 
+/* A path relative to the root: dir "." is the root itself. */
 static int path_in(char *buf, size_t len, const char *dir, const char *name)
 {
-	return snprintf(buf, len, "%s/%s", dir, name) >= (int)len ? -ENAMETOOLONG : 0;
+	int n = strcmp(dir, ".") == 0 ? snprintf(buf, len, "%s", name) : snprintf(buf, len, "%s/%s", dir, name);
+	return n >= (int)len ? -ENAMETOOLONG : 0;
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -120,10 +122,12 @@ static int cleanup_abandoned(ckpt *c)
 	struct dirent *de;
 	int rc;
 
-	if ((rc = ckpt__io_opendir(&c->io, c->root, &d)) < 0)
+	/* a phase of its own, so that scenarios can target start-up cleanup */
+	if ((rc = ckpt__io_phase(&c->io, "open.cleanup")) < 0)
+		return rc;
+	if ((rc = ckpt__io_opendir(&c->io, ".", &d)) < 0)
 		return rc;
 	while ((de = readdir(d)) != NULL) {
-		char p[CKPT_PATH_MAX];
 		if (strncmp(de->d_name, "step-", 5) != 0 && strcmp(de->d_name, "LATEST.tmp") != 0)
 			continue;
 		if (!ends_with(de->d_name, ".tmp") && !ends_with(de->d_name, ".replaced") &&
@@ -135,8 +139,7 @@ static int cleanup_abandoned(ckpt *c)
 				continue;
 #endif
 		}
-		if ((rc = path_in(p, sizeof p, c->root, de->d_name)) < 0 ||
-		    (rc = ckpt__io_rmtree(&c->io, p)) < 0)
+		if ((rc = ckpt__io_rmtree(&c->io, de->d_name)) < 0)
 			break;
 		ckpt__journal_add(&c->journal, "\"event\":\"cleanup\",\"removed\":\"%s\"", de->d_name);
 	}
@@ -144,7 +147,8 @@ static int cleanup_abandoned(ckpt *c)
 	return rc;
 }
 
-static int mkdir_p(ckpt_io *io, const char *path)
+/* Create the root (paths as given: the root descriptor does not exist yet). */
+static int mkdir_p(ckpt_io *io, const char *path, mode_t mode)
 {
 	char buf[CKPT_PATH_MAX];
 	struct stat st;
@@ -157,18 +161,58 @@ static int mkdir_p(ckpt_io *io, const char *path)
 			continue;
 		*p = '\0';
 		if (stat(buf, &st) < 0) {
-			int rc = ckpt__io_mkdir(io, buf, 0755);
+			int rc = ckpt__io_mkdir(io, buf, mode);
 			if (rc < 0 && rc != -EEXIST)
 				return rc;
 		}
 		*p = '/';
 	}
-	int rc = ckpt__io_mkdir(io, buf, 0755);
+	int rc = ckpt__io_mkdir(io, buf, mode);
 	if (rc < 0 && rc != -EEXIST)
 		return rc;
 	char parent[CKPT_PATH_MAX];
 	snprintf(parent, sizeof parent, "%s/..", buf);
 	return ckpt__io_fsync_dir(io, parent);
+}
+
+/*
+ * A root another user can write to is one where links and files can be
+ * planted or swapped under us: refused unless the configuration allows it.
+ */
+static int check_root(ckpt *c)
+{
+	struct stat st;
+
+	if (fstat(c->rootfd, &st) < 0)
+		return ckpt__io_fail(&c->io, -errno, c->root, "cannot stat checkpoint root %s: %s", c->root, strerror(errno));
+	if (c->cfg.allow_shared_root)
+		return 0;
+	if (st.st_uid != geteuid())
+		return ckpt__io_fail(&c->io, -EPERM, c->root,
+				     "checkpoint root %s is owned by uid %u, not by this user (uid %u): another user "
+				     "could plant links or replace files there; use a root of your own, or set "
+				     "ckpt_config.allow_shared_root to accept it", c->root, (unsigned)st.st_uid,
+				     (unsigned)geteuid());
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return ckpt__io_fail(&c->io, -EPERM, c->root,
+				     "checkpoint root %s is writable by %s (mode %04o): another user could plant links "
+				     "or replace files there; make it private (chmod go-w %s), or set "
+				     "ckpt_config.allow_shared_root to accept it", c->root,
+				     st.st_mode & S_IWOTH ? "others" : "its group", (unsigned)(st.st_mode & 07777), c->root);
+	return 0;
+}
+
+static int open_root(ckpt *c)
+{
+	int fd = open(c->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return ckpt__io_fail(&c->io, -errno, c->root, "cannot open checkpoint root %s: %s", c->root,
+				     strerror(errno));
+	c->rootfd = fd;
+	c->io.rootfd = fd;
+	c->io.root = c->root;
+	return 0;
 }
 
 int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *state, ckpt_error *err)
@@ -179,21 +223,28 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 
 	*out = NULL;
 	ckpt__error_clear(&agreed);
-	if (!cfg->root || !*cfg->root || strlen(cfg->root) >= CKPT_PATH_MAX - 64 || cfg->keep_last == 0)
+	if (!cfg->root || !*cfg->root || strlen(cfg->root) >= CKPT_PATH_MAX - 256 || cfg->keep_last == 0 ||
+	    (cfg->file_mode & ~07777u) || (cfg->dir_mode & ~07777u))
 		return -EINVAL;
 	if (!(c = calloc(1, sizeof *c)))
 		return -ENOMEM;
 	c->cfg = *cfg;
+	if (!c->cfg.file_mode)
+		c->cfg.file_mode = CKPT_DEFAULT_FILE_MODE;
+	if (!c->cfg.dir_mode)
+		c->cfg.dir_mode = CKPT_DEFAULT_DIR_MODE;
 	snprintf(c->root, sizeof c->root, "%s", cfg->root);
 	c->cfg.root = c->root;
 	c->comm = comm;
 	c->state = state;
 	c->phase = -1;
+	c->rootfd = -1;
 	c->journal.fd = -1;
+	c->journal.dirfd = -1;
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	c->deferred_fd = -1;
 #endif
-	c->io = (ckpt_io){ .rank = comm->rank, .step = 0, .phase = "open", .err = &c->err, .journal = NULL };
+	c->io = (ckpt_io){ .rootfd = -1, .rank = comm->rank, .step = 0, .phase = "open", .err = &c->err, .journal = NULL };
 	n = state->n;
 	c->te = calloc((size_t)n + 1, sizeof *c->te);
 	c->dst = calloc((size_t)n + 1, sizeof *c->dst);
@@ -205,14 +256,17 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 		c->dst[k] = &state->e[c->order[k]];
 
 	if (comm->rank == 0) {
-		if ((rc = mkdir_p(&c->io, c->root)) == 0 &&
-		    (rc = ckpt__journal_open(&c->journal, c->root, 0, cfg->journal_max_bytes)) == 0) {
+		if ((rc = mkdir_p(&c->io, c->root, c->cfg.dir_mode)) == 0 && (rc = open_root(c)) == 0 &&
+		    (rc = check_root(c)) == 0 &&
+		    (rc = ckpt__journal_open(&c->journal, c->rootfd, c->root, 0, cfg->journal_max_bytes,
+					     c->cfg.file_mode, c->cfg.dir_mode)) == 0) {
 			c->io.journal = &c->journal;
 			rc = cleanup_abandoned(c);
 		}
 		if (rc < 0)
 			ckpt__io_fail(&c->io, rc, c->root, "cannot open checkpoint root %s: %s", c->root,
-				      strerror(rc < 0 && -rc < 1000 ? -rc : EIO));
+				      rc == -ELOOP ? "journal/ is a symbolic link (never followed)" :
+				      rc == -EINVAL ? "a journal file is not a regular file" : ckpt_describe(rc));
 	}
 	/* the same state layout on every rank: compare entry counts */
 	int counts_ok = 1;
@@ -225,8 +279,9 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 		ckpt__io_fail(&c->io, -CKPT_ECONFIG, NULL, "ranks registered different numbers of tensors");
 	if ((rc = ckpt__agree(comm, &c->err, &agreed)) == 0)
 		rc = agreed.code;
-	if (rc == 0 && comm->rank != 0 &&
-	    (rc = ckpt__journal_open(&c->journal, c->root, comm->rank, cfg->journal_max_bytes)) == 0)
+	if (rc == 0 && comm->rank != 0 && (rc = open_root(c)) == 0 &&
+	    (rc = ckpt__journal_open(&c->journal, c->rootfd, c->root, comm->rank, cfg->journal_max_bytes,
+				     c->cfg.file_mode, c->cfg.dir_mode)) == 0)
 		c->io.journal = &c->journal;
 	if (rc < 0) {
 		if (err)
@@ -246,6 +301,8 @@ void ckpt_close(ckpt *c)
 		return;
 	retention_join(c);
 	ckpt__journal_close(&c->journal);
+	if (c->rootfd >= 0)
+		close(c->rootfd);
 	free(c->order);
 	free(c->te);
 	free(c->dst);
@@ -272,9 +329,9 @@ static int prepare(ckpt *c, const char *tmp)
 		return rc;
 	if ((rc = ckpt__io_rmtree(&c->io, tmp)) < 0)        /* a failed earlier try */
 		return rc;
-	if ((rc = ckpt__io_mkdir(&c->io, tmp, 0755)) < 0)
+	if ((rc = ckpt__io_mkdir(&c->io, tmp, (mode_t)c->cfg.dir_mode)) < 0)
 		return rc;
-	return ckpt__io_fsync_dir(&c->io, c->root);
+	return ckpt__io_fsync_dir(&c->io, ".");
 }
 
 static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry *fe)
@@ -298,7 +355,7 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 		ckpt__io_fail(&c->io, rc, path, "cannot build the shard header");
 		goto out;
 	}
-	if ((fd = ckpt__io_open(&c->io, path, O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0) {
+	if ((fd = ckpt__io_open(&c->io, path, O_WRONLY | O_CREAT | O_EXCL, (mode_t)c->cfg.file_mode)) < 0) {
 		rc = fd;
 		goto out;
 	}
@@ -376,7 +433,7 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 {
 	char gen[CKPT_PATH_MAX], path[CKPT_PATH_MAX], aside[CKPT_PATH_MAX + 16], name[32], *text = NULL;
 	ckpt_manifest m = { .schema_version = CKPT_SCHEMA_VERSION, .step = step, .world_size = c->comm->size,
-			    .config_hash = c->cfg.config_hash, .tags = tags };
+			    .config_hash = c->cfg.config_hash, .tags = tags, .all = all_te };
 	ckpt_file_entry *files = calloc((size_t)c->comm->size, sizeof *files);
 	size_t len;
 	int fd = -1, rc, replaced = 0;
@@ -390,19 +447,19 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		files[r] = reps[r].file;
 	m.files = files;
 	m.nfiles = c->comm->size;
-	m.tensors = (ckpt_tensor_entry *)all_te;
-	m.ntensors = c->state->n * c->comm->size;
+	m.ntensors = c->state->n;
 	ckpt__gen_name(name, sizeof name, step);
 
 	if ((rc = enter(c, PH_MANIFEST_WRITE)) < 0 || (rc = path_in(path, sizeof path, tmp, "manifest.json")) < 0 ||
-	    (rc = path_in(gen, sizeof gen, c->root, name)) < 0)
+	    (rc = path_in(gen, sizeof gen, ".", name)) < 0)
 		goto out;
 	telemetry_json(c, reps, &m.telemetry_json);
 	if ((rc = ckpt__manifest_render(&m, &text, &len)) < 0) {
-		ckpt__io_fail(&c->io, rc, path, "cannot render the manifest");
+		ckpt__io_fail(&c->io, rc, path, rc == -CKPT_ECONFIG ? "cannot render the manifest: ranks registered "
+			      "different tensors (names, dtypes or global sizes)" : "cannot render the manifest");
 		goto out;
 	}
-	if ((fd = ckpt__io_open(&c->io, path, O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0) {
+	if ((fd = ckpt__io_open(&c->io, path, O_WRONLY | O_CREAT | O_EXCL, (mode_t)c->cfg.file_mode)) < 0) {
 		rc = fd;
 		goto out;
 	}
@@ -416,14 +473,14 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		goto out;
 	/* a damaged or stale generation of this step is replaced, never merged */
 	snprintf(aside, sizeof aside, "%s.replaced", gen);
-	if (stat(gen, &sb) == 0) {
+	if (ckpt__io_lstat(&c->io, gen, &sb) == 0) {
 		if ((rc = ckpt__io_rmtree(&c->io, aside)) < 0 || (rc = ckpt__io_rename(&c->io, gen, aside)) < 0)
 			goto out;
 		replaced = 1;
 	}
 	if ((rc = ckpt__io_rename(&c->io, tmp, gen)) < 0)
 		goto out;
-	if ((rc = enter(c, PH_DIR_SYNC)) < 0 || (rc = ckpt__io_fsync_dir(&c->io, c->root)) < 0) {
+	if ((rc = enter(c, PH_DIR_SYNC)) < 0 || (rc = ckpt__io_fsync_dir(&c->io, ".")) < 0) {
 		/* not known durable: take it out of sight again rather than half-commit */
 		ckpt_error ignored;
 		c->io.err = &ignored;
@@ -439,12 +496,11 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 	int n = snprintf(latest, sizeof latest, "%s\n", name);
 #ifndef CKPT_MUTANT_LATEST_IN_PLACE
 	if (enter(c, PH_LATEST) == 0)
-		ckpt__io_replace_file(&c->io, c->root, "LATEST", latest, (size_t)n);
+		ckpt__io_replace_file(&c->io, ".", "LATEST", latest, (size_t)n, (mode_t)c->cfg.file_mode);
 #else
 	if (enter(c, PH_LATEST) == 0) {      /* mutant: LATEST rewritten in place, not replaced */
-		char lp[CKPT_PATH_MAX];
-		snprintf(lp, sizeof lp, "%s/LATEST", c->root);
-		int lfd = ckpt__io_open(&c->io, lp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		const char *lp = "LATEST";
+		int lfd = ckpt__io_open(&c->io, lp, O_WRONLY | O_CREAT | O_TRUNC, (mode_t)c->cfg.file_mode);
 		if (lfd >= 0) {
 			ckpt__io_write_all(&c->io, lfd, latest, (size_t)n, lp);
 			ckpt__io_fsync(&c->io, lfd, lp);
@@ -484,7 +540,7 @@ int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
 	c->io.step = step;
 	c->phase = -1;
 	ckpt__gen_name(name, sizeof name, step);
-	snprintf(tmp, sizeof tmp, "%s/%s.tmp", c->root, name);
+	snprintf(tmp, sizeof tmp, "%s.tmp", name);
 
 	if (comm->rank == 0) {
 		reps = calloc((size_t)comm->size, sizeof *reps);
@@ -534,7 +590,7 @@ int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
 #endif
 out:
 	if (rc < 0) {
-		ckpt__io_fail(&c->io, rc, NULL, "communicator failed during save: %s", strerror(-rc));
+		ckpt__io_fail(&c->io, rc, NULL, "communicator failed during save: %s", ckpt_describe(rc));
 		final = c->err;
 	}
 	c->err = final;
@@ -565,31 +621,6 @@ out:
 
 /* ---- generations and retention ------------------------------------------ */
 
-static int cmp_desc(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* Committed generations under root, newest first. */
-static int scan(ckpt_io *io, const char *root, uint64_t *steps, int max)
-{
-	DIR *d;
-	struct dirent *de;
-	int n = 0, rc;
-
-	if ((rc = ckpt__io_opendir(io, root, &d)) < 0)
-		return rc;
-	while ((de = readdir(d)) != NULL && n < max) {
-		uint64_t s;
-		if (ckpt__gen_parse(de->d_name, &s))
-			steps[n++] = s;
-	}
-	closedir(d);
-	qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
-	return n;
-}
-
 static bool tagged_best(ckpt *c, ckpt_io *io, uint64_t step)
 {
 	char path[CKPT_PATH_MAX], name[32], *text, why[64];
@@ -598,8 +629,9 @@ static bool tagged_best(ckpt *c, ckpt_io *io, uint64_t step)
 	bool best = false;
 
 	ckpt__gen_name(name, sizeof name, step);
-	snprintf(path, sizeof path, "%s/%s/manifest.json", c->root, name);
-	if (ckpt__read_small_file(io, path, &text, &len, 64u << 20) < 0)
+	snprintf(path, sizeof path, "%s/manifest.json", name);
+	(void)c;
+	if (ckpt__read_small_file(io, path, &text, &len, CKPT_MANIFEST_MAX) < 0)
 		return false;
 	if (ckpt__manifest_parse(text, len, &m, why, sizeof why) == 0) {
 		best = (m.tags & CKPT_TAG_BEST) != 0;
@@ -611,35 +643,43 @@ static bool tagged_best(ckpt *c, ckpt_io *io, uint64_t step)
 
 /*
  * Keep the keep_last newest, multiples of keep_every, the newest tagged best,
- * and always the generation just committed. A deleted generation is first
- * renamed to .trash (it leaves the scan atomically), then removed; a crash in
- * between leaves a .trash that start-up cleans. Failures here do not fail the
- * save, which is already durable: they are journaled.
+ * the generation just committed, and the generation LATEST names. LATEST is
+ * only a hint, but a hint that names a deleted generation misleads every
+ * reader that trusts it: when replacing LATEST keeps failing (its rename
+ * fails from one save on), LATEST goes stale, and retention then never
+ * deletes what it names (one generation more is kept until a save manages to
+ * replace it). A deleted generation is first renamed to .trash (it leaves the
+ * scan atomically), then removed; a crash in between leaves a .trash that
+ * start-up cleans. It runs in the background on rank 0, off the save's
+ * critical path (deleting a large generation costs as much as a fifth of a
+ * save); failures are journaled, never failing a save that is already durable.
  */
 static void *retention(void *arg)
 {
 	ckpt *c = arg;
-	uint64_t step = c->retention_step;
-	uint64_t *steps = malloc(sizeof *steps * MAX_GENERATIONS);
+	uint64_t step = c->retention_step, *steps = NULL, latest_step = 0;
 	ckpt_error warn;
-	ckpt_io io = { .rank = c->comm->rank, .step = step, .err = &warn, .journal = &c->journal };
-	int n, rc = 0, best_found = 0;
+	ckpt_io io = { .rootfd = c->rootfd, .root = c->root, .rank = c->comm->rank, .step = step, .err = &warn,
+		       .journal = &c->journal };
+	int n = 0, rc = 0, best_found = 0;
+	char latest[CKPT_LATEST_MAX];
+	bool have_latest;
 	double t0 = now();
 
 	ckpt__error_clear(&warn);
-	if (ckpt__io_phase(&io, save_phases[PH_RETENTION]) < 0 || !steps) {
-		free(steps);
+	if (ckpt__io_phase(&io, save_phases[PH_RETENTION]) < 0)
 		return NULL;
-	}
-	n = scan(&io, c->root, steps, MAX_GENERATIONS);
-	for (int i = 0; i < n; i++) {
-		char name[32], gen[CKPT_PATH_MAX], trash[CKPT_PATH_MAX + 8];
+	have_latest = ckpt__latest_read(c->rootfd, latest, sizeof latest) == 0 && ckpt__gen_parse(latest, &latest_step);
+	rc = ckpt__scan(&io, &steps, &n);
+	for (int i = 0; rc == 0 && i < n; i++) {
+		char name[32], trash[48];
 #ifdef CKPT_MUTANT_RETENTION_DELETES_NEWEST
 		bool keep = (i > 0 && i <= (int)c->cfg.keep_last) ||   /* mutant: the newest is "old" */
 #else
 		bool keep = steps[i] == step || i < (int)c->cfg.keep_last ||
 #endif
-			    (c->cfg.keep_every && steps[i] % c->cfg.keep_every == 0);
+			    (c->cfg.keep_every && steps[i] % c->cfg.keep_every == 0) ||
+			    (have_latest && steps[i] == latest_step);
 		if (c->cfg.keep_best && !best_found && tagged_best(c, &io, steps[i])) {
 			best_found = 1;
 			keep = true;
@@ -647,14 +687,13 @@ static void *retention(void *arg)
 		if (keep)
 			continue;
 		ckpt__gen_name(name, sizeof name, steps[i]);
-		snprintf(gen, sizeof gen, "%s/%s", c->root, name);
-		snprintf(trash, sizeof trash, "%s.trash", gen);
-		if ((rc = ckpt__io_rename(&io, gen, trash)) < 0 || (rc = ckpt__io_fsync_dir(&io, c->root)) < 0 ||
+		snprintf(trash, sizeof trash, "%s.trash", name);
+		if ((rc = ckpt__io_rename(&io, name, trash)) < 0 || (rc = ckpt__io_fsync_dir(&io, ".")) < 0 ||
 		    (rc = ckpt__io_rmtree(&io, trash)) < 0)
 			break;
 		ckpt__journal_add(&c->journal, "\"event\":\"retention\",\"deleted\":\"%s\"", name);
 	}
-	if (n < 0 || rc < 0)
+	if (rc < 0)
 		ckpt__journal_add(&c->journal, "\"event\":\"retention_failed\",\"error\":\"%s\"", ckpt_strerror(warn.code));
 	ckpt__journal_add(&c->journal, "\"event\":\"retention_done\",\"step\":%" PRIu64 ",\"seconds\":%.6f", step,
 			  now() - t0);
@@ -662,15 +701,6 @@ static void *retention(void *arg)
 	return NULL;
 }
 
-/*
- * Keep the keep_last newest, multiples of keep_every, the newest tagged best,
- * and always the generation just committed. A deleted generation is first
- * renamed to .trash (it leaves the scan atomically), then removed; a crash in
- * between leaves a .trash that start-up cleans. It runs in the background on
- * rank 0, off the save's critical path (deleting a large generation costs as
- * much as a fifth of a save); failures are journaled, never failing a save
- * that is already durable.
- */
 static void retention_start(ckpt *c, uint64_t step)
 {
 	c->retention_step = step;
@@ -695,31 +725,22 @@ void ckpt_wait(ckpt *c)
 
 /* ---- restore ------------------------------------------------------------ */
 
-/* This rank's part of generation `step`: verify and read it into the state. */
+/*
+ * This rank's part of generation `step`: the shared verification (manifest,
+ * then this rank's shard, read into the state), the job's shape and layout,
+ * and the caller's validation of the restored values. Every failure is
+ * recorded in c->err with its reason; nothing is dropped.
+ */
 static int load_generation(ckpt *c, uint64_t step)
 {
-	char name[32], dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX], *text = NULL, why[300];
+	char name[32], path[CKPT_PATH_MAX];
 	ckpt_manifest m = { 0 };
-	size_t len;
-	uint64_t hash;
-	int rc, me = c->comm->rank, k = 0;
-	const ckpt_file_entry *mine = NULL;
+	int rc, me = c->comm->rank;
 
 	ckpt__gen_name(name, sizeof name, step);
-	snprintf(dir, sizeof dir, "%s/%s", c->root, name);
-	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 || (rc = path_in(path, sizeof path, dir, "manifest.json")) < 0 ||
-	    (rc = ckpt__read_small_file(&c->io, path, &text, &len, 64u << 20)) < 0)
+	snprintf(path, sizeof path, "%s/manifest.json", name);
+	if ((rc = ckpt__gen_load(&c->io, name, &step, &m, true)) < 0)
 		goto out;
-	if ((rc = ckpt__io_phase(&c->io, "restore.verify")) < 0)
-		goto out;
-	if ((rc = ckpt__manifest_parse(text, len, &m, why, sizeof why)) < 0) {
-		ckpt__io_fail(&c->io, rc, path, "%s: %s", path, why);
-		goto out;
-	}
-	if (m.step != step) {
-		rc = ckpt__io_fail(&c->io, -CKPT_ECORRUPT, path, "%s: manifest is for step %" PRIu64, path, m.step);
-		goto out;
-	}
 	if (m.world_size != c->comm->size) {
 		rc = ckpt__io_fail(&c->io, -CKPT_EWORLD, path,
 				   "%s was saved by %d ranks and this job has %d: restore it with %d ranks "
@@ -732,49 +753,47 @@ static int load_generation(ckpt *c, uint64_t step)
 				   ": another model or training configuration", name, m.config_hash, c->cfg.config_hash);
 		goto out;
 	}
-	for (int i = 0; i < m.nfiles; i++)
-		if (m.files[i].rank == me)
-			mine = &m.files[i];
-	for (int i = 0; i < m.ntensors; i++) {
-		const ckpt_tensor_entry *t = &m.tensors[i];
-		if (t->rank != me)
-			continue;
-		const ckpt_entry *e = k < c->state->n ? c->dst[k] : NULL;
-		if (!e || strcmp(e->name, t->name) != 0 || e->dtype != t->dtype || e->local_elems != t->local_elems ||
-		    t->nbytes != t->local_elems * ckpt__dtype_size(t->dtype)) {
+	if (m.ntensors != c->state->n) {
+		rc = ckpt__io_fail(&c->io, -CKPT_ECONFIG, path, "%s has %d tensors per rank, this job's state has %d",
+				   name, m.ntensors, c->state->n);
+		goto out;
+	}
+	for (int k = 0; k < m.ntensors; k++) {
+		const ckpt_layout_entry *t = &m.layout[k];
+		const ckpt_entry *e = c->dst[k];
+		if (strcmp(e->name, t->name) != 0 || e->dtype != t->dtype || e->local_elems != ckpt__layout_local(&m, k, me) ||
+		    e->global_elems != t->global_elems || e->global_offset != ckpt__layout_goff(&m, k, me)) {
+			char esc[CKPT_NAME_MAX * 4];
+			ckpt__escape(esc, sizeof esc, t->name);
 			rc = ckpt__io_fail(&c->io, -CKPT_ECONFIG, path,
-					   "%s: tensor %s (%s x %" PRIu64 ") does not match this job's state layout",
-					   name, t->name, ckpt__dtype_name(t->dtype), t->local_elems);
+					   "%s: tensor %s (%s x %" PRIu64 " at %" PRIu64 " of %" PRIu64 ") does not match this "
+					   "job's state layout (%s: %s x %" PRIu64 " at %" PRIu64 " of %" PRIu64 ")", name, esc,
+					   ckpt__dtype_name(t->dtype), ckpt__layout_local(&m, k, me), ckpt__layout_goff(&m, k, me),
+					   t->global_elems, e->name, ckpt__dtype_name(e->dtype), (uint64_t)e->local_elems,
+					   (uint64_t)e->global_offset, (uint64_t)e->global_elems);
 			goto out;
 		}
-		c->te[k++] = *t;
 	}
-	if (!mine || k != c->state->n) {
-		rc = ckpt__io_fail(&c->io, -CKPT_ECORRUPT, path, "%s: manifest lists no complete shard for rank %d",
-				   name, me);
+	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 ||
+	    (rc = ckpt__shard_verify(&c->io, name, &m, me, c->dst)) < 0)
 		goto out;
+	if (c->cfg.validate) {
+		char why[400] = "";
+		if (c->cfg.validate(c->cfg.validate_arg, step, why, sizeof why) < 0)
+			rc = ckpt__io_fail(&c->io, -CKPT_EREFUSED, path, "%s: restored state refused on rank %d: %s", name,
+					   me, why[0] ? why : "(no reason given)");
 	}
-	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 || (rc = path_in(path, sizeof path, dir, mine->name)) < 0 ||
-	    (rc = ckpt__hash_file(&c->io, path, mine->size, &hash, c->te, c->dst, k)) < 0)
-		goto out;
-	if ((rc = ckpt__io_phase(&c->io, "restore.verify")) < 0)
-		goto out;
-#ifdef CKPT_MUTANT_NO_VERIFY_ON_RESTORE
-	hash = mine->hash;      /* mutant: whatever was read is trusted */
-#endif
-	if (hash != mine->hash)
-		rc = ckpt__io_fail(&c->io, -CKPT_ECORRUPT, path, "%s: xxh3 %016" PRIx64 ", manifest says %016" PRIx64
-				   " (contents damaged)", path, hash, mine->hash);
 out:
+	if (rc < 0 && c->err.code == 0)      /* never a failure without its reason */
+		ckpt__io_fail(&c->io, rc, path, "%s: %s", name, ckpt_describe(rc));
 	ckpt__manifest_free(&m);
-	free(text);
 	return rc;
 }
 
 int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 {
 	ckpt_comm *comm = c->comm;
-	uint64_t *steps = calloc(MAX_GENERATIONS, sizeof *steps);
+	uint64_t *steps = NULL;
 	ckpt_error agreed;
 	int n = 0, rc;
 
@@ -783,16 +802,17 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 	memset(info, 0, sizeof *info);
 	ckpt__error_clear(&c->err);
 	c->io.step = 0;
-	if (!steps)
-		return -ENOMEM;
-	if (comm->rank == 0 && (rc = ckpt__io_phase(&c->io, "restore.scan")) == 0) {
-		n = scan(&c->io, c->root, steps, MAX_GENERATIONS);
-		if (n < 0)
-			n = 0;
-	}
+	if (comm->rank == 0 && (rc = ckpt__io_phase(&c->io, "restore.scan")) == 0)
+		ckpt__scan(&c->io, &steps, &n);
 	if ((rc = ckpt__agree(comm, &c->err, &agreed)) < 0 || (rc = agreed.code) < 0 ||
-	    (rc = comm->bcast(comm->ctx, &n, sizeof n, 0)) < 0 ||
-	    (rc = comm->bcast(comm->ctx, steps, sizeof *steps * (size_t)n, 0)) < 0) {
+	    (rc = comm->bcast(comm->ctx, &n, sizeof n, 0)) < 0) {
+		c->err = agreed;
+		goto out;
+	}
+	if (comm->rank != 0 && n > 0 && !(steps = calloc((size_t)n, sizeof *steps)))
+		ckpt__io_fail(&c->io, -ENOMEM, NULL, "out of memory");
+	if ((rc = ckpt__agree(comm, &c->err, &agreed)) < 0 || (rc = agreed.code) < 0 ||
+	    (n > 0 && (rc = comm->bcast(comm->ctx, steps, sizeof *steps * (size_t)n, 0)) < 0)) {
 		c->err = agreed;
 		goto out;
 	}
@@ -841,6 +861,8 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 	rc = ckpt__io_fail(&c->io, -CKPT_ENOVALID, c->root, "none of the %d generations in %s is valid (newest: %s)",
 			   n, c->root, info->nfallbacks ? info->fallbacks[0].why : "?");
 out:
+	if (rc < 0 && c->err.code == 0)
+		ckpt__io_fail(&c->io, rc, c->root, "restore failed: %s (the communicator failed)", ckpt_describe(rc));
 	free(steps);
 	return rc;
 }

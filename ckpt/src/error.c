@@ -7,10 +7,11 @@
 
 const char *ckpt_strerror(int code)
 {
-	static const char *const own[] = { "ECORRUPT", "ENOVALID", "ENOGEN", "EWORLD", "ECONFIG", "EPEER" };
+	static const char *const own[] = { "ECORRUPT", "ENOVALID", "ENOGEN", "EWORLD", "ECONFIG", "EPEER",
+					   "EREFUSED" };
 	int c = code < 0 ? -code : code;
 
-	if (c >= CKPT_ECORRUPT && c <= CKPT_EPEER)
+	if (c >= CKPT_ECORRUPT && c <= CKPT_EREFUSED)
 		return own[c - CKPT_ECORRUPT];
 	switch (c) {
 	case 0: return "OK";
@@ -30,6 +31,9 @@ const char *ckpt_strerror(int code)
 	case EAGAIN: return "EAGAIN";
 	case ENAMETOOLONG: return "ENAMETOOLONG";
 	case EFBIG: return "EFBIG";
+	case ELOOP: return "ELOOP";
+	case ENOTDIR: return "ENOTDIR";
+	case ENXIO: return "ENXIO";
 	default: return "ERRNO";
 	}
 }
@@ -48,4 +52,18 @@ int ckpt__error_set(ckpt_error *e, int code, const char *fmt, ...)
 	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
 	va_end(ap);
 	return code;
+}
+
+const char *ckpt_describe(int code)
+{
+	static const char *const own[] = {
+		"a file or manifest failed its integrity check", "generations exist but none is valid",
+		"no checkpoint generation", "saved with another world size", "saved by another configuration",
+		"another rank failed", "the restored state was refused by the caller's validation",
+	};
+	int c = code < 0 ? -code : code;
+
+	if (c >= CKPT_ECORRUPT && c <= CKPT_EREFUSED)
+		return own[c - CKPT_ECORRUPT];
+	return strerror(c);
 }

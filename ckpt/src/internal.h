@@ -6,14 +6,22 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "ckpt/ckpt.h"
 #include "ckpt/fault.h"
 
-#define CKPT_PATH_MAX 512
+/* Display paths (root + relative path); the root itself may be up to PATH_MAX. */
+#define CKPT_PATH_MAX (4096 + 256)
 #define CKPT_NAME_MAX 64
 #define CKPT_COMPONENT_MAX 32
+/* Bounds on what is read from disk (documented in README.md, libckpt). */
+#define CKPT_MANIFEST_MAX ((size_t)256 << 20)       /* manifest.json */
+#define CKPT_SHARD_HEADER_MAX ((uint64_t)100 << 20) /* a shard's JSON header, as safetensors */
+#define CKPT_LATEST_MAX 64
+#define CKPT_DEFAULT_FILE_MODE 0600
+#define CKPT_DEFAULT_DIR_MODE 0700
 
 /* ---- error helpers (error.c) -------------------------------------------- */
 
@@ -25,13 +33,17 @@ int ckpt__error_set(ckpt_error *e, int code, const char *fmt, ...) __attribute__
 
 typedef struct ckpt_journal {
 	int fd;
+	int dirfd;                  /* ROOT/journal, opened without following links */
+	mode_t file_mode;
 	char path[CKPT_PATH_MAX];
 	uint64_t seq;
 	size_t bytes;
 	size_t max_bytes;
 } ckpt_journal;
 
-int ckpt__journal_open(ckpt_journal *j, const char *root, int rank, size_t max_bytes);
+/* Open ROOT/journal/rank-R.jsonl relative to the root descriptor (no links followed). */
+int ckpt__journal_open(ckpt_journal *j, int rootfd, const char *root, int rank, size_t max_bytes,
+		       mode_t file_mode, mode_t dir_mode);
 void ckpt__journal_close(ckpt_journal *j);
 /* Append one JSON object built from the printf-style body (without braces). */
 void ckpt__journal_add(ckpt_journal *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -39,6 +51,14 @@ void ckpt__journal_add(ckpt_journal *j, const char *fmt, ...) __attribute__((for
 /* ---- the I/O layer (io.c) ----------------------------------------------- */
 
 /*
+ * Root confinement: once rootfd is set, every path given to the I/O layer is
+ * relative to the root and resolved component by component with openat and
+ * O_NOFOLLOW, so no operation follows a link or leaves the root; files are
+ * opened O_NONBLOCK and anything that is not a regular file is refused (a
+ * FIFO never blocks). With rootfd < 0, paths are used as given (only to
+ * create the root itself). Messages, fault contexts and the undo log see the
+ * full path, root + "/" + relative.
+ *
  * Every POSIX call libckpt makes goes through here: EINTR is retried, short
  * writes are looped over, every return value (close and fsync included) is
  * checked, a libfiu point is evaluated before each call with the full
@@ -46,6 +66,8 @@ void ckpt__journal_add(ckpt_journal *j, const char *fmt, ...) __attribute__((for
  * rank, phase, operation, path and errno.
  */
 typedef struct ckpt_io {
+	int rootfd;                 /* -1: paths are used as given */
+	const char *root;           /* for messages */
 	int rank;
 	uint64_t step;
 	const char *phase;
@@ -60,6 +82,7 @@ int ckpt__io_fail(ckpt_io *io, int code, const char *path, const char *fmt, ...)
 /* Enter a phase: evaluates ckpt/phase/<name>. 0 or -errno. */
 int ckpt__io_phase(ckpt_io *io, const char *name);
 
+/* Always O_NOFOLLOW | O_CLOEXEC; non-directories O_NONBLOCK and must be regular files. */
 int ckpt__io_open(ckpt_io *io, const char *path, int flags, mode_t mode);
 int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const char *path);
 /* Read exactly len bytes; a file that ends early is -CKPT_ECORRUPT. */
@@ -79,8 +102,13 @@ int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out);
 int ckpt__io_fsync_dir(ckpt_io *io, const char *path);
 /* Remove a directory tree, then fsync its parent. Missing is fine. */
 int ckpt__io_rmtree(ckpt_io *io, const char *path);
-/* Write a whole small file durably: tmp, fsync, close, rename, fsync parent. */
-int ckpt__io_replace_file(ckpt_io *io, const char *dir, const char *name, const void *buf, size_t len);
+/* Write a whole small file durably: tmp (created O_EXCL), fsync, close, rename, fsync parent. */
+int ckpt__io_replace_file(ckpt_io *io, const char *dir, const char *name, const void *buf, size_t len,
+			  mode_t mode);
+/* fstatat relative to the root without following links (no fault point: it changes nothing). */
+int ckpt__io_lstat(ckpt_io *io, const char *path, struct stat *st);
+/* The full path of a relative one, for messages. */
+const char *ckpt__io_display(const ckpt_io *io, const char *path, char *buf, size_t len);
 
 /* ---- the undo record for power-loss simulation (undo.c) ---------------- */
 
@@ -123,6 +151,23 @@ typedef struct ckpt_file_entry {
 	uint64_t hash;
 } ckpt_file_entry;
 
+/*
+ * A tensor of the manifest's layout: the same on every rank (name, component,
+ * stage, dtype, global size), in file order. Its per-rank local size and
+ * global offset are either one value for every rank or world_size values,
+ * kept in the manifest's pool at base + rank * stride.
+ */
+typedef struct ckpt_layout_entry {
+	char name[CKPT_NAME_MAX];
+	char component[CKPT_COMPONENT_MAX];
+	int stage;
+	ckpt_dtype dtype;
+	uint64_t global_elems;
+	uint64_t local_elems, global_offset;    /* when uniform */
+	size_t local_at, goff_at, stride;       /* SIZE_MAX: uniform */
+} ckpt_layout_entry;
+
+/* This rank's entry in a shard (what the writer lays out). */
 typedef struct ckpt_tensor_entry {
 	char name[CKPT_NAME_MAX];
 	char component[CKPT_COMPONENT_MAX];
@@ -144,10 +189,17 @@ typedef struct ckpt_manifest {
 	unsigned tags;
 	int nfiles;
 	ckpt_file_entry *files;
-	int ntensors;
-	ckpt_tensor_entry *tensors;
+	int ntensors;               /* per rank (layout entries) */
+	ckpt_layout_entry *layout;
+	uint64_t *pool;
+	size_t npool, cappool;
 	char *telemetry_json;       /* compact JSON object, may be NULL */
+	/* writer side only: every rank's entries, rank-major (ntensors * world_size) */
+	const ckpt_tensor_entry *all;
 } ckpt_manifest;
+
+uint64_t ckpt__layout_local(const ckpt_manifest *m, int k, int rank);
+uint64_t ckpt__layout_goff(const ckpt_manifest *m, int k, int rank);
 
 size_t ckpt__dtype_size(ckpt_dtype t);
 const char *ckpt__dtype_name(ckpt_dtype t);
@@ -155,7 +207,7 @@ int ckpt__dtype_parse(const char *s, ckpt_dtype *out);
 
 /* "step-00000040" */
 void ckpt__gen_name(char *buf, size_t len, uint64_t step);
-/* Parse a committed generation's directory name; false for anything else. */
+/* Parse a committed generation's canonical directory name (as ckpt__gen_name writes it); false otherwise. */
 bool ckpt__gen_parse(const char *name, uint64_t *step);
 void ckpt__shard_name(char *buf, size_t len, int rank);
 
@@ -170,22 +222,106 @@ int ckpt__state_order(const ckpt_state *s, int **order);
 int ckpt__shard_header(const ckpt_state *s, const int *order, int rank, int world, uint64_t step,
 		       ckpt_tensor_entry *te, char **out, size_t *len);
 
-/* Render a manifest (with its checksum). Caller frees *out. */
+/*
+ * Render a manifest (schema_version 2, with its checksum) from m->all, which
+ * holds every rank's entries (rank-major, m->ntensors per rank, the same
+ * layout on every rank: -CKPT_ECONFIG otherwise). Caller frees *out.
+ */
 int ckpt__manifest_render(const ckpt_manifest *m, char **out, size_t *len);
-/* Parse and check a manifest; on failure, why says what is wrong. */
+/*
+ * Parse and check a manifest of any schema version this library has written
+ * (1, 2): checksum, fields, one canonical shard per rank, the same tensor
+ * layout on every rank, sizes that do not overflow. Memory is linear in len.
+ * On failure, why says what is wrong.
+ */
 int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *why, size_t whylen);
 void ckpt__manifest_free(ckpt_manifest *m);
 
-/* Read a whole small file through the I/O layer. Caller frees *out. */
-int ckpt__read_small_file(ckpt_io *io, const char *path, char **out, size_t *len, size_t max);
+/* A shard's safetensors header, parsed: tensors sorted by data offset. */
+typedef struct ckpt_st_tensor {
+	char name[CKPT_NAME_MAX];
+	ckpt_dtype dtype;
+	uint64_t elems;             /* product of the shape (checked for overflow) */
+	uint64_t begin, end;        /* data_offsets, relative to the end of the header */
+} ckpt_st_tensor;
+
+typedef struct ckpt_st_header {
+	int n;
+	ckpt_st_tensor *t;
+	char meta_rank[16], meta_world[16], meta_step[24], meta_format[24];
+} ckpt_st_header;
 
 /*
- * Hash a file through the I/O layer, checking its size first. If te != NULL,
- * the byte ranges of the nte tensor entries (in file order, contiguous after
- * the header) are read straight into the matching state entries.
+ * Parse the JSON header of a shard (len bytes, after the 8-byte length) and
+ * check it describes data_len bytes exactly: every entry inside, no overlap,
+ * no hole, size = dtype x shape. On failure why says what is wrong.
  */
-int ckpt__hash_file(ckpt_io *io, const char *path, uint64_t expect_size, uint64_t *hash,
-		    const ckpt_tensor_entry *te, ckpt_entry *const *dst, int nte);
+int ckpt__st_parse(const char *json, size_t len, uint64_t data_len, ckpt_st_header *h, char *why, size_t whylen);
+void ckpt__st_free(ckpt_st_header *h);
+
+/* Read a whole small regular file through the I/O layer (> max: -EFBIG, message set). Caller frees *out. */
+int ckpt__read_small_file(ckpt_io *io, const char *path, char **out, size_t *len, size_t max);
+
+/* Printable copy of untrusted text: control and non-ASCII bytes as \xNN. */
+void ckpt__escape(char *dst, size_t cap, const char *src);
+
+/* ---- verification, shared by restore and ckpt-tool (verify.c) ------------ */
+
+/*
+ * Read and check generation `name` (relative to io's root): a real directory,
+ * its manifest (size limit, parse, step = *step unless NULL). 0, or < 0 with the
+ * error recorded in io->err. With restore, the restore.read and restore.verify
+ * phase points are evaluated before reading and before parsing.
+ */
+int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_manifest *m, bool restore);
+/*
+ * Verify rank's shard of a loaded generation: a regular file of the listed
+ * size; its safetensors header parsed and equal to the manifest's entries for
+ * the rank (names, dtypes, shapes, contiguous offsets, metadata); xxh3 of
+ * every byte. With dst (m->ntensors entries, file order), tensor bytes are
+ * read straight into the state. 0, or < 0 with the error in io->err.
+ */
+int ckpt__shard_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, int rank, ckpt_entry *const *dst);
+
+/*
+ * LATEST, read without following a link or blocking on a FIFO: 0 with the
+ * name it holds (newline removed; any content, not checked), or -errno.
+ */
+int ckpt__latest_read(int rootfd, char *buf, size_t len);
+
+/* Committed generations under the root, newest first, no cap. Caller frees *steps. */
+int ckpt__scan(ckpt_io *io, uint64_t **steps, int *n);
+
+/* ---- a small strict JSON reader over a buffer (json.c) ------------------ */
+
+/*
+ * Pull parsing, no tree: linear time, memory only for what the caller keeps.
+ * Strings are copied into caller buffers of a given size (too long is an
+ * error); integers are unsigned 64-bit without fraction or exponent; nesting
+ * is limited. The first error is kept in err with its byte offset.
+ */
+typedef struct ckpt_jr {
+	const char *base, *p, *end;
+	int depth;
+	int failed;
+	char err[160];
+} ckpt_jr;
+
+void ckpt__jr_init(ckpt_jr *j, const char *text, size_t len);
+int ckpt__jr_fail(ckpt_jr *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Next non-space character (not consumed), or 0 at the end. */
+int ckpt__jr_peek(ckpt_jr *j);
+int ckpt__jr_expect(ckpt_jr *j, char c);
+/* Object members: *first starts true; 1 with the key read and ':' consumed, 0 at '}'. */
+int ckpt__jr_member(ckpt_jr *j, int *first, char *key, size_t cap);
+/* Array elements: *first starts true; 1 if an element follows, 0 at ']'. */
+int ckpt__jr_element(ckpt_jr *j, int *first);
+int ckpt__jr_string(ckpt_jr *j, char *out, size_t cap);
+int ckpt__jr_u64(ckpt_jr *j, uint64_t *v);
+/* Skip any value. */
+int ckpt__jr_skip(ckpt_jr *j);
+/* Expect the end of the text (only spaces left). */
+int ckpt__jr_end(ckpt_jr *j);
 
 /* ---- agreement (agree.c) ------------------------------------------------ */
 

@@ -156,23 +156,40 @@ static void journal_op(ckpt_io *io, const op_state *st, long long result, int rc
 			  st->fault ? ",\"fault\":\"" : "", fault, st->fault ? "\"" : "");
 }
 
+/* What a failed call's errno means here, where libckpt's own rules give it a meaning. */
+static const char *reason(int rc, const char *detail)
+{
+	if (detail)
+		return detail;
+	if (rc == -ELOOP)
+		return "a symbolic link: libckpt never follows links under the root";
+	if (rc == -CKPT_ECORRUPT)
+		return "the file ends early or is damaged";
+	return ckpt_describe(rc);
+}
+
 /* Journal the call; on failure record the error. Returns rc. */
-static int end(ckpt_io *io, op_state *st, long long result, int rc)
+static int end_detail(ckpt_io *io, op_state *st, long long result, int rc, const char *detail)
 {
 	journal_op(io, st, result, rc);
 	if (rc < 0 && io->err && io->err->code == 0) {
 		ckpt_error *e = io->err;
 		e->rank = io->rank;
 		e->step = io->step;
-		e->sys_errno = -rc;
+		e->sys_errno = rc > -CKPT_ECORRUPT ? -rc : 0;
 		snprintf(e->phase, sizeof e->phase, "%s", io->phase ? io->phase : "");
 		snprintf(e->op, sizeof e->op, "%s", st->op);
 		snprintf(e->path, sizeof e->path, "%s", st->path ? st->path : "");
 		ckpt__error_set(e, rc, "rank %d: %s %s failed during %s at step %llu: %s (%s)", io->rank,
 				st->op, st->path ? st->path : "", io->phase ? io->phase : "-",
-				(unsigned long long)io->step, strerror(-rc), ckpt_strerror(rc));
+				(unsigned long long)io->step, reason(rc, detail), ckpt_strerror(rc));
 	}
 	return rc;
+}
+
+static int end(ckpt_io *io, op_state *st, long long result, int rc)
+{
+	return end_detail(io, st, result, rc, NULL);
 }
 
 int ckpt__io_fail(ckpt_io *io, int code, const char *path, const char *fmt, ...)
@@ -226,27 +243,136 @@ int ckpt__io_phase(ckpt_io *io, const char *name)
 
 int ckpt_fault_phase(int rank, uint64_t step, const char *phase)
 {
-	ckpt_io io = { .rank = rank, .step = step, .phase = phase, .err = NULL, .journal = NULL };
+	ckpt_io io = { .rootfd = -1, .rank = rank, .step = step, .phase = phase, .err = NULL, .journal = NULL };
 	return ckpt__io_phase(&io, phase);
 }
 
 /* Run a simple syscall-shaped call with EINTR retry. */
 #define RETRY(expr) ({ long _r; do { _r = (long)(expr); } while (_r < 0 && errno == EINTR); _r; })
 
+const char *ckpt__io_display(const ckpt_io *io, const char *path, char *buf, size_t len)
+{
+	if (io->rootfd < 0 || !io->root)
+		snprintf(buf, len, "%s", path);
+	else if (strcmp(path, ".") == 0)
+		snprintf(buf, len, "%s", io->root);
+	else
+		snprintf(buf, len, "%s/%s", io->root, path);
+	return buf;
+}
+
+/*
+ * The directory a relative path's last component lives in, reached from the
+ * root one component at a time with O_NOFOLLOW: a link anywhere on the way
+ * fails with ELOOP (or ENOTDIR), so nothing outside the root is reached.
+ * Returns a descriptor to release with put_dir, or -errno.
+ */
+static int get_dir(const ckpt_io *io, const char *path, const char **leaf)
+{
+	char comp[CKPT_PATH_MAX];
+	const char *p = path, *slash;
+	int fd;
+
+	if (io->rootfd < 0) {
+		*leaf = path;
+		return AT_FDCWD;
+	}
+	if (!*path || path[0] == '/')
+		return -EINVAL;
+	fd = io->rootfd;
+	while ((slash = strchr(p, '/')) != NULL) {
+		size_t n = (size_t)(slash - p);
+		if (n == 0 || n >= sizeof comp || (n == 2 && p[0] == '.' && p[1] == '.')) {
+			if (fd != io->rootfd)
+				close(fd);
+			return -EINVAL;
+		}
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		int nfd = (int)RETRY(openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+		int e = errno;
+		struct stat lst;
+		/* O_DIRECTORY | O_NOFOLLOW on a link says ENOTDIR: say what it is */
+		if (nfd < 0 && e == ENOTDIR && fstatat(fd, comp, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+			e = ELOOP;
+		if (fd != io->rootfd)
+			close(fd);
+		if (nfd < 0)
+			return -e;
+		fd = nfd;
+		p = slash + 1;
+	}
+	if (strcmp(p, "..") == 0) {
+		if (fd != io->rootfd)
+			close(fd);
+		return -EINVAL;
+	}
+	*leaf = p;
+	return fd;
+}
+
+static void put_dir(const ckpt_io *io, int fd)
+{
+	if (fd >= 0 && fd != io->rootfd)
+		close(fd);
+}
+
+int ckpt__io_lstat(ckpt_io *io, const char *path, struct stat *st)
+{
+	const char *leaf;
+	int dfd = get_dir(io, path, &leaf), rc;
+
+	if (dfd < 0 && dfd != AT_FDCWD)
+		return dfd;
+	rc = fstatat(dfd, leaf, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	put_dir(io, dfd);
+	return rc;
+}
+
 int ckpt__io_open(ckpt_io *io, const char *path, int flags, mode_t mode)
 {
 	op_state st;
-	int rc = begin(io, &st, "open", path, -1, 0);
+	char disp[CKPT_PATH_MAX];
+	const char *detail = NULL;
+	int rc = begin(io, &st, "open", ckpt__io_display(io, path, disp, sizeof disp), -1, 0);
 	long fd = -1;
 
+	flags |= O_NOFOLLOW | O_CLOEXEC;
+	if (!(flags & O_DIRECTORY))
+		flags |= O_NONBLOCK;      /* a FIFO or device never blocks us; refused below */
 	if (rc == 0) {
-		uint64_t u = ckpt__undo_open(io->rank, path, flags);
-		fd = RETRY(open(path, flags | O_CLOEXEC, mode));
-		rc = fd < 0 ? -errno : 0;
+		const char *leaf;
+		int dfd = get_dir(io, path, &leaf);
+		uint64_t u = ckpt__undo_open(io->rank, disp, flags);
+		if (dfd < 0 && dfd != AT_FDCWD) {
+			rc = dfd;
+		} else {
+			struct stat lst;
+			fd = RETRY(openat(dfd, leaf, flags, mode));
+			rc = fd < 0 ? -errno : 0;
+			if (rc == -ENOTDIR && (flags & O_DIRECTORY) && fstatat(dfd, leaf, &lst, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISLNK(lst.st_mode))
+				rc = -ELOOP;
+			put_dir(io, dfd);
+		}
+		if (rc == -ENXIO && !(flags & O_DIRECTORY))
+			detail = "not a regular file (a FIFO or device): refused";
+		if (rc == 0 && !(flags & O_DIRECTORY)) {
+			struct stat sb;
+			if (fstat((int)fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+				close((int)fd);
+				fd = -1;
+				rc = -EINVAL;
+				detail = "not a regular file (a FIFO, device or directory): refused";
+			} else {
+				/* regular files ignore O_NONBLOCK; clear it all the same */
+				fcntl((int)fd, F_SETFL, fcntl((int)fd, F_GETFL) & ~O_NONBLOCK);
+			}
+		}
 		if (rc < 0)
 			ckpt__undo_failed(io->rank, u);
 	}
-	end(io, &st, fd, rc);
+	end_detail(io, &st, fd, rc, detail);
 	return rc < 0 ? rc : (int)fd;
 }
 
@@ -254,11 +380,13 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 {
 	const char *p = buf;
 	size_t off = 0;
+	char disp[CKPT_PATH_MAX];
 
+	ckpt__io_display(io, path, disp, sizeof disp);
 	while (off < len) {
 		op_state st;
 		size_t want = len - off, asked = want;
-		int rc = begin(io, &st, "write", path, fd, want);
+		int rc = begin(io, &st, "write", disp, fd, want);
 		(void)asked;
 		ssize_t n = -1;
 
@@ -266,7 +394,7 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 			asked = want;
 			if (st.fault && (st.fault->kind == CKPT_FAULT_SHORT || st.fault->kind == CKPT_FAULT_TORN))
 				want = st.fault->bytes < want ? st.fault->bytes : want;
-			uint64_t u = want ? ckpt__undo_write(io->rank, fd, path, want) : 0;
+			uint64_t u = want ? ckpt__undo_write(io->rank, fd, disp, want) : 0;
 			n = want ? write(fd, p + off, want) : 0;
 			if (n < 0)
 				ckpt__undo_failed(io->rank, u);
@@ -293,10 +421,12 @@ int ckpt__io_read_all(ckpt_io *io, int fd, void *buf, size_t len, const char *pa
 {
 	char *p = buf;
 	size_t off = 0;
+	char disp[CKPT_PATH_MAX];
 
+	ckpt__io_display(io, path, disp, sizeof disp);
 	while (off < len) {
 		op_state st;
-		int rc = begin(io, &st, "read", path, fd, len - off);
+		int rc = begin(io, &st, "read", disp, fd, len - off);
 		ssize_t n = -1;
 
 		if (rc == 0) {
@@ -317,14 +447,15 @@ int ckpt__io_read_all(ckpt_io *io, int fd, void *buf, size_t len, const char *pa
 static int fd_call(ckpt_io *io, const char *op, int fd, const char *path, int (*fn)(int))
 {
 	op_state st;
-	int rc = begin(io, &st, op, path, fd, 0);
+	char disp[CKPT_PATH_MAX];
+	int rc = begin(io, &st, op, ckpt__io_display(io, path, disp, sizeof disp), fd, 0);
 	long r = -1;
 
 	if (rc == 0) {
 		r = RETRY(fn(fd));
 		rc = r < 0 ? -errno : 0;
 		if (rc == 0)
-			ckpt__undo_fsync(io->rank, fd, path);   /* fsync and fdatasync both make data durable */
+			ckpt__undo_fsync(io->rank, fd, disp);   /* fsync and fdatasync both make data durable */
 	}
 	return end(io, &st, r, rc);
 }
@@ -353,7 +484,8 @@ int ckpt__io_fdatasync(ckpt_io *io, int fd, const char *path)
 int ckpt__io_close(ckpt_io *io, int *fd, const char *path)
 {
 	op_state st;
-	int rc = begin(io, &st, "close", path, *fd, 0);
+	char disp[CKPT_PATH_MAX];
+	int rc = begin(io, &st, "close", ckpt__io_display(io, path, disp, sizeof disp), *fd, 0);
 	int r = -1;
 
 	/* close is never retried: after EINTR the descriptor is already gone */
@@ -367,17 +499,25 @@ int ckpt__io_close(ckpt_io *io, int *fd, const char *path)
 	return end(io, &st, r, rc);
 }
 
-static int path_call(ckpt_io *io, const char *op, const char *path, int (*fn)(const char *),
-		     uint64_t (*undo)(int, const char *))
+/* unlink or rmdir of a path under the root: unlinkat never follows the last component. */
+static int remove_call(ckpt_io *io, const char *op, const char *path, int flags, uint64_t (*undo)(int, const char *))
 {
 	op_state st;
-	int rc = begin(io, &st, op, path, -1, 0);
+	char disp[CKPT_PATH_MAX];
+	int rc = begin(io, &st, op, ckpt__io_display(io, path, disp, sizeof disp), -1, 0);
 	long r = -1;
 
 	if (rc == 0) {
-		uint64_t u = undo(io->rank, path);
-		r = RETRY(fn(path));
-		rc = r < 0 ? -errno : 0;
+		const char *leaf;
+		int dfd = get_dir(io, path, &leaf);
+		uint64_t u = undo(io->rank, disp);
+		if (dfd < 0 && dfd != AT_FDCWD) {
+			rc = dfd;
+		} else {
+			r = RETRY(unlinkat(dfd, leaf, flags));
+			rc = r < 0 ? -errno : 0;
+			put_dir(io, dfd);
+		}
 		if (rc < 0)
 			ckpt__undo_failed(io->rank, u);
 	}
@@ -386,24 +526,37 @@ static int path_call(ckpt_io *io, const char *op, const char *path, int (*fn)(co
 
 int ckpt__io_unlink(ckpt_io *io, const char *path)
 {
-	return path_call(io, "unlink", path, unlink, ckpt__undo_unlink);
+	return remove_call(io, "unlink", path, 0, ckpt__undo_unlink);
 }
 
 int ckpt__io_rmdir(ckpt_io *io, const char *path)
 {
-	return path_call(io, "rmdir", path, rmdir, ckpt__undo_rmdir);
+	return remove_call(io, "rmdir", path, AT_REMOVEDIR, ckpt__undo_rmdir);
 }
 
 int ckpt__io_rename(ckpt_io *io, const char *from, const char *to)
 {
 	op_state st;
-	int rc = begin(io, &st, "rename", to, -1, 0);
+	char dfrom[CKPT_PATH_MAX], dto[CKPT_PATH_MAX];
+	int rc = begin(io, &st, "rename", ckpt__io_display(io, to, dto, sizeof dto), -1, 0);
 	long r = -1;
 
+	ckpt__io_display(io, from, dfrom, sizeof dfrom);
 	if (rc == 0) {
-		uint64_t u = ckpt__undo_rename(io->rank, from, to);
-		r = RETRY(rename(from, to));
-		rc = r < 0 ? -errno : 0;
+		const char *lf, *lt;
+		int ff = get_dir(io, from, &lf), ft = ff < 0 && ff != AT_FDCWD ? ff : get_dir(io, to, &lt);
+		uint64_t u = ckpt__undo_rename(io->rank, dfrom, dto);
+		if (ff < 0 && ff != AT_FDCWD) {
+			rc = ff;
+		} else if (ft < 0 && ft != AT_FDCWD) {
+			rc = ft;
+		} else {
+			r = RETRY(renameat(ff, lf, ft, lt));
+			rc = r < 0 ? -errno : 0;
+		}
+		put_dir(io, ff);
+		if (ft != ff)
+			put_dir(io, ft);
 		if (rc < 0)
 			ckpt__undo_failed(io->rank, u);
 	}
@@ -413,13 +566,21 @@ int ckpt__io_rename(ckpt_io *io, const char *from, const char *to)
 int ckpt__io_mkdir(ckpt_io *io, const char *path, mode_t mode)
 {
 	op_state st;
-	int rc = begin(io, &st, "mkdir", path, -1, 0);
+	char disp[CKPT_PATH_MAX];
+	int rc = begin(io, &st, "mkdir", ckpt__io_display(io, path, disp, sizeof disp), -1, 0);
 	long r = -1;
 
 	if (rc == 0) {
-		uint64_t u = ckpt__undo_mkdir(io->rank, path);
-		r = RETRY(mkdir(path, mode));
-		rc = r < 0 ? -errno : 0;
+		const char *leaf;
+		int dfd = get_dir(io, path, &leaf);
+		uint64_t u = ckpt__undo_mkdir(io->rank, disp);
+		if (dfd < 0 && dfd != AT_FDCWD) {
+			rc = dfd;
+		} else {
+			r = RETRY(mkdirat(dfd, leaf, mode));
+			rc = r < 0 ? -errno : 0;
+			put_dir(io, dfd);
+		}
 		if (rc < 0)
 			ckpt__undo_failed(io->rank, u);
 	}
@@ -429,11 +590,12 @@ int ckpt__io_mkdir(ckpt_io *io, const char *path, mode_t mode)
 int ckpt__io_ftruncate(ckpt_io *io, int fd, off_t len, const char *path)
 {
 	op_state st;
-	int rc = begin(io, &st, "ftruncate", path, fd, (size_t)len);
+	char disp[CKPT_PATH_MAX];
+	int rc = begin(io, &st, "ftruncate", ckpt__io_display(io, path, disp, sizeof disp), fd, (size_t)len);
 	long r = -1;
 
 	if (rc == 0) {
-		uint64_t u = ckpt__undo_ftruncate(io->rank, fd, path, len);
+		uint64_t u = ckpt__undo_ftruncate(io->rank, fd, disp, len);
 		r = RETRY(ftruncate(fd, len));
 		rc = r < 0 ? -errno : 0;
 		if (rc < 0)
@@ -445,12 +607,27 @@ int ckpt__io_ftruncate(ckpt_io *io, int fd, off_t len, const char *path)
 int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out)
 {
 	op_state st;
-	int rc = begin(io, &st, "opendir", path, -1, 0);
+	char disp[CKPT_PATH_MAX];
+	int rc = begin(io, &st, "opendir", ckpt__io_display(io, path, disp, sizeof disp), -1, 0);
 
 	*out = NULL;
 	if (rc == 0) {
-		*out = opendir(path);
-		rc = *out ? 0 : -errno;
+		const char *leaf;
+		int dfd = get_dir(io, path, &leaf);
+		if (dfd < 0 && dfd != AT_FDCWD) {
+			rc = dfd;
+		} else {
+			int fd = (int)RETRY(openat(dfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+			struct stat lst;
+			rc = fd < 0 ? -errno : 0;
+			if (rc == -ENOTDIR && fstatat(dfd, leaf, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+				rc = -ELOOP;
+			put_dir(io, dfd);
+			if (fd >= 0 && !(*out = fdopendir(fd))) {
+				rc = -errno;
+				close(fd);
+			}
+		}
 	}
 	return end(io, &st, rc, rc);
 }
@@ -491,7 +668,8 @@ static int rmtree_inner(ckpt_io *io, const char *path)
 	struct stat st;
 	int rc;
 
-	if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+	/* a link or file is removed itself, never followed */
+	if (ckpt__io_lstat(io, path, &st) == 0 && !S_ISDIR(st.st_mode))
 		return ckpt__io_unlink(io, path);
 	if ((rc = ckpt__io_opendir(io, path, &d)) < 0)
 		return rc;
@@ -515,7 +693,7 @@ int ckpt__io_rmtree(ckpt_io *io, const char *path)
 	struct stat st;
 	int rc;
 
-	if (lstat(path, &st) < 0 && errno == ENOENT)
+	if (ckpt__io_lstat(io, path, &st) == -ENOENT)
 		return 0;
 	if ((rc = rmtree_inner(io, path)) < 0)
 		return rc;
@@ -523,15 +701,25 @@ int ckpt__io_rmtree(ckpt_io *io, const char *path)
 	return ckpt__io_fsync_dir(io, parent);
 }
 
-int ckpt__io_replace_file(ckpt_io *io, const char *dir, const char *name, const void *buf, size_t len)
+int ckpt__io_replace_file(ckpt_io *io, const char *dir, const char *name, const void *buf, size_t len, mode_t mode)
 {
 	char tmp[CKPT_PATH_MAX], dst[CKPT_PATH_MAX];
+	struct stat st;
 	int fd, rc;
 
-	if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp ||
-	    snprintf(dst, sizeof dst, "%s/%s", dir, name) >= (int)sizeof dst)
+	if (strcmp(dir, ".") == 0 ? snprintf(tmp, sizeof tmp, "%s.tmp", name) >= (int)sizeof tmp ||
+					    snprintf(dst, sizeof dst, "%s", name) >= (int)sizeof dst
+				  : snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp ||
+					    snprintf(dst, sizeof dst, "%s/%s", dir, name) >= (int)sizeof dst)
 		return -ENAMETOOLONG;
-	fd = ckpt__io_open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	/*
+	 * The temporary name is created O_EXCL: whatever is there (a leftover of a
+	 * failed rename, or a link planted to make us truncate a file elsewhere)
+	 * is removed first, itself, never opened.
+	 */
+	if (ckpt__io_lstat(io, tmp, &st) == 0 && (rc = ckpt__io_unlink(io, tmp)) < 0)
+		return rc;
+	fd = ckpt__io_open(io, tmp, O_WRONLY | O_CREAT | O_EXCL, mode);
 	if (fd < 0)
 		return fd;
 	rc = ckpt__io_write_all(io, fd, buf, len, tmp);

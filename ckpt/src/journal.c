@@ -16,42 +16,75 @@
 
 #include "internal.h"
 
-int ckpt__journal_open(ckpt_journal *j, const char *root, int rank, size_t max_bytes)
+/* A regular file under the journal directory, never through a link, never blocking. */
+static int open_file(ckpt_journal *j)
 {
-	char dir[CKPT_PATH_MAX];
 	struct stat st;
+	const char *leaf = strrchr(j->path, '/') + 1;
+	int fd = openat(j->dirfd, leaf, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+			j->file_mode);
 
-	j->fd = -1;
-	j->seq = 0;
-	j->max_bytes = max_bytes ? max_bytes : 4u << 20;
-	if (snprintf(dir, sizeof dir, "%s/journal", root) >= (int)sizeof dir ||
-	    snprintf(j->path, sizeof j->path, "%s/rank-%05d.jsonl", dir, rank) >= (int)sizeof j->path)
-		return -ENAMETOOLONG;
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	j->fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	if (j->fd < 0)
-		return -errno;
-	j->bytes = fstat(j->fd, &st) == 0 ? (size_t)st.st_size : 0;
+	if (fd < 0)
+		return errno == ENXIO ? -EINVAL : -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	j->fd = fd;
+	j->bytes = (size_t)st.st_size;
 	return 0;
+}
+
+int ckpt__journal_open(ckpt_journal *j, int rootfd, const char *root, int rank, size_t max_bytes,
+		       mode_t file_mode, mode_t dir_mode)
+{
+	j->fd = -1;
+	j->dirfd = -1;
+	j->seq = 0;
+	j->file_mode = file_mode;
+	j->max_bytes = max_bytes ? max_bytes : 4u << 20;
+	if (snprintf(j->path, sizeof j->path, "%s/journal/rank-%05d.jsonl", root, rank) >= (int)sizeof j->path)
+		return -ENAMETOOLONG;
+	if (mkdirat(rootfd, "journal", dir_mode) < 0 && errno != EEXIST)
+		return -errno;
+	/* a journal/ that is a link (to a directory outside the root) is refused */
+	j->dirfd = openat(rootfd, "journal", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (j->dirfd < 0) {
+		int e = errno;
+		struct stat lst;
+		if (e == ENOTDIR && fstatat(rootfd, "journal", &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+			e = ELOOP;
+		return -e;
+	}
+	int rc = open_file(j);
+	if (rc < 0) {
+		close(j->dirfd);
+		j->dirfd = -1;
+	}
+	return rc;
 }
 
 void ckpt__journal_close(ckpt_journal *j)
 {
 	if (j->fd >= 0)
 		close(j->fd);
+	if (j->dirfd >= 0)
+		close(j->dirfd);
 	j->fd = -1;
+	j->dirfd = -1;
 }
 
 static void rotate(ckpt_journal *j)
 {
-	char old[CKPT_PATH_MAX + 2];
+	char old[CKPT_NAME_MAX];
+	const char *leaf = strrchr(j->path, '/') + 1;
 
-	snprintf(old, sizeof old, "%s.1", j->path);
-	if (rename(j->path, old) < 0)
+	snprintf(old, sizeof old, "%s.1", leaf);
+	if (renameat(j->dirfd, leaf, j->dirfd, old) < 0)
 		return;
 	close(j->fd);
-	j->fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	j->fd = -1;
+	open_file(j);
 	j->bytes = 0;
 }
 

@@ -1,4 +1,9 @@
-/* ckpt-tool: list, verify and show libckpt generations. */
+/*
+ * ckpt-tool: list, verify and show libckpt generations. It applies restore's
+ * own rules by calling restore's own code (libckpt's scan and verification):
+ * "valid" means restore would take it, "restore" tags the generation restore
+ * would choose. Text from disk is printed escaped.
+ */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,24 +20,36 @@ static const char usage[] =
 "\n"
 "Exit status: 0 all good, 1 damage found, 2 bad usage or unreadable path.\n";
 
+/* Paths come from the command line: printed escaped all the same. */
+static void print_escaped(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c >= 0x7f || c == '\\')
+			fprintf(f, "\\x%02x", c);
+		else
+			fputc(c, f);
+	}
+}
+
+static void fail_path(const char *path, const char *what, int rc)
+{
+	fputs("ckpt-tool: ", stderr);
+	print_escaped(stderr, path);
+	fprintf(stderr, ": %s%s\n", what, ckpt_describe(rc));
+}
+
 static int cmd_ls(const char *root)
 {
 	ckpt_gen_report *reps;
-	char latest[64] = "";
-	char path[4096];
+	char latest[256] = "";
 	int n, rc = ckpt_inspect_list(root, &reps, &n);
 
 	if (rc < 0) {
-		fprintf(stderr, "ckpt-tool: %s: %s\n", root, strerror(-rc));
+		fail_path(root, "", rc);
 		return 2;
 	}
-	snprintf(path, sizeof path, "%s/LATEST", root);
-	FILE *f = fopen(path, "r");
-	if (f) {
-		if (fgets(latest, sizeof latest, f))
-			latest[strcspn(latest, "\n")] = '\0';
-		fclose(f);
-	}
+	ckpt_inspect_latest(root, latest, sizeof latest);
 	printf("%-16s %10s %-20s %14s  %s\n", "generation", "step", "tags", "bytes", "status");
 	int newest_valid = -1;
 	for (int i = 0; i < n; i++)
@@ -58,8 +75,11 @@ static int cmd_ls(const char *root)
 			printf("INVALID: %s: %s%s\n", reps[i].problems[0].file, reps[i].problems[0].why,
 			       reps[i].nproblems > 1 ? " (and more: ckpt-tool verify)" : "");
 	}
-	if (n == 0)
-		printf("(no generations in %s)\n", root);
+	if (n == 0) {
+		printf("(no generations in ");
+		print_escaped(stdout, root);
+		printf(")\n");
+	}
 	free(reps);
 	return 0;
 }
@@ -70,7 +90,7 @@ static int cmd_verify(const char *dir)
 	int rc = ckpt_inspect_verify(dir, &rep);
 
 	if (rc < 0) {
-		fprintf(stderr, "ckpt-tool: %s: not a generation directory (%s)\n", dir, strerror(-rc));
+		fail_path(dir, "not a generation directory: ", rc);
 		return 2;
 	}
 	if (rc == 0) {
@@ -78,8 +98,10 @@ static int cmd_verify(const char *dir)
 		       rep.world_size, rep.bytes);
 		return 0;
 	}
-	for (int i = 0; i < rep.nproblems; i++)
-		printf("%s/%s: %s\n", dir, rep.problems[i].file, rep.problems[i].why);
+	for (int i = 0; i < rep.nproblems; i++) {
+		print_escaped(stdout, dir);
+		printf("/%s: %s\n", rep.problems[i].file, rep.problems[i].why);
+	}
 	printf("%s: DAMAGED, %d problem%s\n", rep.name, rep.nproblems, rep.nproblems == 1 ? "" : "s");
 	return 1;
 }
@@ -102,8 +124,14 @@ int main(int argc, char **argv)
 		int rc = ckpt_inspect_show(argv[2], stdout);
 		if (rc == -CKPT_ECORRUPT)
 			return 1;
-		return rc < 0 ? 2 : 0;
+		if (rc < 0) {
+			fail_path(argv[2], "", rc);
+			return 2;
+		}
+		return 0;
 	}
-	fprintf(stderr, "ckpt-tool: unknown command '%s'; valid: ls, verify, show\n%s", argv[1], usage);
+	fprintf(stderr, "ckpt-tool: unknown command '");
+	print_escaped(stderr, argv[1]);
+	fprintf(stderr, "'; valid: ls, verify, show\n%s", usage);
 	return 2;
 }

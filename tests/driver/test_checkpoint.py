@@ -56,9 +56,14 @@ def test_golden_commits_every_ten_steps_and_keeps_three(golden):
     assert (golden / "ck" / "LATEST").read_text() == "step-00000060\n"
 
 
+def per_rank(value, rank):
+    return value[rank] if isinstance(value, list) else value
+
+
 def test_shards_read_by_an_independent_parser(golden):
     gen = golden / "ck" / "step-00000060"
     manifest = json.loads((gen / "manifest.json").read_text())
+    assert manifest["schema_version"] == 2
     assert manifest["step"] == 60 and manifest["world_size"] == 4
     master = np.zeros(3364, dtype=np.float32)
     covered = 0
@@ -71,9 +76,12 @@ def test_shards_read_by_an_independent_parser(golden):
         assert meta == {"rank": str(f["rank"]), "world_size": "4", "step": "60", "format": "libckpt/1"}
         assert set(tensors) == {"params.bf16", "master.fp32", "opt.exp_avg", "opt.exp_avg_sq", "opt.step",
                                 "rng.dropout", "data.cursor", "sched.state", "scaler.state", "user.blob"}
-        entry = next(t for t in manifest["tensors"] if t["rank"] == f["rank"] and t["name"] == "master.fp32")
+        # schema_version 2: the layout once; per-rank values are one integer or a list in rank order
+        entry = next(t for t in manifest["tensors"] if t["name"] == "master.fp32")
+        goff = per_rank(entry["global_offset"], f["rank"])
         part = tensors["master.fp32"]
-        master[entry["global_offset"]:entry["global_offset"] + len(part)] = part
+        assert per_rank(entry["local_elems"], f["rank"]) == len(part)
+        master[goff:goff + len(part)] = part
         covered += len(part)
         if params is None:
             params = tensors["params.bf16"]

@@ -32,6 +32,9 @@ typedef struct fx_job {
 	uint32_t keep_last, keep_every;
 	int keep_best;
 	uint64_t config_hash;
+	uint32_t file_mode, dir_mode;
+	int allow_shared_root;
+	int (*validate)(void *arg, uint64_t step, char *why, size_t len);   /* arg: the rank, as an int */
 	fx_rank_result r[FX_MAX_RANKS];
 } fx_job;
 
@@ -65,5 +68,13 @@ int fx_seen(void);
 void fx_flip(const char *path, long offset);
 void fx_truncate(const char *path, long size);
 bool fx_exists(const char *path);
+/*
+ * Reseal a generation after crafting it: recompute every listed shard's size
+ * and xxh3 from disk and the manifest's checksum, so that only what was
+ * crafted is wrong (the hashes all hold).
+ */
+void fx_reseal(const char *gen_dir);
+/* Copy a file. */
+void fx_copy(const char *from, const char *to);
 
 #endif

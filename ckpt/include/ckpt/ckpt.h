@@ -21,7 +21,8 @@
 #include "ckpt/comm.h"
 #include "ckpt/error.h"
 
-#define CKPT_SCHEMA_VERSION 1
+/* The manifest version written; every earlier one (1) is still read. */
+#define CKPT_SCHEMA_VERSION 2
 
 typedef enum ckpt_dtype { CKPT_F32, CKPT_BF16, CKPT_U64, CKPT_U8 } ckpt_dtype;
 
@@ -64,6 +65,22 @@ typedef struct ckpt_config {
 	int keep_best;              /* also keep the newest generation tagged best */
 	uint64_t config_hash;       /* restore refuses generations saved with another */
 	size_t journal_max_bytes;   /* per-rank journal bound; 0 = 4 MiB */
+	uint32_t file_mode;         /* mode of files created (before umask); 0 = 0600 */
+	uint32_t dir_mode;          /* mode of directories created; 0 = 0700 */
+	/*
+	 * By default ckpt_open refuses a root that the group or others can write,
+	 * or that another user owns (they could plant links or swap files).
+	 * Set to accept such a root.
+	 */
+	int allow_shared_root;
+	/*
+	 * Restored values are input. Called on every rank once its part of a
+	 * generation is read and verified, with the state filled: return 0 to
+	 * accept, or < 0 with a reason in why to refuse the generation, which
+	 * restore then passes over (-CKPT_EREFUSED, named in the fallbacks).
+	 */
+	int (*validate)(void *arg, uint64_t step, char *why, size_t len);
+	void *validate_arg;
 } ckpt_config;
 
 typedef struct ckpt ckpt;
@@ -90,7 +107,9 @@ typedef struct ckpt_restore_info {
 
 /*
  * Open (and create) the checkpoint root; removes abandoned temporary
- * directories. Collective. The state is borrowed until ckpt_close. On
+ * directories (phase open.cleanup). Collective. All later access is relative
+ * to a descriptor of the root, with O_NOFOLLOW: no link is followed and
+ * nothing outside the root is read, written or deleted. The state is borrowed until ckpt_close. On
  * failure *out is NULL and, if err is not NULL, *err says why (agreed).
  */
 int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *state, ckpt_error *err);

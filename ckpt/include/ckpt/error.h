@@ -15,6 +15,7 @@ enum {
 	CKPT_EWORLD,            /* saved with another world size */
 	CKPT_ECONFIG,           /* saved by another configuration or state layout */
 	CKPT_EPEER,             /* another rank failed; see the error's rank */
+	CKPT_EREFUSED,          /* the caller's validation refused the restored state */
 };
 
 typedef struct ckpt_error {
@@ -30,5 +31,7 @@ typedef struct ckpt_error {
 
 /* A short name for an error code: "EIO", "ECORRUPT", ... */
 const char *ckpt_strerror(int code);
+/* A sentence for an error code, errno or libckpt's own: "integrity check failed", ... */
+const char *ckpt_describe(int code);
 
 #endif
