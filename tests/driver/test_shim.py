@@ -388,9 +388,9 @@ def test_reftrain_reports_a_save_the_shim_failed(tmp_path):
                                              "CKPT_FAULT_PLAN_SHIM": plan, "CKPT_FAULT_LOG": log})
     assert rc == 0, err
     failed = [e for e in events if e.get("event") == "save_failed"]
-    assert len(failed) == 1 and "EIO" in failed[0]["error"] or "Input/output" in failed[0]["error"], failed
+    assert len(failed) == 1 and "rank-00001.safetensors" in failed[0]["error"], failed
     fires = [json.loads(x) for x in Path(f"{log}.rank-1.jsonl").read_text().splitlines()]
     assert len(fires) == 1 and fires[0]["nth"] == 2 and fires[0]["path"].endswith("rank-00001.safetensors")
     assert fires[0]["phase"] == ""      # the shim fired it, not reftrain's libfiu injector
-    assert not any(Path(f"{log}.rank-{r}.jsonl").exists() for r in (0, 2, 3))
+    assert all(Path(f"{log}.rank-{r}.jsonl").read_text() == "" for r in (0, 2, 3))
     assert events[-1]["status"] == "done"

@@ -12,6 +12,7 @@
  *   shim_victim beacon FILE         step 5 / phase save.shard_write, a write,
  *                                   step 6, a write, phase save.commit (a phase point)
  *   shim_victim undo DIR            a save-like sequence for the undo record
+ *   shim_victim loop FILE N         N 16-byte writes; prints ns per write
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "beacon.h"
@@ -307,8 +309,27 @@ static int undo(const char *dir)
 	return 0;
 }
 
+/* N small writes (for the overhead figure): prints ns per write. */
+static int loop(const char *file, long n)
+{
+	struct timespec a, b;
+	int fd = open(file, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	if (fd < 0)
+		return 1;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (long k = 0; k < n; k++)
+		if (write(fd, "0123456789abcdef", 16) != 16)
+			return 1;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	close(fd);
+	printf("ns_per_write=%.1f\n", ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / (double)n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && strcmp(argv[1], "loop") == 0)
+		return loop(argv[2], atol(argv[3]));
 	if (argc >= 4 && strcmp(argv[1], "entry") == 0) {
 		tag = argv[3];
 		return entry(argv[2]);
