@@ -25,6 +25,21 @@ SHIM = LIB / "libckpt-fault-shim.so"
 VICTIM = BIN / "shim_victim"
 ERRNO = {"EIO": 5, "ENOSPC": 28}
 
+
+def preload_value():
+    """LD_PRELOAD for the shim; a sanitizer build's shim needs the ASan runtime first."""
+    try:
+        dyn = subprocess.run(["readelf", "-d", str(SHIM)], capture_output=True, text=True).stdout
+    except OSError:
+        dyn = ""
+    if "libasan" not in dyn:
+        return str(SHIM)
+    asan = subprocess.run(["cc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    return f"{asan} {SHIM}"
+
+
+PRELOAD = preload_value()
+
 # Which DESIGN op each call of `shim_victim entry` is decided as.
 ENTRY_OPS = {
     "open": {"open_dir", "open", "open64", "openat", "openat64", "__open_2", "__open64_2", "__openat_2",
@@ -72,7 +87,8 @@ class Work:
         self.plan.write_text("".join(faults))
         env.update(CKPT_HARNESS_CKPT_DIR=str(self.root), CKPT_FAULT_PLAN=str(self.plan), CKPT_FAULT_LOG=str(self.log))
         if shim:
-            env["LD_PRELOAD"] = str(SHIM)
+            env["LD_PRELOAD"] = PRELOAD
+            env["ASAN_OPTIONS"] = "detect_leaks=0"   # python3 and the victim's children are not ours
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -344,6 +360,8 @@ def test_no_undo_record_outside_the_root(work):
 # ---- reftrain under mpirun, the shim in the ranks only -----------------------------------------
 
 def mpirun_shim(tmp, env_vars, np=4, steps=30, timeout=120):
+    if not (BIN / "reftrain").exists():
+        pytest.skip("reftrain is not built (CKPT_BUILD_MPI=OFF)")
     jobdir = Path(tempfile.mkdtemp(prefix="ckpt-job-"))
     ck, traj = tmp / "ck", tmp / "traj.jsonl"
     argv = mpi.mpirun_argv(np, jobdir, timeout)
@@ -374,7 +392,7 @@ def test_reftrain_under_the_shim_completes_ten_times(tmp_path):
     for k in range(10):
         run = tmp_path / str(k)
         run.mkdir()
-        rc, err, events = mpirun_shim(run, {"LD_PRELOAD": SHIM, "CKPT_HARNESS_CKPT_DIR": run / "ck"})
+        rc, err, events = mpirun_shim(run, {"LD_PRELOAD": PRELOAD, "CKPT_HARNESS_CKPT_DIR": run / "ck"})
         assert rc == 0, f"run {k}: {err}"
         assert events[-1] == {"event": "end", "status": "done", "steps": 30}
         assert [e["step"] for e in events if e.get("event") == "committed"] == [10, 20, 30]
@@ -384,7 +402,7 @@ def test_reftrain_reports_a_save_the_shim_failed(tmp_path):
     plan = tmp_path / "plan"
     plan.write_text(fault_line(op="write", path="rank-00001.safetensors", nth=2, times=1))
     log = tmp_path / "faults"
-    rc, err, events = mpirun_shim(tmp_path, {"LD_PRELOAD": SHIM, "CKPT_HARNESS_CKPT_DIR": tmp_path / "ck",
+    rc, err, events = mpirun_shim(tmp_path, {"LD_PRELOAD": PRELOAD, "CKPT_HARNESS_CKPT_DIR": tmp_path / "ck",
                                              "CKPT_FAULT_PLAN_SHIM": plan, "CKPT_FAULT_LOG": log})
     assert rc == 0, err
     failed = [e for e in events if e.get("event") == "save_failed"]
