@@ -280,10 +280,95 @@ static int fd_mark(int fd)
 	return fd >= 0 && fd < fdcap ? fdtab[fd] : 0;
 }
 
+/*
+ * The name an fd under the root was opened at, for the low fds: the slow path
+ * of a call on it then costs one fstat (to see that the fd still is that
+ * file) instead of a readlink of /proc/self/fd. As in libckpt's I/O layer,
+ * an fd keeps the name it was opened at (a later rename does not change it).
+ */
+#define PCACHE_FDS 1024
+struct pslot {
+	_Atomic uint64_t ino;       /* 0: empty */
+	uint64_t dev;
+	char path[PATH_MAX];
+};
+static struct pslot *pcache;        /* PCACHE_FDS slots, calloc'ed in the constructor */
+
+static void fd_forget(int fd)
+{
+	if (pcache && fd >= 0 && fd < PCACHE_FDS)
+		atomic_store(&pcache[fd].ino, 0);
+}
+
+static void fd_remember(int fd, const char *canon)
+{
+	struct stat st;
+
+	if (!pcache || fd < 0 || fd >= PCACHE_FDS)
+		return;
+	fd_forget(fd);
+	if (fstat(fd, &st) < 0 || st.st_ino == 0)
+		return;
+	snprintf(pcache[fd].path, sizeof pcache[fd].path, "%s", canon);
+	pcache[fd].dev = (uint64_t)st.st_dev;
+	atomic_store(&pcache[fd].ino, (uint64_t)st.st_ino);
+}
+
+static void fd_copy(int from, int to)
+{
+	if (!pcache || from < 0 || from >= PCACHE_FDS || to < 0 || to >= PCACHE_FDS || from == to)
+		return;
+	fd_forget(to);
+	uint64_t ino = atomic_load(&pcache[from].ino);
+	if (!ino)
+		return;
+	memcpy(pcache[to].path, pcache[from].path, sizeof pcache[to].path);
+	pcache[to].dev = pcache[from].dev;
+	atomic_store(&pcache[to].ino, ino);
+}
+
+/* The cached name of fd if it still names the same file. */
+static int fd_cached(int fd, char *out, size_t len)
+{
+	struct stat st;
+
+	if (!pcache || fd < 0 || fd >= PCACHE_FDS)
+		return -1;
+	uint64_t ino = atomic_load(&pcache[fd].ino);
+	if (!ino || fstat(fd, &st) < 0 || (uint64_t)st.st_ino != ino || (uint64_t)st.st_dev != pcache[fd].dev)
+		return -1;
+	size_t n = strnlen(pcache[fd].path, sizeof pcache[fd].path - 1);
+	if (n >= len)
+		return -1;
+	memcpy(out, pcache[fd].path, n);
+	out[n] = '\0';
+	return atomic_load(&pcache[fd].ino) == ino ? 0 : -1;
+}
+
 static void fd_set_mark(int fd, int m)
 {
 	if (fd >= 0 && fd < fdcap)
 		fdtab[fd] = (unsigned char)m;
+	if (m != FD_UNDER)
+		fd_forget(fd);
+}
+
+/* dup and friends: the copy is where the original is. */
+static void fd_dup_mark(int from, int to)
+{
+	fd_set_mark(to, fd_mark(from));
+	if (fd_mark(from) == FD_UNDER)
+		fd_copy(from, to);
+}
+
+/* A new fd under the root, opened at canon (NULL: name unknown, e.g. O_TMPFILE). */
+static void fd_set_under(int fd, const char *canon)
+{
+	fd_set_mark(fd, FD_UNDER);
+	if (canon)
+		fd_remember(fd, canon);
+	else
+		fd_forget(fd);
 }
 
 /* Mark a new fd by the (normalised) path it was opened at. */
@@ -321,7 +406,7 @@ static int resolve_at(int dirfd, const char *p, char *out, size_t len)
 		if (!getcwd(tmp, PATH_MAX))
 			return 0;
 	} else {
-		if (!fd_mark(dirfd) || fd_path(dirfd, tmp, PATH_MAX) < 0)
+		if (!fd_mark(dirfd) || (fd_cached(dirfd, tmp, PATH_MAX) < 0 && fd_path(dirfd, tmp, PATH_MAX) < 0))
 			return 0;
 	}
 	size_t n = strlen(tmp);
@@ -338,6 +423,8 @@ static int resolve_at(int dirfd, const char *p, char *out, size_t len)
 static int fd_under(int fd, char *out, size_t len)
 {
 	char tmp[PATH_MAX];
+	if (fd_cached(fd, out, len) == 0)
+		return 1;
 	if (fd_path(fd, tmp, sizeof tmp) < 0 || normalize(tmp, out, len) < 0) {
 		fd_set_mark(fd, 0);
 		return 0;
@@ -557,7 +644,7 @@ static int open_slow(int dirfd, const char *path, int flags, mode_t mode,
 	fd = call(dirfd, path, flags, mode);
 	undo_failed(u, fd);
 	if (fd >= 0)
-		fd_set_mark((int)fd, FD_UNDER);
+		fd_set_under((int)fd, (flags & O_TMPFILE) == O_TMPFILE ? NULL : canon);
 	int e = errno;
 	guard = 0;
 	errno = e;
@@ -675,7 +762,7 @@ static FILE *fopen_slow(const char *path, const char *mode, FILE *re, int large)
 	fp = FOPEN_CALL();
 	undo_failed(u, fp ? 0 : -1);
 	if (fp)
-		fd_set_mark(fileno(fp), FD_UNDER);
+		fd_set_under(fileno(fp), canon);
 	int e = errno;
 	guard = 0;
 	errno = e;
@@ -1181,7 +1268,7 @@ EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 	int r = REAL(close_range)(first, last, flags);
 	if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC))
 		for (unsigned int fd = first; fd <= last && fd < (unsigned)fdcap; fd++)
-			fdtab[fd] = 0;
+			fd_set_mark((int)fd, 0);
 	return r;
 }
 
@@ -1189,7 +1276,7 @@ EXPORT int dup(int fd)
 {
 	int r = REAL(dup)(fd);
 	if (r >= 0)
-		fd_set_mark(r, fd_mark(fd));
+		fd_dup_mark(fd, r);
 	return r;
 }
 
@@ -1197,7 +1284,7 @@ EXPORT int dup2(int fd, int to)
 {
 	int r = REAL(dup2)(fd, to);
 	if (r >= 0)
-		fd_set_mark(r, fd_mark(fd));
+		fd_dup_mark(fd, r);
 	return r;
 }
 
@@ -1205,7 +1292,7 @@ EXPORT int dup3(int fd, int to, int flags)
 {
 	int r = REAL(dup3)(fd, to, flags);
 	if (r >= 0)
-		fd_set_mark(r, fd_mark(fd));
+		fd_dup_mark(fd, r);
 	return r;
 }
 
@@ -1213,7 +1300,7 @@ static int fcntl_any(int fd, int cmd, void *arg, int large)
 {
 	int r = large ? REAL(fcntl64)(fd, cmd, arg) : REAL(fcntl)(fd, cmd, arg);
 	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
-		fd_set_mark(r, fd_mark(fd));
+		fd_dup_mark(fd, r);
 	return r;
 }
 
@@ -1257,7 +1344,7 @@ EXPORT DIR *opendir(const char *p)
 	}
 	d = REAL(opendir)(p);
 	if (d)
-		fd_set_mark(dirfd(d), FD_UNDER);
+		fd_set_under(dirfd(d), canon);
 	fd_leave(0);
 	return d;
 }
@@ -1591,6 +1678,7 @@ __attribute__((constructor)) static void shim_init(void)
 		fdtab = calloc((size_t)cap, 1);
 		if (fdtab)
 			fdcap = (int)cap;
+		pcache = calloc(PCACHE_FDS, sizeof *pcache);     /* 4 MiB of address space, touched per fd under the root */
 		scan_fds();
 	}
 	ready = 1;

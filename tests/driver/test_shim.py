@@ -171,6 +171,14 @@ def test_same_name_outside_the_root_is_untouched(work):
     assert work.fires() == []
 
 
+def test_fd_reused_behind_the_shims_back_is_judged_by_what_it_is_now(work):
+    p = work.run([VICTIM, "stale", work.root / "c.bin", work.out / "c.bin"], fault_line(op="write"))
+    assert p.stdout == "reused 1 1 0\n"
+    p = work.run([VICTIM, "stale", work.root / "c.bin", work.root / "d.bin"], fault_line(op="write"))
+    assert p.stdout == "reused 1 -1 5\n"
+    assert Path(work.fires()[-1]["path"]).name == "d.bin"
+
+
 def test_path_glob_selects_the_file(work):
     p = work.run([VICTIM, "writes", work.root / "other.bin", 2], fault_line(op="write", path="c.bin"))
     assert all(x.split()[2] == "1" for x in p.stdout.splitlines())

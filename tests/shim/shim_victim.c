@@ -12,6 +12,7 @@
  *   shim_victim beacon FILE         step 5 / phase save.shard_write, a write,
  *                                   step 6, a write, phase save.commit (a phase point)
  *   shim_victim undo DIR            a save-like sequence for the undo record
+ *   shim_victim stale UNDER OTHER   an fd reused behind the shim's back; prints "reused SAME RC ERRNO"
  *   shim_victim loop FILE N         N 16-byte writes; prints ns per write
  */
 #include <dirent.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -63,7 +65,7 @@ static void report_ptr(const char *call, void *p)
 static void closeq(int fd)
 {
 	if (fd >= 0)
-		syscall(3 /* SYS_close: bookkeeping only, not a tested call */, fd);
+		syscall(SYS_close, fd);      /* behind the shim's back: not a tested call */
 }
 
 static int entry(const char *dir)
@@ -309,6 +311,18 @@ static int undo(const char *dir)
 	return 0;
 }
 
+/* An fd under the root closed and reused behind the shim's back (raw syscalls): its writes go where the fd now points. */
+static int stale(const char *under, const char *other)
+{
+	int fd = open(under, O_CREAT | O_WRONLY, 0644);
+	syscall(SYS_close, fd);
+	int fd2 = (int)syscall(SYS_openat, AT_FDCWD, other, O_CREAT | O_WRONLY, 0644);
+	long r = write(fd2, "x", 1);
+	printf("reused %d %ld %d\n", fd2 == fd, r, r < 0 ? errno : 0);
+	fflush(stdout);
+	return 0;
+}
+
 /* N small writes (for the overhead figure): prints ns per write. */
 static int loop(const char *file, long n)
 {
@@ -328,6 +342,8 @@ static int loop(const char *file, long n)
 
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && strcmp(argv[1], "stale") == 0)
+		return stale(argv[2], argv[3]);
 	if (argc >= 4 && strcmp(argv[1], "loop") == 0)
 		return loop(argv[2], atol(argv[3]));
 	if (argc >= 4 && strcmp(argv[1], "entry") == 0) {
