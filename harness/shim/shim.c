@@ -36,6 +36,7 @@
  */
 #undef _FORTIFY_SOURCE
 #include <dirent.h>
+#include <ftw.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -119,6 +120,7 @@ void ckpt__undo_failed(int rank, uint64_t ref);
 	X(fdatasync, int, (int)) \
 	X(sync_file_range, int, (int, off_t, off_t, unsigned int)) \
 	X(syncfs, int, (int)) \
+	X(sync, void, (void)) \
 	X(rename, int, (const char *, const char *)) \
 	X(renameat, int, (int, const char *, int, const char *)) \
 	X(renameat2, int, (int, const char *, int, const char *, unsigned int)) \
@@ -1056,18 +1058,69 @@ READV(preadv2, COMMA off_t off COMMA int flags, (fd, iov, cnt, off, flags))
 READV(preadv64v2, COMMA off_t off COMMA int flags, (fd, iov, cnt, off, flags))
 
 /* fsync-like: decide as op; `durable`: success makes the file durable (undo record). */
+/*
+ * An ancestor of the root made durable (the parent of a root the trainer
+ * created): not a fault target, but the undo record must know, or a power
+ * cut would take the root's own directory entry away.
+ */
+static void sync_above(int fd, int r)
+{
+	char path[PATH_MAX], canon[PATH_MAX];
+
+	if (r != 0 || fd < 0 || fd >= fdcap || fdtab[fd] != FD_ABOVE || guard || !ready || !undo_armed())
+		return;
+	int e = errno;
+	guard = 1;
+	if (fd_path(fd, path, sizeof path) == 0 && normalize(path, canon, sizeof canon) == 0) {
+		set_ctx("fsync", canon, fd, 0);
+		ckpt__undo_fsync(rank, fd, canon);
+	}
+	guard = 0;
+	errno = e;
+}
+
+/* syncfs and sync make everything durable: an fsync record for every file and directory under the root. */
+static int sync_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag != FTW_F && flag != FTW_D && flag != FTW_DP)
+		return 0;
+	int fd = REAL(open)(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		set_ctx("fsync", p, fd, 0);
+		ckpt__undo_fsync(rank, fd, p);
+		REAL(close)(fd);
+	}
+	return 0;
+}
+
+static void sync_tree(void)
+{
+	const char *r = root_real_len ? root_real : root;
+	if (undo_armed())
+		nftw(r, sync_one, 16, FTW_PHYS | FTW_MOUNT);
+}
+
+/* fsync-like: decide as op; `durable`: success makes the file durable (undo record), 2: the whole tree. */
 static int sync_like(int fd, const char *op, int durable, int (*call)(int, void *), void *arg)
 {
 	char path[PATH_MAX];
 	verdict v;
 
-	if (!fd_enter(fd, op, 0, path, sizeof path))
-		return call(fd, arg);
+	if (!fd_enter(fd, op, 0, path, sizeof path)) {
+		int r = call(fd, arg);
+		if (durable)
+			sync_above(fd, r);
+		return r;
+	}
 	decide(&v, 0);
 	if (v.fail)
 		return (int)fd_fail(&v);
 	int r = call(fd, arg);
-	if (durable)
+	if (durable == 2 && r == 0)
+		sync_tree();
+	else if (durable)
 		undo_fsync(fd, path, r);
 	return (int)fd_leave(r);
 }
@@ -1090,8 +1143,27 @@ EXPORT int sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
 	struct sfr s = { off, n, flags };
 	return sync_like(fd, "fdatasync", 0, call_sfr, &s);
 }
-/* syncfs makes the whole file system durable; the undo record can only say so for this fd's file. */
-EXPORT int syncfs(int fd) { return sync_like(fd, "fsync", 1, call_syncfs, NULL); }
+/* syncfs makes the whole file system durable: so says the undo record, for everything under the root. */
+EXPORT int syncfs(int fd) { return sync_like(fd, "fsync", 2, call_syncfs, NULL); }
+
+/* sync: decided as an fsync of the root itself. */
+EXPORT void sync(void)
+{
+	verdict v;
+
+	if (guard || !ready || !root_len) {
+		REAL(sync)();
+		return;
+	}
+	guard = 1;
+	set_ctx("fsync", root_real_len ? root_real : root, -1, 0);
+	decide(&v, 0);
+	if (!v.fail) {          /* sync cannot fail: an errno fault just skips it */
+		REAL(sync)();
+		sync_tree();
+	}
+	fd_leave(0);
+}
 
 static int trunc_fd(int fd, off_t size, int large)
 {

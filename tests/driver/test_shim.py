@@ -358,6 +358,33 @@ def test_power_loss_drops_an_entry_whose_parent_was_never_synced(work):
     assert not f.exists()
 
 
+def powerloss(prefix, root):
+    p = subprocess.run([BIN / "powerloss_apply", prefix, "1", root], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_syncfs_makes_everything_under_the_root_durable(work):
+    prefix = work.base / "u"
+    Path(f"{prefix}.keep").mkdir()
+    work.run([VICTIM, "syncfs", work.root], CKPT_UNDO_LOG=prefix)
+    powerloss(prefix, work.root)
+    assert (work.root / "sub" / "f.bin").read_bytes() == b"durable"
+
+
+def test_fsync_of_the_roots_parent_is_in_the_undo_record(work):
+    # the root's own entry (made by mkdir under the root) is durable once its parent is fsynced
+    prefix = work.base / "u"
+    Path(f"{prefix}.keep").mkdir()
+    root = work.base / "newroot"
+    work.run([VICTIM, "mkroot", root], CKPT_UNDO_LOG=prefix, CKPT_HARNESS_CKPT_DIR=root)
+    recs = [json.loads(x) for x in Path(f"{prefix}.rank-0.jsonl").read_text().splitlines()]
+    assert [(r["op"], r["path"]) for r in recs[:2]] == [("mkdir", str(root)), ("fsync", str(work.base))]
+    assert recs[1]["ino"] == recs[0]["parent"]
+    powerloss(prefix, root)
+    assert (root / "f.bin").read_bytes() == b"durable"
+
+
 def test_no_undo_record_outside_the_root(work):
     prefix = work.base / "u"
     Path(f"{prefix}.keep").mkdir()

@@ -13,6 +13,8 @@
  *                                   step 6, a write, phase save.commit (a phase point)
  *   shim_victim undo DIR            a save-like sequence for the undo record
  *   shim_victim stale UNDER OTHER   an fd reused behind the shim's back; prints "reused SAME RC ERRNO"
+ *   shim_victim syncfs DIR          a file made durable by syncfs alone
+ *   shim_victim mkroot ROOT         the root created, its parent fsynced, a durable file in it
  *   shim_victim loop FILE N         N 16-byte writes; prints ns per write
  */
 #include <dirent.h>
@@ -323,6 +325,39 @@ static int stale(const char *under, const char *other)
 	return 0;
 }
 
+/* Files made durable by syncfs alone: DIR/sub/f.bin written, never fsynced. */
+static int do_syncfs(const char *dir)
+{
+	char sub[1024], f[1024];
+
+	snprintf(sub, sizeof sub, "%s/sub", dir);
+	snprintf(f, sizeof f, "%s/f.bin", sub);
+	int fd;
+	if (mkdir(sub, 0755) < 0 || (fd = open(f, O_CREAT | O_WRONLY, 0644)) < 0 || write(fd, "durable", 7) != 7)
+		return 1;
+	int r = syncfs(fd);
+	close(fd);
+	return r < 0;
+}
+
+/* A root the program creates, made durable by fsyncing its parent (outside the root), then a file in it. */
+static int mkroot(const char *root)
+{
+	char parent[1024], f[1024];
+	int fd, dfd;
+
+	snprintf(parent, sizeof parent, "%s", root);
+	*strrchr(parent, '/') = '\0';
+	snprintf(f, sizeof f, "%s/f.bin", root);
+	if (mkdir(root, 0755) < 0 || (dfd = open(parent, O_RDONLY | O_DIRECTORY)) < 0 || fsync(dfd) < 0 || close(dfd) < 0)
+		return 1;
+	if ((fd = open(f, O_CREAT | O_WRONLY, 0644)) < 0 || write(fd, "durable", 7) != 7 || fsync(fd) < 0 || close(fd) < 0)
+		return 1;
+	if ((dfd = open(root, O_RDONLY | O_DIRECTORY)) < 0 || fsync(dfd) < 0 || close(dfd) < 0)
+		return 1;
+	return 0;
+}
+
 /* N small writes (for the overhead figure): prints ns per write. */
 static int loop(const char *file, long n)
 {
@@ -342,6 +377,10 @@ static int loop(const char *file, long n)
 
 int main(int argc, char **argv)
 {
+	if (argc >= 3 && strcmp(argv[1], "syncfs") == 0)
+		return do_syncfs(argv[2]);
+	if (argc >= 3 && strcmp(argv[1], "mkroot") == 0)
+		return mkroot(argv[2]);
 	if (argc >= 4 && strcmp(argv[1], "stale") == 0)
 		return stale(argv[2], argv[3]);
 	if (argc >= 4 && strcmp(argv[1], "loop") == 0)
