@@ -262,6 +262,20 @@ def test_beacon_step_and_phase_select_the_call(work):
     assert fires[1]["op"] == "phase"
 
 
+def test_damage_at_rest_fires_at_a_beacon_phase(work):
+    gen = work.root / "step-00000010"
+    gen.mkdir()
+    (gen / "rank-00000.safetensors").write_bytes(b"\x10" * 8)
+    (gen / "manifest.json").write_bytes(b"{}")
+    damage = fault_line(op="phase", phase="save.commit", action="damage").rstrip("\n") + \
+        " dkind=0 target=newest/rank-*.safetensors doff=0 dseed=0 dsize=0\n"
+    p = work.run([VICTIM, "beacon", work.root / "b.bin"], damage)
+    assert "phase 0" in p.stdout
+    assert (gen / "rank-00000.safetensors").read_bytes() == b"\x11" + b"\x10" * 7
+    assert (gen / "manifest.json").read_bytes() == b"{}"
+    assert work.fires()[0]["action"] == "bitflip:newest/rank-*.safetensors"
+
+
 def test_beacon_without_the_shim_does_nothing(work):
     p = work.run([VICTIM, "beacon", work.root / "b.bin"], fault_line(op="write"), shim=False)
     assert p.stdout.split("\n")[:3] == ["step5 1 0", "step6 1 0", "phase 0"]
