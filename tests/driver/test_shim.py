@@ -461,3 +461,17 @@ def test_reftrain_reports_a_save_the_shim_failed(tmp_path):
     assert fires[0]["phase"] == ""      # the shim fired it, not reftrain's libfiu injector
     assert all(Path(f"{log}.rank-{r}.jsonl").read_text() == "" for r in (0, 2, 3))
     assert events[-1]["status"] == "done"
+
+
+def test_numpy_trainer_reports_a_save_the_shim_failed(work):
+    """A real foreign trainer (examples/numpy_trainer): the 3rd fsync under the root fails once."""
+    if subprocess.run(["/usr/bin/python3", "-c", "import numpy"], capture_output=True).returncode != 0:
+        pytest.skip("python3-numpy is not installed")
+    train = mpi.REPO / "examples" / "numpy_trainer" / "train.py"
+    traj = work.base / "t.jsonl"
+    work.run(["/usr/bin/python3", train, "--steps", 30, "--ckpt", work.root, "--trajectory", traj],
+             fault_line(op="fsync", nth=3, times=1))
+    events = [json.loads(x) for x in traj.read_text().splitlines() if '"event"' in x]
+    assert [(e["event"], e.get("step")) for e in events[1:]] == [
+        ("committed", 10), ("save_failed", 20), ("committed", 30), ("end", None)]
+    assert [f["nth"] for f in work.fires()] == [3]
