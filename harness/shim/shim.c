@@ -1621,7 +1621,12 @@ static void resolve_root(void)
 		root_real_len = 0, root_real[0] = '\0';
 }
 
-/* Map the rank's shared counters and beacon; file-backed so exec'ed children join. */
+/*
+ * Map the rank's shared counters and beacon; file-backed so exec'ed children
+ * join. The first process of the rank (its environment does not name the
+ * file yet) starts it afresh and names it in CKPT_SHIM_COUNTERS for its
+ * descendants: a second run with the same plan and log counts from zero.
+ */
 static void map_shared(const char *plan_path, const char *log_prefix)
 {
 	size_t size = sizeof(struct shim_shared) + sizeof(atomic_int) * (size_t)(nplan + 1);
@@ -1633,7 +1638,11 @@ static void map_shared(const char *plan_path, const char *log_prefix)
 	const char *stem = log_prefix ? log_prefix : plan_path;
 	if (stem) {
 		snprintf(path, sizeof path, "%s.rank-%d.attempt-%d.shm", stem, rank, attempt);
-		fd = REAL(open)(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		const char *joined = getenv("CKPT_SHIM_COUNTERS");
+		int fresh = !joined || strcmp(joined, path) != 0;
+		fd = REAL(open)(path, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0644);
+		if (fd >= 0 && fresh)
+			setenv("CKPT_SHIM_COUNTERS", path, 1);
 	}
 	struct stat st;
 	if (fd >= 0 && fstat(fd, &st) == 0 && (size_t)st.st_size < size && REAL(ftruncate)(fd, (off_t)size) < 0) {

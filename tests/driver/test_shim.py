@@ -165,6 +165,13 @@ def test_fault_fires_exactly_on_the_nth_matching_call(work):
     assert [x["nth"] for x in work.fires()] == [3, 4]
 
 
+def test_a_second_run_counts_from_zero(work):
+    f = work.root / "c.bin"
+    for _ in range(2):
+        p = work.run([VICTIM, "writes", f, 2], fault_line(op="write", nth=2, times=1))
+        assert p.stdout.splitlines() == ["write 1 1 0", "write 2 -1 5"]
+
+
 def test_same_name_outside_the_root_is_untouched(work):
     p = work.run([VICTIM, "writes", work.out / "c.bin", 3], fault_line(op="write", path="c.bin"))
     assert all(x.split()[2] == "1" for x in p.stdout.splitlines())
