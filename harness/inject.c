@@ -17,6 +17,7 @@
 
 #include "ckpt/fault.h"
 #include "damage.h"
+#include "faultmatch.h"
 #include "plan.h"
 
 static harness_fault *plan;
@@ -32,45 +33,6 @@ static const char *base(const char *p)
 {
 	const char *s = p ? strrchr(p, '/') : NULL;
 	return s ? s + 1 : p ? p : "";
-}
-
-static bool matches(const harness_fault *f, const ckpt_fault_ctx *c)
-{
-	if (f->attempt != -1 && f->attempt != my_attempt)
-		return false;
-	if (f->rank != -1 && f->rank != c->rank)
-		return false;
-	if (f->step != -1 && (uint64_t)f->step != c->step)
-		return false;
-	if (f->phase[0] && (!c->phase || strcmp(f->phase, c->phase) != 0))
-		return false;
-	if (strcmp(f->op, "any") == 0) {           /* any I/O call, not a phase point */
-		if (strcmp(c->op, "phase") == 0)
-			return false;
-	} else if (f->op[0] && strcmp(f->op, c->op) != 0) {
-		return false;
-	}
-	if (f->path[0] && fnmatch(f->path, base(c->path), 0) != 0)
-		return false;
-	return true;
-}
-
-static void log_fire(int i, const harness_fault *f, const ckpt_fault_ctx *c, int nth)
-{
-	char desc[64], line[1024];
-	int n;
-
-	harness_fault_describe(f, desc, sizeof desc);
-	n = snprintf(line, sizeof line,
-		     "{\"fault\":%d,\"attempt\":%d,\"rank\":%d,\"step\":%" PRIu64 ",\"phase\":\"%s\",\"op\":\"%s\","
-		     "\"path\":\"%s\",\"nth\":%d,\"action\":\"%s\"}\n",
-		     i, my_attempt, c->rank, c->step, c->phase ? c->phase : "", c->op, c->path ? c->path : "", nth,
-		     desc);
-	if (log_fd >= 0 && n > 0 && write(log_fd, line, (size_t)n) < 0)
-		(void)0;   /* the log is best effort; the harness reports a missing fire */
-	fprintf(stderr, "FAULT %s rank=%d step=%" PRIu64 " phase=%s op=%s nth=%d -> %s\n",
-		c->op && strcmp(c->op, "phase") == 0 ? "phase" : "io", c->rank, c->step, c->phase ? c->phase : "-",
-		c->op, nth, desc);
 }
 
 static void copy_field(char *dst, size_t len, const char *src)
@@ -138,15 +100,10 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 	(void)flags;
 
 	trail_mark(c);
-	for (int i = 0; i < nplan; i++) {
+	int nth, i = harness_fault_decide(plan, nplan, seen, c, my_attempt, &nth);
+	if (i >= 0) {
 		const harness_fault *f = &plan[i];
-		if (!matches(f, c))
-			continue;
-		int nth = atomic_fetch_add(&seen[i], 1) + 1;
-		int times = f->times ? f->times : (f->action == HARNESS_ERRNO ? 0 : 1);
-		if (nth < f->nth || (times && nth >= f->nth + times))
-			continue;
-		log_fire(i, f, c, nth);
+		harness_fault_log(log_fd, 2, NULL, i, f, c, my_attempt, nth);
 		if (f->action == HARNESS_DAMAGE) {
 			/* damage at rest while the job runs; the point itself passes */
 			harness_damage g = { .kind = (enum harness_damage_kind)f->dkind, .offset = f->doff, .seed = f->dseed,
@@ -227,7 +184,7 @@ int harness_inject_arm_from_env(int rank, int attempt)
 		return -ENOMEM;
 	if (log && *log) {
 		char path[4096];
-		snprintf(path, sizeof path, "%s.rank-%d.jsonl", log, rank);
+		harness_fault_log_path(path, sizeof path, log, rank);
 		log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	}
 	fiu_init(0);
