@@ -285,9 +285,10 @@ static int beacon(const char *file)
 /* The calls libckpt's save makes, by plain POSIX: tmp dir, shard, fsync, manifest, rename, dir fsync. */
 static int undo(const char *dir)
 {
-	char tmp[1024], fin[1024], shard[1024], old[1024];
+	char tmp[1024], fin[1024], shard[1024], old[1024], missing[1024];
 	int fd, dfd;
 
+	snprintf(missing, sizeof missing, "%s/no-such-file", dir);
 	snprintf(tmp, sizeof tmp, "%s/step-00000010.tmp", dir);
 	snprintf(fin, sizeof fin, "%s/step-00000010", dir);
 	snprintf(shard, sizeof shard, "%s/rank-00000.safetensors", tmp);
@@ -308,7 +309,7 @@ static int undo(const char *dir)
 	if (dfd < 0 || fsync(dfd) < 0 || close(dfd) < 0)
 		return 1;
 	/* a failing change: the record is voided */
-	if (rename("/nonexistent-shim-victim", fin) == 0)
+	if (rename(missing, fin) == 0)
 		return 1;
 	return 0;
 }

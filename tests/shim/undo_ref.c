@@ -11,12 +11,14 @@
 
 int main(int argc, char **argv)
 {
-	ckpt_io io = { .rank = 0, .step = 0, .phase = NULL, .err = NULL, .journal = NULL };
-	char tmp[CKPT_PATH_MAX], fin[CKPT_PATH_MAX], shard[CKPT_PATH_MAX], old[CKPT_PATH_MAX];
+	ckpt_error err;
+	ckpt_io io = { .rootfd = -1, .root = NULL, .rank = 0, .step = 0, .phase = NULL, .err = &err, .journal = NULL };
+	char tmp[CKPT_PATH_MAX], fin[CKPT_PATH_MAX], shard[CKPT_PATH_MAX], old[CKPT_PATH_MAX], missing[CKPT_PATH_MAX];
 	int fd;
 
 	if (argc < 2)
 		return 2;
+	snprintf(missing, sizeof missing, "%s/no-such-file", argv[1]);
 	snprintf(tmp, sizeof tmp, "%s/step-00000010.tmp", argv[1]);
 	snprintf(fin, sizeof fin, "%s/step-00000010", argv[1]);
 	snprintf(shard, sizeof shard, "%s/rank-00000.safetensors", tmp);
@@ -31,7 +33,7 @@ int main(int argc, char **argv)
 	if (ckpt__io_fsync_dir(&io, tmp) < 0 || ckpt__io_rename(&io, tmp, fin) < 0 || ckpt__io_unlink(&io, old) < 0 ||
 	    ckpt__io_fsync_dir(&io, argv[1]) < 0)
 		return 1;
-	if (ckpt__io_rename(&io, "/nonexistent-shim-victim", fin) == 0)
+	if (ckpt__io_rename(&io, missing, fin) == 0)
 		return 1;
 	return 0;
 }
