@@ -285,6 +285,8 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 			if (lost > o->max_lost)
 				o->max_lost = lost;
 			/* losing an acknowledged generation is a durability bug whatever the scenario expects */
+			if (R < bound && o->verdict == HARNESS_PASS)
+				o->lost_acked = bound;
 			if (R < bound)
 				say(o, HARNESS_FAIL,
 				    "attempt %d restored %s, but step %" PRId64 " had been committed and acknowledged before "
@@ -328,6 +330,8 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 			/* no start record: it died in start-up or restore, or refused every generation */
 			const char *st = end ? json_string_value(json_object_get(end, "status")) : NULL;
 			int64_t skipped, bound = must_survive(exp, &ak, att, &skipped);
+			if (st && strcmp(st, "failed") == 0 && bound > 0 && o->verdict == HARNESS_PASS)
+				o->lost_acked = bound;
 			if (st && strcmp(st, "failed") == 0 && bound > 0)
 				say(o, HARNESS_FAIL,
 				    "attempt %d refused to resume (%s), but step %" PRId64 " had been committed and "

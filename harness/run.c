@@ -428,29 +428,43 @@ static int check_latest(const char *root, char *why, size_t len)
 	return -1;
 }
 
-typedef struct power_ctx {
+/* A fault-log record of the attempt that a predicate picks. */
+typedef struct fire_ctx {
 	int attempt, hit;
-} power_ctx;
+	int (*pick)(json_t *j);
+} fire_ctx;
 
-static int is_power_loss(json_t *j, void *arg)
+static int fire_matches(json_t *j, void *arg)
 {
-	power_ctx *c = arg;
-	const char *a = json_string_value(json_object_get(j, "action"));
-	if (a && strcmp(a, "power_loss") == 0 && json_integer_value(json_object_get(j, "attempt")) == c->attempt)
+	fire_ctx *c = arg;
+	if (json_integer_value(json_object_get(j, "attempt")) == c->attempt && c->pick(j))
 		c->hit = 1;
 	return c->hit;
 }
 
-/* Did a power_loss fault fire in this attempt? */
-static int power_lost(const harness_scenario *s, const char *prefix, int attempt)
+/* Did a fault that `pick` accepts fire in this attempt, on any rank? */
+static int fired_in_attempt(const harness_scenario *s, const char *prefix, int attempt, int (*pick)(json_t *j))
 {
-	power_ctx c = { attempt, 0 };
+	fire_ctx c = { attempt, 0, pick };
 	for (int rank = 0; rank < s->trainer.world_size && !c.hit; rank++) {
 		char path[1200];
 		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
-		harness_jsonl_each(path, is_power_loss, &c);
+		harness_jsonl_each(path, fire_matches, &c);
 	}
 	return c.hit;
+}
+
+static int is_power_loss(json_t *j)
+{
+	const char *a = json_string_value(json_object_get(j, "action"));
+	return a && strcmp(a, "power_loss") == 0;
+}
+
+/* A fault inside the restore: that attempt may refuse or fall back. */
+static int is_restore_fault(json_t *j)
+{
+	const char *ph = json_string_value(json_object_get(j, "phase"));
+	return ph && strncmp(ph, "restore.", 8) == 0;
 }
 
 /* The attempt's last record says how it ended: "done", "failed", "stopped" or NULL (killed). */
@@ -477,29 +491,27 @@ static void end_status(const char *traj, char *status, size_t len)
 	free(last);
 }
 
-typedef struct restore_fault_ctx {
-	int attempt, hit;
-} restore_fault_ctx;
-
-static int is_restore_fault(json_t *j, void *arg)
+/* Did libckpt's journal record retention deleting generation `name`? */
+static int retention_deleted(const char *root, const char *name)
 {
-	restore_fault_ctx *c = arg;
-	const char *ph = json_string_value(json_object_get(j, "phase"));
-	if (ph && strncmp(ph, "restore.", 8) == 0 && json_integer_value(json_object_get(j, "attempt")) == c->attempt)
-		c->hit = 1;
-	return c->hit;
-}
+	char path[1200], want[64], *line = NULL;
+	size_t cap = 0;
+	int found = 0;
 
-/* Did a planned fault fire inside this attempt's restore? */
-static int restore_faulted(const harness_scenario *s, const char *prefix, int attempt)
-{
-	restore_fault_ctx c = { attempt, 0 };
-	for (int rank = 0; rank < s->trainer.world_size && !c.hit; rank++) {
-		char path[1200];
-		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
-		harness_jsonl_each(path, is_restore_fault, &c);
+	snprintf(path, sizeof path, "%s/journal/rank-00000.jsonl", root);
+	snprintf(want, sizeof want, "\"event\":\"retention\",\"deleted\":\"%s\"", name);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
 	}
-	return c.hit;
+	while (!found && getline(&line, &cap, f) > 0)
+		found = strstr(line, want) != NULL;
+	fclose(f);
+	free(line);
+	return found;
 }
 
 /* The generations a damage log names, damaged as seen from attempt `from` on. */
@@ -644,7 +656,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			goto out;
 		}
 		if (s->nfaults && k + 1 <= HARNESS_MAX_ATTEMPTS)
-			exp.restore_faulted[k + 1] = (unsigned char)restore_faulted(s, faultlog, k + 1);
+			exp.restore_faulted[k + 1] = (unsigned char)fired_in_attempt(s, faultlog, k + 1, is_restore_fault);
 		end_status(traj[k], status, sizeof status);
 		if (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0) {
 			k++;
@@ -653,7 +665,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 		/* damage the injector did at a step boundary counts from the next attempt on */
 		note_damage(&exp, log, ck, k + 2);
 		/* a crash: a power cut drops what was not durable, since the last cut, in every attempt ... */
-		if (power && power_lost(s, faultlog, k + 1)) {
+		if (power && fired_in_attempt(s, faultlog, k + 1, is_power_loss)) {
 			char p[1200], prefix[HARNESS_MAX_ATTEMPTS][1200];
 			const char *prefixes[HARNESS_MAX_ATTEMPTS];
 			int np = 0;
@@ -697,6 +709,16 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	r->verdict = r->oracle.verdict;
 	harness_transitions_find(gold, trajs, k, ck, &r->transitions);
 	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
+	if (r->oracle.lost_acked > 0) {
+		/* say why, when the evidence does: the library's own retention removed it */
+		char name[32];
+		snprintf(name, sizeof name, "step-%08" PRId64, r->oracle.lost_acked);
+		if (retention_deleted(ck, name)) {
+			size_t used = strlen(r->sentence);
+			snprintf(r->sentence + used, sizeof r->sentence - used,
+				 "; libckpt's journal says its retention deleted %s", name);
+		}
+	}
 	if (latest_bad[0] && r->verdict == HARNESS_PASS) {
 		r->verdict = HARNESS_FAIL;
 		snprintf(r->sentence, sizeof r->sentence, "%s", latest_bad);

@@ -110,20 +110,7 @@ int ckpt__io_lstat(ckpt_io *io, const char *path, struct stat *st);
 /* The full path of a relative one, for messages. */
 const char *ckpt__io_display(const ckpt_io *io, const char *path, char *buf, size_t len);
 
-/* ---- the undo record for power-loss simulation (undo.c) ---------------- */
-
-/* Each returns the record's sequence number (0 when not armed); see undo.c. */
-bool ckpt__undo_armed(void);
-uint64_t ckpt__undo_open(int rank, const char *path, int flags);
-uint64_t ckpt__undo_write(int rank, int fd, const char *path, size_t len);
-uint64_t ckpt__undo_ftruncate(int rank, int fd, const char *path, off_t size);
-uint64_t ckpt__undo_mkdir(int rank, const char *path);
-uint64_t ckpt__undo_rmdir(int rank, const char *path);
-uint64_t ckpt__undo_unlink(int rank, const char *path);
-uint64_t ckpt__undo_rename(int rank, const char *from, const char *to);
-void ckpt__undo_fsync(int rank, int fd, const char *path);
-/* The change recorded as ref did not happen. */
-void ckpt__undo_failed(int rank, uint64_t ref);
+#include "undo.h"
 
 /* ---- formats (format.c) ------------------------------------------------- */
 

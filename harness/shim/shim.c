@@ -62,17 +62,7 @@
 #include "plan.h"
 
 /* The undo record writer of libckpt (ckpt/src/undo.c, compiled into the shim). */
-#include <stdbool.h>
-bool ckpt__undo_armed(void);
-uint64_t ckpt__undo_open(int rank, const char *path, int flags);
-uint64_t ckpt__undo_write(int rank, int fd, const char *path, size_t len);
-uint64_t ckpt__undo_ftruncate(int rank, int fd, const char *path, off_t size);
-uint64_t ckpt__undo_mkdir(int rank, const char *path);
-uint64_t ckpt__undo_rmdir(int rank, const char *path);
-uint64_t ckpt__undo_unlink(int rank, const char *path);
-uint64_t ckpt__undo_rename(int rank, const char *from, const char *to);
-void ckpt__undo_fsync(int rank, int fd, const char *path);
-void ckpt__undo_failed(int rank, uint64_t ref);
+#include "undo.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
