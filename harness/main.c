@@ -192,8 +192,10 @@ static int write_reports(const cli *c, const harness_result *r, int n, double se
 
 /*
  * Run scenarios, up to jobs at a time, each in a child process of its own.
- * With fail_fast, nothing new starts after the first scenario that does not
- * pass. Returns how many ran; their results are first in r.
+ * With fail_fast, nothing new starts after the first scenario that FAILs (a
+ * regression found); an ERROR (the scenario could not test this build, e.g.
+ * its fault never fired) does not stop the suite. Returns how many ran;
+ * their results are first in r.
  */
 static int run_many(const harness_scenario *s, int n, const harness_opts *o, int jobs, int fail_fast, harness_result *r)
 {
@@ -278,7 +280,7 @@ static int run_many(const harness_scenario *s, int n, const harness_opts *o, int
 			done++;
 			fprintf(stderr, "%s[%d/%d] %-40s %-5s %5.1fs%s", tty ? "\r" : "", done, n, r[i].name,
 				harness_verdict_name(r[i].verdict), r[i].seconds, tty ? "\033[K\n" : "\n");
-			if (fail_fast && r[i].verdict != HARNESS_PASS)
+			if (fail_fast && r[i].verdict == HARNESS_FAIL)
 				stop = 1;
 		}
 		if (harness_interrupted() && next < n) {
