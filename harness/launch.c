@@ -179,6 +179,37 @@ static int local_build(const harness_launcher *l, int np, const char *jobdir, in
 
 const harness_launcher harness_local_mpirun = { .name = "local-mpirun", .build = local_build };
 
+/*
+ * One process, no MPI: env(1) hands it the variables (the harness's own
+ * environment stays as it is, so LD_PRELOAD reaches the program only). It
+ * runs in the job's session under the same watchdog as an mpirun job.
+ */
+static int single_build(const harness_launcher *l, int np, const char *jobdir, int timeout_s,
+			const char *const *env, const char *const *prog, char **argv, size_t max)
+{
+	size_t n = 0;
+	(void)l;
+	(void)jobdir;
+	(void)timeout_s;
+
+	if (np != 1)
+		return -EINVAL;
+#define ARG(s) do { if (n + 2 >= max) return -E2BIG; argv[n++] = (char *)(s); } while (0)
+	if (strchr(prog[0], '='))
+		return -EINVAL;         /* env(1) would take it for a variable */
+	ARG("env");
+	ARG("--");
+	for (size_t i = 0; env && env[i]; i++)
+		ARG(env[i]);
+	for (size_t i = 0; prog[i]; i++)
+		ARG(prog[i]);
+#undef ARG
+	argv[n] = NULL;
+	return 0;
+}
+
+const harness_launcher harness_local_single = { .name = "single", .build = single_build };
+
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;

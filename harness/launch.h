@@ -28,6 +28,8 @@ typedef struct harness_launcher {
 } harness_launcher;
 
 extern const harness_launcher harness_local_mpirun;
+/* One process (a trainer with launcher: single), the variables set with env(1). */
+extern const harness_launcher harness_local_single;
 
 typedef struct harness_job_result {
 	int exited;            /* 1: exit code in status; 0: killed by signal `status` */

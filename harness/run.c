@@ -77,11 +77,118 @@ static int hash_file(XXH3_state_t *st, const char *path)
  * One reftrain job of this scenario's trainer, stopped by the watchdog after
  * timeout_s. trail: where the ranks keep their trail (inject.h), or NULL.
  */
+/*
+ * Placeholders of a command item: {ckpt_dir} {trajectory} {attempt} {steps}
+ * {seed} {world_size} {every} {keep} {scenario_dir}. -1 if the result would
+ * not fit, or on an unknown {name} (validate has refused those already).
+ */
+static int expand(char *out, size_t len, const char *in, const harness_scenario *s, const char *ckdir,
+		  const char *traj, int attempt)
+{
+	size_t o = 0;
+	char sdir[HARNESS_SCENARIO_PATH_MAX];
+
+	snprintf(sdir, sizeof sdir, "%s", s->file);
+	char *slash = strrchr(sdir, '/');
+	if (slash)
+		*slash = '\0';
+	else
+		snprintf(sdir, sizeof sdir, ".");
+	while (*in) {
+		char val[HARNESS_SCENARIO_PATH_MAX];
+		const char *end = *in == '{' ? strchr(in, '}') : NULL;
+		size_t nl = end ? (size_t)(end - in - 1) : 0;
+		val[0] = '\0';
+		if (!end) {
+			if (o + 1 >= len)
+				return -1;
+			out[o++] = *in++;
+			continue;
+		}
+#define IS(name) (nl == strlen(name) && strncmp(in + 1, name, nl) == 0)
+		if (IS("ckpt_dir"))
+			snprintf(val, sizeof val, "%s", ckdir);
+		else if (IS("trajectory"))
+			snprintf(val, sizeof val, "%s", traj);
+		else if (IS("attempt"))
+			snprintf(val, sizeof val, "%d", attempt);
+		else if (IS("steps"))
+			snprintf(val, sizeof val, "%" PRId64, s->trainer.steps);
+		else if (IS("seed"))
+			snprintf(val, sizeof val, "%" PRId64, s->trainer.seed);
+		else if (IS("world_size"))
+			snprintf(val, sizeof val, "%d", s->trainer.world_size);
+		else if (IS("every"))
+			snprintf(val, sizeof val, "%" PRId64, s->trainer.every);
+		else if (IS("keep"))
+			snprintf(val, sizeof val, "%d", s->trainer.keep);
+		else if (IS("scenario_dir"))
+			snprintf(val, sizeof val, "%s", sdir);
+		else
+			return -1;
+#undef IS
+		size_t vl = strlen(val);
+		if (o + vl >= len)
+			return -1;
+		memcpy(out + o, val, vl);
+		o += vl;
+		in = end + 1;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/*
+ * One job of a program that speaks the trainer protocol: the command with
+ * its placeholders, the protocol's environment, and, when faults are
+ * planned, the fault shim preloaded into the trainer's processes only.
+ */
+static int command_job(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *dir,
+		       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
+		       const char *undo, const char *log, int timeout_s, harness_job_result *jr)
+{
+	static char args[HARNESS_MAX_ARGS][HARNESS_SCENARIO_PATH_MAX];
+	char envp[8][HARNESS_SCENARIO_PATH_MAX + 64];
+	const char *argv[HARNESS_MAX_ARGS + 1], *env[9];
+	int ne = 0;
+
+	for (int i = 0; i < s->trainer.ncommand; i++) {
+		if (expand(args[i], sizeof args[i], s->trainer.command[i], s, ckdir, traj, attempt) < 0) {
+			harness_fail(r, "%s: trainer.command item %d ('%s') does not expand", s->file, i + 1,
+				     s->trainer.command[i]);
+			return -EINVAL;
+		}
+		argv[i] = args[i];
+	}
+	argv[s->trainer.ncommand] = NULL;
+	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_CKPT_DIR=%s", ckdir), env[ne] = envp[ne], ne++;
+	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_TRAJECTORY=%s", traj), env[ne] = envp[ne], ne++;
+	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_ATTEMPT=%d", attempt), env[ne] = envp[ne], ne++;
+	if (plan) {
+		snprintf(envp[ne], sizeof envp[ne], "LD_PRELOAD=%s/../lib/libckpt-fault-shim.so", o->bindir);
+		env[ne] = envp[ne], ne++;
+		snprintf(envp[ne], sizeof envp[ne], "CKPT_FAULT_PLAN=%s", plan), env[ne] = envp[ne], ne++;
+		snprintf(envp[ne], sizeof envp[ne], "CKPT_FAULT_LOG=%s", faultlog), env[ne] = envp[ne], ne++;
+	}
+	if (undo)
+		snprintf(envp[ne], sizeof envp[ne], "CKPT_UNDO_LOG=%s", undo), env[ne] = envp[ne], ne++;
+	env[ne] = NULL;
+	const harness_launcher *l = strcmp(s->trainer.launcher, "single") == 0 ? &harness_local_single
+									      : &harness_local_mpirun;
+	int rc = harness_launch_run(l, s->trainer.world_size, dir, timeout_s, env, argv, log, jr);
+	r->launch_seconds += jr->seconds;
+	r->launches++;
+	return rc;
+}
+
 static int job(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *dir,
 	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
 	       const char *undo, const char *trail, const char *log, int with_test_flags, int timeout_s,
 	       harness_job_result *jr)
 {
+	if (s->trainer.ncommand)
+		return command_job(s, o, r, dir, traj, ckdir, attempt, plan, faultlog, undo, log, timeout_s, jr);
+
 	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], accum[16], envp[5][1100];
 	const char *env[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
 	int ne = 0;
@@ -93,7 +200,7 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	snprintf(seed, sizeof seed, "%" PRId64, s->trainer.seed);
 	snprintf(every, sizeof every, "%" PRId64, s->trainer.every);
 	snprintf(keep, sizeof keep, "%d", s->trainer.keep);
-	snprintf(att, sizeof att, "%d", attempt);
+	snprintf(att, sizeof att, "%d", attempt ? attempt : 1);
 	argv[n++] = prog_path;
 	argv[n++] = "--preset"; argv[n++] = s->trainer.preset;
 	argv[n++] = "--steps"; argv[n++] = steps;
@@ -225,6 +332,27 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 
 	*seconds = 0;
 	XXH3_64bits_reset(st);
+	if (s->trainer.ncommand) {
+		/*
+		 * A program of the user's: its command, every file the command
+		 * names (the script, the binary), and what the trainer section
+		 * says; every and keep too, since the harness cannot know what a
+		 * foreign program does with them.
+		 */
+		for (int i = 0; i < s->trainer.ncommand; i++) {
+			char item[HARNESS_SCENARIO_PATH_MAX];
+			struct stat sb;
+			XXH3_64bits_update(st, s->trainer.command[i], strlen(s->trainer.command[i]) + 1);
+			if (expand(item, sizeof item, s->trainer.command[i], s, "", "", 0) == 0 && stat(item, &sb) == 0 &&
+			    S_ISREG(sb.st_mode))
+				hash_file(st, item);
+		}
+		snprintf(cfg, sizeof cfg, "golden-cmd-v1 launcher=%s world=%d steps=%" PRId64 " seed=%" PRId64
+			 " every=%" PRId64 " keep=%d", s->trainer.launcher, s->trainer.world_size, s->trainer.steps,
+			 s->trainer.seed, s->trainer.every, s->trainer.keep);
+		XXH3_64bits_update(st, cfg, strlen(cfg));
+		goto keyed;
+	}
 	snprintf(path, sizeof path, "%s/reftrain", o->bindir);
 	if (hash_file(st, path) < 0) {
 		XXH3_freeState(st);
@@ -239,6 +367,7 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 	if (s->trainer.accum_steps > 1)
 		snprintf(cfg + used, sizeof cfg - (size_t)used, " accum_steps=%d", s->trainer.accum_steps);
 	XXH3_64bits_update(st, cfg, strlen(cfg));
+keyed:
 	key = XXH3_64bits_digest(st);
 	XXH3_freeState(st);
 
@@ -268,7 +397,8 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		snprintf(traj[i], sizeof traj[i], "%s/golden-%d.jsonl", tmp, i);
 		snprintf(ck, sizeof ck, "%s/ckpt-%d", tmp, i);
 		snprintf(log, sizeof log, "%s/golden-%d.log", tmp, i);
-		if ((rc = job(s, o, r, tmp, traj[i], ck, 1, NULL, NULL, NULL, NULL, log, 0, s->timeout_s, &jr)) < 0)
+		/* the uninterrupted runs are attempt 0 (the protocol's CKPT_HARNESS_ATTEMPT) */
+		if ((rc = job(s, o, r, tmp, traj[i], ck, 0, NULL, NULL, NULL, NULL, log, 0, s->timeout_s, &jr)) < 0)
 			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
 		else if (!jr.exited || jr.status != 0) {
 			harness_fail(r, "the uninterrupted run failed (%s %d%s); see %s", jr.exited ? "exit" : "signal",
@@ -618,7 +748,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	int k, power = 0, since_power_cut = 0;
 	char latest_bad[512] = "";
 	harness_expect exp = s->expect;
-	exp.keep = s->trainer.keep;
+	exp.keep = s->trainer.keep;      /* 0 for a foreign program that did not say: every acknowledgement counts */
 	for (int i = 0; i < s->nfaults; i++)
 		power |= s->faults[i].action == HARNESS_POWER_LOSS;
 	for (k = 0; k < s->max_attempts; k++) {

@@ -348,7 +348,13 @@ static bool plain_word(const char *s)
 static const char *const top_keys[] = { "name", "description", "trainer", "faults", "expect", "max_attempts",
 					"timeout_s", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
-					    "accum_steps", "test_skip_restore", NULL };
+					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
+					    "checkpoint_root", NULL };
+static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
+					    "every", "keep", "scenario_dir", NULL };
+static const char *const launchers[] = { "mpirun", "single", NULL };
+/* reftrain's own settings: meaningless for a program named by command */
+static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", NULL };
 static const char *const checkpoint_keys[] = { "every", "keep", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
@@ -530,6 +536,10 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 	const ynode *at = get(w, "attempt"), *pa = get(w, "path");
 	int64_t every = s->trainer.every;
 
+	if (s->trainer.ncommand && !s->trainer.beacon && (ph || st))
+		return fail(c, ph ? ph : st, "%s is known only to a trainer that announces it through the beacon, and "
+			    "this trainer (command) does not say it does; valid: op, path, nth, rank, attempt, or "
+			    "trainer: {beacon: true} for a program that calls the beacon", ph ? "the phase" : "the step");
 	if (!ph)
 		return 0;
 	bool train = prefixed(f->phase, "train."), save = prefixed(f->phase, "save.");
@@ -688,6 +698,63 @@ static int load_expect_steps(ctx *c, const harness_scenario *s, const ynode *ex,
 	return 0;
 }
 
+/* trainer.command, .launcher, .beacon: a program under test instead of reftrain. */
+static int load_command(ctx *c, const ynode *t, harness_trainer *tr)
+{
+	const ynode *cmd = get(t, "command"), *la = get(t, "launcher"), *be = get(t, "beacon");
+	int k;
+
+	if (!cmd) {
+		const ynode *only = la ? la : be ? be : get(t, "checkpoint_root");
+		if (only)
+			return fail(c, only, "this key applies to a program named by trainer.command; reftrain is "
+				    "launched by the harness");
+		return 0;
+	}
+	for (int i = 0; reftrain_only[i]; i++)
+		if (get(t, reftrain_only[i]))
+			return fail(c, key_of(t, reftrain_only[i]), "%s is a setting of reftrain; a program named by "
+				    "command has its own flags (put them in command)", reftrain_only[i]);
+	if (cmd->kind != Y_SEQ || cmd->n < 1)
+		return fail(c, cmd, "command is the program and its arguments as a list, e.g. [/usr/bin/python3, "
+			    "train.py, --ckpt, \"{ckpt_dir}\"]");
+	if (cmd->n > HARNESS_MAX_ARGS)
+		return fail(c, cmd, "command has %d items; at most %d", cmd->n, HARNESS_MAX_ARGS);
+	for (int i = 0; i < cmd->n; i++) {
+		const ynode *a = cmd->items[i];
+		if (a->kind != Y_SCALAR || (i == 0 && !a->value[0]))
+			return fail(c, a, "each item of command is one plain word or string");
+		if (strlen(a->value) >= HARNESS_MAX_ARG)
+			return fail(c, a, "a command item is longer than %d characters", HARNESS_MAX_ARG - 1);
+		strcpy(tr->command[i], a->value);
+		for (const char *p = strchr(a->value, '{'); p; p = strchr(p + 1, '{')) {
+			const char *e = strchr(p, '}');
+			bool known = false;
+			for (int k = 0; e && placeholders[k]; k++)
+				known |= (size_t)(e - p - 1) == strlen(placeholders[k]) &&
+					 strncmp(p + 1, placeholders[k], (size_t)(e - p - 1)) == 0;
+			if (!known)
+				return fail(c, a, "unknown placeholder in '%s'; valid: {ckpt_dir}, {trajectory}, {attempt}, "
+					    "{steps}, {seed}, {world_size}, {every}, {keep}, {scenario_dir}", CLIP(a->value));
+		}
+	}
+	const ynode *cr = get(t, "checkpoint_root");
+	if (cr && (cr->kind != Y_SCALAR || strcmp(cr->value, "{ckpt_dir}") != 0))
+		return fail(c, cr, "checkpoint_root: the harness chooses the root and hands it over as {ckpt_dir}; "
+			    "valid: \"{ckpt_dir}\"");
+	tr->ncommand = cmd->n;
+	if (la && (k = one_of(c, la, "launcher", launchers)) >= 0)
+		strcpy(tr->launcher, launchers[k]);
+	if (be && (be->kind != Y_SCALAR || (strcmp(be->value, "true") != 0 && strcmp(be->value, "false") != 0)))
+		return fail(c, be, "beacon is true or false");
+	tr->beacon = be && strcmp(be->value, "true") == 0;
+	/* what the harness cannot know of a foreign program: a save may come at any step, every one kept */
+	tr->every = 1;
+	tr->keep = 0;
+	tr->world_size = 1;
+	return c->failed ? -EINVAL : 0;
+}
+
 static int load(ctx *c, const ynode *root, harness_scenario *s)
 {
 	const ynode *t, *ck, *fl, *ex;
@@ -723,14 +790,23 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 	s->trainer.every = 10;
 	s->trainer.keep = 3;
 	s->trainer.accum_steps = 1;
+	strcpy(s->trainer.launcher, "mpirun");
 	if ((t = get(root, "trainer"))) {
 		if (check_keys(c, t, "trainer", trainer_keys))
+			return -EINVAL;
+		if (load_command(c, t, &s->trainer))
 			return -EINVAL;
 		const ynode *p = get(t, "preset");
 		int k;
 		if (p && (k = one_of(c, p, "preset", presets)) >= 0)
 			strcpy(s->trainer.preset, presets[k]);
-		if (get_int(c, t, "world_size", 1, 8, &v) == 0) {
+		if (s->trainer.ncommand) {
+			if (get_int(c, t, "world_size", 1, 1024, &v) == 0)
+				s->trainer.world_size = (int)v;
+			if (strcmp(s->trainer.launcher, "single") == 0 && s->trainer.world_size != 1)
+				return fail(c, get(t, "world_size") ? get(t, "world_size") : get(t, "launcher"),
+					    "launcher: single runs one process; valid: world_size: 1, or launcher: mpirun");
+		} else if (get_int(c, t, "world_size", 1, 8, &v) == 0) {
 			if (8 % v != 0)
 				return fail(c, get(t, "world_size"), "world_size %" PRId64 " does not divide the 8 virtual "
 					    "workers; valid: 1, 2, 4, 8", v);

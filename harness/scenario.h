@@ -23,6 +23,8 @@
 #define HARNESS_SCENARIO_MAX_NODES 10000
 #define HARNESS_SCENARIO_MAX_DEPTH 32
 #define HARNESS_SCENARIO_PATH_MAX 4096
+#define HARNESS_MAX_ARGS 32
+#define HARNESS_MAX_ARG 256
 
 typedef struct harness_trainer {
 	char preset[16];
@@ -33,6 +35,16 @@ typedef struct harness_trainer {
 	int keep;
 	int accum_steps;              /* steps per optimizer update (reftrain --accum-steps) */
 	char test_skip_restore[16];   /* test only */
+	/*
+	 * A program that speaks the trainer protocol (DESIGN.md, "Any program
+	 * under test") instead of reftrain: ncommand > 0. Faults reach it
+	 * through the LD_PRELOAD shim; step and phase only if it announces them
+	 * through the beacon (beacon = 1).
+	 */
+	char command[HARNESS_MAX_ARGS][HARNESS_MAX_ARG];
+	int ncommand;
+	char launcher[8];             /* "mpirun" (N ranks) or "single" (one process) */
+	int beacon;
 } harness_trainer;
 
 #define HARNESS_MAX_DAMAGE 8
