@@ -122,38 +122,58 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Expand directories into their *.yaml files, sorted. */
+/* Append a copy of path to *list; -ENOMEM (list intact) if memory runs out. */
+static int push(char ***list, int *cnt, char *path)
+{
+	char **l = path ? realloc(*list, sizeof **list * (size_t)(*cnt + 1)) : NULL;
+
+	if (!l) {
+		free(path);
+		return -ENOMEM;
+	}
+	*list = l;
+	l[(*cnt)++] = path;
+	return 0;
+}
+
+/* Expand directories into their *.yaml files, sorted. On failure *out holds what was listed. */
 static int expand(cli *c, char ***out, int *n)
 {
-	char **list = NULL;
-	int cnt = 0;
+	char **list = NULL, *path;
+	int cnt = 0, rc = 0;
 
-	for (int i = 0; i < c->nfiles; i++) {
+	for (int i = 0; i < c->nfiles && rc == 0; i++) {
 		struct stat st;
 		if (stat(c->files[i], &st) == 0 && S_ISDIR(st.st_mode)) {
 			DIR *d = opendir(c->files[i]);
 			struct dirent *de;
 			int first = cnt;
-			while (d && (de = readdir(d)) != NULL) {
+			while (rc == 0 && d && (de = readdir(d)) != NULL) {
 				size_t l = strlen(de->d_name);
 				if (l < 6 || strcmp(de->d_name + l - 5, ".yaml") != 0)
 					continue;
-				list = realloc(list, sizeof *list * (size_t)(cnt + 1));
-				if (asprintf(&list[cnt], "%s/%s", c->files[i], de->d_name) < 0)
-					return -ENOMEM;
-				cnt++;
+				rc = push(&list, &cnt, asprintf(&path, "%s/%s", c->files[i], de->d_name) < 0 ? NULL : path);
 			}
 			if (d)
 				closedir(d);
-			qsort(list + first, (size_t)(cnt - first), sizeof *list, cmp_str);
+			if (cnt > first)
+				qsort(list + first, (size_t)(cnt - first), sizeof *list, cmp_str);
 		} else {
-			list = realloc(list, sizeof *list * (size_t)(cnt + 1));
-			list[cnt++] = strdup(c->files[i]);
+			rc = push(&list, &cnt, strdup(c->files[i]));
 		}
 	}
 	*out = list;
 	*n = cnt;
-	return 0;
+	return rc;
+}
+
+static void free_files(cli *c, char **files, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+	free(c->files);
+	c->files = NULL;
 }
 
 /* Load and validate; a suite also needs unique names (they are its test ids). */
@@ -316,13 +336,23 @@ static int cmd_run(int argc, char **argv, int suite)
 		return rc;
 	if (c.nfiles == 0 || (!suite && c.nfiles != 1))
 		return bad_usage("%s", suite ? "suite needs scenario files or directories" : "run needs one scenario file");
-	expand(&c, &files, &n);
-	if (n == 0)
+	if (expand(&c, &files, &n) < 0) {
+		fprintf(stderr, "ckpt-harness: out of memory listing the scenarios\n");
+		free_files(&c, files, n);
+		return 3;
+	}
+	if (n == 0) {
+		free_files(&c, files, n);
 		return bad_usage("%s", "no *.yaml scenario files found");
+	}
 	harness_scenario *s = calloc((size_t)n, sizeof *s);
 	harness_result *r = calloc((size_t)n, sizeof *r);
-	if (load_all(files, n, s, 1))
-		return 2;
+	if (!s || !r || load_all(files, n, s, 1)) {
+		free(s);
+		free(r);
+		free_files(&c, files, n);
+		return !s || !r ? 3 : 2;
+	}
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache };
 
@@ -360,6 +390,9 @@ static int cmd_run(int argc, char **argv, int suite)
 	if (harness_interrupted())
 		return 128 + harness_interrupted();       /* 130 for SIGINT, 143 for SIGTERM */
 	int code = harness_exit_code(r, n);
+	free(s);
+	free(r);
+	free_files(&c, files, n);
 	return rc > code ? rc : code;
 }
 
@@ -373,12 +406,18 @@ static int cmd_validate(int argc, char **argv)
 		return rc;
 	if (c.nfiles == 0)
 		return bad_usage("%s", "validate needs scenario files or directories");
-	expand(&c, &files, &n);
+	if (expand(&c, &files, &n) < 0) {
+		fprintf(stderr, "ckpt-harness: out of memory listing the scenarios\n");
+		free_files(&c, files, n);
+		return 3;
+	}
 	harness_scenario *s = calloc((size_t)n + 1, sizeof *s);
-	int bad = load_all(files, n, s, 0);
+	int bad = !s || load_all(files, n, s, 0);
 	if (!bad)
 		printf("%d scenario%s valid\n", n, n == 1 ? "" : "s");
-	return bad ? 2 : 0;
+	free(s);
+	free_files(&c, files, n);
+	return !s ? 3 : bad ? 2 : 0;
 }
 
 /*
