@@ -184,7 +184,7 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 static int job(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *dir,
 	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
 	       const char *undo, const char *trail, const char *log, int with_test_flags, int timeout_s,
-	       harness_job_result *jr)
+	       int64_t stop_after, harness_job_result *jr)
 {
 	if (s->trainer.ncommand)
 		return command_job(s, o, r, dir, traj, ckdir, attempt, plan, faultlog, undo, log, timeout_s, jr);
@@ -214,6 +214,11 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	if (s->trainer.accum_steps > 1) {
 		snprintf(accum, sizeof accum, "%d", s->trainer.accum_steps);
 		argv[n++] = "--accum-steps"; argv[n++] = accum;
+	}
+	char stop[32];
+	if (stop_after > 0) {
+		snprintf(stop, sizeof stop, "%" PRId64, stop_after);
+		argv[n++] = "--stop-after"; argv[n++] = stop;
 	}
 	if (with_test_flags && s->trainer.test_skip_restore[0]) {
 		argv[n++] = "--test-skip-restore";
@@ -313,6 +318,61 @@ static double golden_seconds(const char *path)
 }
 
 /*
+ * The determinism gate's second half: a run stopped cleanly right after its
+ * first checkpoint and resumed, with no fault at all, must equal the
+ * uninterrupted run bit for bit. A trainer that fails it would fail every
+ * scenario for a reason that has nothing to do with the faults, so it is
+ * reported as such, before any fault verdict: a FAIL (the checkpoint path
+ * loses state), never a pass. reftrain only: the trainer protocol has no way
+ * yet to ask a foreign program to stop.
+ */
+static int plain_resume(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *tmp,
+			const char *gold)
+{
+	char traj[2][1200], ck[1200], log[2][1200];
+	const char *trajs[2] = { traj[0], traj[1] };
+	int64_t stop = s->trainer.every + 1;
+	harness_expect exp;
+	harness_oracle_result res;
+	int rc;
+
+	if (s->trainer.ncommand || stop >= s->trainer.steps)
+		return 0;
+	snprintf(ck, sizeof ck, "%s/ckpt-resume", tmp);
+	for (int i = 0; i < 2; i++) {
+		harness_job_result jr;
+		snprintf(traj[i], sizeof traj[i], "%s/resume-%d.jsonl", tmp, i + 1);
+		snprintf(log[i], sizeof log[i], "%s/resume-%d.log", tmp, i + 1);
+		if ((rc = job(s, o, r, tmp, traj[i], ck, i + 1, NULL, NULL, NULL, NULL, log[i], 0, s->timeout_s,
+			      i == 0 ? stop : 0, &jr)) < 0) {
+			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
+			return rc;
+		}
+		if (!jr.exited || jr.status != 0) {
+			harness_fail(r, "the trainer failed a plain stop and resume (stopped after step %" PRId64
+				     ", no fault): %s %d%s; see %s", stop, jr.exited ? "exit" : "signal", jr.status,
+				     jr.timed_out ? ", timed out" : "", log[i]);
+			return -EIO;
+		}
+	}
+	harness_expect_init(&exp);
+	exp.keep = s->trainer.keep;
+	if (harness_oracle_compare(gold, trajs, 2, s->trainer.steps, &exp, &res) < 0) {
+		harness_fail(r, "cannot compare the plain resume: %s", res.sentence);
+		return -EIO;
+	}
+	if (res.verdict != HARNESS_PASS) {
+		/* a finding, not a harness failure: the checkpoint path loses state with no fault at all */
+		r->verdict = HARNESS_FAIL;
+		snprintf(r->sentence, sizeof r->sentence, "the trainer does not resume bit for bit even without a fault "
+			 "(stopped cleanly after step %" PRId64 " and resumed), so no fault verdict can count: %s; see %s",
+			 stop, res.sentence, tmp);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/*
  * The uninterrupted trajectory, keyed by the trainer and library binaries and
  * what changes the trajectory: preset, world size, steps and seed (not the
  * checkpoint interval or retention: see store_golden). Computed once (twice
@@ -362,7 +422,7 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 	snprintf(path, sizeof path, "%s/../lib/libckpt.so", o->bindir);
 	hash_file(st, path);
 	/* only what changes the uninterrupted trajectory: not every or keep */
-	int used = snprintf(cfg, sizeof cfg, "golden-v2 preset=%s world=%d steps=%" PRId64 " seed=%" PRId64,
+	int used = snprintf(cfg, sizeof cfg, "golden-v3 preset=%s world=%d steps=%" PRId64 " seed=%" PRId64,
 			    s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed);
 	if (s->trainer.accum_steps > 1)
 		snprintf(cfg + used, sizeof cfg - (size_t)used, " accum_steps=%d", s->trainer.accum_steps);
@@ -398,7 +458,7 @@ keyed:
 		snprintf(ck, sizeof ck, "%s/ckpt-%d", tmp, i);
 		snprintf(log, sizeof log, "%s/golden-%d.log", tmp, i);
 		/* the uninterrupted runs are attempt 0 (the protocol's CKPT_HARNESS_ATTEMPT) */
-		if ((rc = job(s, o, r, tmp, traj[i], ck, 0, NULL, NULL, NULL, NULL, log, 0, s->timeout_s, &jr)) < 0)
+		if ((rc = job(s, o, r, tmp, traj[i], ck, 0, NULL, NULL, NULL, NULL, log, 0, s->timeout_s, 0, &jr)) < 0)
 			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
 		else if (!jr.exited || jr.status != 0) {
 			harness_fail(r, "the uninterrupted run failed (%s %d%s); see %s", jr.exited ? "exit" : "signal",
@@ -415,6 +475,8 @@ keyed:
 		rc = -EPROTO;
 		goto done;       /* keep the evidence */
 	}
+	if (rc == 0 && (rc = plain_resume(s, o, r, tmp, traj[0])) < 0)
+		goto done;       /* keep the evidence */
 	if (rc == 0) {
 		FILE *f;
 		snprintf(part, sizeof part, "%s/golden.seconds", tmp);
@@ -766,7 +828,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			mkdir(keepdir, 0755);
 		}
 		int rc = job(s, o, r, dir, traj[k], ck, k + 1, s->nfaults ? plan : NULL, faultlog, power ? undo : NULL,
-			     trail, log, 1, watchdog, &jr);
+			     trail, log, 1, watchdog, 0, &jr);
 		if (rc < 0) {
 			harness_fail(r, "cannot launch mpirun: %s", strerror(-rc));
 			goto out;

@@ -37,3 +37,21 @@ def test_unknown_mutant_is_refused():
                          text=True, timeout=600)
     assert res.returncode == 2
     assert "not a mutant" in res.stderr
+
+
+def test_a_trainer_that_loses_state_on_a_plain_resume_is_named_before_any_fault(tmp_path):
+    """The determinism gate also stops and resumes the trainer with no fault: a
+    trainer that drops its RNG state fails there, with that reason, before any
+    scenario's fault could be blamed."""
+    build = REPO / "build-mutants" / "rng_not_saved"
+    subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), "-G", "Ninja", "-DCKPT_MUTANT=rng_not_saved"],
+                   check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "reftrain", "ckpt-harness"], check=True,
+                   capture_output=True)
+    res = subprocess.run([str(build / "bin" / "ckpt-harness"), "run",
+                          str(REPO / "scenarios" / "ci" / "kill-commit-rank0.yaml"), "--json", str(tmp_path / "r.json"),
+                          "--cache", str(tmp_path / "cache")], capture_output=True, text=True, timeout=600)
+    entry = json.loads((tmp_path / "r.json").read_text())["scenarios"][0]
+    assert res.returncode == 1 and entry["verdict"] == "FAIL", entry
+    assert "does not resume bit for bit even without a fault" in entry["sentence"]
+    assert "dropout RNG streams (rng)" in entry["sentence"]
