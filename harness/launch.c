@@ -146,6 +146,26 @@ int harness_interrupted(void)
 	return interrupted;
 }
 
+/* argv[n..]: each variable (after `flag`, if any), then the program; NULL-terminated. */
+static int append_env_prog(char **argv, size_t n, size_t max, const char *flag, const char *const *env,
+			   const char *const *prog)
+{
+	for (size_t i = 0; env && env[i]; i++) {
+		if (n + 3 >= max)
+			return -E2BIG;
+		if (flag)
+			argv[n++] = (char *)flag;
+		argv[n++] = (char *)env[i];
+	}
+	for (size_t i = 0; prog[i]; i++) {
+		if (n + 2 >= max)
+			return -E2BIG;
+		argv[n++] = (char *)prog[i];
+	}
+	argv[n] = NULL;
+	return 0;
+}
+
 static int local_build(const harness_launcher *l, int np, const char *jobdir, int timeout_s,
 		       const char *const *env, const char *const *prog, char **argv, size_t max)
 {
@@ -166,15 +186,8 @@ static int local_build(const harness_launcher *l, int np, const char *jobdir, in
 	ARG("--mca"); ARG("btl_vader_backing_directory"); ARG(jobdir);
 	ARG("--mca"); ARG("orte_tmpdir_base"); ARG(jobdir);
 	ARG("--timeout"); ARG(tos);
-	for (size_t i = 0; env && env[i]; i++) {
-		ARG("-x");
-		ARG(env[i]);
-	}
-	for (size_t i = 0; prog[i]; i++)
-		ARG(prog[i]);
 #undef ARG
-	argv[n] = NULL;
-	return 0;
+	return append_env_prog(argv, n, max, "-x", env, prog);
 }
 
 const harness_launcher harness_local_mpirun = { .name = "local-mpirun", .build = local_build };
@@ -199,13 +212,8 @@ static int single_build(const harness_launcher *l, int np, const char *jobdir, i
 		return -EINVAL;         /* env(1) would take it for a variable */
 	ARG("env");
 	ARG("--");
-	for (size_t i = 0; env && env[i]; i++)
-		ARG(env[i]);
-	for (size_t i = 0; prog[i]; i++)
-		ARG(prog[i]);
 #undef ARG
-	argv[n] = NULL;
-	return 0;
+	return append_env_prog(argv, n, max, NULL, env, prog);
 }
 
 const harness_launcher harness_local_single = { .name = "single", .build = single_build };
