@@ -634,13 +634,23 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 	return load_do(c, d, f, ph && prefixed(f->phase, "train."), op);
 }
 
-/* Attempt k runs only if every attempt before it crashed: each needs a fault that ends it. */
+/*
+ * Attempt k runs only if every attempt before it crashed: each needs a fault
+ * that ends it. reftrain and libckpt survive an I/O error (a failed save is
+ * retried); a program of the user's may well exit on one, so for it an errno
+ * or a short write may end the attempt too.
+ */
+static bool may_crash(const harness_scenario *s, enum harness_action a)
+{
+	return crashes(a) || (s->trainer.ncommand && (a == HARNESS_ERRNO || a == HARNESS_SHORT));
+}
+
 static int first_without_crash(const harness_scenario *s, int upto)
 {
 	for (int a = 1; a < upto; a++) {
 		bool any = false;
 		for (int i = 0; i < s->nfaults; i++)
-			any |= s->faults[i].attempt == a && crashes(s->faults[i].action);
+			any |= s->faults[i].attempt == a && may_crash(s, s->faults[i].action);
 		if (!any)
 			return a;
 	}

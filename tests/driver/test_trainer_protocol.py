@@ -103,3 +103,19 @@ def test_a_beacon_trainer_may_name_steps_and_phases(tmp_path):
     p.write_text(BASE % ("  beacon: true", "{step: 20, phase: save.shard_write, op: write}"))
     res = harness("validate", p)
     assert res.returncode == 0, res.stderr
+
+
+def test_an_io_error_may_end_a_foreign_programs_attempt(tmp_path):
+    """reftrain survives an I/O error (it retries the save), so a restart after
+    one can never happen there; a program of the user's may exit on it, so
+    expectations about its restart are accepted."""
+    text = (BASE % ("", "{op: write, path: \"ckpt-*\"}")).replace("    do: kill", "    do: {errno: EIO}")
+    p = tmp_path / "eio.yaml"
+    p.write_text(text.replace("expect: {outcome: resume_bitwise}", "expect: {outcome: resume_bitwise, restored_from: 10}"))
+    res = harness("validate", p)
+    assert res.returncode == 0, res.stderr
+    ref = tmp_path / "reftrain.yaml"
+    ref.write_text("name: a\nfaults:\n  - when: {op: write}\n    do: {errno: EIO}\n"
+                   "expect: {outcome: resume_bitwise, restored_from: 10}\n")
+    res = harness("validate", ref)
+    assert res.returncode == 2 and "can never be checked" in res.stderr, res.stderr
