@@ -372,7 +372,7 @@ const char *const harness_phases[] = {
 	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
-				    "ftruncate", "close", "read", "opendir", "phase", "any", NULL };
+				    "ftruncate", "close", "read", "opendir", "link", "phase", "any", NULL };
 
 static bool prefixed(const char *s, const char *p)
 {
