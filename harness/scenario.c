@@ -611,6 +611,9 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 		return -EINVAL;
 	if (!ph && !op)
 		return fail(c, w, "when needs a phase or an op: a fault must say where it strikes");
+	if (op && strcmp(f->op, "link") == 0 && !s->trainer.ncommand)
+		return fail(c, op, "libckpt and reftrain make no link call, so op: link never fires for them; it is "
+			    "for a program named by trainer.command (the fault shim sees link, linkat, O_TMPFILE)");
 	if (check_where(c, w, f, s))
 		return -EINVAL;
 	if (is_damage(d)) {

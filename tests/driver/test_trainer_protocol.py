@@ -119,3 +119,13 @@ def test_an_io_error_may_end_a_foreign_programs_attempt(tmp_path):
                    "expect: {outcome: resume_bitwise, restored_from: 10}\n")
     res = harness("validate", ref)
     assert res.returncode == 2 and "can never be checked" in res.stderr, res.stderr
+
+
+def test_op_link_is_for_programs_under_the_shim_only(tmp_path):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(BASE % ("", "{op: link}"))
+    assert harness("validate", ok).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: a\nfaults:\n  - when: {op: link}\n    do: kill\nexpect: {outcome: resume_bitwise}\n")
+    res = harness("validate", bad)
+    assert res.returncode == 2 and ":3:16:" in res.stderr and "no link call" in res.stderr, res.stderr
