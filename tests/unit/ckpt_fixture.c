@@ -1,5 +1,8 @@
 #include "ckpt_fixture.h"
 
+#include <stdarg.h>
+#include <setjmp.h>
+#include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fiu-control.h>
@@ -297,4 +300,25 @@ void fx_reseal(const char *gen_dir)
 		abort();
 	free(body);
 	json_decref(m);
+}
+
+void fx_save_ok(fx_job *j, uint64_t step)
+{
+	j->step = step;
+	assert_int_equal(fx_save(j), 0);
+}
+
+char *fx_path(const char *root, const char *fmt, ...)
+{
+	static char buf[4][1024];
+	static int k;
+	char rel[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rel, sizeof rel, fmt, ap);
+	va_end(ap);
+	k = (k + 1) % 4;
+	snprintf(buf[k], sizeof buf[k], "%s/%s", root, rel);
+	return buf[k];
 }

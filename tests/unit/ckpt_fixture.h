@@ -47,6 +47,10 @@ void fx_job_init(fx_job *j, const char *root, int world);
 int fx_save(fx_job *j);
 /* Restore on j->world ranks. Returns the agreed rc; checks content on success. */
 int fx_restore(fx_job *j);
+/* Save step on j's ranks; the test fails unless the save succeeds. */
+void fx_save_ok(fx_job *j, uint64_t step);
+/* ROOT/REL, REL from a format; four rotating buffers, so up to four in one expression. */
+char *fx_path(const char *root, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- injector ---- */
 typedef struct fx_fault {

@@ -43,26 +43,9 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void save_ok(fx *f, uint64_t step)
-{
-	f->job.step = step;
-	assert_int_equal(fx_save(&f->job), 0);
-}
-
-static char *path(fx *f, const char *fmt, ...)
-{
-	static char buf[4][512];
-	static int k;
-	char rel[256];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(rel, sizeof rel, fmt, ap);
-	va_end(ap);
-	k = (k + 1) % 4;
-	snprintf(buf[k], sizeof buf[k], "%s/%s", f->root, rel);
-	return buf[k];
-}
+/* the fixture's helpers, on this test's root and job */
+#define save_ok(f, step) fx_save_ok(&(f)->job, (step))
+#define path(f, ...) fx_path((f)->root, __VA_ARGS__)
 
 static void expect_restore(fx *f, uint64_t step, int fallbacks)
 {
