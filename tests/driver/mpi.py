@@ -30,11 +30,14 @@ def mpirun_argv(np, jobdir, timeout, mca=()):
     return argv
 
 
-def run_mpi(np, program_args, timeout=120, mca=()):
-    """Run `program_args` on np ranks; returns CompletedProcess (text)."""
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+def run_mpi(np, program_args, timeout=120, mca=(), mpirun_args=(), env=None):
+    """Run `program_args` on np ranks; returns CompletedProcess (text).
+
+    mpirun_args go to mpirun before the program (e.g. -x NAME=value); env is
+    mpirun's own environment (default: ours)."""
+    env = dict(os.environ if env is None else env, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     jobdir = Path(tempfile.mkdtemp(prefix="ckpt-job-"))
-    argv = mpirun_argv(np, jobdir, timeout, mca) + [str(a) for a in program_args]
+    argv = mpirun_argv(np, jobdir, timeout, mca) + [str(a) for a in mpirun_args] + [str(a) for a in program_args]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
