@@ -113,7 +113,7 @@ static int kept(const char *p, const char *prefix)
 static const char *const undo_ops[] = { "write", "truncate", "create", "mkdir", "rename", "unlink", "rmdir", "fsync",
 					 "failed", NULL };
 
-/* One record into x; 1 if it is a "failed" record (x->seq is then its ref). */
+/* One record into x; 1 if it is a "failed" record (x->seq is then its ref, x->pid its writer). */
 static int parse_rec(const undo_in *in, const char *line, size_t len, const char *prefix, const char *root,
 		     size_t rootlen, harness_undo_rec *x)
 {
@@ -138,6 +138,13 @@ static int parse_rec(const undo_in *in, const char *line, size_t len, const char
 			    "failed", x->op);
 		goto out;
 	}
+	if ((rc = rec_int(in, j, "pid", &v, 0)) < 0)
+		goto out;
+	if (v > INT32_MAX) {
+		rc = refuse(in, "\"pid\" %" PRId64 " is not a process id", v);
+		goto out;
+	}
+	x->pid = (int)v;
 	if (strcmp(x->op, "failed") == 0) {
 		if ((rc = rec_int(in, j, "ref", &v, 1)) < 0)
 			goto out;
@@ -232,18 +239,16 @@ int harness_undo_load_stream(harness_undo *u, FILE *f, const char *name, int ran
 			rc = k;
 			break;
 		}
-		if (k == 1) {      /* "failed": voids an earlier change of this rank */
-			int found = 0;
-			for (int i = first; i < u->n; i++)
-				if (u->v[i].seq == x.seq) {
-					u->v[i].failed = 1;
-					found = 1;
-				}
-			if (!found) {
-				rc = refuse(&in, "\"failed\" refers to seq %" PRIu64 ", which no earlier record of this rank has",
-					    x.seq);
+		if (k == 1) {      /* "failed": voids the newest earlier change of this rank's process */
+			int i = u->n - 1;
+			while (i >= first && (u->v[i].seq != x.seq || u->v[i].pid != x.pid))
+				i--;
+			if (i < first) {
+				rc = refuse(&in, "\"failed\" refers to seq %" PRIu64 " of pid %d, which no earlier record "
+					    "of this rank has", x.seq, x.pid);
 				break;
 			}
+			u->v[i].failed = 1;
 			continue;
 		}
 		if (u->n == u->cap) {

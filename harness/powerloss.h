@@ -24,6 +24,7 @@
 typedef struct harness_undo_rec {
 	uint64_t t, seq, step;
 	int rank;
+	int pid;                /* the writing process (0 in records from before pids were written) */
 	char op[12];            /* write truncate create mkdir rename unlink rmdir fsync */
 	char call[16];          /* the I/O call the fault point saw: open, write, fsync, ... */
 	char phase[32];

@@ -8,6 +8,10 @@
  * way); and after every successful fsync of a file or directory, its inode.
  * A change that then fails is voided by a "failed" record. Times are
  * CLOCK_MONOTONIC nanoseconds, comparable across the ranks of one machine.
+ * Each record names the process that wrote it ("pid"), and a "failed"
+ * record refers to (pid, seq): a checkpoint writer's forked children (the
+ * shim writes this record for any program) inherit the counter, so seq
+ * alone does not name one change.
  *
  * What survives a power cut is then decided outside (ckpt-harness, see
  * harness/powerloss.c) under the strict POSIX model: file data only if the
@@ -36,11 +40,24 @@ static const char *prefix;
 static int fd = -1;
 static uint64_t seq, kept;
 
+/* A fork while another thread holds the lock must not leave the child's copy held. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void fork_release(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
 static void init(void)
 {
 	prefix = getenv("CKPT_UNDO_LOG");
 	if (prefix && !*prefix)
 		prefix = NULL;
+	if (prefix)
+		pthread_atfork(fork_prepare, fork_release, fork_release);
 }
 
 bool ckpt__undo_armed(void)
@@ -85,9 +102,9 @@ static uint64_t emit(int rank, const char *fmt, ...)
 	}
 	s = ++seq;
 	const ckpt_fault_ctx *ctx = ckpt_fault_current();
-	int n = snprintf(line, sizeof line, "{\"seq\":%" PRIu64 ",\"t\":%" PRIu64 ",\"step\":%" PRIu64
-			 ",\"phase\":\"%s\",\"call\":\"%s\",", s, now_ns(), ctx->step, ctx->phase ? ctx->phase : "",
-			 ctx->op ? ctx->op : "");
+	int n = snprintf(line, sizeof line, "{\"seq\":%" PRIu64 ",\"pid\":%d,\"t\":%" PRIu64 ",\"step\":%" PRIu64
+			 ",\"phase\":\"%s\",\"call\":\"%s\",", s, (int)getpid(), now_ns(), ctx->step,
+			 ctx->phase ? ctx->phase : "", ctx->op ? ctx->op : "");
 	va_start(ap, fmt);
 	n += vsnprintf(line + n, sizeof line - (size_t)n - 2, fmt, ap);
 	va_end(ap);

@@ -325,7 +325,7 @@ def undo_lines(prefix, root):
     out = []
     for line in Path(f"{prefix}.rank-0.jsonl").read_text().splitlines():
         r = json.loads(line)
-        for k in ("seq", "t", "ino", "parent", "from_parent", "to_parent"):
+        for k in ("seq", "pid", "t", "ino", "parent", "from_parent", "to_parent"):
             r.pop(k, None)
         for k in ("path", "from", "to"):
             if k in r:

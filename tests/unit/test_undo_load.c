@@ -118,6 +118,38 @@ static void test_undo__real_records_load_in_time_order(void **state)
 	harness_undo_free(&u);
 }
 
+/*
+ * A checkpoint writer that forks (the shim records any program): parent and
+ * child both continue the counter they had at fork, so seq 2 exists twice;
+ * the child's "failed" must void the child's change, not the parent's.
+ */
+static void test_undo__failed_voids_the_change_of_its_own_process(void **state)
+{
+	harness_undo u;
+	char err[512];
+	(void)state;
+	records("{\"seq\":1,\"pid\":100,\"t\":1,\"step\":10,\"call\":\"open\",\"op\":\"create\","
+		"\"path\":\"ROOT/a\",\"parent\":7}\n"
+		"{\"seq\":2,\"pid\":100,\"t\":2,\"step\":10,\"call\":\"open\",\"op\":\"create\","
+		"\"path\":\"ROOT/parent\",\"parent\":7}\n"
+		"{\"seq\":2,\"pid\":200,\"t\":3,\"step\":10,\"call\":\"open\",\"op\":\"create\","
+		"\"path\":\"ROOT/child\",\"parent\":7}\n"
+		"{\"seq\":3,\"pid\":200,\"t\":4,\"op\":\"failed\",\"ref\":2}\n");
+	assert_int_equal(harness_undo_load(&u, prefix, 1, root, err, sizeof err), 0);
+	assert_int_equal(u.n, 3);
+	assert_non_null(strstr(u.v[1].path, "/parent"));
+	assert_int_equal(u.v[1].failed, 0);
+	assert_non_null(strstr(u.v[2].path, "/child"));
+	assert_int_equal(u.v[2].failed, 1);
+	harness_undo_free(&u);
+	/* a "failed" naming a process that recorded nothing is refused, not applied to another */
+	records("{\"seq\":1,\"pid\":100,\"t\":1,\"step\":10,\"call\":\"open\",\"op\":\"create\","
+		"\"path\":\"ROOT/a\",\"parent\":7}\n"
+		"{\"seq\":2,\"pid\":300,\"t\":2,\"op\":\"failed\",\"ref\":1}\n");
+	assert_int_equal(harness_undo_load(&u, prefix, 1, root, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "seq 1 of pid 300"));
+}
+
 static void test_undo__dotdot_is_refused(void **state)
 {
 	(void)state;
@@ -203,6 +235,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_undo__real_records_load_in_time_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undo__failed_voids_the_change_of_its_own_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo__dotdot_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo__paths_outside_the_root_are_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo__malformed_records_are_errors_with_the_line, setup, teardown),
