@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,7 +333,7 @@ int harness_crashstates(const harness_cs_opts *o)
 	snprintf(log, sizeof log, "%s/run.log", work);
 	snprintf(steps, sizeof steps, "%ld", S);
 	snprintf(every, sizeof every, "%ld", E);
-	snprintf(env, sizeof env, "CKPT_UNDO_LOG=%s", undo);
+	snprintf(env, sizeof env, "%s=%s", o->shim ? "CKPT_UNDO_LOG_SHIM" : "CKPT_UNDO_LOG", undo);
 	snprintf(ack_log, sizeof ack_log, "%s/ack.jsonl", work);
 	snprintf(ack_env, sizeof ack_env, "CKPT_ACK_LOG=%s", ack_log);
 	mkdir(keep, 0755);
@@ -348,7 +349,14 @@ int harness_crashstates(const harness_cs_opts *o)
 	argv[n++] = "--ckpt-every"; argv[n++] = every;
 	argv[n++] = "--keep"; argv[n++] = "3";
 	argv[n] = NULL;
-	const char *envv[] = { env, ack_env, NULL };
+	char preload[PATH_MAX + 32], shim_root[sizeof root + 32];
+	snprintf(preload, sizeof preload, "LD_PRELOAD=%s/../lib/libckpt-fault-shim.so", o->bindir);
+	snprintf(shim_root, sizeof shim_root, "CKPT_HARNESS_CKPT_DIR=%s", root);
+	const char *envv[5] = { env, ack_env, NULL };
+	if (o->shim) {
+		envv[2] = preload;
+		envv[3] = shim_root;
+	}
 	harness_launch_init();
 	if (harness_launch_run(&harness_local_mpirun, o->world, work, 600, envv, (const char *const *)argv, log, &jr) < 0 ||
 	    !jr.exited || jr.status != 0) {

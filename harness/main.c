@@ -22,17 +22,23 @@
 #include "scenario.h"
 
 static const char usage[] =
-"usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep]\n"
-"       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep]\n"
+"usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
+"       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
 "       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [--json FILE] [--out DIR] [--keep]\n"
+"                                [--inject fiu|shim]\n"
 "       ckpt-harness sweep [--preset P] [--world-size N] [--step S] [--errno E] [--rank R] [--json FILE] [--out DIR]\n"
+"                          [--inject fiu|shim]\n"
 "\n"
 "Runs reftrain under the faults a scenario describes, restarts it until it\n"
 "finishes, and compares the resumed trajectory bit for bit with an\n"
 "uninterrupted run (cached in --cache DIR, default build/golden-cache).\n"
+"--inject: how faults reach reftrain: its libfiu points (fiu, the default when\n"
+"built with them) or the LD_PRELOAD fault shim (shim: libc calls under the\n"
+"checkpoint root, as for any program; a scenario naming a libckpt phase is\n"
+"then SKIP, never a pass). A trainer.command program always gets the shim.\n"
 "\n"
 "Exit status: 0 every scenario met its expectation; 1 at least one did not;\n"
 "2 bad input; 3 the harness could not do its job (launch, a nondeterministic\n"
@@ -42,6 +48,7 @@ static const char usage[] =
 typedef struct cli {
 	const char *json, *junit, *work, *cache;
 	int keep, jobs, fail_fast;
+	enum harness_inject inject;
 	char **files;
 	int nfiles;
 } cli;
@@ -61,6 +68,22 @@ static int bad_usage(const char *fmt, const char *arg)
 	return 2;
 }
 
+/* --inject fiu|shim: 0, or 2 (bad usage, said). */
+static int parse_inject(const char *v, enum harness_inject *out)
+{
+	if (strcmp(v, "fiu") == 0)
+		*out = HARNESS_INJECT_FIU;
+	else if (strcmp(v, "shim") == 0)
+		*out = HARNESS_INJECT_SHIM;
+	else
+		return bad_usage("--inject: '%s' is not valid; expected fiu or shim", v);
+#ifndef HARNESS_HAVE_FIU
+	if (*out == HARNESS_INJECT_FIU)
+		return bad_usage("--inject %s: this build has no libfiu points (FIU_ENABLE=OFF); expected shim", v);
+#endif
+	return 0;
+}
+
 static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 {
 	memset(c, 0, sizeof *c);
@@ -73,10 +96,13 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 		} else if (allow_jobs && strcmp(a, "--fail-fast") == 0) {
 			c->fail_fast = 1;
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
-			   strcmp(a, "--cache") == 0 || (allow_jobs && strcmp(a, "-j") == 0)) {
+			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || (allow_jobs && strcmp(a, "-j") == 0)) {
 			if (!v)
 				return bad_usage("%s needs a value", a);
-			if (strcmp(a, "-j") == 0) {
+			if (strcmp(a, "--inject") == 0) {
+				if (parse_inject(v, &c->inject))
+					return 2;
+			} else if (strcmp(a, "-j") == 0) {
 				char *end;
 				long j = strtol(v, &end, 10);
 				if (*end || j < 1 || j > 64)
@@ -354,7 +380,8 @@ static int cmd_run(int argc, char **argv, int suite)
 		return !s || !r ? 3 : 2;
 	}
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
-	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache };
+	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache,
+			   .inject = c.inject };
 
 	harness_launch_init();
 	/* what killed harness processes left behind: their work, suite and golden directories */
@@ -470,6 +497,9 @@ static int cmd_crashstates(int argc, char **argv)
 			o.json = v;
 		} else if (strcmp(a, "--out") == 0) {
 			o.out_dir = v;
+		} else if (strcmp(a, "--inject") == 0) {
+			if (parse_inject(v, &c.inject))
+				return 2;
 		} else {
 			return bad_usage("unknown option '%s'", a);
 		}
@@ -477,6 +507,8 @@ static int cmd_crashstates(int argc, char **argv)
 	}
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	o.bindir = bindir;
+	harness_opts ho = { .inject = c.inject };
+	o.shim = harness_inject_mode(&ho) == HARNESS_INJECT_SHIM;
 	return harness_crashstates(&o);
 }
 
@@ -511,6 +543,9 @@ static int cmd_sweep(int argc, char **argv)
 			so.out_dir = v;
 		} else if (strcmp(a, "--cache") == 0) {
 			c.cache = v;
+		} else if (strcmp(a, "--inject") == 0) {
+			if (parse_inject(v, &c.inject))
+				return 2;
 		} else {
 			return bad_usage("unknown option '%s'", a);
 		}
@@ -519,7 +554,7 @@ static int cmd_sweep(int argc, char **argv)
 	if (so.only_rank >= so.world)
 		return bad_usage("--rank: the job has ranks 0 to %s only", so.world == 1 ? "0" : "world-size - 1");
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
-	harness_opts o = { .bindir = bindir, .cache = cache };
+	harness_opts o = { .bindir = bindir, .cache = cache, .inject = c.inject };
 	harness_launch_init();
 	return harness_sweep(&so, &o);
 }

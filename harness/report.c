@@ -9,7 +9,7 @@
 
 const char *harness_verdict_name(enum harness_verdict v)
 {
-	return v == HARNESS_PASS ? "PASS" : v == HARNESS_FAIL ? "FAIL" : "ERROR";
+	return v == HARNESS_PASS ? "PASS" : v == HARNESS_FAIL ? "FAIL" : v == HARNESS_SKIP ? "SKIP" : "ERROR";
 }
 
 static void restored_list(const harness_result *r, char *buf, size_t len)
@@ -83,7 +83,7 @@ static json_t *transitions_summary(const harness_result *r, int n, int how)
 
 void harness_report_table(FILE *out, const harness_result *r, int n, double seconds)
 {
-	int pass = 0;
+	int pass = 0, skip = 0;
 
 	fprintf(out, "%-40s %-7s %8s %7s %-12s %5s %8s\n", "scenario", "verdict", "attempts", "faults", "restored",
 		"lost", "time");
@@ -95,12 +95,16 @@ void harness_report_table(FILE *out, const harness_result *r, int n, double seco
 			harness_verdict_name(r[i].verdict), r[i].attempts, faults, restored, r[i].oracle.max_lost,
 			r[i].seconds);
 		pass += r[i].verdict == HARNESS_PASS;
+		skip += r[i].verdict == HARNESS_SKIP;
 	}
 	for (int i = 0; i < n; i++)
 		if (r[i].verdict != HARNESS_PASS)
 			fprintf(out, "\n%s %s: %s\n  (%s%s%s)\n", harness_verdict_name(r[i].verdict), r[i].name, r[i].sentence,
 				r[i].file, r[i].workdir[0] ? "; kept " : "", r[i].workdir);
-	fprintf(out, "\n%d passed, %d failed in %.1f s\n", pass, n - pass, seconds);
+	fprintf(out, "\n%d passed, %d failed", pass, n - pass - skip);
+	if (skip)
+		fprintf(out, ", %d skipped (cannot run in this mode, see above)", skip);
+	fprintf(out, " in %.1f s\n", seconds);
 	if (n > 1)
 		transitions_line(out, r, n);
 }
@@ -119,7 +123,7 @@ static json_t *coverage_json(const harness_result *r, int n)
 int harness_report_json(const char *path, const harness_result *r, int n, double seconds)
 {
 	json_t *root = json_object(), *list = json_array();
-	int pass = 0, fail = 0, err = 0;
+	int pass = 0, fail = 0, err = 0, skip = 0;
 	double launch = 0;
 
 	for (int i = 0; i < n; i++) {
@@ -142,12 +146,13 @@ int harness_report_json(const char *path, const harness_result *r, int n, double
 		pass += r[i].verdict == HARNESS_PASS;
 		fail += r[i].verdict == HARNESS_FAIL;
 		err += r[i].verdict == HARNESS_ERROR;
+		skip += r[i].verdict == HARNESS_SKIP;
 		launch += r[i].launch_seconds;
 	}
 	json_object_set_new(root, "schema_version", json_integer(1));
 	/* resume coverage: per transition, the scenarios whose restored runs crossed it */
-	json_object_set_new(root, "summary", json_pack("{s:i,s:i,s:i,s:i,s:f,s:f,s:o,s:o}", "total", n, "passed", pass,
-						       "failed", fail, "errors", err, "seconds", seconds,
+	json_object_set_new(root, "summary", json_pack("{s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:o,s:o}", "total", n, "passed",
+						       pass, "failed", fail, "errors", err, "skipped", skip, "seconds", seconds,
 						       "launch_seconds", launch, "transitions",
 						       transitions_summary(r, n, HARNESS_CROSSED_ACROSS),
 						       "transitions_restored_after",
@@ -177,18 +182,20 @@ static void xml_escape(FILE *f, const char *s)
 int harness_report_junit(const char *path, const harness_result *r, int n, double seconds)
 {
 	FILE *f = fopen(path, "w");
-	int fail = 0, err = 0;
+	int fail = 0, err = 0, skip = 0;
 
 	if (!f)
 		return -errno;
 	for (int i = 0; i < n; i++) {
 		fail += r[i].verdict == HARNESS_FAIL;
 		err += r[i].verdict == HARNESS_ERROR;
+		skip += r[i].verdict == HARNESS_SKIP;
 	}
 	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-	fprintf(f, "<testsuites tests=\"%d\" failures=\"%d\" errors=\"%d\" time=\"%.3f\">\n", n, fail, err, seconds);
-	fprintf(f, "  <testsuite name=\"ckpt-harness\" tests=\"%d\" failures=\"%d\" errors=\"%d\" time=\"%.3f\">\n", n,
-		fail, err, seconds);
+	fprintf(f, "<testsuites tests=\"%d\" failures=\"%d\" errors=\"%d\" skipped=\"%d\" time=\"%.3f\">\n", n, fail,
+		err, skip, seconds);
+	fprintf(f, "  <testsuite name=\"ckpt-harness\" tests=\"%d\" failures=\"%d\" errors=\"%d\" skipped=\"%d\" "
+		"time=\"%.3f\">\n", n, fail, err, skip, seconds);
 	for (int i = 0; i < n; i++) {
 		fprintf(f, "    <testcase classname=\"");
 		xml_escape(f, r[i].file);
@@ -197,6 +204,12 @@ int harness_report_junit(const char *path, const harness_result *r, int n, doubl
 		fprintf(f, "\" time=\"%.3f\"", r[i].seconds);
 		if (r[i].verdict == HARNESS_PASS) {
 			fprintf(f, "/>\n");
+			continue;
+		}
+		if (r[i].verdict == HARNESS_SKIP) {
+			fprintf(f, ">\n      <skipped message=\"");
+			xml_escape(f, r[i].sentence);
+			fprintf(f, "\"/>\n    </testcase>\n");
 			continue;
 		}
 		const char *tag = r[i].verdict == HARNESS_FAIL ? "failure" : "error";
@@ -219,7 +232,7 @@ int harness_exit_code(const harness_result *r, int n)
 	for (int i = 0; i < n; i++) {
 		if (r[i].harness_error)
 			return 3;
-		if (r[i].verdict != HARNESS_PASS)
+		if (r[i].verdict != HARNESS_PASS && r[i].verdict != HARNESS_SKIP)
 			code = 1;
 	}
 	return code;

@@ -8,12 +8,32 @@
 
 #define HARNESS_MAX_COVERAGE 64
 
+/*
+ * How faults reach reftrain: its libfiu points (libckpt's phases and I/O
+ * calls), or the LD_PRELOAD shim, as for any program (the libc calls under
+ * the checkpoint root, reftrain's train.* phases and steps through the
+ * beacon). AUTO: libfiu when this build has libfiu points, else the shim.
+ * A program of the user's (trainer.command) always gets the shim.
+ */
+enum harness_inject { HARNESS_INJECT_AUTO = 0, HARNESS_INJECT_FIU, HARNESS_INJECT_SHIM };
+
 typedef struct harness_opts {
 	const char *work;          /* NULL: a fresh directory under $TMPDIR */
 	int keep;                  /* keep the work directory even on a pass */
 	const char *bindir;        /* where reftrain lives */
 	const char *cache;         /* golden cache directory */
+	enum harness_inject inject;
 } harness_opts;
+
+/* o->inject with AUTO resolved for this build. */
+enum harness_inject harness_inject_mode(const harness_opts *o);
+
+/*
+ * Whether reftrain under the shim can see every fault of s: NULL if so, else
+ * a sentence naming the first it cannot (a libckpt phase: only its libfiu
+ * points announce those).
+ */
+const char *harness_shim_blind_spot(const harness_scenario *s, char *buf, size_t len);
 
 typedef struct harness_result {
 	char name[128];

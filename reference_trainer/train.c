@@ -7,7 +7,20 @@
 #include <xxhash.h>
 
 #include "adamw.h"
+#include "beacon.h"
 #include "ckpt/fault.h"
+
+/*
+ * One of the trainer's own fault points (train.step, train.reduce): libckpt's
+ * fault layer (libfiu) and the fault shim's beacon, whichever is armed, so a
+ * scenario naming the step and phase reaches reftrain under either injector.
+ */
+static void trainer_point(const reftrain_trainer *t, uint64_t step, const char *phase)
+{
+	ckpt_beacon_step(step);
+	ckpt_beacon_phase(phase);
+	ckpt_fault_phase(t->rank, step, phase);
+}
 
 /* Gradients beyond fp16's range overflow, as they would in fp16 communication. */
 #define FP16_MAX 65504.0f
@@ -229,7 +242,7 @@ static void reduce_gradients(reftrain_trainer *t)
 			memcpy(t->sendbuf + t->wpr * b + w * n, t->grads + w * P + b, n * sizeof(float));
 	}
 	/* a rank dying here leaves the others blocked in the all-to-all */
-	ckpt_fault_phase(t->rank, t->step, "train.reduce");
+	trainer_point(t, t->step, "train.reduce");
 	MPI_Alltoallv(t->sendbuf, t->a2a_send_counts, t->a2a_send_displs, MPI_FLOAT,
 		      t->recvbuf, t->a2a_recv_counts, t->a2a_recv_displs, MPI_FLOAT, t->comm);
 	reftrain_sum_vectors(t->gsum, t->recvbuf, t->cfg.virtual_workers, sh);
@@ -243,7 +256,7 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 	uint64_t step = ++t->step;
 	uint32_t A = c->accum_steps, micro = (uint32_t)((step - 1) % A);
 
-	ckpt_fault_phase(t->rank, step, "train.step");
+	trainer_point(t, step, "train.step");
 	float scale = t->scaler.scale;
 	int local_overflow = 0, overflow = 0;
 

@@ -537,7 +537,9 @@ static void decide(verdict *v, int writes)
 /*
  * The undo record is written when CKPT_UNDO_LOG is set, unless libckpt is
  * loaded in this process: its own I/O layer records its changes to the same
- * file, and two writers would record each change twice.
+ * file, and two writers would record each change twice. CKPT_UNDO_LOG_SHIM
+ * (set instead of CKPT_UNDO_LOG, so libckpt records nothing) gives the
+ * record to the shim even then: reftrain under `--inject shim`.
  */
 static int undo_armed(void)
 {
@@ -1705,7 +1707,7 @@ __attribute__((constructor)) static void shim_init(void)
 		return;
 	if (!plan_path)
 		plan_path = env("CKPT_FAULT_PLAN");
-	undo_on = dlsym(RTLD_DEFAULT, "ckpt__undo_armed") == NULL;
+	undo_on = env("CKPT_UNDO_LOG_SHIM") || dlsym(RTLD_DEFAULT, "ckpt__undo_armed") == NULL;
 	if (!r)
 		r = env("CKPT_FAULT_ROOT");
 	for (size_t i = 0; i < sizeof rank_vars / sizeof *rank_vars; i++)
