@@ -1,6 +1,7 @@
 /* Damage at rest: what a failing disk or a careless operator does to committed files. */
 #include "damage.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,44 +14,82 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
+#include "plan.h"
 
 int harness_is_generation_name(const char *name)
 {
 	return strlen(name) == 13 && strncmp(name, "step-", 5) == 0 && strspn(name + 5, "0123456789") == 8;
 }
 
-/* Every committed generation's name under root, sorted (oldest first); no cap on how many. */
-static int list_generations(const char *root, char ***out)
+int harness_generation_step(const char *pattern, const char *name, int64_t *step)
+{
+	if (!pattern) {
+		if (!harness_is_generation_name(name))
+			return 0;
+		*step = strtoll(name + 5, NULL, 10);
+		return 1;
+	}
+	if (name[0] == '.' || fnmatch(pattern, name, FNM_PERIOD) != 0)
+		return 0;
+	const char *last = NULL;
+	for (const char *p = name; *p; p++)
+		if (isdigit((unsigned char)*p))
+			last = p;
+	if (!last)
+		return 0;
+	const char *first = last;
+	while (first > name && isdigit((unsigned char)first[-1]))
+		first--;
+	if (last - first + 1 > 18)      /* more digits than a step can have */
+		return 0;
+	*step = strtoll(first, NULL, 10);
+	return 1;
+}
+
+typedef struct generation {
+	char *name;
+	int64_t step;
+	int dir;
+} generation;
+
+static int cmp_gen(const void *a, const void *b)
+{
+	const generation *x = a, *y = b;
+	return x->step != y->step ? (x->step < y->step ? -1 : 1) : strcmp(x->name, y->name);
+}
+
+/* Every committed generation under root, oldest (lowest step) first; no cap on how many. */
+static int list_generations(const char *root, const char *pattern, generation **out)
 {
 	DIR *d = opendir(root);
 	struct dirent *de;
-	char **v = NULL;
+	generation *v = NULL;
 	int n = 0, cap = 0;
 
 	*out = NULL;
 	while (d && (de = readdir(d)) != NULL) {
 		struct stat st;
-		if (!harness_is_generation_name(de->d_name) || fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    !S_ISDIR(st.st_mode))
+		int64_t step;
+		if (!harness_generation_step(pattern, de->d_name, &step) ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !(S_ISDIR(st.st_mode) || (pattern && S_ISREG(st.st_mode))))
 			continue;
 		if (n == cap) {
-			char **w = realloc(v, sizeof *v * (size_t)(cap = cap ? 2 * cap : 64));
+			generation *w = realloc(v, sizeof *v * (size_t)(cap = cap ? 2 * cap : 64));
 			if (!w)
 				break;
 			v = w;
 		}
-		if (!(v[n] = strdup(de->d_name)))
+		if (!(v[n].name = strdup(de->d_name)))
 			break;
+		v[n].step = step;
+		v[n].dir = S_ISDIR(st.st_mode);
 		n++;
 	}
 	if (d)
 		closedir(d);
 	if (n)
-		qsort(v, (size_t)n, sizeof *v, cmp_str);
+		qsort(v, (size_t)n, sizeof *v, cmp_gen);
 	*out = v;
 	return n;
 }
@@ -93,43 +132,76 @@ static int damage_file(const harness_damage *g, int dfd, const char *name, const
 	return hit;
 }
 
-int harness_damage_apply(const harness_damage *g, const char *root, FILE *log)
+/* The files of one directory generation that FILE matches. */
+static int damage_dir(const harness_damage *g, const char *dir, FILE *log)
 {
-	char **gens;
-	int n = list_generations(root, &gens), hit = 0;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), hit = 0;
+	DIR *gd;
+	struct dirent *de;
 
+	if (dfd < 0)
+		return 0;
+	if (!(gd = fdopendir(dfd))) {
+		close(dfd);
+		return 0;
+	}
+	while ((de = readdir(gd)) != NULL) {
+		char shown[PATH_MAX + 256];
+		if (de->d_name[0] == '.' || fnmatch(g->file, de->d_name, 0) != 0)
+			continue;
+		snprintf(shown, sizeof shown, "%s/%s", dir, de->d_name);
+		hit += damage_file(g, dirfd(gd), de->d_name, shown, log);
+	}
+	closedir(gd);
+	return hit;
+}
+
+int harness_damage_apply(const harness_damage *g, const char *root, const char *pattern, FILE *log)
+{
+	generation *gens;
+	int n = list_generations(root, pattern, &gens), hit = 0, rfd = -1;
+	int64_t want = -1;
+
+	if (strncmp(g->generation, "step-", 5) == 0)
+		want = strtoll(g->generation + 5, NULL, 10);
 	for (int i = 0; i < n; i++) {
 		int pick = strcmp(g->generation, "all") == 0 || (strcmp(g->generation, "newest") == 0 && i == n - 1) ||
-			   (strcmp(g->generation, "oldest") == 0 && i == 0) || strcmp(g->generation, gens[i]) == 0;
-		char dir[PATH_MAX];
-		int dfd;
-		DIR *gd;
-		struct dirent *de;
-		if (!pick || snprintf(dir, sizeof dir, "%s/%s", root, gens[i]) >= (int)sizeof dir)
+			   (strcmp(g->generation, "oldest") == 0 && i == 0) || gens[i].step == want;
+		char path[PATH_MAX];
+		if (!pick || snprintf(path, sizeof path, "%s/%s", root, gens[i].name) >= (int)sizeof path)
 			continue;
-		if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-			continue;
-		if (!(gd = fdopendir(dfd))) {
-			close(dfd);
-			continue;
+		if (gens[i].dir) {
+			hit += damage_dir(g, path, log);
+		} else if (fnmatch(g->file, gens[i].name, 0) == 0) {
+			if (rfd < 0)
+				rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (rfd >= 0)
+				hit += damage_file(g, rfd, gens[i].name, path, log);
 		}
-		while ((de = readdir(gd)) != NULL) {
-			char shown[PATH_MAX + 256];
-			if (de->d_name[0] == '.' || fnmatch(g->file, de->d_name, 0) != 0)
-				continue;
-			snprintf(shown, sizeof shown, "%s/%s", dir, de->d_name);
-			hit += damage_file(g, dirfd(gd), de->d_name, shown, log);
-		}
-		closedir(gd);
 	}
+	if (rfd >= 0)
+		close(rfd);
 	for (int i = 0; i < n; i++)
-		free(gens[i]);
+		free(gens[i].name);
 	free(gens);
 	fflush(log);
 	return hit;
 }
 
-int harness_damage_scan_log(const char *log_path, const char *root, int64_t *steps, int max)
+int harness_damage_apply_fault(const harness_fault *f, const char *root, const char *pattern, FILE *log)
+{
+	harness_damage g = { .kind = (enum harness_damage_kind)f->dkind, .offset = f->doff, .seed = f->dseed,
+			     .size = f->dsize };
+	const char *slash = strchr(f->target, '/');
+
+	if (!slash || !root)
+		return 0;
+	snprintf(g.generation, sizeof g.generation, "%.*s", (int)(slash - f->target), f->target);
+	snprintf(g.file, sizeof g.file, "%s", slash + 1);
+	return harness_damage_apply(&g, root, pattern, log);
+}
+
+int harness_damage_scan_log(const char *log_path, const char *root, const char *pattern, int64_t *steps, int max)
 {
 	FILE *f = fopen(log_path, "r");
 	char *line = NULL;
@@ -143,13 +215,18 @@ int harness_damage_scan_log(const char *log_path, const char *root, int64_t *ste
 		for (int v = 0; v < 3; v++) {
 			size_t vl = strlen(verbs[v]);
 			const char *p = line + vl;
-			char name[14];
+			char name[NAME_MAX + 1];
+			int64_t step;
 			if (strncmp(line, verbs[v], vl) != 0 || strncmp(p, root, rl) != 0 || p[rl] != '/')
 				continue;
-			snprintf(name, sizeof name, "%.13s", p + rl + 1);
-			if (!harness_is_generation_name(name) || p[rl + 14] != '/')
+			/* ROOT/GENERATION, then '/' (a file in it) or the end of the path (the generation is the file) */
+			size_t nl = strcspn(p + rl + 1, "/ \n");
+			if (nl == 0 || nl > NAME_MAX)
 				continue;
-			int64_t step = strtoll(name + 5, NULL, 10);
+			memcpy(name, p + rl + 1, nl);
+			name[nl] = '\0';
+			if (!harness_generation_step(pattern, name, &step) || (!pattern && p[rl + 1 + nl] != '/'))
+				continue;
 			int dup = 0;
 			for (int k = 0; k < n; k++)
 				dup |= steps[k] == step;

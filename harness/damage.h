@@ -24,16 +24,32 @@ typedef struct harness_damage {
 } harness_damage;
 
 /*
- * Apply to the committed generations under root (real directories named
- * step-NNNNNNNN, never through a link); returns how many files were damaged.
- * Each damaged file gets a line in log: "bitflip|truncate|delete ROOT/step-N/FILE ...".
+ * Which entries directly under the root are generations, and of which step.
+ * pattern NULL: libckpt's, directories named step-NNNNNNNN. Otherwise a
+ * program's own layout (scenario key trainer.generations): an entry whose
+ * name matches the glob, a regular file or a directory (never a link), whose
+ * step is the last run of digits in its name (ckpt-00000040.bin: 40).
+ * 1 and *step if name is one, else 0.
  */
-int harness_damage_apply(const harness_damage *g, const char *root, FILE *log);
+int harness_generation_step(const char *pattern, const char *name, int64_t *step);
+
+/*
+ * Apply to the committed generations under root (never through a link);
+ * returns how many files were damaged. GENERATION step-NNNNNNNN picks the
+ * generation of that step; FILE is a glob on the files of a directory
+ * generation, or on the name of a generation that is itself a file. Each
+ * damaged file gets a line in log: "bitflip|truncate|delete ROOT/GEN[/FILE] ...".
+ */
+int harness_damage_apply(const harness_damage *g, const char *root, const char *pattern, FILE *log);
+
+/* The same, for damage carried by a fault (its target GENERATION/FILE), at a step boundary. */
+struct harness_fault;
+int harness_damage_apply_fault(const struct harness_fault *f, const char *root, const char *pattern, FILE *log);
 
 /* The generations (steps) that the lines of a damage log name under root; at most max. */
-int harness_damage_scan_log(const char *log_path, const char *root, int64_t *steps, int max);
+int harness_damage_scan_log(const char *log_path, const char *root, const char *pattern, int64_t *steps, int max);
 
-/* "step-" and eight digits: the only names a generation may have. */
+/* "step-" and eight digits: the only names a libckpt generation may have. */
 int harness_is_generation_name(const char *name);
 
 #endif

@@ -105,15 +105,8 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 		const harness_fault *f = &plan[i];
 		harness_fault_log(log_fd, 2, NULL, i, f, c, my_attempt, nth);
 		if (f->action == HARNESS_DAMAGE) {
-			/* damage at rest while the job runs; the point itself passes */
-			harness_damage g = { .kind = (enum harness_damage_kind)f->dkind, .offset = f->doff, .seed = f->dseed,
-					     .size = f->dsize };
-			const char *slash = strchr(f->target, '/'), *root = getenv("CKPT_FAULT_ROOT");
-			if (slash && root) {
-				snprintf(g.generation, sizeof g.generation, "%.*s", (int)(slash - f->target), f->target);
-				snprintf(g.file, sizeof g.file, "%s", slash + 1);
-				harness_damage_apply(&g, root, stderr);
-			}
+			/* damage at rest while the job runs (libckpt's generations); the point itself passes */
+			harness_damage_apply_fault(f, getenv("CKPT_FAULT_ROOT"), NULL, stderr);
 			return 0;
 		}
 		switch (f->action) {

@@ -148,8 +148,8 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 		       const char *undo, const char *log, int timeout_s, int64_t stop_after, harness_job_result *jr)
 {
 	static char args[HARNESS_MAX_ARGS][HARNESS_SCENARIO_PATH_MAX];
-	char envp[9][HARNESS_SCENARIO_PATH_MAX + 64];
-	const char *argv[HARNESS_MAX_ARGS + 1], *env[10];
+	char envp[10][HARNESS_SCENARIO_PATH_MAX + 64];
+	const char *argv[HARNESS_MAX_ARGS + 1], *env[11];
 	int ne = 0;
 
 	for (int i = 0; i < s->trainer.ncommand; i++) {
@@ -174,6 +174,11 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 		snprintf(envp[ne], sizeof envp[ne], "CKPT_UNDO_LOG=%s", undo), env[ne] = envp[ne], ne++;
 	if (stop_after > 0) {
 		snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_STOP_AFTER=%" PRId64, stop_after);
+		env[ne] = envp[ne], ne++;
+	}
+	if (plan && s->trainer.generations[0]) {
+		/* the shim's damage at a step boundary: what a generation is called */
+		snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_GENERATIONS=%s", s->trainer.generations);
 		env[ne] = envp[ne], ne++;
 	}
 	env[ne] = NULL;
@@ -363,8 +368,9 @@ static double golden_seconds(const char *path)
 }
 
 /*
- * The determinism gate's second half: a run stopped cleanly right after its
- * first checkpoint and resumed, with no fault at all, must equal the
+ * The determinism gate's second half: a run stopped cleanly one step after
+ * its first checkpoint (the first `committed` record of the uninterrupted
+ * run) and resumed, with no fault at all, must equal the
  * uninterrupted run bit for bit. A trainer that fails it would fail every
  * scenario for a reason that has nothing to do with the faults, so it is
  * reported as such, before any fault verdict: a FAIL (the checkpoint path
@@ -375,18 +381,43 @@ static double golden_seconds(const char *path)
  */
 static void end_status(const char *traj, char *status, size_t len);
 
+/* The step of the first `committed` record of a trajectory, or 0 if it has none. */
+static int64_t first_commit(const char *traj)
+{
+	FILE *f = fopen(traj, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	int64_t step = 0;
+
+	while (f && !step && getline(&line, &cap, f) > 0) {
+		json_t *j = json_loads(line, 0, NULL);
+		const char *ev = j ? json_string_value(json_object_get(j, "event")) : NULL;
+		if (ev && strcmp(ev, "committed") == 0 && json_is_integer(json_object_get(j, "step")))
+			step = json_integer_value(json_object_get(j, "step"));
+		json_decref(j);
+	}
+	free(line);
+	if (f)
+		fclose(f);
+	return step > 0 ? step : 0;
+}
+
 static int plain_resume(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *tmp,
 			const char *gold)
 {
 	char traj[2][1200], ck[1200], log[2][1200];
 	const char *trajs[2] = { traj[0], traj[1] };
-	int64_t stop = s->trainer.every + 1;
+	int64_t stop = first_commit(gold) + 1;
 	harness_expect exp;
 	harness_oracle_result res;
 	int rc;
 
-	if (stop >= s->trainer.steps)
+	if (stop == 1 || stop >= s->trainer.steps) {
+		if (s->trainer.ncommand)
+			fprintf(stderr, "ckpt-harness: %s: the uninterrupted run acknowledged no checkpoint before its last "
+				"step (no `committed` record): the plain stop-and-resume check did not run\n", s->name);
 		return 0;
+	}
 	snprintf(ck, sizeof ck, "%s/ckpt-resume", tmp);
 	for (int i = 0; i < 2; i++) {
 		harness_job_result jr;
@@ -787,10 +818,10 @@ static int retention_deleted(const char *root, const char *name)
 }
 
 /* The generations a damage log names, damaged as seen from attempt `from` on. */
-static void note_damage(harness_expect *e, const char *log, const char *root, int from)
+static void note_damage(harness_expect *e, const char *log, const char *root, const char *pattern, int from)
 {
 	int64_t steps[HARNESS_MAX_DAMAGED];
-	int n = harness_damage_scan_log(log, root, steps, HARNESS_MAX_DAMAGED);
+	int n = harness_damage_scan_log(log, root, pattern, steps, HARNESS_MAX_DAMAGED);
 
 	for (int i = 0; i < n && e->ndamaged < HARNESS_MAX_DAMAGED; i++) {
 		int known = 0;
@@ -894,6 +925,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	}
 	int k, power = 0, since_power_cut = 0;
 	char latest_bad[512] = "";
+	const char *gens = s->trainer.generations[0] ? s->trainer.generations : NULL;
 	harness_expect exp = s->expect;
 	exp.keep = s->trainer.keep;      /* 0 for a foreign program that did not say: every acknowledgement counts */
 	for (int i = 0; i < s->nfaults; i++)
@@ -940,7 +972,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			break;
 		}
 		/* damage the injector did at a step boundary counts from the next attempt on */
-		note_damage(&exp, log, ck, k + 2);
+		note_damage(&exp, log, ck, gens, k + 2);
 		/* a crash: a power cut drops what was not durable, since the last cut, in every attempt ... */
 		if (power && fired_in_attempt(s, faultlog, k + 1, is_power_loss)) {
 			char p[1200], prefix[HARNESS_MAX_ATTEMPTS][1200];
@@ -962,7 +994,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			}
 			since_power_cut = k + 1;
 		}
-		if (!latest_bad[0])
+		if (!latest_bad[0] && !s->trainer.ncommand)     /* libckpt's LATEST, not a name another program may use */
 			check_latest(ck, latest_bad, sizeof latest_bad);
 		/* ... damage at rest strikes, then the scheduler restarts the job */
 		char dlog[1200];
@@ -973,12 +1005,12 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			if (!damage_log)
 				damage_log = fopen(dlog, "a");
 			if (damage_log)
-				damaged[i] += harness_damage_apply(&s->damage[i], ck, damage_log);
+				damaged[i] += harness_damage_apply(&s->damage[i], ck, gens, damage_log);
 		}
 		if (damage_log) {
 			fclose(damage_log);
 			damage_log = NULL;
-			note_damage(&exp, dlog, ck, k + 2);
+			note_damage(&exp, dlog, ck, gens, k + 2);
 		}
 	}
 	r->attempts = k;

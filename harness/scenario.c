@@ -349,7 +349,7 @@ static const char *const top_keys[] = { "name", "description", "trainer", "fault
 					"timeout_s", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
 					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
-					    "checkpoint_root", NULL };
+					    "checkpoint_root", "generations", NULL };
 static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
 					    "every", "keep", "scenario_dir", NULL };
 static const char *const launchers[] = { "mpirun", "single", NULL };
@@ -715,10 +715,11 @@ static int load_expect_steps(ctx *c, const harness_scenario *s, const ynode *ex,
 static int load_command(ctx *c, const ynode *t, harness_trainer *tr)
 {
 	const ynode *cmd = get(t, "command"), *la = get(t, "launcher"), *be = get(t, "beacon");
+	const ynode *ge = get(t, "generations");
 	int k;
 
 	if (!cmd) {
-		const ynode *only = la ? la : be ? be : get(t, "checkpoint_root");
+		const ynode *only = la ? la : be ? be : ge ? ge : get(t, "checkpoint_root");
 		if (only)
 			return fail(c, only, "this key applies to a program named by trainer.command; reftrain is "
 				    "launched by the harness");
@@ -761,6 +762,20 @@ static int load_command(ctx *c, const ynode *t, harness_trainer *tr)
 	if (be && (be->kind != Y_SCALAR || (strcmp(be->value, "true") != 0 && strcmp(be->value, "false") != 0)))
 		return fail(c, be, "beacon is true or false");
 	tr->beacon = be && strcmp(be->value, "true") == 0;
+	if (ge) {
+		int64_t step;
+		if (ge->kind != Y_SCALAR || !ge->value[0] || !plain_word(ge->value) || strchr(ge->value, '/') ||
+		    ge->value[0] == '.')
+			return fail(c, ge, "generations is a glob on the names of the program's checkpoints directly "
+				    "under the root (files or directories, their step the last number in the name), "
+				    "e.g. \"ckpt-*.bin\" or \"step_*\"; no '/', spaces or leading '.'");
+		if (strlen(ge->value) >= sizeof tr->generations)
+			return fail(c, ge, "generations is longer than %zu characters", sizeof tr->generations - 1);
+		if (!strpbrk(ge->value, "*?[") && !harness_generation_step(ge->value, ge->value, &step))
+			return fail(c, ge, "generations '%s' names one entry with no step number in it; valid: a glob "
+				    "such as \"ckpt-*.bin\"", CLIP(ge->value));
+		strcpy(tr->generations, ge->value);
+	}
 	/* what the harness cannot know of a foreign program: a save may come at any step, every one kept */
 	tr->every = 1;
 	tr->keep = 0;
@@ -885,6 +900,14 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 				return fail(c, attempt_node[HARNESS_MAX_FAULTS + i], "damage after attempt %d never strikes: "
 					    "nothing in attempt %d can crash the job (kill, torn or power_loss)",
 					    s->damage[i].after_attempt, no);
+		}
+		/* damage at rest needs to know what a generation is: libckpt's, or the program's own names */
+		for (int i = 0; s->trainer.ncommand && !s->trainer.generations[0] && i < fl->n; i++) {
+			const ynode *d = get(fl->items[i], "do");
+			if (is_damage(d))
+				return fail(c, d, "damage at rest strikes the program's checkpoints, but this trainer does not "
+					    "say what they are called; valid: trainer: {generations: \"ckpt-*.bin\"} (a glob "
+					    "on the names under the root, each with its step number in it)");
 		}
 		/* damaging checkpoints on purpose may cost an acknowledged generation */
 		s->expect.damaged_newest = s->ndamage > 0;

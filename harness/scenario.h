@@ -45,6 +45,7 @@ typedef struct harness_trainer {
 	int ncommand;
 	char launcher[8];             /* "mpirun" (N ranks) or "single" (one process) */
 	int beacon;
+	char generations[96];         /* glob on its checkpoint names under the root ("" = libckpt's step-N) */
 } harness_trainer;
 
 #define HARNESS_MAX_DAMAGE 8

@@ -472,16 +472,12 @@ static void set_ctx(const char *op, const char *path, int fd, size_t bytes)
 	cur.bytes = bytes;
 }
 
+/* $CKPT_HARNESS_GENERATIONS: the program's generation names (trainer.generations), else libckpt's. */
+static const char *generations;
+
 static void apply_damage(const harness_fault *f)
 {
-	harness_damage g = { .kind = (enum harness_damage_kind)f->dkind, .offset = f->doff, .seed = f->dseed,
-			     .size = f->dsize };
-	const char *slash = strchr(f->target, '/');
-	if (!slash)
-		return;
-	snprintf(g.generation, sizeof g.generation, "%.*s", (int)(slash - f->target), f->target);
-	snprintf(g.file, sizeof g.file, "%s", slash + 1);
-	harness_damage_apply(&g, root_real_len ? root_real : root, stderr);
+	harness_damage_apply_fault(f, root_real_len ? root_real : root, generations, stderr);
 }
 
 /*
@@ -1717,6 +1713,7 @@ __attribute__((constructor)) static void shim_init(void)
 		}
 	if (a)
 		attempt = atoi(a);
+	generations = env("CKPT_HARNESS_GENERATIONS");
 	if (r) {
 		char abs[2 * PATH_MAX], cwd[PATH_MAX];
 		if (r[0] == '/')

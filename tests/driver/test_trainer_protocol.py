@@ -32,7 +32,7 @@ def test_the_numpy_scenarios_pass(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["scenarios"]) >= 2
     for s in report["scenarios"]:
-        assert s["verdict"] == "PASS" and s["faults_fired"] == s["faults_planned"] == 1, s
+        assert s["verdict"] == "PASS" and s["faults_fired"] == s["faults_planned"] >= 1, s
         assert s["restored_from"] == [20], s
 
 
@@ -129,3 +129,25 @@ def test_op_link_is_for_programs_under_the_shim_only(tmp_path):
     bad.write_text("name: a\nfaults:\n  - when: {op: link}\n    do: kill\nexpect: {outcome: resume_bitwise}\n")
     res = harness("validate", bad)
     assert res.returncode == 2 and ":3:16:" in res.stderr and "no link call" in res.stderr, res.stderr
+
+
+def test_damage_at_rest_strikes_a_programs_own_checkpoint_names(tmp_path):
+    """trainer.generations says what the program's checkpoints are called: the
+    bit flip lands in its newest file (step 30), the harness traces it back to
+    step 30, and the restart falling back to step 20 is not blamed on it."""
+    res = harness("run", SCENARIOS / "numpy-bitflip-newest-at-rest.yaml", "--keep", "--json", tmp_path / "r.json")
+    e = entry(tmp_path / "r.json")
+    assert res.returncode == 0 and e["verdict"] == "PASS", e
+    assert e["faults_fired"] == e["faults_planned"] == 2 and e["restored_from"] == [20], e
+    log = (__import__("pathlib").Path(e["workdir"]) / "damage-after-1.log").read_text()
+    assert log.startswith("bitflip ") and "/ckpt/ckpt-00000030.bin at byte 100" in log, log
+    subprocess.run(["rm", "-rf", e["workdir"]])
+
+
+def test_damage_at_rest_without_generations_is_refused(tmp_path):
+    text = (SCENARIOS / "numpy-bitflip-newest-at-rest.yaml").read_text()
+    p = tmp_path / "nogens.yaml"
+    p.write_text(text.replace('  generations: "ckpt-*.bin"\n', ""))
+    res = harness("validate", p)
+    assert res.returncode == 2
+    assert "nogens.yaml:17:" in res.stderr and "generations" in res.stderr, res.stderr

@@ -1,0 +1,161 @@
+/*
+ * Guards against: damage at rest that reaches only libckpt's layout (a
+ * program's own checkpoint names never damaged, so the scenario "passes"
+ * having tested nothing), that follows a link out of the root, picks the
+ * wrong generation as "newest", or is not traced back to its step (the
+ * oracle would then blame the trainer for the loss the harness caused).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <setjmp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "damage.h"
+
+static char work[64], root[128], outside[128], logp[160];
+
+static void put(const char *rel, const char *text)
+{
+	char p[256];
+	snprintf(p, sizeof p, "%s/%s", root, rel);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static off_t size_of(const char *rel)
+{
+	char p[256];
+	struct stat st;
+	snprintf(p, sizeof p, "%s/%s", root, rel);
+	return stat(p, &st) == 0 ? st.st_size : -1;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(work, sizeof work, "/tmp/test-damage.XXXXXX");
+	if (!mkdtemp(work))
+		return -1;
+	snprintf(root, sizeof root, "%s/ckpt", work);
+	snprintf(outside, sizeof outside, "%s/precious.bin", work);
+	snprintf(logp, sizeof logp, "%s/damage.log", work);
+	return mkdir(root, 0700);
+}
+
+static int teardown(void **state)
+{
+	char cmd[256];
+	(void)state;
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", work);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_generation_step_reads_the_last_number(void **state)
+{
+	int64_t step;
+	(void)state;
+	assert_int_equal(harness_generation_step("ckpt-*.bin", "ckpt-00000040.bin", &step), 1);
+	assert_int_equal(step, 40);
+	assert_int_equal(harness_generation_step("model_v2_step*", "model_v2_step120", &step), 1);
+	assert_int_equal(step, 120);
+	assert_int_equal(harness_generation_step("ckpt-*.bin", "ckpt-00000040.bin.tmp", &step), 0);
+	assert_int_equal(harness_generation_step("ckpt-*", "ckpt-latest", &step), 0);          /* no number */
+	assert_int_equal(harness_generation_step("*", ".hidden-10", &step), 0);
+	assert_int_equal(harness_generation_step("c*", "c1234567890123456789", &step), 0);     /* too many digits */
+	/* libckpt's: step-NNNNNNNN directories only */
+	assert_int_equal(harness_generation_step(NULL, "step-00000030", &step), 1);
+	assert_int_equal(step, 30);
+	assert_int_equal(harness_generation_step(NULL, "step-30", &step), 0);
+}
+
+static void test_a_programs_newest_file_is_damaged_and_traced_to_its_step(void **state)
+{
+	harness_damage g = { .kind = HARNESS_TRUNCATE, .size = 3 };
+	int64_t steps[4];
+	char link[256];
+	(void)state;
+	put("ckpt-00000010.bin", "0123456789");
+	put("ckpt-00000020.bin", "0123456789");
+	put("ckpt-00000030.bin.tmp", "0123456789");       /* a save in flight: not a generation */
+	FILE *f = fopen(outside, "w");
+	fputs("0123456789", f);
+	fclose(f);
+	snprintf(link, sizeof link, "%s/ckpt-00000090.bin", root);
+	assert_int_equal(symlink(outside, link), 0);      /* a link is never a generation */
+	snprintf(g.generation, sizeof g.generation, "newest");
+	snprintf(g.file, sizeof g.file, "*");
+	FILE *log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&g, root, "ckpt-*.bin", log), 1);
+	fclose(log);
+	assert_int_equal(size_of("ckpt-00000020.bin"), 3);
+	assert_int_equal(size_of("ckpt-00000010.bin"), 10);
+	assert_int_equal(size_of("ckpt-00000030.bin.tmp"), 10);
+	struct stat st;
+	assert_int_equal(stat(outside, &st), 0);
+	assert_int_equal(st.st_size, 10);
+	assert_int_equal(harness_damage_scan_log(logp, root, "ckpt-*.bin", steps, 4), 1);
+	assert_int_equal(steps[0], 20);
+	/* by step, and a file glob that does not match the generation's name strikes nothing */
+	snprintf(g.generation, sizeof g.generation, "step-00000010");
+	snprintf(g.file, sizeof g.file, "*.safetensors");
+	log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&g, root, "ckpt-*.bin", log), 0);
+	snprintf(g.file, sizeof g.file, "ckpt-*");
+	assert_int_equal(harness_damage_apply(&g, root, "ckpt-*.bin", log), 1);
+	fclose(log);
+	assert_int_equal(size_of("ckpt-00000010.bin"), 3);
+}
+
+static void test_directory_generations_and_libckpts_layout(void **state)
+{
+	harness_damage g = { .kind = HARNESS_DELETE };
+	char p[256];
+	int64_t steps[4];
+	(void)state;
+	/* a program's directories, newest by step number, not by name order */
+	snprintf(p, sizeof p, "%s/global_step900", root);
+	mkdir(p, 0700);
+	snprintf(p, sizeof p, "%s/global_step1000", root);
+	mkdir(p, 0700);
+	put("global_step900/model.pt", "x");
+	put("global_step1000/model.pt", "x");
+	snprintf(g.generation, sizeof g.generation, "newest");
+	snprintf(g.file, sizeof g.file, "model.pt");
+	FILE *log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&g, root, "global_step*", log), 1);
+	fclose(log);
+	assert_int_equal(size_of("global_step1000/model.pt"), -1);
+	assert_int_equal(size_of("global_step900/model.pt"), 1);
+	assert_int_equal(harness_damage_scan_log(logp, root, "global_step*", steps, 4), 1);
+	assert_int_equal(steps[0], 1000);
+	/* libckpt's layout ignores them */
+	log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&g, root, NULL, log), 0);
+	snprintf(p, sizeof p, "%s/step-00000020", root);
+	mkdir(p, 0700);
+	put("step-00000020/model.pt", "x");
+	assert_int_equal(harness_damage_apply(&g, root, NULL, log), 1);
+	fclose(log);
+	assert_int_equal(harness_damage_scan_log(logp, root, NULL, steps, 4), 1);
+	assert_int_equal(steps[0], 20);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_generation_step_reads_the_last_number),
+		cmocka_unit_test_setup_teardown(test_a_programs_newest_file_is_damaged_and_traced_to_its_step, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_directory_generations_and_libckpts_layout, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
