@@ -273,3 +273,32 @@ def test_procs_is_a_valid_launcher_up_to_its_limit(tmp_path):
     res = harness("validate", bad)
     assert res.returncode == 2 and ":5:15:" in res.stderr and "launcher: procs starts at most 256" in res.stderr, \
         res.stderr
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGKILL, -9), (signal.SIGTERM, 143)])
+def test_nothing_outlives_the_harness(tmp_path, sig, code):
+    """Every process ignores SIGTERM and would sleep 60 s: a SIGTERMed harness
+    stops them (SIGTERM passed on by the launcher, then SIGKILL of the
+    session), a SIGKILLed one too (PR_SET_PDEATHSIG down the chain, and the
+    job's guard)."""
+    (tmp_path / "failer.py").write_text(FAILER)
+    out = tmp_path / "out"
+    p = scenario(tmp_path, [PYTHON, tmp_path / "failer.py", out, "none", "exit:0", "1"], 3)
+    proc = subprocess.Popen([str(BIN / "ckpt-harness"), "run", str(p), "--cache", str(tmp_path / "cache")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while (not out.exists() or len([n for n in os.listdir(out) if n.startswith("pid-")]) < 3) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sids = {int((out / n).read_text().split()[1]) for n in os.listdir(out) if n.startswith("pid-")}
+    assert len(sids) == 1 and all(session_alive(s) for s in sids)
+    (sid,) = sids
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode == code
+    while session_alive(sid) and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert session_alive(sid) == [], "still running %.1f s after the signal" % (time.monotonic() - t0)
+    if sig == signal.SIGTERM:   # the launcher passed it on to every process
+        assert {n for n in os.listdir(out) if n.startswith("term-")} == {"term-0", "term-1", "term-2"}
