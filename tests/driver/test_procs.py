@@ -302,3 +302,26 @@ def test_nothing_outlives_the_harness(tmp_path, sig, code):
     assert session_alive(sid) == [], "still running %.1f s after the signal" % (time.monotonic() - t0)
     if sig == signal.SIGTERM:   # the launcher passed it on to every process
         assert {n for n in os.listdir(out) if n.startswith("term-")} == {"term-0", "term-1", "term-2"}
+
+
+def test_rank_1_killed_while_it_restores_and_the_shim_knows_its_rank(tmp_path):
+    """Rank 0 is killed mid-save in attempt 1; in attempt 2 rank 1 is killed
+    while it reads the checkpoint both ranks restore from (a fault only the
+    shim in rank 1, with RANK=1, can match); attempt 3 resumes from step 20."""
+    text = (SCENARIOS / "numpy-procs-kill-mid-save.yaml").read_text()
+    expect = "expect: {outcome: resume_bitwise, restored_from: 20}"
+    assert expect in text
+    p = tmp_path / "rank1.yaml"
+    p.write_text(text.replace('"{scenario_dir}/../train.py"', '"%s"' % TRAIN).replace(
+        expect, '  - when: {rank: 1, attempt: 2, op: read, path: "ckpt-00000020.bin"}\n    do: kill\n' + expect))
+    res = harness("run", p, "--keep", "--cache", tmp_path / "cache", "--json", tmp_path / "r.json")
+    e = entry(tmp_path / "r.json")
+    assert res.returncode == 0 and e["verdict"] == "PASS", res.stdout + res.stderr
+    assert e["attempts"] == 3 and e["faults_fired"] == 2 and e["restored_from"][-1] == 20, e
+    work = Path(e["workdir"])
+    (fired,) = [json.loads(line) for line in (work / "faults.rank-1.jsonl").read_text().splitlines()]
+    assert fired["rank"] == 1 and fired["attempt"] == 2 and fired["op"] == "read"
+    # the launcher says which process failed first and that it stopped the other (which one is a race)
+    log = (work / "attempt-2.log").read_text()
+    assert "ckpt-harness: procs: rank " in log and "stopping the other 1" in log, log
+    subprocess.run(["rm", "-rf", str(work)])
