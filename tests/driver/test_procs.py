@@ -85,7 +85,11 @@ def harness(*args, env=None):
 
 
 def entry(path):
-    return json.loads(Path(path).read_text())["scenarios"][0]
+    """The report's only scenario; its work directory (kept on a FAIL) is removed."""
+    e = json.loads(Path(path).read_text())["scenarios"][0]
+    if e.get("workdir") and not e["workdir"].startswith(str(Path(path).parent)):
+        subprocess.run(["rm", "-rf", e["workdir"]])
+    return e
 
 
 def scenario(tmp_path, command, world, faults=""):
@@ -120,6 +124,7 @@ def test_each_process_sees_torchruns_environment_and_a_free_port_per_job(tmp_pat
     env = dict(os.environ, SLURM_PROCID="5", OMPI_COMM_WORLD_RANK="5", PMI_RANK="5")
     env.pop("OMP_NUM_THREADS", None)
     harness("run", p, "--cache", tmp_path / "cache", "--json", tmp_path / "r.json", env=env)
+    entry(tmp_path / "r.json")
     recs = [json.loads(f.read_text()) for f in out.glob("env-*.json")]
     jobs = {}
     for r in recs:
@@ -238,7 +243,7 @@ def test_the_procs_scenarios_pass(tmp_path):
     for name in ("numpy-procs-kill-mid-save", "numpy-procs-power-loss-after-ack"):
         res = harness("run", SCENARIOS / (name + ".yaml"), "--keep", "--cache", tmp_path / "cache",
                       "--json", tmp_path / (name + ".json"))
-        e = entry(tmp_path / (name + ".json"))
+        e = json.loads((tmp_path / (name + ".json")).read_text())["scenarios"][0]
         assert res.returncode == 0 and e["verdict"] == "PASS", res.stdout + res.stderr
         assert e["faults_fired"] == e["faults_planned"] == 1 and e["restored_from"] == [20], e
         work = Path(e["workdir"])
@@ -284,8 +289,10 @@ def test_nothing_outlives_the_harness(tmp_path, sig, code):
     (tmp_path / "failer.py").write_text(FAILER)
     out = tmp_path / "out"
     p = scenario(tmp_path, [PYTHON, tmp_path / "failer.py", out, "none", "exit:0", "1"], 3)
+    (tmp_path / "tmp").mkdir()        # what a killed harness leaves stays in the test's directory
     proc = subprocess.Popen([str(BIN / "ckpt-harness"), "run", str(p), "--cache", str(tmp_path / "cache")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")))
     deadline = time.monotonic() + 60
     while (not out.exists() or len([n for n in os.listdir(out) if n.startswith("pid-")]) < 3) \
             and time.monotonic() < deadline:
@@ -315,7 +322,7 @@ def test_rank_1_killed_while_it_restores_and_the_shim_knows_its_rank(tmp_path):
     p.write_text(text.replace('"{scenario_dir}/../train.py"', '"%s"' % TRAIN).replace(
         expect, '  - when: {rank: 1, attempt: 2, op: read, path: "ckpt-00000020.bin"}\n    do: kill\n' + expect))
     res = harness("run", p, "--keep", "--cache", tmp_path / "cache", "--json", tmp_path / "r.json")
-    e = entry(tmp_path / "r.json")
+    e = json.loads((tmp_path / "r.json").read_text())["scenarios"][0]
     assert res.returncode == 0 and e["verdict"] == "PASS", res.stdout + res.stderr
     assert e["attempts"] == 3 and e["faults_fired"] == 2 and e["restored_from"][-1] == 20, e
     work = Path(e["workdir"])
