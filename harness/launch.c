@@ -4,11 +4,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -218,6 +222,238 @@ static int single_build(const harness_launcher *l, int np, const char *jobdir, i
 
 const harness_launcher harness_local_single = { .name = "single", .build = single_build };
 
+/* ---- procs: N plain processes with torchrun's environment ---------------- */
+
+/* The per-rank variables: each process rewrites these in its own copy after fork. */
+static char procs_rank[32], procs_local[32], procs_role[32];
+
+/*
+ * A TCP port on 127.0.0.1 that is free now: bind port 0, read it back, close.
+ * The race: the port is released before rank 0 binds it (the time a trainer
+ * takes to start, ~0.1 s for Python), and in that window another process on
+ * the machine may take it (a bind(0) or an outgoing connection drawing from
+ * the same ephemeral range). torchrun does exactly this for a single node;
+ * losing the race makes the job fail to start (EADDRINUSE in its log), it
+ * cannot make a wrong run look right, and the kernel picks ports at random
+ * from ~28000, so it is rare. Holding the socket instead would need the
+ * trainer to take an inherited descriptor, which torchrun's protocol has not.
+ * Never the previous job's port: that one may still be in TIME_WAIT from
+ * the last attempt's connections (the second socket is bound while the first
+ * still holds the old port, so the kernel must give another).
+ */
+static int free_port(void)
+{
+	static int last;
+	int s[2] = { -1, -1 }, port = -1;
+
+	for (int i = 0; i < 2; i++) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		socklen_t len = sizeof a;
+		if ((s[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		    bind(s[i], (struct sockaddr *)&a, sizeof a) < 0 || getsockname(s[i], (struct sockaddr *)&a, &len) < 0) {
+			port = -errno;
+			break;
+		}
+		port = ntohs(a.sin_port);
+		if (port != last)
+			break;
+	}
+	for (int i = 0; i < 2; i++)
+		if (s[i] >= 0)
+			close(s[i]);
+	if (port > 0)
+		last = port;
+	return port;
+}
+
+static int procs_build(const harness_launcher *l, int np, const char *jobdir, int timeout_s,
+		       const char *const *env, const char *const *prog, char **argv, size_t max)
+{
+	static char ws[32], lws[32], rws[32], port[32];
+	size_t n = 0;
+	int p;
+	(void)l;
+	(void)jobdir;
+	(void)timeout_s;
+
+	if (np < 1 || np > HARNESS_PROCS_MAX || strchr(prog[0], '='))
+		return -EINVAL;
+	if ((p = free_port()) < 0)
+		return p;
+	snprintf(port, sizeof port, "MASTER_PORT=%d", p);
+	snprintf(ws, sizeof ws, "WORLD_SIZE=%d", np);
+	snprintf(lws, sizeof lws, "LOCAL_WORLD_SIZE=%d", np);
+	snprintf(rws, sizeof rws, "ROLE_WORLD_SIZE=%d", np);
+	snprintf(procs_rank, sizeof procs_rank, "RANK=0");
+	snprintf(procs_local, sizeof procs_local, "LOCAL_RANK=0");
+	snprintf(procs_role, sizeof procs_role, "ROLE_RANK=0");
+#define ARG(s) do { if (n + 2 >= max) return -E2BIG; argv[n++] = (char *)(s); } while (0)
+	ARG("env");
+	/* the shim reads these before RANK: a harness inside a Slurm or MPI job must not hand on its own */
+	ARG("-u"); ARG("OMPI_COMM_WORLD_RANK"); ARG("-u"); ARG("PMI_RANK");
+	ARG("-u"); ARG("PMIX_RANK"); ARG("-u"); ARG("SLURM_PROCID");
+	ARG("--");
+	ARG(procs_rank); ARG(procs_local); ARG(procs_role);
+	ARG(ws); ARG(lws); ARG(rws);
+	ARG("GROUP_RANK=0"); ARG("GROUP_WORLD_SIZE=1");
+	ARG("MASTER_ADDR=127.0.0.1"); ARG(port);
+	ARG("TORCHELASTIC_RESTART_COUNT=0"); ARG("TORCHELASTIC_MAX_RESTARTS=0");
+	if (!getenv("OMP_NUM_THREADS"))
+		ARG("OMP_NUM_THREADS=1");         /* torchrun's default with more than one process */
+#undef ARG
+	return append_env_prog(argv, n, max, NULL, env, prog);
+}
+
+static volatile sig_atomic_t procs_stop;
+
+static void procs_on_signal(int sig)
+{
+	if (!procs_stop)
+		procs_stop = sig;
+}
+
+static void procs_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void procs_say(const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	int len = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (len > (int)sizeof line - 1)
+		len = (int)sizeof line - 1;
+	if (len > 0 && write(2, line, (size_t)len) < 0)
+		(void)0;
+}
+
+static void procs_signal_all(const pid_t *pid, int np, int sig)
+{
+	for (int i = 0; i < np; i++)
+		if (pid[i] > 0)
+			kill(pid[i], sig);
+}
+
+/*
+ * The job's session leader for launcher: procs. Its processes stay in its
+ * process group and session, so the harness's watchdog, guard and sweep
+ * reach them as they reach mpirun's ranks; each also has PR_SET_PDEATHSIG,
+ * so it dies with this supervisor. SIGTERM or SIGINT to the supervisor is
+ * passed on to every process still running.
+ */
+static void procs_supervise(const harness_launcher *l, int np, char **argv)
+{
+	static pid_t pid[HARNESS_PROCS_MAX];
+	pid_t self = getpid();
+	int left = 0, first_exited = 0, first_status = 0, failed = 0, termed = 0, killed = 0, forwarded = 0;
+	double fail_at = 0;
+	struct sigaction sa;
+	(void)l;
+
+	/* what an exec would have closed: the supervisor is a fork of the harness and must hold no more than mpirun */
+	for (int fd = 3; fd < 1024; fd++) {
+		int fl = fcntl(fd, F_GETFD);
+		if (fl >= 0 && (fl & FD_CLOEXEC))
+			close(fd);
+	}
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = procs_on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	for (int i = 0; i < np && !procs_stop; i++) {
+		pid_t p = fork();
+		if (p < 0) {
+			procs_say("ckpt-harness: procs: cannot start rank %d: %s\n", i, strerror(errno));
+			failed = 1, first_exited = 1, first_status = 127, fail_at = now();
+			break;
+		}
+		if (p == 0) {
+			signal(SIGTERM, SIG_DFL);
+			signal(SIGINT, SIG_DFL);
+			signal(SIGHUP, SIG_DFL);
+			if (harness_launch_die_with_parent(self) < 0)
+				_exit(127);
+			snprintf(procs_rank, sizeof procs_rank, "RANK=%d", i);
+			snprintf(procs_local, sizeof procs_local, "LOCAL_RANK=%d", i);
+			snprintf(procs_role, sizeof procs_role, "ROLE_RANK=%d", i);
+			execvp(argv[0], argv);
+			procs_say("ckpt-harness: procs: cannot run %s: %s\n", argv[0], strerror(errno));
+			_exit(127);
+		}
+		pid[i] = p;
+		left++;
+	}
+	while (left > 0) {
+		int status;
+		pid_t w = waitpid(-1, &status, WNOHANG);
+		if (w > 0) {
+			int i = 0;
+			while (i < np && pid[i] != w)
+				i++;
+			if (i == np)
+				continue;              /* not a rank (cannot happen: no other children) */
+			pid[i] = 0;
+			left--;
+			int bad = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+			if (bad && !failed) {
+				failed = 1;
+				first_exited = WIFEXITED(status);
+				first_status = first_exited ? WEXITSTATUS(status) : WTERMSIG(status);
+				fail_at = now();
+				if (left)
+					procs_say("ckpt-harness: procs: rank %d (pid %d) %s %d; stopping the other %d\n", i,
+						  (int)w, first_exited ? "exited with" : "was killed by signal", first_status,
+						  left);
+				if (!first_exited) {
+					/* a crash stops the job at once: a power cut must not let a sibling write on */
+					procs_signal_all(pid, np, SIGKILL);
+					killed = 1;
+				}
+			}
+			continue;
+		}
+		if (w < 0 && errno != EINTR)
+			break;
+		if (procs_stop && !forwarded) {
+			procs_signal_all(pid, np, procs_stop);
+			forwarded = 1;
+		}
+		double t = now();
+		if (failed && !termed && t > fail_at + HARNESS_PROCS_GRACE_MS / 1000.0) {
+			procs_signal_all(pid, np, SIGTERM);
+			termed = 1;
+		}
+		if (failed && !killed && t > fail_at + HARNESS_PROCS_GRACE_MS / 1000.0 + 1.0) {
+			procs_signal_all(pid, np, SIGKILL);
+			killed = 1;
+		}
+		struct timespec nap = { 0, 5 * 1000 * 1000 };
+		nanosleep(&nap, NULL);
+	}
+	if (!failed && procs_stop) {
+		first_exited = 0;
+		first_status = procs_stop;
+		failed = 1;
+	}
+	if (!failed)
+		_exit(0);
+	if (first_exited)
+		_exit(first_status);
+	/* end the way the first failed process ended: by its signal, without a core file */
+	struct rlimit no_core = { 0, 0 };
+	setrlimit(RLIMIT_CORE, &no_core);
+	signal(first_status, SIG_DFL);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, first_status);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	raise(first_status);
+	_exit(128 + first_status);
+}
+
+const harness_launcher harness_local_procs = { .name = "procs", .build = procs_build, .supervise = procs_supervise };
+
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;
@@ -264,6 +500,8 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 			dup2(devnull, 0);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
+		if (l->supervise)
+			l->supervise(l, np, argv);   /* never returns */
 		execvp(argv[0], argv);
 		fprintf(stderr, "ckpt-harness: cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);

@@ -182,8 +182,11 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 		env[ne] = envp[ne], ne++;
 	}
 	env[ne] = NULL;
-	const harness_launcher *l = strcmp(s->trainer.launcher, "single") == 0 ? &harness_local_single
-									      : &harness_local_mpirun;
+	const harness_launcher *l = &harness_local_mpirun;
+	if (strcmp(s->trainer.launcher, "single") == 0)
+		l = &harness_local_single;
+	else if (strcmp(s->trainer.launcher, "procs") == 0)
+		l = &harness_local_procs;
 	int rc = harness_launch_run(l, s->trainer.world_size, dir, timeout_s, env, argv, log, jr);
 	r->launch_seconds += jr->seconds;
 	r->launches++;

@@ -1,4 +1,5 @@
 #include "scenario.h"
+#include "launch.h"
 #include "suggest.h"
 
 #include <errno.h>
@@ -352,7 +353,7 @@ static const char *const trainer_keys[] = { "preset", "world_size", "steps", "se
 					    "checkpoint_root", "generations", NULL };
 static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
 					    "every", "keep", "scenario_dir", NULL };
-static const char *const launchers[] = { "mpirun", "single", NULL };
+static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
 static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", NULL };
 static const char *const checkpoint_keys[] = { "every", "keep", NULL };
@@ -833,7 +834,11 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 				s->trainer.world_size = (int)v;
 			if (strcmp(s->trainer.launcher, "single") == 0 && s->trainer.world_size != 1)
 				return fail(c, get(t, "world_size") ? get(t, "world_size") : get(t, "launcher"),
-					    "launcher: single runs one process; valid: world_size: 1, or launcher: mpirun");
+					    "launcher: single runs one process; valid: world_size: 1, or launcher: mpirun "
+					    "or procs");
+			if (strcmp(s->trainer.launcher, "procs") == 0 && s->trainer.world_size > HARNESS_PROCS_MAX)
+				return fail(c, get(t, "world_size"), "launcher: procs starts at most %d processes; valid: "
+					    "world_size: 1 to %d, or launcher: mpirun", HARNESS_PROCS_MAX, HARNESS_PROCS_MAX);
 		} else if (get_int(c, t, "world_size", 1, 8, &v) == 0) {
 			if (8 % v != 0)
 				return fail(c, get(t, "world_size"), "world_size %" PRId64 " does not divide the 8 virtual "

@@ -43,7 +43,7 @@ typedef struct harness_trainer {
 	 */
 	char command[HARNESS_MAX_ARGS][HARNESS_MAX_ARG];
 	int ncommand;
-	char launcher[8];             /* "mpirun" (N ranks) or "single" (one process) */
+	char launcher[8];             /* "mpirun" (N ranks), "procs" (N processes, torchrun's env) or "single" */
 	int beacon;
 	char generations[96];         /* glob on its checkpoint names under the root ("" = libckpt's step-N) */
 } harness_trainer;

@@ -21,8 +21,20 @@ ROOT/ckpt-00000040.bin.tmp, then os.replace. --fsync (default) adds the two
 calls durability needs: os.fsync of the file before the rename, and os.fsync
 of ROOT after it. --no-fsync leaves both out, for the harness to catch.
 
+Distributed (torchrun's environment, WORLD_SIZE > 1; the harness's
+`launcher: procs`): the 4 virtual workers are split over the ranks (WORLD_SIZE
+must divide 4), each rank computes its own workers' gradients, and rank 0
+combines them over TCP at MASTER_ADDR:MASTER_PORT (standard library socket,
+length-prefixed messages, timeouts) in worker order, exactly as the one-process
+sum, and sends the sum back: the trajectory and the checkpoint files are
+bitwise those of the one-process run. Checkpoints the common DDP way: rank 0
+writes the file (as above), all ranks meet at a barrier, then rank 0 writes the
+`committed` record; on a restart every rank reads the same file. A lost peer
+makes every rank exit 1 (rank 0 without an end record: the job crashed, the
+scheduler restarts it).
+
 Exit status: 0 done or stopped (--stop-after), 1 failed (the trajectory's end
-record says why), 2 bad usage.
+record says why) or a peer was lost, 2 bad usage.
 """
 import argparse
 import hashlib
@@ -30,9 +42,11 @@ import json
 import math
 import os
 import re
+import socket
 import stat
 import struct
 import sys
+import time
 
 import numpy as np
 
@@ -62,6 +76,10 @@ U32 = np.dtype("<u4")
 
 class Untrusted(Exception):
     """A checkpoint file that fails verification; the message says why."""
+
+
+class PeerLost(Exception):
+    """Another rank of the job is gone (closed, timed out, or sent garbage); the message says which."""
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -225,14 +243,14 @@ class Trainer:
         progress = (t - self.warmup) / max(1, self.steps - self.warmup)
         return MIN_LR + (BASE_LR - MIN_LR) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def train_step(self):
+    def worker_grads(self, workers):
+        """[(worker, squared error, {param: float64 gradient})] of these virtual workers, in order."""
         idx = self.perm[self.pos:self.pos + BATCH]
         per = BATCH // WORKERS
-        grads = {k: np.zeros(PARAM_SHAPES[k], np.float64) for k in PARAM_NAMES}
-        sq_err = []
         w1, b1 = self.p["w1"], self.p["b1"]
         w2, b2 = self.p["w2"], self.p["b2"]
-        for w in range(WORKERS):        # virtual workers, reduced in worker order
+        out_list = []
+        for w in workers:
             x = self.x[idx[w * per:(w + 1) * per]]
             y = self.y[idx[w * per:(w + 1) * per]]
             pre = mm(x, w1) + b1
@@ -240,14 +258,32 @@ class Trainer:
             h = np.maximum(pre, 0.0) * keep * (1.0 / (1.0 - DROPOUT))
             out = mm(h, w2) + b2
             err = out - y
-            sq_err.append(fsum(err * err))
             dout = err * (2.0 / (BATCH * D_OUT))      # d(mean squared error)/d(out)
             dh = mm(dout, w2.T) * keep * (1.0 / (1.0 - DROPOUT)) * (pre > 0)
-            grads["w2"] += mm(h.T, dout)
-            grads["b2"] += rowsum(dout)
-            grads["w1"] += mm(x.T, dh)
-            grads["b1"] += rowsum(dh)
-        loss = math.fsum(sq_err) / (BATCH * D_OUT)
+            out_list.append((w, fsum(err * err), {"w2": mm(h.T, dout), "b2": rowsum(dout),
+                                                  "w1": mm(x.T, dh), "b1": rowsum(dh)}))
+        return out_list
+
+    @staticmethod
+    def reduce(per_worker):
+        """The sum over all workers, added in worker order: (loss, {param: float64 gradient})."""
+        grads = {k: np.zeros(PARAM_SHAPES[k], np.float64) for k in PARAM_NAMES}
+        sq_err = []
+        for _, e, g in sorted(per_worker, key=lambda t: t[0]):
+            sq_err.append(e)
+            for k in ("w2", "b2", "w1", "b1"):
+                grads[k] += g[k]
+        return math.fsum(sq_err) / (BATCH * D_OUT), grads
+
+    def train_step(self, group=None):
+        if group is None:
+            loss, grads = self.reduce(self.worker_grads(range(WORKERS)))
+        else:
+            loss, grads = group.allreduce_grads(self)
+        return self.apply(loss, grads)
+
+    def apply(self, loss, grads):
+        """The optimizer step and the cursors, the same on every rank."""
         g = {k: grads[k].astype(np.float32) for k in PARAM_NAMES}
         gnorm = math.sqrt(math.fsum(fsum(np.square(g[k], dtype=np.float64)) for k in PARAM_NAMES))
         scale = min(1.0, CLIP / (gnorm + 1e-6))
@@ -277,6 +313,171 @@ class Trainer:
         self.ema_n += 1
         self.step += 1
         return {"loss": np.float32(loss), "lr": lr, "grad_norm": np.float32(gnorm)}
+
+
+# ---------------------------------------------------------------- the ranks of a distributed job
+
+NET_TIMEOUT = 120.0            # seconds any one message may take; the harness's watchdog stops a hung job first
+MAX_MSG = 1 << 20              # no message of this trainer is larger; a larger length is garbage
+GRAD_ORDER = ("w2", "b2", "w1", "b1")
+GRAD_BYTES = 8 * sum(int(np.prod(PARAM_SHAPES[k])) for k in GRAD_ORDER)
+WORKER_MSG = 4 + 8 + GRAD_BYTES + 40     # worker, squared error, gradients, its dropout RNG after the step
+
+
+class Group:
+    """The ranks of a torchrun-style job, rank 0 at the centre: every other rank
+    holds one TCP connection to rank 0 at MASTER_ADDR:MASTER_PORT. A message is
+    a 4-byte little-endian length and that many bytes. Anything off (a closed
+    connection, a timeout, a length or a size this trainer never sends) raises
+    PeerLost naming the rank."""
+
+    def __init__(self, rank, world, addr, port):
+        self.rank, self.world = rank, world
+        self.workers = list(range(rank * WORKERS // world, (rank + 1) * WORKERS // world))
+        self.peers = {}
+        deadline = time.monotonic() + NET_TIMEOUT
+        if rank == 0:
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                ls.bind((addr, port))
+                ls.listen(world)
+                while len(self.peers) < world - 1:
+                    ls.settimeout(max(0.1, deadline - time.monotonic()))
+                    try:
+                        c, _ = ls.accept()
+                    except socket.timeout:
+                        raise PeerLost("only %d of %d ranks connected to %s:%d within %.0f s"
+                                       % (len(self.peers) + 1, world, addr, port, NET_TIMEOUT))
+                    c.settimeout(NET_TIMEOUT)
+                    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    hello = self._recv(c, "a connecting rank", 8)
+                    (r, w) = struct.unpack("<II", hello)
+                    if w != world or not 0 < r < world or r in self.peers:
+                        c.close()
+                        raise PeerLost("a process connected as rank %d of %d; this job is %d ranks and has %s"
+                                       % (r, w, world, sorted(self.peers)))
+                    self.peers[r] = c
+            except OSError as e:
+                raise PeerLost("rank 0 cannot listen on %s:%d: %s" % (addr, port, e.strerror or e))
+            finally:
+                ls.close()
+        else:
+            while True:
+                try:
+                    c = socket.create_connection((addr, port), timeout=max(0.1, deadline - time.monotonic()))
+                    break
+                except OSError as e:
+                    if time.monotonic() > deadline:
+                        raise PeerLost("rank %d cannot reach rank 0 at %s:%d: %s" % (rank, addr, port, e.strerror or e))
+                    time.sleep(0.05)
+            c.settimeout(NET_TIMEOUT)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.peers[0] = c
+            self._send(c, 0, struct.pack("<II", rank, world))
+
+    def _send(self, c, r, payload):
+        try:
+            c.sendall(struct.pack("<I", len(payload)) + payload)
+        except OSError as e:
+            raise PeerLost("rank %d is gone (sending to it: %s)" % (r, e.strerror or e))
+
+    def _recv(self, c, who, size):
+        def exactly(n):
+            chunks = []
+            while n:
+                try:
+                    b = c.recv(min(n, 1 << 16))
+                except OSError as e:
+                    raise PeerLost("%s is gone (receiving from it: %s)" % (who, e.strerror or "timed out"))
+                if not b:
+                    raise PeerLost("%s is gone (it closed the connection)" % who)
+                chunks.append(b)
+                n -= len(b)
+            return b"".join(chunks)
+        (n,) = struct.unpack("<I", exactly(4))
+        if n != size:
+            raise PeerLost("%s sent a message of %d bytes where %d belong" % (who, n, size))
+        return exactly(n)
+
+    def send(self, r, payload):
+        self._send(self.peers[r], r, payload)
+
+    def recv(self, r, size):
+        return self._recv(self.peers[r], "rank %d" % r, size)
+
+    def barrier(self):
+        """Returns on every rank once every rank has entered it."""
+        if self.rank == 0:
+            for r in range(1, self.world):
+                self.recv(r, 1)
+            for r in range(1, self.world):
+                self.send(r, b"B")
+        else:
+            self.send(0, b"B")
+            self.recv(0, 1)
+
+    def agree(self, value, what):
+        """Every rank must hold the same small integer (or None); rank 0 checks and answers."""
+        mine = struct.pack("<q", -1 if value is None else value)
+        if self.rank == 0:
+            theirs = {r: struct.unpack("<q", self.recv(r, 8))[0] for r in range(1, self.world)}
+            bad = {r: v for r, v in theirs.items() if v != struct.unpack("<q", mine)[0]}
+            verdict = b"N" if bad else b"Y"
+            for r in range(1, self.world):
+                self.send(r, verdict)
+            if bad:
+                raise RuntimeError("the ranks disagree on %s: rank 0 has %s, %s" % (
+                    what, value, ", ".join("rank %d has %s" % (r, None if v < 0 else v) for r, v in bad.items())))
+        else:
+            self.send(0, mine)
+            if self.recv(0, 1) != b"Y":
+                raise RuntimeError("the ranks disagree on %s (rank 0 says why)" % what)
+
+    def allreduce_grads(self, tr):
+        """Each rank's workers' gradients to rank 0, the sum in worker order back to every rank.
+        Rank 0 also takes each worker's dropout RNG, so its checkpoint holds the whole state."""
+        mine = tr.worker_grads(self.workers)
+        if self.rank != 0:
+            self.send(0, b"".join(struct.pack("<Id", w, e) + b"".join(g[k].astype(F64).tobytes() for k in GRAD_ORDER)
+                                  + pcg64_bytes(tr.drop[w]) for w, e, g in mine))
+            body = self.recv(0, 8 + GRAD_BYTES)
+            (loss,) = struct.unpack_from("<d", body, 0)
+            grads, off = {}, 8
+            for k in GRAD_ORDER:
+                n = int(np.prod(PARAM_SHAPES[k]))
+                grads[k] = np.frombuffer(body, F64, n, off).astype(np.float64).reshape(PARAM_SHAPES[k])
+                off += 8 * n
+            return loss, grads
+        per_worker = list(mine)
+        for r in range(1, self.world):
+            theirs = list(range(r * WORKERS // self.world, (r + 1) * WORKERS // self.world))
+            body = self.recv(r, WORKER_MSG * len(theirs))
+            for i, want in enumerate(theirs):
+                off = i * WORKER_MSG
+                w, e = struct.unpack_from("<Id", body, off)
+                if w != want:
+                    raise PeerLost("rank %d sent worker %d's gradients where worker %d's belong" % (r, w, want))
+                off += 12
+                g = {}
+                for k in GRAD_ORDER:
+                    n = int(np.prod(PARAM_SHAPES[k]))
+                    g[k] = np.frombuffer(body, F64, n, off).astype(np.float64).reshape(PARAM_SHAPES[k])
+                    off += 8 * n
+                try:
+                    tr.drop[w] = pcg64_from(body[off:off + 40])
+                except Untrusted as why:
+                    raise PeerLost("rank %d sent a dropout RNG state that is not one: %s" % (r, why))
+                per_worker.append((w, e, g))
+        loss, grads = Trainer.reduce(per_worker)
+        out = struct.pack("<d", loss) + b"".join(grads[k].astype(F64).tobytes() for k in GRAD_ORDER)
+        for r in range(1, self.world):
+            self.send(r, out)
+        return loss, grads
+
+    def close(self):
+        for c in self.peers.values():
+            c.close()
 
 
 # ---------------------------------------------------------------- checkpoint files
@@ -486,7 +687,9 @@ def parse_args(argv):
     ap.add_argument("--every", type=int, default=10, help="checkpoint every K steps (default 10)")
     ap.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
     ap.add_argument("--stop-after", type=int, default=0, help="stop after this step (end status 'stopped')")
-    ap.add_argument("--world-size", type=int, default=None, help="must be 1 (default $WORLD_SIZE or 1)")
+    ap.add_argument("--world-size", type=int, default=None,
+                    help="ranks, 1, 2 or 4 (default $WORLD_SIZE or 1); more than 1 takes torchrun's $RANK, "
+                         "$MASTER_ADDR and $MASTER_PORT")
     ap.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=True,
                     help="fsync each checkpoint file before its rename and the root after it (default on)")
     a = ap.parse_args(argv)
@@ -500,9 +703,25 @@ def parse_args(argv):
             a.world_size = int(env.get("WORLD_SIZE", "1"))
         except ValueError:
             ap.error("$WORLD_SIZE=%r is not an integer" % env["WORLD_SIZE"])
-    if a.world_size != 1 or env.get("RANK", "0") != "0":
-        ap.error("world size %d (rank %s): this trainer runs as one process; use launcher: single"
-                 % (a.world_size, env.get("RANK", "0")))
+    if a.world_size < 1 or WORKERS % a.world_size:
+        ap.error("world size %d does not divide the %d virtual workers; valid: 1, 2, 4" % (a.world_size, WORKERS))
+    try:
+        a.rank = int(env.get("RANK", "0"))
+    except ValueError:
+        ap.error("$RANK=%r is not an integer" % env["RANK"])
+    if not 0 <= a.rank < a.world_size:
+        ap.error("rank %d is not one of the %d ranks (0 to %d)" % (a.rank, a.world_size, a.world_size - 1))
+    a.master_addr, a.master_port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+    if a.world_size > 1:
+        if not a.master_addr or not a.master_port:
+            ap.error("world size %d needs $MASTER_ADDR and $MASTER_PORT (rank 0's address), as torchrun sets "
+                     "them; use launcher: procs" % a.world_size)
+        try:
+            a.master_port = int(a.master_port)
+        except ValueError:
+            a.master_port = 0
+        if not 0 < a.master_port < 65536:
+            ap.error("$MASTER_PORT=%r is not a TCP port (1 to 65535)" % env["MASTER_PORT"])
     for flag, v, lo in (("--steps", a.steps, 1), ("--every", a.every, 1), ("--keep", a.keep, 1),
                         ("--stop-after", a.stop_after, 0), ("--attempt", a.attempt, 0), ("--seed", a.seed, 0)):
         if v < lo:
@@ -518,58 +737,86 @@ def parse_args(argv):
 
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
+    lead = a.rank == 0             # rank 0 writes the trajectory and the checkpoints
+    traj = None
+    if lead:
+        try:
+            traj = Trajectory(a.trajectory)
+        except OSError as e:
+            print("train.py: %s: %s" % (a.trajectory, e.strerror), file=sys.stderr)
+            return 1
+    tr, group = None, None
     try:
-        traj = Trajectory(a.trajectory)
-    except OSError as e:
-        print("train.py: %s: %s" % (a.trajectory, e.strerror), file=sys.stderr)
-        return 1
-    tr = None
-    try:
-        if not os.path.isdir(a.ckpt):
-            os.makedirs(a.ckpt, exist_ok=True)
-            if a.fsync:                # the root's own entry, so a power cut cannot take it
-                fsync_dir(os.path.dirname(os.path.abspath(a.ckpt)))
-        _, tmps = scan(a.ckpt)
-        for t in tmps:                 # a save that never reached its rename: never read, removed
-            unlink_quietly(os.path.join(a.ckpt, t))
+        if a.world_size > 1:
+            group = Group(a.rank, a.world_size, a.master_addr, a.master_port)
+        if lead:
+            if not os.path.isdir(a.ckpt):
+                os.makedirs(a.ckpt, exist_ok=True)
+                if a.fsync:            # the root's own entry, so a power cut cannot take it
+                    fsync_dir(os.path.dirname(os.path.abspath(a.ckpt)))
+            _, tmps = scan(a.ckpt)
+            for t in tmps:             # a save that never reached its rename: never read, removed
+                unlink_quietly(os.path.join(a.ckpt, t))
+        if group:
+            group.barrier()            # the root is there, and clean, before any rank reads it
         tr, restored, fallbacks = restore(a.ckpt, a.seed, a.steps)
-        start = {"event": "start", "protocol": PROTOCOL, "attempt": a.attempt, "world_size": 1,
-                 "restored_from": restored, "checkpoint": None if restored is None else ckpt_name(restored),
-                 "trainer": "numpy_trainer", "seed": a.seed, "steps": a.steps}
-        if restored is not None:
-            start["restored"] = tr.digests()
-        start["fallbacks"] = [{"checkpoint": n, "why": w} for n, w in fallbacks]
-        traj.record(start)
-        for n, w in fallbacks:
-            print("train.py: passed over %s: %s" % (n, w), file=sys.stderr)
+        if group:
+            group.agree(restored, "the checkpoint to resume from")
+        if lead:
+            start = {"event": "start", "protocol": PROTOCOL, "attempt": a.attempt, "world_size": a.world_size,
+                     "restored_from": restored, "checkpoint": None if restored is None else ckpt_name(restored),
+                     "trainer": "numpy_trainer", "seed": a.seed, "steps": a.steps}
+            if restored is not None:
+                start["restored"] = tr.digests()
+            start["fallbacks"] = [{"checkpoint": n, "why": w} for n, w in fallbacks]
+            traj.record(start)
+            for n, w in fallbacks:
+                print("train.py: passed over %s: %s" % (n, w), file=sys.stderr)
 
         last = min(a.steps, a.stop_after) if a.stop_after else a.steps
         while tr.step < last:
-            out = tr.train_step()
-            rec = {"step": tr.step, "loss": f32_hex(out["loss"]), "lr": f32_hex(out["lr"]),
-                   "grad_norm": f32_hex(out["grad_norm"])}
-            rec.update(tr.digests())
-            traj.record(rec)
+            out = tr.train_step(group)
+            if lead:
+                rec = {"step": tr.step, "loss": f32_hex(out["loss"]), "lr": f32_hex(out["lr"]),
+                       "grad_norm": f32_hex(out["grad_norm"])}
+                rec.update(tr.digests())
+                traj.record(rec)
             if tr.step % a.every:
                 continue
-            try:
-                name = save(a.ckpt, tr, a.fsync)
-            except OSError as e:
-                # the run goes on; earlier checkpoints are intact, the next save retries
+            failed = None
+            if lead:
+                try:
+                    name = save(a.ckpt, tr, a.fsync)
+                except OSError as e:
+                    # the run goes on; earlier checkpoints are intact, the next save retries
+                    failed = e
+            if group:
+                group.barrier()        # every rank is past this save before it is acknowledged
+            if not lead:
+                continue
+            if failed:
                 traj.record({"event": "save_failed", "step": tr.step, "error": "%s: %s" % (
-                    e.filename or ckpt_name(tr.step), e.strerror)})
+                    failed.filename or ckpt_name(tr.step), failed.strerror)})
                 continue
             # the acknowledgement: only once the file is in place under its final name
             traj.record({"event": "committed", "step": tr.step, "checkpoint": name})
             retain(a.ckpt, a.keep)
-        traj.record({"event": "end", "status": "done" if tr.step == a.steps else "stopped", "steps": tr.step})
-        traj.close()
+        if lead:
+            traj.record({"event": "end", "status": "done" if tr.step == a.steps else "stopped", "steps": tr.step})
+            traj.close()
+        if group:
+            group.close()
         return 0
+    except PeerLost as e:
+        # the job crashed: no end record, the scheduler restarts it
+        print("train.py: rank %d: %s" % (a.rank, e), file=sys.stderr)
+        return 1
     except (RuntimeError, OSError) as e:
         msg = str(e) if isinstance(e, RuntimeError) else "%s: %s" % (e.filename or "", e.strerror)
-        print("train.py: %s" % msg, file=sys.stderr)
-        traj.record({"event": "end", "status": "failed", "steps": tr.step if tr else 0, "error": msg})
-        traj.close()
+        print("train.py: rank %d: %s" % (a.rank, msg) if a.world_size > 1 else "train.py: %s" % msg, file=sys.stderr)
+        if lead:
+            traj.record({"event": "end", "status": "failed", "steps": tr.step if tr else 0, "error": msg})
+            traj.close()
         return 1
 
 

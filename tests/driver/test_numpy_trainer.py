@@ -391,7 +391,8 @@ def test_environment_names_the_root_trajectory_and_attempt(golden, tmp_path):
 @pytest.mark.parametrize("args,env,msg", [
     (["--steps", "0"], {}, "--steps 0: must be at least 1"),
     (["--every", "0"], {}, "--every 0: must be at least 1"),
-    ([], {"WORLD_SIZE": "2", "RANK": "1"}, "this trainer runs as one process"),
+    ([], {"WORLD_SIZE": "3", "RANK": "1"}, "world size 3 does not divide the 4 virtual workers"),
+    ([], {"WORLD_SIZE": "2", "RANK": "1"}, "needs $MASTER_ADDR and $MASTER_PORT"),
     (["--bogus"], {}, "unrecognized arguments: --bogus"),
 ])
 def test_bad_usage_exits_2_and_writes_nothing(tmp_path, args, env, msg):
