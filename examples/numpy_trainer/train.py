@@ -686,7 +686,9 @@ def parse_args(argv):
     ap.add_argument("--seed", type=int, default=1, help="seed of data, init, shuffling and dropout (default 1)")
     ap.add_argument("--every", type=int, default=10, help="checkpoint every K steps (default 10)")
     ap.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
-    ap.add_argument("--stop-after", type=int, default=0, help="stop after this step (end status 'stopped')")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop after this step (end status 'stopped'; default $CKPT_HARNESS_STOP_AFTER, the "
+                         "harness's plain stop-and-resume check, or never)")
     ap.add_argument("--world-size", type=int, default=None,
                     help="ranks, 1, 2 or 4 (default $WORLD_SIZE or 1); more than 1 takes torchrun's $RANK, "
                          "$MASTER_ADDR and $MASTER_PORT")
@@ -698,6 +700,11 @@ def parse_args(argv):
             a.attempt = int(env.get("CKPT_HARNESS_ATTEMPT", "0"))
         except ValueError:
             ap.error("$CKPT_HARNESS_ATTEMPT=%r is not an integer" % env["CKPT_HARNESS_ATTEMPT"])
+    if a.stop_after is None:
+        try:
+            a.stop_after = int(env.get("CKPT_HARNESS_STOP_AFTER", "0"))
+        except ValueError:
+            ap.error("$CKPT_HARNESS_STOP_AFTER=%r is not an integer" % env["CKPT_HARNESS_STOP_AFTER"])
     if a.world_size is None:
         try:
             a.world_size = int(env.get("WORLD_SIZE", "1"))

@@ -151,3 +151,39 @@ def test_damage_at_rest_without_generations_is_refused(tmp_path):
     res = harness("validate", p)
     assert res.returncode == 2
     assert "nogens.yaml:17:" in res.stderr and "generations" in res.stderr, res.stderr
+
+
+def wrapped(tmp_path, name, shell):
+    """numpy-kill-mid-save with the trainer behind a shell wrapper (a program of the user's)."""
+    w = tmp_path / f"{name}.sh"
+    w.write_text("#!/bin/sh\n" + shell + '\nexec /usr/bin/python3 "%s" "$@"\n' % (SCENARIOS.parent / "train.py"))
+    w.chmod(0o755)
+    text = (SCENARIOS / "numpy-kill-mid-save.yaml").read_text()
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text.replace('/usr/bin/python3, "{scenario_dir}/../train.py"', '"%s"' % w)
+                 .replace("name: numpy-kill-mid-save", "name: " + name))
+    return p
+
+
+def test_the_plain_resume_check_runs_on_a_program_of_the_users(tmp_path):
+    """The harness asks the program to stop (CKPT_HARNESS_STOP_AFTER) one step
+    after its first acknowledged checkpoint and resumes it with no fault: a
+    program that loses its checkpoints across a plain restart FAILs there,
+    before any fault is blamed; one that honours the request and resumes
+    bitwise passes with no note; one that ignores it is told the check did
+    not run."""
+    honest = harness("run", SCENARIOS / "numpy-kill-mid-save.yaml", "--cache", tmp_path / "c1")
+    assert honest.returncode == 0 and "did not run" not in honest.stderr, honest.stdout + honest.stderr
+    # wipes its checkpoints before the second run of the plain resume (attempt 2 of the check)
+    lossy = wrapped(tmp_path, "lossy", '[ "$CKPT_HARNESS_ATTEMPT" = 2 ] && [ -z "$CKPT_FAULT_LOG" ] && '
+                    'rm -rf "$CKPT_HARNESS_CKPT_DIR"/*')
+    res = harness("run", lossy, "--cache", tmp_path / "c2", "--json", tmp_path / "r.json")
+    e = entry(tmp_path / "r.json")
+    assert res.returncode == 1 and e["verdict"] == "FAIL", e
+    assert "does not resume bit for bit even without a fault" in e["sentence"], e
+    assert "stopped cleanly after step 11" in e["sentence"], e
+    deaf = wrapped(tmp_path, "deaf", "unset CKPT_HARNESS_STOP_AFTER")
+    res = harness("run", deaf, "--cache", tmp_path / "c3")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ran to the end although asked to stop after step 11" in res.stderr
+    assert "plain stop-and-resume check did not run" in res.stderr
