@@ -87,6 +87,15 @@
 	X(fdopen, FILE *, (int, const char *)) \
 	X(fclose, int, (FILE *)) \
 	X(fwrite, size_t, (const void *, size_t, size_t, FILE *)) \
+	X(fwrite_unlocked, size_t, (const void *, size_t, size_t, FILE *)) \
+	X(fputs, int, (const char *, FILE *)) \
+	X(fputs_unlocked, int, (const char *, FILE *)) \
+	X(fputc, int, (int, FILE *)) \
+	X(putc, int, (int, FILE *)) \
+	X(fputc_unlocked, int, (int, FILE *)) \
+	X(putc_unlocked, int, (int, FILE *)) \
+	X(vfprintf, int, (FILE *, const char *, va_list)) \
+	X(__vfprintf_chk, int, (FILE *, int, const char *, va_list)) \
 	X(write, ssize_t, (int, const void *, size_t)) \
 	X(pwrite, ssize_t, (int, const void *, size_t, off_t)) \
 	X(pwrite64, ssize_t, (int, const void *, size_t, off_t)) \
@@ -960,6 +969,98 @@ EXPORT size_t fwrite(const void *buf, size_t size, size_t nmemb, FILE *fp)
 		raise(SIGKILL);
 	}
 	fd_leave(0);
+	return r;
+}
+
+/*
+ * The other stdio writers (fputs, fputc/putc, fprintf/vfprintf and their
+ * _unlocked and fortified forms): on a stream under the root, their bytes go
+ * through fwrite above, so they are decided, logged and recorded the same
+ * way (printf formats into a buffer first); elsewhere, straight through.
+ */
+/* glibc's optimizing macros for some of these names (bits/stdio.h) */
+#undef fwrite_unlocked
+#undef fputc_unlocked
+#undef putc_unlocked
+#undef putc
+#undef fputc
+
+static int fp_under(FILE *fp)
+{
+	int fd = fp && ready && !guard ? fileno(fp) : -1;
+	return fd >= 0 && fd < fdcap && fdtab[fd] == FD_UNDER;
+}
+
+static int put_bytes(const char *s, size_t n, FILE *fp)
+{
+	return n == 0 || fwrite(s, 1, n, fp) == n ? 0 : EOF;
+}
+
+static int print_under(FILE *fp, const char *fmt, va_list ap)
+{
+	char *s;
+	int n = vasprintf(&s, fmt, ap);
+	if (n < 0)
+		return n;
+	int r = put_bytes(s, (size_t)n, fp) == 0 ? n : -1;
+	free(s);
+	return r;
+}
+
+EXPORT size_t fwrite_unlocked(const void *buf, size_t size, size_t nmemb, FILE *fp)
+{
+	return fp_under(fp) ? fwrite(buf, size, nmemb, fp) : REAL(fwrite_unlocked)(buf, size, nmemb, fp);
+}
+
+EXPORT int fputs(const char *s, FILE *fp)
+{
+	return fp_under(fp) ? (put_bytes(s, strlen(s), fp) == 0 ? 1 : EOF) : REAL(fputs)(s, fp);
+}
+
+EXPORT int fputs_unlocked(const char *s, FILE *fp)
+{
+	return fp_under(fp) ? (put_bytes(s, strlen(s), fp) == 0 ? 1 : EOF) : REAL(fputs_unlocked)(s, fp);
+}
+
+#define PUTC_WRAPPER(name) \
+	EXPORT int name(int c, FILE *fp) \
+	{ \
+		char b = (char)c; \
+		if (!fp_under(fp)) \
+			return REAL(name)(c, fp); \
+		return put_bytes(&b, 1, fp) == 0 ? (unsigned char)c : EOF; \
+	}
+PUTC_WRAPPER(fputc)
+PUTC_WRAPPER(putc)
+PUTC_WRAPPER(fputc_unlocked)
+PUTC_WRAPPER(putc_unlocked)
+#undef PUTC_WRAPPER
+
+EXPORT int vfprintf(FILE *fp, const char *fmt, va_list ap)
+{
+	return fp_under(fp) ? print_under(fp, fmt, ap) : REAL(vfprintf)(fp, fmt, ap);
+}
+
+EXPORT int __vfprintf_chk(FILE *fp, int flag, const char *fmt, va_list ap)
+{
+	return fp_under(fp) ? print_under(fp, fmt, ap) : REAL(__vfprintf_chk)(fp, flag, fmt, ap);
+}
+
+EXPORT int fprintf(FILE *fp, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = fp_under(fp) ? print_under(fp, fmt, ap) : REAL(vfprintf)(fp, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+EXPORT int __fprintf_chk(FILE *fp, int flag, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = fp_under(fp) ? print_under(fp, fmt, ap) : REAL(__vfprintf_chk)(fp, flag, fmt, ap);
+	va_end(ap);
 	return r;
 }
 

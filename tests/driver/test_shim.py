@@ -42,7 +42,8 @@ PRELOAD = preload_value()
 ENTRY_OPS = {
     "open": {"open_dir", "open", "open64", "openat", "openat64", "__open_2", "__open64_2", "__openat_2",
              "__openat64_2", "creat", "creat64", "fopen", "freopen", "fopen64", "open_tmpfile"},
-    "write": {"fwrite", "write", "pwrite", "pwrite64", "writev", "pwritev", "pwritev2", "write_dup", "write_dup2",
+    "write": {"fwrite", "fwrite_unlocked", "fputs", "fputs_unlocked", "fputc", "putc", "fputc_unlocked",
+              "putc_unlocked", "fprintf", "__fprintf_chk", "vfprintf", "write", "pwrite", "pwrite64", "writev", "pwritev", "pwritev2", "write_dup", "write_dup2",
               "write_dup3", "write_fcntl_dupfd", "write_fcntl_dupfd_cloexec", "copy_file_range", "sendfile",
               "write_tmpfile"},
     "read": {"pread", "pread64", "__pread_chk", "read", "__read_chk", "readv", "preadv", "preadv2",
@@ -447,7 +448,8 @@ def test_reftrain_reports_a_save_the_shim_failed(tmp_path):
     assert len(failed) == 1 and "rank-00001.safetensors" in failed[0]["error"], failed
     fires = [json.loads(x) for x in Path(f"{log}.rank-1.jsonl").read_text().splitlines()]
     assert len(fires) == 1 and fires[0]["nth"] == 2 and fires[0]["path"].endswith("rank-00001.safetensors")
-    assert fires[0]["phase"] == ""      # the shim fired it, not reftrain's libfiu injector
+    # the shim fired it, not reftrain's libfiu injector: no libckpt phase, the last one reftrain announced
+    assert fires[0]["phase"] == "train.reduce"
     assert all(Path(f"{log}.rank-{r}.jsonl").read_text() == "" for r in (0, 2, 3))
     assert events[-1]["status"] == "done"
 

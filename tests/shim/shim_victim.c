@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,17 @@ ssize_t __read_chk(int, void *, size_t, size_t);
 ssize_t __pread_chk(int, void *, size_t, off_t, size_t);
 
 static const char *tag;
+
+extern int __fprintf_chk(FILE *fp, int flag, const char *fmt, ...);
+
+static int vfprintf_of(FILE *fp, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = vfprintf(fp, fmt, ap);
+	va_end(ap);
+	return r;
+}
 
 static void report(const char *call, long rc)
 {
@@ -98,6 +110,20 @@ static int entry(const char *dir)
 	FILE *fp = fopen(c, "w"); report_ptr("fopen", fp);
 	if (fp) {
 		x = (int)fwrite(buf, 1, 8, fp); report("fwrite", x == 8 ? 0 : -1);
+		/* the other stdio writers (each must be decided as a write); through volatile
+		 * pointers, the _unlocked forms gcc would otherwise inline as buffer stores */
+		size_t (*volatile fwu)(const void *, size_t, size_t, FILE *) = fwrite_unlocked;
+		int (*volatile fcu)(int, FILE *) = fputc_unlocked, (*volatile pcu)(int, FILE *) = putc_unlocked;
+		x = (int)fwu(buf, 1, 8, fp); report("fwrite_unlocked", x == 8 ? 0 : -1);
+		report("fputs", fputs("line\n", fp) == EOF ? -1 : 0);
+		report("fputs_unlocked", fputs_unlocked("line\n", fp) == EOF ? -1 : 0);
+		report("fputc", fputc('x', fp) == EOF ? -1 : 0);
+		report("putc", putc('x', fp) == EOF ? -1 : 0);
+		report("fputc_unlocked", fcu('x', fp) == EOF ? -1 : 0);
+		report("putc_unlocked", pcu('x', fp) == EOF ? -1 : 0);
+		report("fprintf", fprintf(fp, "step %d\n", 40) < 0 ? -1 : 0);
+		report("__fprintf_chk", __fprintf_chk(fp, 1, "step %d\n", 40) < 0 ? -1 : 0);
+		report("vfprintf", vfprintf_of(fp, "step %d\n", 40) < 0 ? -1 : 0);
 		fp = freopen(c, "a", fp); report_ptr("freopen", fp);
 		if (fp)
 			fclose(fp);
