@@ -232,3 +232,24 @@ def test_torn_write_mid_save_naive_fails_where_libckpt_resumes(golden, tmp_path,
     else:
         assert res.returncode == 1
         assert "rank-1.ckpt: truncated" in recs[-1]["error"], recs[-1]
+
+
+@pytest.mark.parametrize("backend", ["builtin", "libckpt"])
+def test_libckpts_fault_points_fire_inside_the_plugged_backend(golden, tmp_path, backend):
+    """libfiu's injector (CKPT_FAULT_PLAN) reaches libckpt's phases whether it is built in or plugged in."""
+    from test_shim import fault_line
+    cache = mpi.BUILD / "CMakeCache.txt"
+    if cache.exists() and "FIU_ENABLE:BOOL=OFF" in cache.read_text():
+        pytest.skip("this build has no libfiu points (FIU_ENABLE=OFF)")
+    plan, log, ck = tmp_path / "plan", tmp_path / "faults", tmp_path / "ck"
+    plan.write_text(fault_line(op="write", phase="save.shard_write", rank=1, step=20, nth=2, action="torn", arg=100))
+    res = mpi.run_mpi(
+        2, [BIN / "reftrain", "--trajectory", tmp_path / "a1.jsonl", *ARGS, "--ckpt-dir", ck, *BACKENDS[backend]],
+        mpirun_args=["-x", f"CKPT_FAULT_PLAN={plan}", "-x", f"CKPT_FAULT_LOG={log}"])
+    assert res.returncode in (128 + signal.SIGKILL, -signal.SIGKILL), res.stderr
+    fires = records(f"{log}.rank-1.jsonl")
+    assert [(f["phase"], f["step"]) for f in fires] == [("save.shard_write", 20)]
+    res, recs = resume(tmp_path, ck, backend)
+    assert res.returncode == 0, res.stderr
+    assert recs[0]["restored_from"] == 10
+    assert oracle(golden, tmp_path / "a1.jsonl", tmp_path / "a2.jsonl").returncode == 0
