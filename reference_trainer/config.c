@@ -20,7 +20,8 @@ static const char usage[] =
 "  --seed S             seed of data, initialization, dropout and shuffling (default 1)\n"
 "  --trajectory FILE    JSONL trajectory written by rank 0 (required)\n"
 "  --digest-every K     component digests every K steps; 0 never (default 1)\n"
-"  --attempt N          attempt number written to the start record (default 1)\n"
+"  --attempt N          attempt number written to the start record (default 1;\n"
+"                       0: an uninterrupted run, as $CKPT_HARNESS_ATTEMPT says)\n"
 "  --virtual-workers V  data-parallel workers, each with its own data shard and\n"
 "                       dropout stream; the world size must divide V (default 8)\n"
 "  --micro-batch B      samples per micro-batch per virtual worker\n"
@@ -254,7 +255,7 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			if (parse_u64(a, val, 0, UINT64_MAX, 0, &c->digest_every, err, len))
 				return -EINVAL;
 		} else if (strcmp(a, "--attempt") == 0) {
-			if (parse_u64(a, val, 1, 1000000, 0, &v, err, len))
+			if (parse_u64(a, val, 0, 1000000, 0, &v, err, len))
 				return -EINVAL;
 			c->attempt = (uint32_t)v;
 		} else if (strcmp(a, "--virtual-workers") == 0) {
