@@ -253,3 +253,55 @@ def test_libckpts_fault_points_fire_inside_the_plugged_backend(golden, tmp_path,
     assert res.returncode == 0, res.stderr
     assert recs[0]["restored_from"] == 10
     assert oracle(golden, tmp_path / "a1.jsonl", tmp_path / "a2.jsonl").returncode == 0
+
+
+# ---- through the harness: reftrain as a protocol command, faults through the shim ----
+
+SCENARIO = """\
+name: {backend}-{fault}
+description: reftrain with the {backend} backend under the fault shim.
+trainer:
+  command: [{reftrain}, --preset, tiny, --steps, "{{steps}}", --seed, "{{seed}}", --trajectory, "{{trajectory}}",
+            --ckpt-dir, "{{ckpt_dir}}", --ckpt-every, "10", --ckpt-backend, {backend}, --resume, auto,
+            --attempt, "{{attempt}}"]
+  launcher: mpirun
+  beacon: true
+  world_size: 2
+  steps: 40
+  checkpoint_root: "{{ckpt_dir}}"
+faults:
+  - when: {when}
+    do: {do}
+expect: {{outcome: resume_bitwise}}
+"""
+
+FAULTS = {
+    # rank 1 dies with 100 bytes of its step-30 save's second write on disk
+    "torn": ("{{attempt: 1, rank: 1, step: 30, op: write, nth: 2, path: \"{shard}\"}}", "{torn: 100, then: kill}"),
+    # the power goes at step 40's first write, after step 30 was acknowledged
+    "power_loss": ("{{attempt: 1, rank: 0, step: 40, op: write, nth: 1}}", "power_loss"),
+}
+SHARD = {"naive": "rank-1.ckpt", "libckpt": "rank-00001.safetensors*"}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("backend", ["naive", "libckpt"])
+def test_harness_fails_naive_and_passes_libckpt_plugged_in(tmp_path, backend, fault):
+    """The negative control: the same scenario, the harness's verdict decided by the checkpoint code alone."""
+    when, do = FAULTS[fault]
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.format(backend=backend, fault=fault, reftrain=BIN / "reftrain",
+                                        when=when.format(shard=SHARD[backend]), do=do))
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    res = subprocess.run([str(BIN / "ckpt-harness"), "run", str(scenario), "--work", str(tmp_path / "w"),
+                          "--json", str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=300)
+    out = res.stdout + res.stderr
+    if backend == "libckpt":
+        assert res.returncode == 0, out
+        assert "PASS" in out
+    else:
+        assert res.returncode == 1, out
+        lost = "step 20" if fault == "torn" else "step 30"
+        cause = "rank-1.ckpt: truncated" if fault == "torn" else "rank-0.ckpt: empty file"
+        assert f"refused to resume" in out and cause in out, out
+        assert f"but {lost} had been committed and acknowledged: a durable checkpoint was lost" in out, out
