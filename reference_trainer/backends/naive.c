@@ -4,7 +4,8 @@
  *
  * Save: every rank overwrites ROOT/rank-<R>.ckpt in place (open O_TRUNC,
  * write, close), then a barrier. No temporary name, no fsync, no manifest,
- * no rename, no checksum, one generation. What that costs:
+ * no rename, no checksum, no check of the configuration (config_hash), one
+ * generation, and `keep` ignored. What that costs:
  *   - killed mid-save, a rank's file is torn (and the previous state gone);
  *   - killed between ranks' saves, files of different steps are left;
  *   - after a power loss, nothing was ever durable: files may be empty,

@@ -153,7 +153,7 @@ typedef struct reftrain_backend_generation {
 } reftrain_backend_generation;
 
 typedef struct reftrain_backend {
-	uint32_t abi;               /* REFTRAIN_BACKEND_ABI */
+	uint32_t abi;               /* REFTRAIN_BACKEND_ABI; the first member in every ABI version */
 	const char *name;           /* short, for messages: "libckpt", "naive" */
 
 	/* Collective. Create the root if needed. 0 and *out, or < 0 and a sentence in err. */
@@ -167,8 +167,8 @@ typedef struct reftrain_backend {
 	 */
 	int (*restore)(void *h, reftrain_backend_restored *out);
 	/*
-	 * Local, read only. Up to max generations, newest first, into gens; the
-	 * number found (which may exceed max) or < 0.
+	 * Local, read only; may be NULL. Up to max generations, newest first,
+	 * into gens; the number found (which may exceed max) or < 0.
 	 */
 	int (*list)(void *h, reftrain_backend_generation *gens, int max);
 	/* Collective. Finish background work and free the handle; NULL is a no-op. */
