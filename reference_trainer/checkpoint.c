@@ -1,13 +1,20 @@
 #include "checkpoint.h"
 
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-/* ---- ckpt_comm over MPI: byte blocks only, so no reduction order matters ---- */
+#include "backends/builtin.h"
+
+/* ---- the backend's communicator over MPI ---- */
 
 static int mpi_rc(int rc)
 {
@@ -17,6 +24,11 @@ static int mpi_rc(int rc)
 static int mpi_barrier(void *ctx)
 {
 	return mpi_rc(MPI_Barrier(*(MPI_Comm *)ctx));
+}
+
+static int mpi_allreduce_i64(void *ctx, int64_t *value, int max)
+{
+	return mpi_rc(MPI_Allreduce(MPI_IN_PLACE, value, 1, MPI_INT64_T, max ? MPI_MAX : MPI_MIN, *(MPI_Comm *)ctx));
 }
 
 static int mpi_gather(void *ctx, const void *send, size_t bytes, void *recv, int root)
@@ -33,20 +45,169 @@ static int mpi_bcast(void *ctx, void *buf, size_t bytes, int root)
 	return mpi_rc(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, *(MPI_Comm *)ctx));
 }
 
-static ckpt_stage stage_of(const char *component)
+/*
+ * Collective: every rank leaves with the outcome of the lowest rank that
+ * failed (rc < 0) and its sentence, so all ranks take the same branch and
+ * rank 0 can report a failure another rank saw. Success codes pass as they are.
+ */
+static int agree(MPI_Comm comm, int rc, char *err, size_t len)
 {
-	if (strcmp(component, "params") == 0 || strcmp(component, "master") == 0)
-		return CKPT_STAGE_MODEL;
-	if (strcmp(component, "opt") == 0)
-		return CKPT_STAGE_OPTIMIZER;
-	if (strcmp(component, "data") == 0 || strcmp(component, "user") == 0)
-		return CKPT_STAGE_DATA;
-	return CKPT_STAGE_TRAINING;    /* sched, scaler, rng */
+	int rank, size, mine, first;
+
+	MPI_Comm_rank(comm, &rank);
+	MPI_Comm_size(comm, &size);
+	mine = rc < 0 ? rank : size;
+	MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+	if (first == size)
+		return rc;
+	err[len - 1] = '\0';
+	MPI_Bcast(&rc, 1, MPI_INT, first, comm);
+	MPI_Bcast(err, len > INT32_MAX ? INT32_MAX : (int)len, MPI_CHAR, first, comm);
+	return rc;
 }
 
-static ckpt_dtype dtype_of(enum reftrain_dtype t)
+/* ---- choosing and loading the backend ---- */
+
+/* A name (not a path): letters, digits, '-', '_'. */
+static int is_name(const char *s)
 {
-	return t == REFTRAIN_F32 ? CKPT_F32 : t == REFTRAIN_BF16 ? CKPT_BF16 : t == REFTRAIN_U64 ? CKPT_U64 : CKPT_U8;
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+		      *s == '_'))
+			return 0;
+	return 1;
+}
+
+/* <dir of this executable>/../lib, resolved; buf holds PATH_MAX bytes */
+static int lib_dir(char *buf, size_t len)
+{
+	char exe[PATH_MAX + 8];
+	ssize_t n = readlink("/proc/self/exe", exe, PATH_MAX - 1);
+	char *slash;
+
+	if (n < 0)
+		return -errno;
+	exe[n] = '\0';
+	if (!(slash = strrchr(exe, '/')))
+		return -ENOENT;
+	strcpy(slash, "/../lib");
+	if (!realpath(exe, buf))
+		return -errno;
+	(void)len;      /* buf holds PATH_MAX bytes, realpath's bound */
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* "libckpt, naive": the backends installed next to reftrain, for "what is valid". */
+static void installed_names(const char *dir, char *buf, size_t len)
+{
+	static const char pre[] = "reftrain-backend-", suf[] = ".so";
+	char found[32][256], *sorted[32];
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+	size_t used = 0;
+
+	while (d && n < 32 && (e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		if (l <= sizeof pre - 1 + sizeof suf - 1 || l >= sizeof found[0] ||
+		    strncmp(e->d_name, pre, sizeof pre - 1) != 0 || strcmp(e->d_name + l - (sizeof suf - 1), suf) != 0)
+			continue;
+		snprintf(found[n], sizeof found[n], "%.*s", (int)(l - (sizeof pre - 1) - (sizeof suf - 1)),
+			 e->d_name + sizeof pre - 1);
+		sorted[n] = found[n];
+		n++;
+	}
+	if (d)
+		closedir(d);
+	qsort(sorted, (size_t)n, sizeof *sorted, cmp_str);
+	buf[0] = '\0';
+	for (int i = 0; i < n && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", sorted[i]);
+	if (n == 0)
+		snprintf(buf, len, "none installed");
+}
+
+int reftrain_ckpt_load(reftrain_ckpt *k, const char *spec, char *err, size_t len)
+{
+	char dir[PATH_MAX], names[512];
+	struct stat st;
+	size_t sl;
+
+	memset(k, 0, sizeof *k);
+	if (!spec) {
+		k->b = reftrain_backend_libckpt();
+		snprintf(k->path, sizeof k->path, "built-in libckpt");
+		return 0;
+	}
+	if (lib_dir(dir, sizeof dir) < 0)
+		snprintf(dir, sizeof dir, "lib");
+	sl = strlen(spec);
+	if (strchr(spec, '/') || (sl > 3 && strcmp(spec + sl - 3, ".so") == 0)) {
+		/* dlopen searches the library path for a name without '/': a path must say where it is */
+		snprintf(k->path, sizeof k->path, "%s%s", strchr(spec, '/') ? "" : "./", spec);
+	} else if (is_name(spec)) {
+		snprintf(k->path, sizeof k->path, "%s/reftrain-backend-%s.so", dir, spec);
+	} else {
+		installed_names(dir, names, sizeof names);
+		snprintf(err, len, "--ckpt-backend: '%s' is neither a path to a backend .so nor a backend name "
+			 "(letters, digits, '-', '_'); installed in %s: %s", spec, dir, names);
+		return -EINVAL;
+	}
+	const char *why = stat(k->path, &st) < 0 ? strerror(errno) : !S_ISREG(st.st_mode) ? "not a regular file" : NULL;
+	if (why) {
+		installed_names(dir, names, sizeof names);
+		snprintf(err, len, "--ckpt-backend %s: %s: %s; give a path to a backend .so or the name of one "
+			 "installed in %s: %s", spec, k->path, why, dir, names);
+		return -EINVAL;
+	}
+	if (!(k->dl = dlopen(k->path, RTLD_NOW | RTLD_LOCAL))) {
+		snprintf(err, len, "--ckpt-backend %s: cannot load %s: %s", spec, k->path, dlerror());
+		return -EINVAL;
+	}
+	reftrain_backend_entry_fn entry;
+	*(void **)&entry = dlsym(k->dl, REFTRAIN_BACKEND_ENTRY);
+	if (!entry) {
+		snprintf(err, len, "--ckpt-backend %s: %s does not export %s(), so it is not a reftrain checkpoint "
+			 "backend (see reference_trainer/include/reftrain/backend.h)", spec, k->path,
+			 REFTRAIN_BACKEND_ENTRY);
+		goto bad;
+	}
+	k->b = entry();
+	if (!k->b) {
+		snprintf(err, len, "--ckpt-backend %s: %s: %s() returned NULL", spec, k->path, REFTRAIN_BACKEND_ENTRY);
+		goto bad;
+	}
+	if (k->b->abi != REFTRAIN_BACKEND_ABI) {
+		snprintf(err, len, "--ckpt-backend %s: %s speaks backend ABI %" PRIu32 "; this reftrain speaks ABI %d: "
+			 "rebuild it against this reftrain's reftrain/backend.h", spec, k->path, k->b->abi,
+			 REFTRAIN_BACKEND_ABI);
+		goto bad;
+	}
+	if (!k->b->open || !k->b->save || !k->b->restore || !k->b->close || !k->b->last_error) {
+		snprintf(err, len, "--ckpt-backend %s: %s: the backend table lacks %s, which every backend must have",
+			 spec, k->path, !k->b->open ? "open" : !k->b->save ? "save" : !k->b->restore ? "restore"
+			 : !k->b->close ? "close" : "last_error");
+		goto bad;
+	}
+	return 0;
+bad:
+	dlclose(k->dl);
+	k->dl = NULL;
+	k->b = NULL;
+	return -EINVAL;
+}
+
+static reftrain_backend_dtype dtype_of(enum reftrain_dtype t)
+{
+	return t == REFTRAIN_F32 ? REFTRAIN_BACKEND_F32 : t == REFTRAIN_BF16 ? REFTRAIN_BACKEND_BF16
+	     : t == REFTRAIN_U64 ? REFTRAIN_BACKEND_U64 : REFTRAIN_BACKEND_U8;
 }
 
 /* Mutants (test builds only): a whole component left out of the checkpoint. */
@@ -118,15 +279,14 @@ static int validate_restored(void *arg, uint64_t step, char *why, size_t len)
 
 int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t len)
 {
-	ckpt_error e;
 	int rc;
 
-	memset(k, 0, sizeof *k);
+	k->h = NULL;
 	k->mpi = t->comm;
-	k->comm = (ckpt_comm){ .ctx = &k->mpi, .rank = t->rank, .size = t->world,
-			       .barrier = mpi_barrier, .gather = mpi_gather, .bcast = mpi_bcast };
-	if ((rc = ckpt_state_new(&k->state)) < 0)
-		return rc;
+	k->comm = (reftrain_backend_comm){ .ctx = &k->mpi, .rank = t->rank, .size = t->world,
+					   .barrier = mpi_barrier, .allreduce_i64 = mpi_allreduce_i64,
+					   .bcast = mpi_bcast, .gather = mpi_gather };
+	k->ntensors = 0;
 	for (int i = 0; i < t->reg.ncomps; i++) {
 		const reftrain_component *c = &t->reg.comps[i];
 		if (mutant_unsaved(c->name))
@@ -137,28 +297,51 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 			if (strncmp(x->name, "opt.exp_avg", 11) == 0)
 				continue;      /* mutant: the moments start from zero after a restart */
 #endif
-			rc = ckpt_state_add_tensor(k->state, x->name, c->name, stage_of(c->name), dtype_of(x->dtype),
-						   x->data, x->local_elems, x->global_elems, x->global_offset);
-			if (rc < 0) {
-				snprintf(err, len, "cannot register %s: %s", x->name, strerror(-rc));
-				return rc;
-			}
+			k->tensors[k->ntensors++] = (reftrain_backend_tensor){
+				.name = x->name, .component = c->name, .dtype = dtype_of(x->dtype),
+				.layout = x->layout == REFTRAIN_REPLICATED ? REFTRAIN_BACKEND_REPLICATED
+									   : REFTRAIN_BACKEND_PER_RANK,
+				.data = x->data, .local_elems = x->local_elems, .global_elems = x->global_elems,
+				.global_offset = x->global_offset,
+			};
 		}
 	}
-	ckpt_config cfg = { .root = t->cfg.ckpt_dir, .keep_last = t->cfg.keep, .keep_best = 1,
-			    .config_hash = reftrain_config_hash(&t->cfg), .validate = validate_restored,
-			    .validate_arg = t };
-	if ((rc = ckpt_open(&k->c, &cfg, &k->comm, k->state, &e)) < 0)
-		snprintf(err, len, "%s", e.msg[0] ? e.msg : ckpt_describe(rc));
+	k->cfg = (reftrain_backend_config){
+		.root = t->cfg.ckpt_dir, .rank = t->rank, .world_size = t->world, .keep = t->cfg.keep,
+		.config_hash = reftrain_config_hash(&t->cfg), .tensors = k->tensors, .ntensors = k->ntensors,
+		.comm = &k->comm, .validate = validate_restored, .validate_arg = t,
+	};
+	err[0] = '\0';
+	rc = k->b->open(&k->h, &k->cfg, err, len);
+	if (rc < 0 && !err[0])
+		snprintf(err, len, "checkpoint backend %s: open %s: %s", k->b->name, t->cfg.ckpt_dir, strerror(-rc));
+	if ((rc = agree(k->mpi, rc, err, len)) < 0 && k->h) {
+		k->b->close(k->h);     /* another rank failed: every rank ends up without a handle */
+		k->h = NULL;
+	}
 	return rc;
 }
 
 void reftrain_ckpt_close(reftrain_ckpt *k)
 {
-	ckpt_close(k->c);
-	ckpt_state_free(k->state);
-	k->c = NULL;
-	k->state = NULL;
+	if (k->b && k->h)
+		k->b->close(k->h);
+	k->h = NULL;
+	if (k->dl)
+		dlclose(k->dl);
+	k->dl = NULL;
+	k->b = NULL;
+}
+
+/* The backend's sentence for a failure, or the errno's if it left none. */
+static void backend_error(reftrain_ckpt *k, int rc, const char *what, char *err, size_t len)
+{
+	const char *m = k->b->last_error(k->h);
+
+	if (m && m[0])
+		snprintf(err, len, "%s", m);
+	else
+		snprintf(err, len, "checkpoint backend %s: %s failed: %s", k->b->name, what, strerror(-rc));
 }
 
 /* Test only: a copy of one component's initial state, to put back after restore. */
@@ -185,10 +368,42 @@ static void put_back(const reftrain_component *c, const char *buf)
 	}
 }
 
-int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, ckpt_restore_info *info, char *err, size_t len)
+/*
+ * Collective: a restore is one state, so every rank must have restored the
+ * same step, or every rank nothing. A backend whose ranks read files that
+ * nothing ties together (the naive one) can come back with a mix; train on
+ * it and the ranks' step counts part ways, so refuse it here with the steps.
+ */
+static int agree_on_step(reftrain_ckpt *k, int rc, uint64_t step, char *err, size_t len)
+{
+	int64_t mine = rc == 0 ? (int64_t)(step & INT64_MAX) : -1, lo = mine, hi = mine;
+
+	mpi_allreduce_i64(&k->mpi, &lo, 0);
+	mpi_allreduce_i64(&k->mpi, &hi, 1);
+	if (lo == hi)
+		return rc;
+
+	int64_t *all = calloc((size_t)k->comm.size, sizeof *all);
+	if (!all)
+		MPI_Abort(k->mpi, 1);
+	MPI_Allgather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, k->mpi);
+	size_t n = (size_t)snprintf(err, len, "checkpoint backend %s restored a mix of states:", k->b->name);
+	for (int r = 0; r < k->comm.size && n < len; r++) {
+		if (all[r] < 0)
+			n += (size_t)snprintf(err + n, len - n, "%s rank %d nothing", r ? "," : "", r);
+		else
+			n += (size_t)snprintf(err + n, len - n, "%s rank %d step %" PRId64, r ? "," : "", r, all[r]);
+	}
+	free(all);
+	return -EBADMSG;
+}
+
+int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, reftrain_backend_restored *info, char *err,
+			  size_t len)
 {
 	const reftrain_component *skip = NULL;
 	void *initial = NULL;
+	char why[512];
 
 	for (int i = 0; t->cfg.test_skip_restore && i < t->reg.ncomps; i++)
 		if (strcmp(t->reg.comps[i].name, t->cfg.test_skip_restore) == 0)
@@ -196,7 +411,24 @@ int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, ckpt_restore_in
 	if (skip)
 		initial = snapshot(skip);
 
-	int rc = ckpt_restore(k->c, info);
+	memset(info, 0, sizeof *info);
+	err[0] = '\0';
+	int rc = k->b->restore(k->h, info);
+	if (rc < 0) {
+		backend_error(k, rc, "restore", err, len);
+	} else if (rc == 0 && validate_restored(t, info->step, why, sizeof why) < 0) {
+		/* the backend's word is not enough: the trainer checks what it will train on */
+		snprintf(err, len, "checkpoint backend %s restored %s, which the trainer refuses: %s", k->b->name,
+			 info->name, why);
+		rc = -EBADMSG;
+	} else if (rc != 0 && rc != REFTRAIN_BACKEND_NOTHING) {
+		snprintf(err, len, "checkpoint backend %s: restore returned %d, which is not a documented outcome",
+			 k->b->name, rc);
+		rc = -EPROTO;
+	}
+	rc = agree(k->mpi, rc, err, len);
+	if (rc >= 0)
+		rc = agree_on_step(k, rc, info->step, err, len);
 
 	if (rc == 0 && skip && initial)
 		put_back(skip, initial);
@@ -212,8 +444,6 @@ int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, ckpt_restore_in
 			t->sched.count--;      /* mutant: the schedule resumes one step behind */
 #endif
 		reftrain_trainer_rederive(t);
-	} else if (rc != -CKPT_ENOGEN) {
-		snprintf(err, len, "%s", ckpt_last_error(k->c)->msg);
 	}
 	return rc;
 }
@@ -221,9 +451,24 @@ int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, ckpt_restore_in
 int reftrain_ckpt_save(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t len)
 {
 	/* "best": the lowest loss so far was reached since the previous save */
-	unsigned tags = t->user.best_step + t->cfg.ckpt_every > t->step ? CKPT_TAG_BEST : 0;
-	int rc = ckpt_save(k->c, t->step, tags);
-	if (rc < 0)
-		snprintf(err, len, "%s", ckpt_last_error(k->c)->msg);
+	unsigned flags = t->user.best_step + t->cfg.ckpt_every > t->step ? REFTRAIN_BACKEND_SAVE_BEST : 0;
+	int rc;
+
+	err[0] = '\0';
+	if ((rc = k->b->save(k->h, t->step, flags)) < 0)
+		backend_error(k, rc, "save", err, len);
+	return agree(k->mpi, rc < 0 ? rc : 0, err, len);
+}
+
+int reftrain_ckpt_list(reftrain_ckpt *k, reftrain_backend_generation *gens, int max, char *err, size_t len)
+{
+	int rc;
+
+	if (!k->b->list) {
+		snprintf(err, len, "checkpoint backend %s cannot list its generations", k->b->name);
+		return -ENOTSUP;
+	}
+	if ((rc = k->b->list(k->h, gens, max)) < 0)
+		backend_error(k, rc, "list", err, len);
 	return rc;
 }

@@ -20,7 +20,8 @@ static const char usage[] =
 "  --seed S             seed of data, initialization, dropout and shuffling (default 1)\n"
 "  --trajectory FILE    JSONL trajectory written by rank 0 (required)\n"
 "  --digest-every K     component digests every K steps; 0 never (default 1)\n"
-"  --attempt N          attempt number written to the start record (default 1)\n"
+"  --attempt N          attempt number written to the start record (default 1;\n"
+"                       0: an uninterrupted run, as $CKPT_HARNESS_ATTEMPT says)\n"
 "  --virtual-workers V  data-parallel workers, each with its own data shard and\n"
 "                       dropout stream; the world size must divide V (default 8)\n"
 "  --micro-batch B      samples per micro-batch per virtual worker\n"
@@ -32,7 +33,10 @@ static const char usage[] =
 "  --params N[K|M|G]    large preset: parameter count (default 16M)\n"
 "  --overflow-steps L   comma-separated steps whose gradients overflow, to\n"
 "                       exercise loss-scale backoff and skipped steps; 'none'\n"
-"  --ckpt-dir DIR       checkpoint root (libckpt)\n"
+"  --ckpt-dir DIR       checkpoint root\n"
+"  --ckpt-backend B     checkpoint code: a backend .so (PATH, or NAME for\n"
+"                       <dir of reftrain>/../lib/reftrain-backend-NAME.so,\n"
+"                       e.g. libckpt, naive); default: built-in libckpt\n"
 "  --ckpt-every K       save every K steps (default 10 with --ckpt-dir)\n"
 "  --keep K             generations kept by retention (default 3)\n"
 "  --resume auto|never  resume from the newest valid generation (default never)\n"
@@ -49,7 +53,7 @@ const char *reftrain_config_usage(void)
 static const char *const flags[] = {
 	"--preset", "--steps", "--seed", "--trajectory", "--digest-every", "--attempt",
 	"--virtual-workers", "--micro-batch", "--accum", "--accum-steps", "--width", "--depth", "--params",
-	"--overflow-steps", "--ckpt-dir", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
+	"--overflow-steps", "--ckpt-dir", "--ckpt-backend", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
 	"--stop-after", "--stats", "--test-skip-restore", "--help", NULL,
 };
 
@@ -251,7 +255,7 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			if (parse_u64(a, val, 0, UINT64_MAX, 0, &c->digest_every, err, len))
 				return -EINVAL;
 		} else if (strcmp(a, "--attempt") == 0) {
-			if (parse_u64(a, val, 1, 1000000, 0, &v, err, len))
+			if (parse_u64(a, val, 0, 1000000, 0, &v, err, len))
 				return -EINVAL;
 			c->attempt = (uint32_t)v;
 		} else if (strcmp(a, "--virtual-workers") == 0) {
@@ -283,6 +287,11 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			if (!*val)
 				return fail(err, len, "--ckpt-dir: empty path");
 			c->ckpt_dir = val;
+		} else if (strcmp(a, "--ckpt-backend") == 0) {
+			if (!*val)
+				return fail(err, len, "--ckpt-backend: empty; expected a backend .so path or a name "
+					    "(libckpt, naive)");
+			c->ckpt_backend = val;
 		} else if (strcmp(a, "--ckpt-every") == 0) {
 			if (parse_u64(a, val, 1, UINT64_MAX, 0, &c->ckpt_every, err, len))
 				return -EINVAL;
@@ -333,8 +342,9 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		return fail(err, len, "--width must be at least 1");
 	if (c->ckpt_dir && !have_every)
 		c->ckpt_every = 10;
-	if ((have_every || c->resume == REFTRAIN_RESUME_AUTO) && !c->ckpt_dir)
-		return fail(err, len, "%s needs --ckpt-dir", have_every ? "--ckpt-every" : "--resume auto");
+	if ((have_every || c->resume == REFTRAIN_RESUME_AUTO || c->ckpt_backend) && !c->ckpt_dir)
+		return fail(err, len, "%s needs --ckpt-dir",
+			    have_every ? "--ckpt-every" : c->ckpt_backend ? "--ckpt-backend" : "--resume auto");
 	if ((uint64_t)c->samples < (uint64_t)c->virtual_workers * c->micro_batch * c->accum)
 		return fail(err, len, "a step reads %" PRIu64 " samples but the dataset has %u; lower --micro-batch or --accum",
 			    (uint64_t)c->virtual_workers * c->micro_batch * c->accum, c->samples);

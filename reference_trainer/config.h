@@ -49,6 +49,7 @@ typedef struct reftrain_config {
 	uint64_t digest_every;
 	uint32_t attempt;
 	const char *ckpt_dir;
+	const char *ckpt_backend;     /* --ckpt-backend as given; NULL: the built-in libckpt backend */
 	uint64_t ckpt_every;
 	uint32_t keep;
 	int resume;

@@ -28,9 +28,9 @@ static double now(void)
 }
 
 /* A JSON string body: the messages we embed may hold quotes or paths. */
-static void add_json_string(reftrain_line *l, const char *key, const char *s)
+static void add_json_value(reftrain_line *l, const char *s)
 {
-	reftrain_line_add(l, ",\"%s\":\"", key);
+	reftrain_line_add(l, "\"");
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 		if (c == '"' || c == '\\')
@@ -43,8 +43,14 @@ static void add_json_string(reftrain_line *l, const char *key, const char *s)
 	reftrain_line_add(l, "\"");
 }
 
+static void add_json_string(reftrain_line *l, const char *key, const char *s)
+{
+	reftrain_line_add(l, ",\"%s\":", key);
+	add_json_value(l, s);
+}
+
 /* Collective (digests of the restored state); rank 0 writes. */
-static int write_start(int fd, reftrain_trainer *t, const ckpt_restore_info *info)
+static int write_start(int fd, reftrain_trainer *t, const reftrain_backend_restored *info)
 {
 	reftrain_line l;
 	const reftrain_config *c = &t->cfg;
@@ -56,9 +62,10 @@ static int write_start(int fd, reftrain_trainer *t, const ckpt_restore_info *inf
 		return 0;
 	reftrain_line_reset(&l);
 	reftrain_line_add(&l, "{\"event\":\"start\",\"attempt\":%u,\"world_size\":%d", c->attempt, t->world);
-	if (info)
-		reftrain_line_add(&l, ",\"restored_from\":%" PRIu64 ",\"checkpoint\":\"%s\"", info->step, info->name);
-	else
+	if (info) {
+		reftrain_line_add(&l, ",\"restored_from\":%" PRIu64, info->step);
+		add_json_string(&l, "checkpoint", info->name);     /* a plugged backend's name may hold anything */
+	} else
 		reftrain_line_add(&l, ",\"restored_from\":null,\"checkpoint\":null");
 	reftrain_line_add(&l, ",\"preset\":\"%s\",\"seed\":%" PRIu64 ",\"steps\":%" PRIu64
 			  ",\"virtual_workers\":%u,\"params\":%zu",
@@ -71,7 +78,8 @@ static int write_start(int fd, reftrain_trainer *t, const ckpt_restore_info *inf
 					  digests[i]);
 		reftrain_line_add(&l, "},\"fallbacks\":[");
 		for (int i = 0; i < info->nfallbacks; i++) {
-			reftrain_line_add(&l, "%s{\"checkpoint\":\"%s\"", i ? "," : "", info->fallbacks[i].name);
+			reftrain_line_add(&l, "%s{\"checkpoint\":", i ? "," : "");
+			add_json_value(&l, info->fallbacks[i].name);
 			add_json_string(&l, "why", info->fallbacks[i].why);
 			reftrain_line_add(&l, "}");
 		}
@@ -147,8 +155,8 @@ int main(int argc, char **argv)
 {
 	reftrain_config cfg;
 	reftrain_trainer t;
-	reftrain_ckpt k = { 0 };
-	ckpt_restore_info info;
+	static reftrain_ckpt k;
+	static reftrain_backend_restored info;
 	char err[1024];
 	int rc, fd = -1, status = 0, have_ckpt = 0;
 
@@ -159,6 +167,13 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (rc < 0) {
+		if (is_first_rank())
+			fprintf(stderr, "reftrain: %s\n", err);
+		return 2;
+	}
+
+	/* the checkpoint code: a backend .so that cannot be used is bad usage, found before MPI starts */
+	if (cfg.ckpt_dir && reftrain_ckpt_load(&k, cfg.ckpt_backend, err, sizeof err) < 0) {
 		if (is_first_rank())
 			fprintf(stderr, "reftrain: %s\n", err);
 		return 2;
@@ -213,7 +228,7 @@ int main(int argc, char **argv)
 	}
 
 	/* libckpt's outcomes are agreed across ranks: every rank takes the same branch */
-	ckpt_restore_info *restored = NULL;
+	reftrain_backend_restored *restored = NULL;
 	if (cfg.ckpt_dir) {
 		if ((rc = reftrain_ckpt_open(&k, &t, err, sizeof err)) < 0)
 			goto failed;
@@ -222,7 +237,7 @@ int main(int argc, char **argv)
 			rc = reftrain_ckpt_restore(&k, &t, &info, err, sizeof err);
 			if (rc == 0)
 				restored = &info;
-			else if (rc != -CKPT_ENOGEN)
+			else if (rc != REFTRAIN_BACKEND_NOTHING)
 				goto failed;
 		}
 	}

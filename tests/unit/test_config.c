@@ -101,6 +101,37 @@ static void test_config__hash_ignores_world_and_paths_not_seed(void **state)
 	assert_true(reftrain_config_hash(&a) != reftrain_config_hash(&c));
 }
 
+/* The backend is how checkpoints are written, not what is trained: same hash, and it needs a root. */
+static void test_config__ckpt_backend_needs_a_root_and_keeps_the_hash(void **state)
+{
+	reftrain_config a, b;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(parse(&a, err, 4, "--trajectory", "t", "--ckpt-dir", "ck"), 0);
+	assert_null(a.ckpt_backend);
+	assert_int_equal(parse(&b, err, 6, "--trajectory", "t", "--ckpt-dir", "ck", "--ckpt-backend", "naive"), 0);
+	assert_string_equal(b.ckpt_backend, "naive");
+	assert_true(reftrain_config_hash(&a) == reftrain_config_hash(&b));
+	assert_int_equal(parse(&b, err, 4, "--trajectory", "t", "--ckpt-backend", "naive"), -EINVAL);
+	assert_non_null(strstr(err, "--ckpt-backend needs --ckpt-dir"));
+	assert_int_equal(parse(&b, err, 6, "--trajectory", "t", "--ckpt-dir", "ck", "--ckpt-backend", ""), -EINVAL);
+	assert_non_null(strstr(err, "--ckpt-backend: empty"));
+}
+
+/* The protocol's uninterrupted runs are attempt 0 (CKPT_HARNESS_ATTEMPT), so reftrain as a command takes it. */
+static void test_config__attempt_zero_is_an_uninterrupted_run(void **state)
+{
+	reftrain_config c;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(parse(&c, err, 4, "--trajectory", "t", "--attempt", "0"), 0);
+	assert_int_equal(c.attempt, 0);
+	assert_int_equal(parse(&c, err, 2, "--trajectory", "t"), 0);
+	assert_int_equal(c.attempt, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -110,6 +141,8 @@ int main(void)
 		cmocka_unit_test(test_config__unknown_flag_suggests),
 		cmocka_unit_test(test_config__bad_values_say_what_is_valid),
 		cmocka_unit_test(test_config__hash_ignores_world_and_paths_not_seed),
+		cmocka_unit_test(test_config__ckpt_backend_needs_a_root_and_keeps_the_hash),
+		cmocka_unit_test(test_config__attempt_zero_is_an_uninterrupted_run),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
