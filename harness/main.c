@@ -23,7 +23,9 @@
 
 static const char usage[] =
 "usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
+"                        [--ckpt-backend NAME|PATH.so]\n"
 "       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
+"                          [--ckpt-backend NAME|PATH.so]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
@@ -39,6 +41,8 @@ static const char usage[] =
 "built with them) or the LD_PRELOAD fault shim (shim: libc calls under the\n"
 "checkpoint root, as for any program; a scenario naming a libckpt phase is\n"
 "then SKIP, never a pass). A trainer.command program always gets the shim.\n"
+"--ckpt-backend: reftrain checkpoints through that backend (reftrain\n"
+"--ckpt-backend) in every scenario; one other than libckpt gets the shim.\n"
 "\n"
 "Exit status: 0 every scenario met its expectation; 1 at least one did not;\n"
 "2 bad input; 3 the harness could not do its job (launch, a nondeterministic\n"
@@ -49,6 +53,7 @@ typedef struct cli {
 	const char *json, *junit, *work, *cache;
 	int keep, jobs, fail_fast;
 	enum harness_inject inject;
+	const char *ckpt_backend;
 	char **files;
 	int nfiles;
 } cli;
@@ -96,10 +101,16 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 		} else if (allow_jobs && strcmp(a, "--fail-fast") == 0) {
 			c->fail_fast = 1;
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
-			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || (allow_jobs && strcmp(a, "-j") == 0)) {
+			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || strcmp(a, "--ckpt-backend") == 0 ||
+			   (allow_jobs && strcmp(a, "-j") == 0)) {
 			if (!v)
 				return bad_usage("%s needs a value", a);
-			if (strcmp(a, "--inject") == 0) {
+			if (strcmp(a, "--ckpt-backend") == 0) {
+				if (!*v || strlen(v) >= 512)
+					return bad_usage("--ckpt-backend: '%s' is not valid; expected a backend name (libckpt, "
+							 "naive) or the path of its .so", v);
+				c->ckpt_backend = v;
+			} else if (strcmp(a, "--inject") == 0) {
 				if (parse_inject(v, &c->inject))
 					return 2;
 			} else if (strcmp(a, "-j") == 0) {
@@ -381,7 +392,7 @@ static int cmd_run(int argc, char **argv, int suite)
 	}
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache,
-			   .inject = c.inject };
+			   .inject = c.inject, .ckpt_backend = c.ckpt_backend };
 
 	harness_launch_init();
 	/* what killed harness processes left behind: their work, suite and golden directories */

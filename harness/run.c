@@ -167,7 +167,9 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 	if (plan) {
 		snprintf(envp[ne], sizeof envp[ne], "LD_PRELOAD=%s/../lib/libckpt-fault-shim.so", o->bindir);
 		env[ne] = envp[ne], ne++;
-		snprintf(envp[ne], sizeof envp[ne], "CKPT_FAULT_PLAN=%s", plan), env[ne] = envp[ne], ne++;
+		/* the shim's own variable: a program that also carries our libfiu injector (reftrain as a
+		 * command) must not arm it too, or each fault would fire twice */
+		snprintf(envp[ne], sizeof envp[ne], "CKPT_FAULT_PLAN_SHIM=%s", plan), env[ne] = envp[ne], ne++;
 		snprintf(envp[ne], sizeof envp[ne], "CKPT_FAULT_LOG=%s", faultlog), env[ne] = envp[ne], ne++;
 	}
 	if (undo)
@@ -204,12 +206,38 @@ enum harness_inject harness_inject_mode(const harness_opts *o)
 #endif
 }
 
+/* Faults reach this scenario's reftrain through the shim: asked for, or a backend without libfiu points. */
+static int via_shim(const harness_scenario *s, const harness_opts *o)
+{
+	return harness_inject_mode(o) == HARNESS_INJECT_SHIM || harness_foreign_backend(s);
+}
+
+/* The .so reftrain loads for --ckpt-backend (a name resolves next to it, as reftrain does). */
+static void backend_path(const harness_scenario *s, const harness_opts *o, char *out, size_t len)
+{
+	const char *b = s->trainer.ckpt_backend;
+	if (strchr(b, '/'))
+		snprintf(out, len, "%s", b);
+	else
+		snprintf(out, len, "%s/../lib/reftrain-backend-%s.so", o->bindir, b);
+}
+
 const char *harness_shim_blind_spot(const harness_scenario *s, char *buf, size_t len)
 {
 	if (s->trainer.ncommand)
 		return NULL;
+	if (harness_foreign_backend(s) && s->ndamage) {
+		snprintf(buf, len, "damage at rest strikes libckpt's generations, and the checkpoint backend '%s' has its "
+			 "own layout", s->trainer.ckpt_backend);
+		return buf;
+	}
 	for (int i = 0; i < s->nfaults; i++) {
 		const char *ph = s->faults[i].phase;
+		if (harness_foreign_backend(s) && s->faults[i].action == HARNESS_DAMAGE) {
+			snprintf(buf, len, "fault %d damages libckpt's generations at rest, and the checkpoint backend '%s' "
+				 "has its own layout", i + 1, s->trainer.ckpt_backend);
+			return buf;
+		}
 		if (ph[0] && strncmp(ph, "train.", 6) != 0) {
 			snprintf(buf, len, "fault %d names libckpt's phase %s, which only its libfiu points announce; under "
 				 "the shim reftrain announces its steps and its own phases (train.step, train.reduce) and "
@@ -231,7 +259,7 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 
 	char prog_path[1024], steps[32], seed[32], every[32], keep[32], att[16], accum[16], envp[7][1100];
 	const char *env[8] = { NULL };
-	int ne = 0, shim = harness_inject_mode(o) == HARNESS_INJECT_SHIM;
+	int ne = 0, shim = via_shim(s, o);
 	const char *argv[40];
 	int n = 0;
 
@@ -259,6 +287,10 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	if (stop_after > 0) {
 		snprintf(stop, sizeof stop, "%" PRId64, stop_after);
 		argv[n++] = "--stop-after"; argv[n++] = stop;
+	}
+	if (s->trainer.ckpt_backend[0]) {
+		argv[n++] = "--ckpt-backend";
+		argv[n++] = s->trainer.ckpt_backend;
 	}
 	if (with_test_flags && s->trainer.test_skip_restore[0]) {
 		argv[n++] = "--test-skip-restore";
@@ -522,7 +554,13 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 	int used = snprintf(cfg, sizeof cfg, "golden-v3 preset=%s world=%d steps=%" PRId64 " seed=%" PRId64,
 			    s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed);
 	if (s->trainer.accum_steps > 1)
-		snprintf(cfg + used, sizeof cfg - (size_t)used, " accum_steps=%d", s->trainer.accum_steps);
+		used += snprintf(cfg + used, sizeof cfg - (size_t)used, " accum_steps=%d", s->trainer.accum_steps);
+	if (s->trainer.ckpt_backend[0]) {
+		/* the trajectory is the same, but the plain-resume check (run with the golden) is the backend's */
+		backend_path(s, o, path, sizeof path);
+		hash_file(st, path);
+		snprintf(cfg + used, sizeof cfg - (size_t)used, " backend=%s", s->trainer.ckpt_backend);
+	}
 	XXH3_64bits_update(st, cfg, strlen(cfg));
 keyed:
 	key = XXH3_64bits_digest(st);
@@ -883,7 +921,7 @@ static void hang_verdict(const harness_scenario *s, harness_result *r, const cha
 	snprintf(r->sentence, sizeof r->sentence, "%s (%s); see %s", where, why, log);
 }
 
-void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
+static void run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
 {
 	char dir[600], gold[1200], plan[1200], faultlog[1200], ck[1200];
 	char traj[HARNESS_MAX_ATTEMPTS][1200];
@@ -896,8 +934,7 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	snprintf(r->name, sizeof r->name, "%s", s->name);
 	snprintf(r->file, sizeof r->file, "%s", s->file);
 	r->faults_planned = s->nfaults + s->ndamage;
-	if (harness_inject_mode(o) == HARNESS_INJECT_SHIM &&
-	    harness_shim_blind_spot(s, r->sentence, sizeof r->sentence)) {
+	if (via_shim(s, o) && harness_shim_blind_spot(s, r->sentence, sizeof r->sentence)) {
 		r->verdict = HARNESS_SKIP;      /* said why; never a pass */
 		return;
 	}
@@ -997,7 +1034,8 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 			}
 			since_power_cut = k + 1;
 		}
-		if (!latest_bad[0] && !s->trainer.ncommand)     /* libckpt's LATEST, not a name another program may use */
+		/* libckpt's LATEST, not a name another program or backend may use */
+		if (!latest_bad[0] && !s->trainer.ncommand && !harness_foreign_backend(s))
 			check_latest(ck, latest_bad, sizeof latest_bad);
 		/* ... damage at rest strikes, then the scheduler restarts the job */
 		char dlog[1200];
@@ -1067,4 +1105,24 @@ out:
 	} else if (!o->work && r->workdir[0]) {
 		harness_workdir_keep(dir);      /* evidence: the start-up sweep leaves it */
 	}
+}
+
+void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
+{
+	if (!o->ckpt_backend || s->trainer.ncommand) {
+		run_scenario(s, o, r);
+		return;
+	}
+	/* --ckpt-backend: the same scenario with reftrain checkpointing through that backend */
+	harness_scenario *b = malloc(sizeof *b);
+	if (!b) {
+		memset(r, 0, sizeof *r);
+		snprintf(r->name, sizeof r->name, "%s", s->name);
+		harness_fail(r, "out of memory");
+		return;
+	}
+	*b = *s;
+	snprintf(b->trainer.ckpt_backend, sizeof b->trainer.ckpt_backend, "%s", o->ckpt_backend);
+	run_scenario(b, o, r);
+	free(b);
 }

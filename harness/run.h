@@ -23,6 +23,7 @@ typedef struct harness_opts {
 	const char *bindir;        /* where reftrain lives */
 	const char *cache;         /* golden cache directory */
 	enum harness_inject inject;
+	const char *ckpt_backend;  /* --ckpt-backend: reftrain's checkpoint backend for every scenario, or NULL */
 } harness_opts;
 
 /* o->inject with AUTO resolved for this build. */

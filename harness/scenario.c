@@ -350,12 +350,12 @@ static const char *const top_keys[] = { "name", "description", "trainer", "fault
 					"timeout_s", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
 					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
-					    "checkpoint_root", "generations", NULL };
+					    "checkpoint_root", "generations", "ckpt_backend", NULL };
 static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
 					    "every", "keep", "scenario_dir", NULL };
 static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
-static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", NULL };
+static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", NULL };
 static const char *const checkpoint_keys[] = { "every", "keep", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
@@ -537,6 +537,10 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 	const ynode *at = get(w, "attempt"), *pa = get(w, "path");
 	int64_t every = s->trainer.every;
 
+	if (ph && harness_foreign_backend(s) && !prefixed(f->phase, "train."))
+		return fail(c, ph, "the checkpoint backend '%s' has none of libckpt's phases (%s); faults reach it "
+			    "through the fault shim: name the call and file (op, path, nth) and the step", CLIP(s->trainer.ckpt_backend),
+			    f->phase);
 	if (s->trainer.ncommand && !s->trainer.beacon && (ph || st))
 		return fail(c, ph ? ph : st, "%s is known only to a trainer that announces it through the beacon, and "
 			    "this trainer (command) does not say it does; valid: op, path, nth, rank, attempt, or "
@@ -712,6 +716,42 @@ static int load_expect_steps(ctx *c, const harness_scenario *s, const ynode *ex,
 	return 0;
 }
 
+bool harness_foreign_backend(const harness_scenario *s)
+{
+	return s->trainer.ckpt_backend[0] && strcmp(s->trainer.ckpt_backend, "libckpt") != 0;
+}
+
+/*
+ * trainer.ckpt_backend: reftrain's checkpoint code (reftrain --ckpt-backend):
+ * a name (libckpt, naive: build/lib/reftrain-backend-NAME.so) or the path of
+ * a backend .so, relative to the scenario's folder.
+ */
+static int load_backend(ctx *c, const ynode *cb, harness_scenario *s)
+{
+	char *tr = s->trainer.ckpt_backend;
+	size_t len = sizeof s->trainer.ckpt_backend;
+
+	if (cb->kind != Y_SCALAR || !cb->value[0] || !plain_word(cb->value))
+		return fail(c, cb, "ckpt_backend is a backend's name (libckpt, naive) or the path of its .so");
+	if (!strchr(cb->value, '/')) {
+		if (strspn(cb->value, "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(cb->value) ||
+		    strlen(cb->value) > 64)
+			return fail(c, cb, "ckpt_backend '%s' is not a backend name (a-z, 0-9, '_', '-'; at most 64) nor a "
+				    "path; valid: libckpt, naive, or a path such as ./mybackend.so", CLIP(cb->value));
+		snprintf(tr, len, "%s", cb->value);
+		return 0;
+	}
+	int n;
+	const char *slash = strrchr(s->file, '/');
+	if (cb->value[0] == '/')
+		n = snprintf(tr, len, "%s", cb->value);
+	else
+		n = snprintf(tr, len, "%.*s%s", slash ? (int)(slash - s->file + 1) : 0, s->file, cb->value);
+	if (n < 0 || (size_t)n >= len)
+		return fail(c, cb, "the ckpt_backend path is longer than %zu characters", len - 1);
+	return 0;
+}
+
 /* trainer.command, .launcher, .beacon: a program under test instead of reftrain. */
 static int load_command(ctx *c, const ynode *t, harness_trainer *tr)
 {
@@ -825,10 +865,12 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 			return -EINVAL;
 		if (load_command(c, t, &s->trainer))
 			return -EINVAL;
-		const ynode *p = get(t, "preset");
+		const ynode *p = get(t, "preset"), *cb = get(t, "ckpt_backend");
 		int k;
 		if (p && (k = one_of(c, p, "preset", presets)) >= 0)
 			strcpy(s->trainer.preset, presets[k]);
+		if (cb && load_backend(c, cb, s))
+			return -EINVAL;
 		if (s->trainer.ncommand) {
 			if (get_int(c, t, "world_size", 1, 1024, &v) == 0)
 				s->trainer.world_size = (int)v;
@@ -913,6 +955,12 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 				return fail(c, d, "damage at rest strikes the program's checkpoints, but this trainer does not "
 					    "say what they are called; valid: trainer: {generations: \"ckpt-*.bin\"} (a glob "
 					    "on the names under the root, each with its step number in it)");
+		}
+		for (int i = 0; harness_foreign_backend(s) && i < fl->n; i++) {
+			const ynode *d = get(fl->items[i], "do");
+			if (is_damage(d))
+				return fail(c, d, "damage at rest strikes libckpt's generations (step-N/FILE); the checkpoint "
+					    "backend '%s' has its own layout", CLIP(s->trainer.ckpt_backend));
 		}
 		/* damaging checkpoints on purpose may cost an acknowledged generation */
 		s->expect.damaged_newest = s->ndamage > 0;

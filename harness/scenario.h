@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdbool.h>
+
 #include "oracle.h"
 #include "damage.h"
 #include "plan.h"
@@ -46,6 +48,7 @@ typedef struct harness_trainer {
 	char launcher[8];             /* "mpirun" (N ranks), "procs" (N processes, torchrun's env) or "single" */
 	int beacon;
 	char generations[96];         /* glob on its checkpoint names under the root ("" = libckpt's step-N) */
+	char ckpt_backend[512];       /* reftrain --ckpt-backend: a name or a .so path ("" = libckpt built in) */
 } harness_trainer;
 
 #define HARNESS_MAX_DAMAGE 8
@@ -71,6 +74,9 @@ typedef struct harness_scenario {
  * read (opened O_NONBLOCK: a FIFO is refused, never waited on).
  */
 int harness_scenario_load(const char *path, harness_scenario *s, char *err, size_t errlen);
+
+/* reftrain checkpoints with a backend other than libckpt (no libfiu points, its own layout). */
+bool harness_foreign_backend(const harness_scenario *s);
 /* The same from memory (buf need not be NUL-terminated); name is the file name in messages. */
 int harness_scenario_load_buffer(const char *name, const char *buf, size_t len, harness_scenario *s, char *err,
 				 size_t errlen);
