@@ -18,6 +18,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "solo_comm.h"
 #include "builtin.h"
 
 typedef struct fx {
@@ -25,35 +26,10 @@ typedef struct fx {
 	uint64_t n;
 	reftrain_backend_tensor t[2];
 	char root[256];
-	reftrain_backend_comm comm;
+	solo_comm solo;
 	reftrain_backend_config cfg;
 	uint64_t refuse_step;
 } fx;
-
-static int fake_barrier(void *ctx)
-{
-	(void)ctx;
-	return 0;
-}
-
-static int fake_allreduce(void *ctx, int64_t *v, int max)
-{
-	(void)ctx, (void)v, (void)max;
-	return 0;
-}
-
-static int fake_bcast(void *ctx, void *buf, size_t n, int root)
-{
-	(void)ctx, (void)buf, (void)n, (void)root;
-	return 0;
-}
-
-static int fake_gather(void *ctx, const void *send, size_t n, void *recv, int root)
-{
-	(void)ctx, (void)root;
-	memcpy(recv, send, n);
-	return 0;
-}
 
 static int refuse(void *arg, uint64_t step, char *why, size_t len)
 {
@@ -81,10 +57,9 @@ static int setup(void **state)
 					     &f->n, 1, 1, 0 };
 	snprintf(f->root, sizeof f->root, "/tmp/test_libckpt_backend.XXXXXX");
 	assert_non_null(mkdtemp(f->root));
-	f->comm = (reftrain_backend_comm){ .ctx = f, .rank = 0, .size = 1, .barrier = fake_barrier,
-					   .allreduce_i64 = fake_allreduce, .bcast = fake_bcast, .gather = fake_gather };
+	solo_comm_init(&f->solo);
 	f->cfg = (reftrain_backend_config){ .root = f->root, .rank = 0, .world_size = 1, .keep = 3, .config_hash = 42,
-					    .tensors = f->t, .ntensors = 2, .comm = &f->comm, .validate = refuse,
+					    .tensors = f->t, .ntensors = 2, .comm = &f->solo.comm, .validate = refuse,
 					    .validate_arg = f };
 	*state = f;
 	return 0;

@@ -20,6 +20,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "solo_comm.h"
 #include "naive_format.h"
 #include "reftrain/backend.h"
 
@@ -34,35 +35,9 @@ typedef struct fx {
 	unsigned char blob[7];
 	reftrain_backend_tensor t[4];
 	char root[256];
-	reftrain_backend_comm comm;
+	solo_comm solo;
 	reftrain_backend_config cfg;
-	int barriers;
 } fx;
-
-static int fake_barrier(void *ctx)
-{
-	((fx *)ctx)->barriers++;
-	return 0;
-}
-
-static int fake_allreduce(void *ctx, int64_t *v, int max)
-{
-	(void)ctx, (void)v, (void)max;
-	return 0;
-}
-
-static int fake_bcast(void *ctx, void *buf, size_t n, int root)
-{
-	(void)ctx, (void)buf, (void)n, (void)root;
-	return 0;
-}
-
-static int fake_gather(void *ctx, const void *send, size_t n, void *recv, int root)
-{
-	(void)ctx, (void)root;
-	memcpy(recv, send, n);
-	return 0;
-}
 
 static void fill(fx *f, int seed)
 {
@@ -89,10 +64,9 @@ static int setup(void **state)
 					     f->blob, 7, 7, 0 };
 	snprintf(f->root, sizeof f->root, "/tmp/test_naive_backend.XXXXXX");
 	assert_non_null(mkdtemp(f->root));
-	f->comm = (reftrain_backend_comm){ .ctx = f, .rank = 0, .size = 1, .barrier = fake_barrier,
-					   .allreduce_i64 = fake_allreduce, .bcast = fake_bcast, .gather = fake_gather };
+	solo_comm_init(&f->solo);
 	f->cfg = (reftrain_backend_config){ .root = f->root, .rank = 0, .world_size = 1, .keep = 3,
-					    .tensors = f->t, .ntensors = 4, .comm = &f->comm };
+					    .tensors = f->t, .ntensors = 4, .comm = &f->solo.comm };
 	*state = f;
 	return 0;
 }
@@ -280,7 +254,7 @@ static void test_naive_backend__save_then_restore_gives_the_state_back(void **st
 	assert_int_equal(b->restore(h, &info), REFTRAIN_BACKEND_NOTHING);
 	fill(f, 3);
 	assert_int_equal(b->save(h, 30, 0), 0);
-	assert_int_equal(f->barriers, 1);
+	assert_int_equal(f->solo.barriers, 1);
 	fill(f, 4);
 	assert_int_equal(b->restore(h, &info), 0);
 	assert_int_equal(info.step, 30);
