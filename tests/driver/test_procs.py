@@ -145,7 +145,7 @@ def test_each_process_sees_torchruns_environment_and_a_free_port_per_job(tmp_pat
             assert r["CKPT_HARNESS_TRAJECTORY"] == job[0]["CKPT_HARNESS_TRAJECTORY"] and r["CKPT_HARNESS_CKPT_DIR"]
             if r["CKPT_HARNESS_ATTEMPT"] != "0":    # the uninterrupted runs go without faults
                 assert r["shim_loaded"] and r["LD_PRELOAD"].endswith("libckpt-fault-shim.so"), r
-                assert r["CKPT_FAULT_PLAN"]
+                assert r["CKPT_FAULT_PLAN_SHIM"] and "CKPT_FAULT_PLAN" not in r   # the shim's plan only
         assert len({r["MASTER_PORT"] for r in job}) == 1
         assert len({(r["sid"], r["pgid"]) for r in job}) == 1
         assert job[0]["sid"] != os.getsid(0)
