@@ -84,7 +84,7 @@ static int is_name(const char *s)
  * in an installed prefix (README "Install"), else <dir of this executable>/../lib (the build tree) */
 static int lib_dir(char *buf, size_t len)
 {
-	char exe[PATH_MAX + 8];
+	char exe[PATH_MAX + sizeof "/../lib/ckpt-harness"];
 	ssize_t n = readlink("/proc/self/exe", exe, PATH_MAX - 1);
 	char *slash;
 
