@@ -202,7 +202,8 @@ def test_installed_harness__runs_the_installed_smoke_suite_without_the_build_tre
                               capture_output=True, text=True, timeout=600)
         # a backend by name, from lib/ckpt-harness: the naive control loses an acknowledged checkpoint
         naive = subprocess.run([str(harness), "run", str(share / "backends" / "any-kill-at-first-write.yaml"),
-                                "--ckpt-backend", "naive", "--json", str(tmp_path / "naive.json")], cwd=tmp_path,
+                                "--ckpt-backend", "naive", "--json", str(tmp_path / "naive.json"),
+                                "--work", str(tmp_path / "naive-work")], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=600)
         version = version_line(harness)
     assert suite.returncode == 0, suite.stdout + suite.stderr
