@@ -20,6 +20,7 @@
 #include "fake_comm.h"
 #include "jsonl.h"
 #include "launch.h"
+#include "parts.h"
 #include "powerloss.h"
 
 #define MAX_T 64
@@ -350,7 +351,9 @@ int harness_crashstates(const harness_cs_opts *o)
 	argv[n++] = "--keep"; argv[n++] = "3";
 	argv[n] = NULL;
 	char preload[PATH_MAX + 32], shim_root[sizeof root + 32];
-	snprintf(preload, sizeof preload, "LD_PRELOAD=%s/../lib/libckpt-fault-shim.so", o->bindir);
+	char shim_so[PATH_MAX];
+	harness_part_path(shim_so, sizeof shim_so, o->bindir, "libckpt-fault-shim.so");
+	snprintf(preload, sizeof preload, "LD_PRELOAD=%s", shim_so);
 	snprintf(shim_root, sizeof shim_root, "CKPT_HARNESS_CKPT_DIR=%s", root);
 	const char *envv[5] = { env, ack_env, NULL };
 	if (o->shim) {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include "plan.h"
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ckpt_version.h"
 #include "crashstate.h"
 #include "sweep.h"
 #include "workdir.h"
@@ -33,10 +35,12 @@ static const char usage[] =
 "                                [--inject fiu|shim]\n"
 "       ckpt-harness sweep [--preset P] [--world-size N] [--step S] [--errno E] [--rank R] [--json FILE] [--out DIR]\n"
 "                          [--inject fiu|shim]\n"
+"       ckpt-harness --version\n"
 "\n"
 "Runs reftrain under the faults a scenario describes, restarts it until it\n"
 "finishes, and compares the resumed trajectory bit for bit with an\n"
-"uninterrupted run (cached in --cache DIR, default build/golden-cache).\n"
+"uninterrupted run (cached in --cache DIR, default $XDG_CACHE_HOME/ckpt-harness,\n"
+"else ~/.cache/ckpt-harness).\n"
 "--inject: how faults reach reftrain: its libfiu points (fiu, the default when\n"
 "built with them) or the LD_PRELOAD fault shim (shim: libc calls under the\n"
 "checkpoint root, as for any program; a scenario naming a libckpt phase is\n"
@@ -138,6 +142,30 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 	return 0;
 }
 
+/*
+ * The golden cache when --cache is not given: the user's cache directory
+ * (XDG: $XDG_CACHE_HOME if absolute, else ~/.cache), never the build tree,
+ * so an installed harness works from any directory. Its parent is created
+ * (0700, as XDG asks); the cache itself is made where it is first used.
+ */
+static void default_cache(char *cache, size_t clen)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char parent[PATH_MAX];
+
+	if (xdg && xdg[0] == '/') {
+		snprintf(parent, sizeof parent, "%s", xdg);
+	} else {
+		if (!home || home[0] != '/') {
+			struct passwd *pw = getpwuid(getuid());
+			home = pw && pw->pw_dir && pw->pw_dir[0] == '/' ? pw->pw_dir : "/tmp";
+		}
+		snprintf(parent, sizeof parent, "%s/.cache", home);
+	}
+	mkdir(parent, 0700);
+	snprintf(cache, clen, "%s/ckpt-harness", parent);
+}
+
 static void locate(char *bindir, size_t len, char *cache, size_t clen, const cli *c)
 {
 	char exe[PATH_MAX];
@@ -151,7 +179,7 @@ static void locate(char *bindir, size_t len, char *cache, size_t clen, const cli
 	if (c->cache)
 		snprintf(cache, clen, "%s", c->cache);
 	else
-		snprintf(cache, clen, "%s/../golden-cache", bindir);
+		default_cache(cache, clen);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -698,6 +726,10 @@ int main(int argc, char **argv)
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
 		fputs(usage, argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("ckpt-harness %s (git %s)\n", CKPT_VERSION, CKPT_COMMIT);
+		return 0;
 	}
 	if (strcmp(argv[1], "run") == 0)
 		return cmd_run(argc, argv, 0);

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt_version.h"
+
 const char *harness_verdict_name(enum harness_verdict v)
 {
 	return v == HARNESS_PASS ? "PASS" : v == HARNESS_FAIL ? "FAIL" : v == HARNESS_SKIP ? "SKIP" : "ERROR";
@@ -150,6 +152,9 @@ int harness_report_json(const char *path, const harness_result *r, int n, double
 		launch += r[i].launch_seconds;
 	}
 	json_object_set_new(root, "schema_version", json_integer(1));
+	/* what judged: a CI result names the harness build it came from */
+	json_object_set_new(root, "harness", json_pack("{s:s,s:s,s:s}", "name", "ckpt-harness", "version", CKPT_VERSION,
+						       "commit", CKPT_COMMIT));
 	/* resume coverage: per transition, the scenarios whose restored runs crossed it */
 	json_object_set_new(root, "summary", json_pack("{s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:o,s:o}", "total", n, "passed",
 						       pass, "failed", fail, "errors", err, "skipped", skip, "seconds", seconds,

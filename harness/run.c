@@ -22,6 +22,7 @@
 #include "hang.h"
 #include "jsonl.h"
 #include "launch.h"
+#include "parts.h"
 #include "powerloss.h"
 #include "workdir.h"
 
@@ -165,7 +166,9 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_TRAJECTORY=%s", traj), env[ne] = envp[ne], ne++;
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_ATTEMPT=%d", attempt), env[ne] = envp[ne], ne++;
 	if (plan) {
-		snprintf(envp[ne], sizeof envp[ne], "LD_PRELOAD=%s/../lib/libckpt-fault-shim.so", o->bindir);
+		char shim[PATH_MAX];
+		harness_part_path(shim, sizeof shim, o->bindir, "libckpt-fault-shim.so");
+		snprintf(envp[ne], sizeof envp[ne], "LD_PRELOAD=%s", shim);
 		env[ne] = envp[ne], ne++;
 		/* the shim's own variable: a program that also carries our libfiu injector (reftrain as a
 		 * command) must not arm it too, or each fault would fire twice */
@@ -216,10 +219,14 @@ static int via_shim(const harness_scenario *s, const harness_opts *o)
 static void backend_path(const harness_scenario *s, const harness_opts *o, char *out, size_t len)
 {
 	const char *b = s->trainer.ckpt_backend;
-	if (strchr(b, '/'))
+	char name[PATH_MAX];
+
+	if (strchr(b, '/')) {
 		snprintf(out, len, "%s", b);
-	else
-		snprintf(out, len, "%s/../lib/reftrain-backend-%s.so", o->bindir, b);
+		return;
+	}
+	snprintf(name, sizeof name, "reftrain-backend-%s.so", b);
+	harness_part_path(out, len, o->bindir, name);
 }
 
 const char *harness_shim_blind_spot(const harness_scenario *s, char *buf, size_t len)
@@ -316,7 +323,9 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		}
 	}
 	if (shim && (plan || undo)) {
-		snprintf(envp[5], sizeof envp[5], "LD_PRELOAD=%s/../lib/libckpt-fault-shim.so", o->bindir);
+		char shim_so[PATH_MAX];
+		harness_part_path(shim_so, sizeof shim_so, o->bindir, "libckpt-fault-shim.so");
+		snprintf(envp[5], sizeof envp[5], "LD_PRELOAD=%s", shim_so);
 		snprintf(envp[6], sizeof envp[6], "CKPT_HARNESS_ATTEMPT=%d", attempt);
 		env[ne++] = envp[5];
 		env[ne++] = envp[6];
@@ -548,7 +557,7 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		harness_fail(r, "cannot read the trainer %s: build it first", path);
 		return -ENOENT;
 	}
-	snprintf(path, sizeof path, "%s/../lib/libckpt.so", o->bindir);
+	harness_libckpt_path(path, sizeof path, o->bindir);
 	hash_file(st, path);
 	/* only what changes the uninterrupted trajectory: not every or keep */
 	int used = snprintf(cfg, sizeof cfg, "golden-v3 preset=%s world=%d steps=%" PRId64 " seed=%" PRId64,

@@ -80,10 +80,11 @@ static int is_name(const char *s)
 	return 1;
 }
 
-/* <dir of this executable>/../lib, resolved; buf holds PATH_MAX bytes */
+/* Where the backends are, resolved; buf holds PATH_MAX bytes: <dir of this executable>/../lib/ckpt-harness
+ * in an installed prefix (README "Install"), else <dir of this executable>/../lib (the build tree) */
 static int lib_dir(char *buf, size_t len)
 {
-	char exe[PATH_MAX + 8];
+	char exe[PATH_MAX + sizeof "/../lib/ckpt-harness"];
 	ssize_t n = readlink("/proc/self/exe", exe, PATH_MAX - 1);
 	char *slash;
 
@@ -92,7 +93,10 @@ static int lib_dir(char *buf, size_t len)
 	exe[n] = '\0';
 	if (!(slash = strrchr(exe, '/')))
 		return -ENOENT;
-	strcpy(slash, "/../lib");
+	strcpy(slash, "/../lib/ckpt-harness");
+	if (realpath(exe, buf))
+		return 0;
+	slash[sizeof "/../lib" - 1] = '\0';
 	if (!realpath(exe, buf))
 		return -errno;
 	(void)len;      /* buf holds PATH_MAX bytes, realpath's bound */

@@ -35,13 +35,15 @@ static const char usage[] =
 "                       exercise loss-scale backoff and skipped steps; 'none'\n"
 "  --ckpt-dir DIR       checkpoint root\n"
 "  --ckpt-backend B     checkpoint code: a backend .so (PATH, or NAME for\n"
-"                       <dir of reftrain>/../lib/reftrain-backend-NAME.so,\n"
+"                       <dir of reftrain>/../lib[/ckpt-harness]/\n"
+"                       reftrain-backend-NAME.so,\n"
 "                       e.g. libckpt, naive); default: built-in libckpt\n"
 "  --ckpt-every K       save every K steps (default 10 with --ckpt-dir)\n"
 "  --keep K             generations kept by retention (default 3)\n"
 "  --resume auto|never  resume from the newest valid generation (default never)\n"
 "  --ckpt-fatal         a failed save stops training (default: log and go on)\n"
 "  --help               this text\n"
+"  --version            the version and the commit built from\n"
 "\n"
 "Exit status: 0 done, 1 runtime failure, 2 bad usage.\n";
 
@@ -54,7 +56,7 @@ static const char *const flags[] = {
 	"--preset", "--steps", "--seed", "--trajectory", "--digest-every", "--attempt",
 	"--virtual-workers", "--micro-batch", "--accum", "--accum-steps", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-backend", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
-	"--stop-after", "--stats", "--test-skip-restore", "--help", NULL,
+	"--stop-after", "--stats", "--test-skip-restore", "--help", "--version", NULL,
 };
 
 static void preset_tiny(reftrain_config *c)
@@ -214,6 +216,8 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
 			return REFTRAIN_PARSE_HELP;
+		if (strcmp(a, "--version") == 0)
+			return REFTRAIN_PARSE_VERSION;
 		if (strcmp(a, "--ckpt-fatal") == 0 || strcmp(a, "--stats") == 0) {
 			*(a[2] == 'c' ? &c->ckpt_fatal : &c->stats) = 1;
 			continue;

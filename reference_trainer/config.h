@@ -59,11 +59,11 @@ typedef struct reftrain_config {
 	const char *test_skip_restore; /* test only: component left at its initial state */
 } reftrain_config;
 
-enum { REFTRAIN_PARSE_OK = 0, REFTRAIN_PARSE_HELP = 1 };
+enum { REFTRAIN_PARSE_OK = 0, REFTRAIN_PARSE_HELP = 1, REFTRAIN_PARSE_VERSION = 2 };
 
 /*
  * Parse argv into c. Returns REFTRAIN_PARSE_OK, REFTRAIN_PARSE_HELP (usage was
- * asked for) or -EINVAL with a message for the user in err.
+ * asked for), REFTRAIN_PARSE_VERSION (--version) or -EINVAL with a message for the user in err.
  */
 int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, size_t errlen);
 const char *reftrain_config_usage(void);

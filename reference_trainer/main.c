@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "ckpt_version.h"
 #include "inject.h"
 #include "config.h"
 #include "train.h"
@@ -161,6 +162,11 @@ int main(int argc, char **argv)
 	int rc, fd = -1, status = 0, have_ckpt = 0;
 
 	rc = reftrain_config_parse(&cfg, argc, argv, err, sizeof err);
+	if (rc == REFTRAIN_PARSE_VERSION) {
+		if (is_first_rank())
+			printf("reftrain %s (git %s)\n", CKPT_VERSION, CKPT_COMMIT);
+		return 0;
+	}
 	if (rc == REFTRAIN_PARSE_HELP) {
 		if (is_first_rank())
 			fputs(reftrain_config_usage(), stdout);

@@ -12,11 +12,13 @@
 
 #include "ckpt/ckpt.h"
 #include "ckpt/inspect.h"
+#include "ckpt_version.h"
 
 static const char usage[] =
 "usage: ckpt-tool ls ROOT           generations: step, tags, size, valid or why not\n"
 "       ckpt-tool verify ROOT/step-N  full integrity check; names each damaged file\n"
 "       ckpt-tool show ROOT/step-N    the manifest, readable\n"
+"       ckpt-tool --version           the version and the commit built from\n"
 "\n"
 "Exit status: 0 all good, 1 damage found, 2 bad usage or unreadable path.\n";
 
@@ -108,6 +110,10 @@ static int cmd_verify(const char *dir)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("ckpt-tool %s (git %s)\n", CKPT_VERSION, CKPT_COMMIT);
+		return 0;
+	}
 	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		fputs(usage, stdout);
 		return 0;
