@@ -22,6 +22,7 @@
 #include "launch.h"
 #include "parts.h"
 #include "powerloss.h"
+#include "workdir.h"
 
 #define MAX_T 64
 
@@ -183,14 +184,6 @@ static int copy_visit(const char *p, const struct stat *sb, int flag, struct FTW
 	if (out >= 0)
 		close(out);
 	return 0;
-}
-
-static int rm_visit(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
 }
 
 /* ---- golden digests ------------------------------------------------------ */
@@ -446,7 +439,7 @@ int harness_crashstates(const harness_cs_opts *o)
 				continue;
 			seen[nseen++] = key;
 
-			nftw(scratch, rm_visit, 16, FTW_DEPTH | FTW_PHYS);
+			harness_workdir_remove(scratch);
 			copy_src = root;
 			copy_dst = scratch;
 			nftw(root, copy_visit, 16, FTW_PHYS);
@@ -518,7 +511,7 @@ out:
 	harness_undo_free(&u);
 	free(L);
 	if (!o->keep && rc != 3)
-		nftw(work, rm_visit, 16, FTW_DEPTH | FTW_PHYS);
+		harness_workdir_remove(work);
 	else
 		fprintf(stderr, "ckpt-harness: crashstates: evidence kept in %s\n", work);
 	return rc;

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "workdir.h"
+
 static volatile sig_atomic_t interrupted;
 static volatile pid_t live_session;      /* the job running now (one per process) */
 
@@ -454,14 +456,6 @@ static void procs_supervise(const harness_launcher *l, int np, char **argv)
 
 const harness_launcher harness_local_procs = { .name = "procs", .build = procs_build, .supervise = procs_supervise };
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
 int harness_launch_run(const harness_launcher *l, int np, const char *workdir, int timeout_s,
 		       const char *const *env, const char *const *prog, const char *log_path,
 		       harness_job_result *out)
@@ -550,7 +544,7 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 		while (waitpid(guard, NULL, 0) < 0 && errno == EINTR)
 			;
 	}
-	nftw(jobdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	harness_workdir_remove(jobdir);
 
 	if (WIFEXITED(status)) {
 		out->exited = 1;

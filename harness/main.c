@@ -15,6 +15,7 @@
 
 #include "ckpt_version.h"
 #include "crashstate.h"
+#include "replay.h"
 #include "sweep.h"
 #include "workdir.h"
 #include "launch.h"
@@ -33,6 +34,8 @@ static const char usage[] =
 "       ckpt-harness validate SCENARIO.yaml...\n"
 "       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [--json FILE] [--out DIR] [--keep]\n"
 "                                [--inject fiu|shim]\n"
+"       ckpt-harness crashstates --scenario FILE [--step S] [--max-states N] [--json FILE] [--out DIR] [--keep]\n"
+"                                [--inject fiu|shim] [--ckpt-backend NAME|PATH.so] [--cache DIR]\n"
 "       ckpt-harness sweep [--preset P] [--world-size N] [--step S] [--errno E] [--rank R] [--json FILE] [--out DIR]\n"
 "                          [--inject fiu|shim]\n"
 "       ckpt-harness --version\n"
@@ -515,27 +518,60 @@ static int parse_save_option(const char *a, const char *v, const char **preset, 
 static int cmd_crashstates(int argc, char **argv)
 {
 	harness_cs_opts o = { .preset = "tiny", .world = 4, .step = 20, .out_dir = "crashstates-found" };
+	harness_replay_opts ro = { .out_dir = "crashstates-found" };
 	char bindir[PATH_MAX], cache[PATH_MAX];
 	cli c;
 
 	memset(&c, 0, sizeof c);
+	for (int i = 2; i + 1 < argc; i++)
+		if (strcmp(argv[i], "--scenario") == 0)
+			ro.scenario = argv[i + 1];
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		char *end;
 		if (strcmp(a, "--keep") == 0) {
-			o.keep = 1;
+			o.keep = ro.keep = 1;
 			continue;
 		}
 		if (!v)
 			return bad_usage("%s needs a value", a);
+		if (ro.scenario && (strcmp(a, "--preset") == 0 || strcmp(a, "--world-size") == 0))
+			return bad_usage("%s: with --scenario the scenario's trainer is explored", a);
+		if (strcmp(a, "--scenario") == 0) {
+			i++;
+			continue;
+		}
+		if (ro.scenario && strcmp(a, "--step") == 0) {
+			ro.step = strtol(v, &end, 10);
+			if (*end || ro.step < 1)
+				return bad_usage("--step: '%s' is not valid; expected a step number from 1", v);
+			i++;
+			continue;
+		}
+		if (strcmp(a, "--max-states") == 0 || strcmp(a, "--cache") == 0 || strcmp(a, "--ckpt-backend") == 0) {
+			if (!ro.scenario)
+				return bad_usage("%s goes with --scenario FILE", a);
+			if (strcmp(a, "--cache") == 0) {
+				c.cache = v;
+			} else if (strcmp(a, "--ckpt-backend") == 0) {
+				c.ckpt_backend = v;
+			} else {
+				ro.max_states = (int)strtol(v, &end, 10);
+				if (*end || ro.max_states < 1)
+					return bad_usage("--max-states: '%s' is not valid; expected a whole number from 1", v);
+			}
+			i++;
+			continue;
+		}
 		int used = parse_save_option(a, v, &o.preset, &o.world, &o.step);
 		if (used == 2)
 			return 2;
 		if (used) {
 			/* consumed */
 		} else if (strcmp(a, "--json") == 0) {
-			o.json = v;
+			o.json = ro.json = v;
 		} else if (strcmp(a, "--out") == 0) {
-			o.out_dir = v;
+			o.out_dir = ro.out_dir = v;
 		} else if (strcmp(a, "--inject") == 0) {
 			if (parse_inject(v, &c.inject))
 				return 2;
@@ -546,6 +582,11 @@ static int cmd_crashstates(int argc, char **argv)
 	}
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	o.bindir = bindir;
+	if (ro.scenario) {
+		harness_opts so = { .bindir = bindir, .cache = cache, .inject = c.inject, .ckpt_backend = c.ckpt_backend };
+		harness_launch_init();
+		return harness_crashstates_replay(&ro, &so);
+	}
 	harness_opts ho = { .inject = c.inject };
 	o.shim = harness_inject_mode(&ho) == HARNESS_INJECT_SHIM;
 	return harness_crashstates(&o);

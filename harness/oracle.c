@@ -277,6 +277,9 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 			int64_t R = json_is_integer(rf) ? (int64_t)json_integer_value(rf) : 0;
 			int64_t skipped, bound = must_survive(exp, &ak, att, &skipped);
 			o->restored_from[i] = json_is_integer(rf) ? R : -1;
+			/* a restart begins at its restored step: restored at the last step, it has none left to write */
+			if (json_is_integer(rf))
+				last_step[i] = R;
 			restarts_started++;
 			/* the work lost is measured from the last step any earlier attempt wrote */
 			int64_t lost = written > R ? written - R : 0;

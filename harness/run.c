@@ -47,19 +47,6 @@ static void harness_fail(harness_result *r, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
-static void rmrf(const char *path)
-{
-	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static int hash_file(XXH3_state_t *st, const char *path)
 {
 	char buf[1 << 16];
@@ -165,11 +152,14 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_CKPT_DIR=%s", ckdir), env[ne] = envp[ne], ne++;
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_TRAJECTORY=%s", traj), env[ne] = envp[ne], ne++;
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_ATTEMPT=%d", attempt), env[ne] = envp[ne], ne++;
-	if (plan) {
+	if (plan || undo) {
+		/* the shim: faults, and the undo record of a program's changes (power loss, crash states) */
 		char shim[PATH_MAX];
 		harness_part_path(shim, sizeof shim, o->bindir, "libckpt-fault-shim.so");
 		snprintf(envp[ne], sizeof envp[ne], "LD_PRELOAD=%s", shim);
 		env[ne] = envp[ne], ne++;
+	}
+	if (plan) {
 		/* the shim's own variable: a program that also carries our libfiu injector (reftrain as a
 		 * command) must not arm it too, or each fault would fire twice */
 		snprintf(envp[ne], sizeof envp[ne], "CKPT_FAULT_PLAN_SHIM=%s", plan), env[ne] = envp[ne], ne++;
@@ -638,7 +628,7 @@ keyed:
 		}
 	}
 	if (rc == 0)
-		rmrf(tmp);
+		harness_workdir_remove(tmp);
 	else
 		harness_workdir_keep(tmp);     /* the evidence the sentence points to */
 done:
@@ -1109,7 +1099,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 out:
 	r->seconds = now() - t0;
 	if (r->verdict == HARNESS_PASS && !o->keep && !o->work) {
-		rmrf(dir);
+		harness_workdir_remove(dir);
 		r->workdir[0] = '\0';
 	} else if (!o->work && r->workdir[0]) {
 		harness_workdir_keep(dir);      /* evidence: the start-up sweep leaves it */
@@ -1134,4 +1124,13 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	snprintf(b->trainer.ckpt_backend, sizeof b->trainer.ckpt_backend, "%s", o->ckpt_backend);
 	run_scenario(b, o, r);
 	free(b);
+}
+
+int harness_record_run(const harness_scenario *s, const harness_opts *o, const char *dir, const char *traj,
+		       const char *ckdir, const char *undo, const char *log, harness_job_result *jr)
+{
+	harness_result r;
+
+	memset(&r, 0, sizeof r);
+	return job(s, o, &r, dir, traj, ckdir, 1, NULL, NULL, undo, NULL, log, 0, s->timeout_s, 0, jr);
 }

@@ -2,6 +2,7 @@
 #ifndef HARNESS_RUN_H
 #define HARNESS_RUN_H
 
+#include "launch.h"
 #include "oracle.h"
 #include "scenario.h"
 #include "transitions.h"
@@ -56,5 +57,14 @@ typedef struct harness_result {
 } harness_result;
 
 void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r);
+
+/*
+ * One uninterrupted run of s's trainer (attempt 1, no fault) with the undo
+ * record on (PREFIX undo; PREFIX.keep/ must exist), its trajectory to traj
+ * and its checkpoints under ckdir: the recording the replayed crash states
+ * start from (replay.c). 0 (see jr for how it ended), or -errno.
+ */
+int harness_record_run(const harness_scenario *s, const harness_opts *o, const char *dir, const char *traj,
+		       const char *ckdir, const char *undo, const char *log, harness_job_result *jr);
 
 #endif

@@ -105,6 +105,12 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 	return remove(p);
 }
 
+int harness_workdir_remove(const char *path)
+{
+	/* FTW_PHYS: a symbolic link inside is removed, never followed */
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int harness_workdir_sweep(const char *parent, const char *prefix)
 {
 	DIR *d = opendir(parent);
@@ -131,8 +137,7 @@ int harness_workdir_sweep(const char *parent, const char *prefix)
 		if (fstatat(dirfd(d), path, &st, AT_SYMLINK_NOFOLLOW) == 0)
 			continue;               /* evidence kept on purpose */
 		snprintf(path, sizeof path, "%s/%s", parent, de->d_name);
-		/* FTW_PHYS: a symbolic link inside is removed, never followed */
-		if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0)
+		if (harness_workdir_remove(path) == 0)
 			removed++;
 	}
 	closedir(d);

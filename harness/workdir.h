@@ -28,6 +28,9 @@ void harness_workdir_keep(const char *dir);
  */
 int harness_workdir_sweep(const char *parent, const char *prefix);
 
+/* Remove path and everything below it; a symbolic link inside is removed, never followed. 0 or -1. */
+int harness_workdir_remove(const char *path);
+
 /* $TMPDIR, or /tmp. */
 const char *harness_workdir_tmp(void);
 

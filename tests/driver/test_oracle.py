@@ -94,6 +94,20 @@ def test_an_expectation_about_an_attempt_that_never_ran_is_an_error(golden, died
     assert rc == 1 and out.startswith("ERROR") and "ended after 3 attempts" in out, out
 
 
+def test_a_restart_restored_at_the_last_step_has_finished(golden, tmp_path):
+    """A crash after the last step's checkpoint (in retention, say): the restart
+    restores step 40 of 40 and has nothing left to do. That is a finished run,
+    not one "stopped at step 0" (found by crashstates --scenario)."""
+    a1 = attempt(tmp_path / "a1.jsonl", 1, None, 1, 40, commits=(10, 20, 30, 40), end=None)
+    a2 = attempt(tmp_path / "a2.jsonl", 2, 40, 41, 40)
+    rc, out = oracle(golden, a1, a2)
+    assert rc == 0, out
+    # restored at the last step but ended without saying done: still not finished
+    a3 = attempt(tmp_path / "a3.jsonl", 2, 40, 41, 40, end=None)
+    rc, out = oracle(golden, a1, a3)
+    assert rc == 1 and "did not finish" in out, out
+
+
 def test_restored_from_without_any_restart_is_an_error(golden, tmp_path):
     only = attempt(tmp_path / "a1.jsonl", 1, None, 1, 40, commits=(10, 20, 30, 40))
     rc, out = oracle(golden, only, "--restored-from", "30")
