@@ -199,8 +199,10 @@ class Trainer:
         if st.get("config") != json.dumps(self.config(), sort_keys=True):
             raise Untrusted("written with another configuration")
         self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
-        self.sched.load_state_dict(st["scheduler"])
+        if "opt" not in self.a.test_forget:
+            self.opt.load_state_dict(st["optimizer"])
+        if "sched" not in self.a.test_forget:
+            self.sched.load_state_dict(st["scheduler"])
         self.ema, self.ema_n = float(st["user"]["ema"]), int(st["user"]["ema_n"])
         self.step = int(st["step"])
 
@@ -208,12 +210,14 @@ class Trainer:
         if st.get("rank") != self.rank:
             raise Untrusted("rank state of rank %r, expected %d" % (st.get("rank"), self.rank))
         rng = st["rng"]
-        torch.set_rng_state(rng["torch"])
-        name, keys, pos, has_gauss, cached = rng["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        version, mt, gauss_next = rng["python"]
-        random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss_next))
-        self.epoch, self.pos = int(st["data"]["epoch"]), int(st["data"]["pos"])
+        if "rng" not in self.a.test_forget:
+            torch.set_rng_state(rng["torch"])
+            name, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            version, mt, gauss_next = rng["python"]
+            random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss_next))
+        if "data" not in self.a.test_forget:
+            self.epoch, self.pos = int(st["data"]["epoch"]), int(st["data"]["pos"])
         if not (0 <= self.pos < self.batches):
             raise Untrusted("data cursor %d is not a batch of an epoch of %d" % (self.pos, self.batches))
 
@@ -598,6 +602,8 @@ def parse(argv):
     p.add_argument("--attempt", type=int, default=int(env("CKPT_HARNESS_ATTEMPT", "0")))
     p.add_argument("--every", type=int, default=10)
     p.add_argument("--keep", type=int, default=3)
+    # a seeded bug for the tests: restore everything but these components (a writer that forgets them)
+    p.add_argument("--test-forget", action="append", default=[], choices=("rng", "data", "opt", "sched"))
     p.add_argument("--stop-after", type=int, default=int(env("CKPT_HARNESS_STOP_AFTER") or 0) or None)
     a = p.parse_args(argv)
     a.rank, a.world_size = int(env("RANK", "0")), int(env("WORLD_SIZE", "1"))
