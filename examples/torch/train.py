@@ -3,7 +3,7 @@
 (DESIGN.md, "Any program under test"), for judging PyTorch checkpoint code.
 
 Gloo on CPU, torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR,
-MASTER_PORT; the harness's `launcher: procs`), 1 to 4 processes. The state a
+MASTER_PORT; the harness's `launcher: procs`), 1, 2 or 4 processes. The state a
 real job has: a model with Conv1d, Linear, LayerNorm, GELU and Dropout layers
 under DistributedDataParallel, AdamW with weight decay, a warmup + cosine
 LambdaLR, a DistributedSampler over a synthetic data set (shuffled per epoch,
@@ -23,6 +23,14 @@ Writers (--writer), each checkpointing the same state:
               rank's state and calls torch.save(state, ROOT/ckpt-S.pt.tmp), then
               os.replace to ROOT/ckpt-S.pt. Restore: torch.load of the newest
               ckpt-*.pt, the next older one if torch.load raises.
+  dcp         torch 1.13's distributed checkpoint: save_state_dict with its
+              FileSystemWriter into ROOT/dcp-S/, load_state_dict with its
+              FileSystemReader from the newest dcp-S/ that has a .metadata, the
+              next older one if it raises. Importing it on Debian 12 needs one
+              workaround, in one place: _MetadataFix below.
+  skorch      one process: Debian's skorch 0.12 trains the same model with its
+              Checkpoint callback and resumes with load_params(checkpoint=...)
+              as its documentation shows (run_skorch below).
 
 Phases are announced through the beacon (harness/shim/ckpt_beacon.py) and the
 trajectory written with harness/shim/ckpt_trajectory.py; both are found next
@@ -36,6 +44,8 @@ import argparse
 import datetime
 import faulthandler
 import hashlib
+import importlib.abc
+import importlib.util
 import io
 import json
 import math
@@ -64,13 +74,14 @@ import torch.distributed as dist      # noqa: E402
 import torch.nn as nn                 # noqa: E402
 
 FORMAT = 1
-N_SAMPLES, D_IN, N_CLASSES = 256, 16, 4
+N_SAMPLES, D_IN, N_CLASSES = 320, 16, 4      # 10 batches an epoch
 BATCH = 32                     # global batch, split over the ranks
 BASE_LR, MIN_LR, WEIGHT_DECAY, CLIP = 3e-3, 3e-4, 0.01, 1.0
 DROPOUT, NOISE_P, NOISE_STD, EMA_DECAY = 0.1, 0.5, 0.05, 0.9
-WRITERS = ("atomic", "torch-save")
+WRITERS = ("atomic", "torch-save", "dcp", "skorch")
 GEN_RE = re.compile(r"^step-(\d{8})$")
 FILE_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
+DCP_RE = re.compile(r"^dcp-(\d{8})$")
 MAX_FILE = 64 << 20
 
 
@@ -148,6 +159,14 @@ def encode(obj, out):
 
 def edigest(obj):
     return ct.digest(*encode(obj, []))
+
+
+def opt_digest(opt):
+    """The optimizer's own state (moments, step counts, hyperparameters); the LR it holds belongs to the
+    schedule (sched, and the step record's lr), so a wrong schedule is not reported as wrong moments."""
+    sd = opt.state_dict()
+    groups = [{k: v for k, v in g.items() if k not in ("lr", "initial_lr")} for g in sd["param_groups"]]
+    return edigest({"state": sd["state"], "param_groups": groups})
 
 
 # ---------------------------------------------------------------- the trainer
@@ -233,7 +252,7 @@ class Trainer:
         else:
             every = [mine]
         return {"params": edigest(self.model.state_dict()),
-                "opt": edigest(self.opt.state_dict()),
+                "opt": opt_digest(self.opt),
                 "sched": edigest(self.sched.state_dict()),
                 "rng": ct.digest(*[e[:8] for e in every]),
                 "data": ct.digest(*[e[8:] for e in every]),
@@ -589,6 +608,241 @@ class TorchSaveWriter:
         return step, chosen, fallbacks
 
 
+# ---------------------------------------------------------------- writer: dcp (torch 1.13's distributed checkpoint)
+
+class _MetadataFix(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """THE ONE WORKAROUND for torch.distributed._shard.checkpoint on Debian 12 (documented here only; the README
+    points here). Under Debian's Python 3.11, `import torch.distributed._shard.checkpoint` fails as shipped:
+    torch/distributed/_shard/sharded_tensor/metadata.py declares the dataclass field
+    `tensor_properties: TensorProperties = field(default=TensorProperties())`, an unhashable instance as a
+    default, which Python 3.11's dataclasses refuse (ValueError: mutable default ... use default_factory).
+    This import hook loads that one shipped file with that one line read as
+    `field(default_factory=TensorProperties)` (each metadata object gets its own default TensorProperties()
+    instead of sharing one; nothing in torch mutates it), and refuses (ImportError) if the line is not there
+    exactly once. Every other module, and all of the checkpoint's I/O (filesystem.py, state_dict_saver.py,
+    state_dict_loader.py, the planners), is imported from the shipped files unchanged."""
+    NAME = "torch.distributed._shard.sharded_tensor.metadata"
+    OLD = "tensor_properties: TensorProperties = field(default=TensorProperties())"
+    NEW = "tensor_properties: TensorProperties = field(default_factory=TensorProperties)"
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.NAME or not path:
+            return None
+        return importlib.util.spec_from_file_location(fullname, os.path.join(list(path)[0], "metadata.py"),
+                                                      loader=self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        with open(module.__spec__.origin) as f:
+            src = f.read()
+        if src.count(self.OLD) != 1:
+            raise ImportError("%s: not the shipped file this workaround knows (%r not found once)"
+                              % (module.__spec__.origin, self.OLD))
+        exec(compile(src.replace(self.OLD, self.NEW), module.__spec__.origin, "exec"), module.__dict__)
+
+
+def import_dcp():
+    if sys.version_info >= (3, 11) and not any(isinstance(f, _MetadataFix) for f in sys.meta_path):
+        sys.meta_path.insert(0, _MetadataFix())
+    import torch.distributed._shard.checkpoint as dcp
+    return dcp
+
+
+class DcpWriter:
+    """ROOT/dcp-S/ through save_state_dict(FileSystemWriter), restored with load_state_dict(FileSystemReader).
+    FileSystemWriter writes one file per item (__0_0.distcp, ...) into the new directory, fsyncs each,
+    writes .metadata.tmp, fsyncs it and renames it to .metadata (the commit mark). Model tensors are
+    tensor items; everything else (optimizer, scheduler, user state, every rank's RNG and cursor, gathered)
+    goes as byte items, which only the coordinator (rank 0) writes, as DCP does with replicated values."""
+
+    def __init__(self, tr, root):
+        self.tr, self.root, self.world, self.rank = tr, root, tr.world, tr.rank
+        self.dcp = import_dcp()
+
+        class Announcing(self.dcp.FileSystemWriter):
+            """FileSystemWriter as shipped; it only announces its commit (.metadata written, renamed) first."""
+            def finish(self, metadata, results):
+                phase("save.commit")
+                return super().finish(metadata, results)
+        self.fs_writer = Announcing
+
+    @staticmethod
+    def name(step):
+        return "dcp-%08d" % step
+
+    def _state(self, ranks):
+        sd = {"model." + k: v for k, v in self.tr.model.state_dict().items()}
+        shared = self.tr.shared_state()
+        del shared["model"]
+        sd.update({"shared": shared, "ranks": ranks})
+        return sd
+
+    def save(self, step):
+        phase("save.prepare")
+        ranks = [self.tr.rank_state()]
+        if self.world > 1:
+            ranks = [None] * self.world
+            dist.all_gather_object(ranks, self.tr.rank_state())
+        phase("save.shard_write")
+        self.dcp.save_state_dict(self._state(ranks), self.fs_writer(os.path.join(self.root, self.name(step))),
+                                 no_dist=self.world == 1)
+        barrier(self.world)
+        return True
+
+    def retain(self, keep):
+        if self.rank != 0:
+            return
+        phase("save.retention")
+        gens = sorted(n for n in os.listdir(self.root) if DCP_RE.match(n))
+        for n in gens[:-keep] if keep > 0 else []:
+            shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
+
+    def _load(self, name):
+        sd = self._state(None)
+        self.dcp.load_state_dict(sd, self.dcp.FileSystemReader(os.path.join(self.root, name)),
+                                 no_dist=self.world == 1)
+        return sd
+
+    def restore(self):
+        """The newest dcp-S with a .metadata that load_state_dict reads, else the next older."""
+        choice = None
+        if self.rank == 0:
+            beacon.step(0)
+            phase("restore.scan")
+            os.makedirs(self.root, exist_ok=True)
+            gens = sorted((n for n in os.listdir(self.root)
+                           if DCP_RE.match(n) and os.path.exists(os.path.join(self.root, n, ".metadata"))),
+                          reverse=True)
+            choice = gens
+        gens = bcast(choice, self.world)
+        fallbacks = []
+        for n in gens:
+            beacon.step(int(n[4:]))
+            ok, why = True, ""
+            try:
+                phase("restore.read")
+                sd = self._load(n)
+                if not isinstance(sd.get("ranks"), list) or len(sd["ranks"]) != self.world:
+                    raise Untrusted("holds no state for %d ranks" % self.world)
+            # torch 1.13's CheckpointException derives from BaseException: `except Exception` misses it
+            except (Exception, self.dcp.api.CheckpointException) as e:
+                ok, why = False, err_text(e)[:200]
+            if not all_ok(ok, self.world):
+                fallbacks.append({"checkpoint": n, "why": why or "failed on another rank"})
+                continue
+            shared = sd["shared"]
+            shared["model"] = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+            self.tr.load_shared(shared)
+            self.tr.load_rank(sd["ranks"][self.rank])
+            return int(n[4:]), n, fallbacks
+        return None, None, fallbacks
+
+
+# ---------------------------------------------------------------- writer: skorch (third-party code as documented)
+
+class StopNow(Exception):
+    """--stop-after reached inside skorch's fit loop."""
+
+
+def run_skorch(a, traj):
+    """One process: skorch's NeuralNetClassifier trains the same model on the same data (10 batches an
+    epoch), its Checkpoint callback saves every epoch into ROOT (params.pt, optimizer.pt, criterion.pt,
+    history.json, fixed names, written in place), and a restart resumes exactly as skorch's documentation
+    shows: net.initialize(), net.load_params(checkpoint=cp), then partial_fit for the epochs left."""
+    from skorch import NeuralNetClassifier
+    from skorch.callbacks import Callback, Checkpoint, LRScheduler
+
+    if a.world_size != 1:
+        raise SystemExit("train.py: --writer skorch runs one process (launcher: single), not %d" % a.world_size)
+    if a.every != 10:
+        raise SystemExit("train.py: --writer skorch saves at the end of each epoch of 10 steps: --every must be 10")
+    if a.steps % 10:
+        raise SystemExit("train.py: --writer skorch trains whole epochs of 10 steps: --steps must be a multiple of 10")
+    data = dataset(a.seed)
+    X, y = data.tensors[0].numpy(), data.tensors[1].numpy()
+    batches = N_SAMPLES // BATCH
+    total_epochs = (a.steps + batches - 1) // batches
+    box = {"step": 0, "ema": 0.0, "ema_n": 0, "started": False}
+
+    def digests(net, sched):
+        rs = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1], "python": random.getstate()[1]}
+        return {"params": edigest(net.module_.state_dict()), "opt": opt_digest(net.optimizer_),
+                "sched": edigest(sched.lr_scheduler_.state_dict()), "rng": edigest(rs),
+                "data": edigest([0, a.seed, {"epoch": box["step"] // batches, "pos": box["step"] % batches}])}
+
+    class Announce(Callback):          # before skorch's Checkpoint: the save's phase
+        def on_epoch_end(self, net, **kw):
+            phase("save.shard_write")
+
+    class Protocol(Callback):          # after the scheduler and the Checkpoint: the trajectory
+        def on_train_begin(self, net, **kw):
+            if not box["started"]:
+                box["started"] = True
+                r = box["step"] or None
+                traj.start(a.attempt, 1, r, "history.json" if r else None, digests(net, sched) if r else None,
+                           trainer="torch_trainer", writer="skorch", seed=a.seed, steps=a.steps)
+
+        def on_batch_begin(self, net, training=None, **kw):
+            if training:
+                box["step"] += 1
+                beacon.step(box["step"])
+                beacon.phase("train.step")
+                box["lr"] = net.optimizer_.param_groups[0]["lr"]
+
+        def on_grad_computed(self, net, named_parameters, **kw):
+            # what skorch's GradientNormClipping does, keeping the norm (only training steps compute gradients)
+            box["gnorm"] = float(torch.nn.utils.clip_grad_norm_([p for _, p in named_parameters], CLIP))
+
+        def on_batch_end(self, net, training=None, loss=None, **kw):
+            if not training:
+                return
+            gl = float(loss)
+            traj.step(box["step"], loss=ct.f32_hex(gl), lr=ct.f64_hex(box["lr"]),
+                      grad_norm=ct.f32_hex(box["gnorm"]), epoch=box["step"] // batches, **digests(net, sched))
+            if a.stop_after is not None and box["step"] == a.stop_after and box["step"] < a.steps:
+                raise StopNow()
+
+        def on_epoch_end(self, net, **kw):
+            # skorch's Checkpoint has returned; it never tells whether the save worked
+            traj.committed(box["step"], "history.json")
+
+    torch.manual_seed(a.seed)
+    sched = LRScheduler(policy=torch.optim.lr_scheduler.LambdaLR, lr_lambda=lr_factor(a.steps), step_every="batch")
+    cp = Checkpoint(monitor=None, dirname=a.ckpt)
+    net = NeuralNetClassifier(Net, criterion=nn.CrossEntropyLoss, optimizer=torch.optim.AdamW, lr=BASE_LR,
+                              optimizer__weight_decay=WEIGHT_DECAY, max_epochs=total_epochs, batch_size=BATCH,
+                              train_split=None, iterator_train__shuffle=True, verbose=0,
+                              callbacks=[("sched", sched), ("announce", Announce()), ("checkpoint", cp),
+                                         ("protocol", Protocol())])
+    torch.manual_seed(a.seed)
+    net.initialize()
+    torch.manual_seed(a.seed * 1000 + 1)
+    np.random.seed(a.seed * 1000 + 2)
+    random.seed(a.seed * 1000 + 3)
+    os.makedirs(a.ckpt, exist_ok=True)
+    if os.path.exists(os.path.join(a.ckpt, "history.json")):
+        beacon.step(0)
+        phase("restore.scan")
+        phase("restore.read")
+        net.load_params(checkpoint=cp)            # as skorch's documentation shows
+        box["step"] = len(net.history) * batches
+    status = "done"
+    try:
+        left = total_epochs - len(net.history)
+        if left > 0:
+            net.partial_fit(X, y, epochs=left)
+    except StopNow:
+        status = "stopped"
+    if not box["started"]:
+        traj.start(a.attempt, 1, box["step"] or None, trainer="torch_trainer", writer="skorch", seed=a.seed,
+                   steps=a.steps)
+    traj.end(status, box["step"])
+    traj.close()
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 def parse(argv):
@@ -627,8 +881,10 @@ def main(argv=None):
                                 timeout=datetime.timedelta(seconds=60))
     lead = a.rank == 0
     traj = ct.Trajectory(a.trajectory if lead else None)
+    if a.writer == "skorch":
+        return run_skorch(a, traj)
     tr = Trainer(a)
-    w = (AtomicWriter if a.writer == "atomic" else TorchSaveWriter)(tr, a.ckpt)
+    w = {"atomic": AtomicWriter, "torch-save": TorchSaveWriter, "dcp": DcpWriter}[a.writer](tr, a.ckpt)
     try:
         restored, name, fallbacks = w.restore()
     except Untrusted as e:

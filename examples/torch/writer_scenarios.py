@@ -19,7 +19,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "..", "..", "scenarios", "torch")
 # writer -> (generations glob, damage target FILE glob inside newest/oldest/...)
-LAYOUT = {"atomic": ('"step-????????"', "rank-00000.pt"), "torch-save": ('"ckpt-????????.pt"', "ckpt-*.pt")}
+# (dcp: __0_2.distcp is the first Linear layer's weight, a torch.save'd tensor of 12288 data bytes)
+LAYOUT = {"atomic": ('"step-????????"', "rank-00000.pt"), "torch-save": ('"ckpt-????????.pt"', "ckpt-*.pt"),
+          "dcp": ('"dcp-????????"', "__0_2.distcp")}
 
 
 def convert(text, writer):
@@ -27,7 +29,7 @@ def convert(text, writer):
     out = text.replace("--writer, atomic", "--writer, " + writer)
     out = out.replace('"{scenario_dir}/../../examples/torch/train.py"', '"%s"' % os.path.join(HERE, "train.py"))
     out = out.replace('generations: "step-????????"', "generations: " + gens)
-    out = re.sub(r"((?:bitflip|truncate|delete): \w+/)rank-00000\.pt", r"\g<1>" + target, out)
+    out = re.sub(r"((?:bitflip|truncate|delete): \w+/)rank-00000\.pt", lambda m: m.group(1) + target, out)
     out = re.sub(r"^name: (.*)$", r"name: \1-" + writer, out, count=1, flags=re.M)
     return out
 

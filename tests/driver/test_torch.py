@@ -5,8 +5,9 @@ the checkpoint code most people run. The data-parallel PyTorch trainer
 (examples/torch/train.py, two Gloo ranks with torchrun's environment) must
 pass the harness's determinism gate and every scenario in scenarios/torch
 with the atomic writer (DESIGN.md's save protocol); the torch-save writer
-(torch.save to a temporary name, os.replace) must fail exactly where its
-checkpoints are not durable or not checked, with sentences naming the cause;
+(torch.save to a temporary name, os.replace) and the dcp writer (torch 1.13's
+distributed checkpoint) must fail exactly where their checkpoints are not
+durable or not checked, with sentences naming the cause;
 the field findings about PyTorch 1.13.1 must keep being seen; and a writer
 that forgets a piece of state must fail the plain stop-and-resume check,
 naming it.
@@ -67,23 +68,35 @@ def test_the_atomic_writer_passes_every_torch_scenario(tmp_path):
     assert got["torch-bitflip-newest-at-rest"]["restored_from"] == [20]
 
 
-# The torch-save writer's verdicts: everything passes except what its checkpoints lack.
-TORCH_SAVE_FAILS = {
-    # torch.save and os.replace, never an fsync: the power cut drops the acknowledged step 20 and step 30
-    "torch-power-loss-inside-save-torch-save":
-        "attempt 2 restored nothing (a fresh start), but step 20 had been committed and acknowledged before the crash",
-    "torch-power-loss-after-save-torch-save":
-        "attempt 2 restored nothing (a fresh start), but step 30 had been committed and acknowledged before the crash",
-    # torch.load takes the checkpoint with a flipped bit: no fallback to step 20
-    "torch-bitflip-newest-at-rest-torch-save":
-        "attempt 2, the first restart to get through its restore, restored ckpt-00000030.pt, but the scenario "
-        "expects step 20",
+# The other writers' verdicts: everything passes except what their checkpoints lack.
+LOST_20 = "attempt 2 restored nothing (a fresh start), but step 20 had been committed and acknowledged before the crash"
+LOST_30 = "attempt 2 restored nothing (a fresh start), but step 30 had been committed and acknowledged before the crash"
+FAILS = {
+    "torch-save": {
+        # torch.save and os.replace, never an fsync: the power cut drops the acknowledged step 20 and step 30
+        "torch-power-loss-inside-save-torch-save": LOST_20,
+        "torch-power-loss-after-save-torch-save": LOST_30,
+        # torch.load takes the checkpoint with a flipped bit: no fallback to step 20
+        "torch-bitflip-newest-at-rest-torch-save":
+            "attempt 2, the first restart to get through its restore, restored ckpt-00000030.pt, but the scenario "
+            "expects step 20",
+    },
+    "dcp": {
+        # every file fsynced, no directory ever: the checkpoint directories vanish at the power cut
+        "torch-power-loss-inside-save-dcp": LOST_20,
+        "torch-power-loss-after-save-dcp": LOST_30,
+        # no checksum: load_state_dict takes the flipped bit
+        "torch-bitflip-newest-at-rest-dcp":
+            "attempt 2, the first restart to get through its restore, restored dcp-00000030, but the scenario "
+            "expects step 20",
+    },
 }
 
 
-def test_the_torch_save_writer_fails_where_its_checkpoints_are_not_durable_or_not_checked(tmp_path):
-    res = writer_scenarios("torch-save", tmp_path / "s")
-    left_out = sorted(re.findall(r"^(\S+\.yaml): left out for torch-save", res.stderr, re.M))
+@pytest.mark.parametrize("writer", sorted(FAILS))
+def test_another_writer_fails_exactly_where_its_checkpoints_are_not_durable_or_not_checked(tmp_path, writer):
+    res = writer_scenarios(writer, tmp_path / "s")
+    left_out = sorted(re.findall(r"^(\S+\.yaml): left out for %s" % writer, res.stderr, re.M))
     assert left_out == ATOMIC_ONLY and len(left_out) >= 5, res.stderr
     res = harness("suite", tmp_path / "s", "-j", "2", "--json", tmp_path / "r.json")
     got = report(tmp_path / "r.json")
@@ -92,11 +105,11 @@ def test_the_torch_save_writer_fails_where_its_checkpoints_are_not_durable_or_no
     assert len(got) == len(list(SCENARIOS.glob("*.yaml"))) - len(ATOMIC_ONLY)
     for name, s in got.items():
         assert s["faults_fired"] == s["faults_planned"], s
-        if name in TORCH_SAVE_FAILS:
-            assert s["verdict"] == "FAIL" and TORCH_SAVE_FAILS[name] in s["sentence"], s
+        if name in FAILS[writer]:
+            assert s["verdict"] == "FAIL" and FAILS[writer][name] in s["sentence"], s
         else:
             assert s["verdict"] == "PASS", s
-    assert set(TORCH_SAVE_FAILS) <= set(got)
+    assert set(FAILS[writer]) <= set(got)
 
 
 @pytest.mark.parametrize("scenario,sentence", [
@@ -106,6 +119,16 @@ def test_the_torch_save_writer_fails_where_its_checkpoints_are_not_durable_or_no
     ("torch-load-accepts-flipped-bit.yaml",
      "optimizer moments (opt) restored at step 30 (attempt 2, ckpt-00000030.pt) differ from the uninterrupted "
      "run's state after step 30"),
+    ("dcp-power-cut-loses-acknowledged.yaml",
+     "attempt 2 restored nothing (a fresh start), but step 30 had been committed and acknowledged before the "
+     "crash: a durable checkpoint was lost"),
+    # (the oracle's name for params is reftrain's, "bf16 working weights"; the component is the model's weights)
+    ("dcp-load-accepts-flipped-bit.yaml",
+     "(params) restored at step 30 (attempt 2, dcp-00000030) differ from the uninterrupted run's state after step 30"),
+    ("skorch-checkpoint-loses-rng-and-lr-schedule.yaml",
+     "the trainer does not resume bit for bit even without a fault (stopped cleanly after step 11 and resumed), so "
+     "no fault verdict can count: dropout RNG streams (rng) and LR schedule state (sched) restored at step 10 "
+     "(attempt 2, history.json) differ"),
 ])
 def test_the_field_findings_about_pytorch_are_still_seen(tmp_path, scenario, sentence):
     res = harness("run", FIELD / scenario, "--json", tmp_path / "r.json")
