@@ -115,23 +115,45 @@ static int diff_keys(json_t *a, json_t *b, char *buf, size_t len)
 	return n;
 }
 
-/* Components that differ: "optimizer moments (opt) and loss scaler state (scaler)"; *many if plural. */
-static int describe_components(json_t *restored, json_t *golden, char *buf, size_t len, int *many)
+/*
+ * Components that differ, every one the restart reported that the
+ * uninterrupted run also digests: reftrain's in its words ("optimizer
+ * moments (opt) and loss scaler state (scaler)"), a program's by its own
+ * names ("components ema and opt"); *many if plural.
+ */
+static int describe_components(json_t *restored, json_t *golden, int reftrain, char *buf, size_t len, int *many)
 {
+	const char *key;
+	json_t *a;
 	int n = 0;
 	size_t used = 0;
+	char names[512] = "";
 
 	buf[0] = '\0';
-	for (int i = 0; i < NCOMP; i++) {
-		json_t *a = json_object_get(restored, components[i]), *b = json_object_get(golden, components[i]);
-		if (!a || !b || json_equal(a, b))
+	json_object_foreach(restored, key, a) {
+		json_t *b = json_object_get(golden, key);
+		int k = -1;
+		if (!b || json_equal(a, b))
 			continue;
-		used += (size_t)snprintf(buf + used, used < len ? len - used : 0, "%s%s", n ? " and " : "",
-					 descriptions[i]);
-		*many = n > 0 || plural[i];
+		for (int i = 0; reftrain && i < NCOMP && k < 0; i++)
+			if (strcmp(components[i], key) == 0)
+				k = i;
+		used += (size_t)snprintf(names + used, used < sizeof names ? sizeof names - used : 0, "%s%s",
+					 n ? " and " : "", k >= 0 ? descriptions[k] : key);
+		*many = n > 0 || (k >= 0 && plural[k]);
 		n++;
 	}
+	if (n)
+		snprintf(buf, len, "%s%s", reftrain ? "" : n > 1 ? "components " : "component ", names);
+	if (!reftrain)
+		*many = n > 1;
 	return n;
+}
+
+/* The trajectory is reftrain's (its start record names a preset), so its components have reftrain's meaning. */
+static int is_reftrain(const json_t *start)
+{
+	return start && json_object_get(start, "preset") && json_object_get(start, "virtual_workers");
 }
 
 void harness_expect_init(harness_expect *e)
@@ -320,7 +342,7 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 			if (R && restored && gs) {
 				char comps[512];
 				int many = 0;
-				if (describe_components(restored, gs, comps, sizeof comps, &many) > 0)
+				if (describe_components(restored, gs, is_reftrain(start), comps, sizeof comps, &many) > 0)
 					say(o, HARNESS_FAIL,
 					    "%s restored at step %" PRId64 " (attempt %d, %s) differ%s from the uninterrupted "
 					    "run's state after step %" PRId64, comps, R, att, restored_name(start, R),

@@ -523,10 +523,18 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 	if (s->trainer.ncommand) {
 		/*
 		 * A program of the user's: its command, every file the command
-		 * names (the script, the binary), and what the trainer section
+		 * names (the script, the binary), the Python helpers we ship for
+		 * programs (beacon, trajectory), and what the trainer section
 		 * says; every and keep too, since the harness cannot know what a
-		 * foreign program does with them.
+		 * foreign program does with them. What else the program imports
+		 * (its own modules, installed packages) is not part of the key:
+		 * a fresh --cache after changing those.
 		 */
+		static const char *const helpers[] = { "ckpt_beacon.py", "ckpt_trajectory.py" };
+		for (size_t i = 0; i < sizeof helpers / sizeof *helpers; i++) {
+			harness_part_path(path, sizeof path, o->bindir, helpers[i]);
+			hash_file(st, path);
+		}
 		for (int i = 0; i < s->trainer.ncommand; i++) {
 			char item[HARNESS_SCENARIO_PATH_MAX];
 			struct stat sb;

@@ -108,6 +108,24 @@ def test_a_restart_restored_at_the_last_step_has_finished(golden, tmp_path):
     assert rc == 1 and "did not finish" in out, out
 
 
+def test_a_programs_own_components_are_compared_and_named(tmp_path):
+    """A program's restored digests are compared whatever it calls its
+    components (not only reftrain's names), and named by those names."""
+    def steps(first, last):
+        return [dict(rec_step(s), ema="%016x" % (0xe0 + s)) for s in range(first, last + 1)]
+    gold = write(tmp_path / "g.jsonl", [start(0)] + steps(1, 40) + [{"event": "end", "status": "done", "steps": 40}])
+    a1 = write(tmp_path / "a1.jsonl", [start(1)] + steps(1, 25) + [{"event": "committed", "step": 20}])
+    for ema, want in (("%016x" % (0xe0 + 20), None), ("%016x" % 1, "component ema restored at step 20")):
+        r = dict(start(2, 20), restored={"ema": ema, "master": "%016x" % (0xaa00 + 20)})
+        a2 = write(tmp_path / "a2.jsonl", [r] + steps(21, 40) + [{"event": "end", "status": "done", "steps": 40}])
+        rc, out = oracle(gold, a1, a2)
+        if want is None:
+            assert rc == 0, out
+        else:
+            assert rc == 1 and want in out and "differs from the uninterrupted run" in out, out
+            assert "bf16" not in out and "master" not in out, out
+
+
 def test_restored_from_without_any_restart_is_an_error(golden, tmp_path):
     only = attempt(tmp_path / "a1.jsonl", 1, None, 1, 40, commits=(10, 20, 30, 40))
     rc, out = oracle(golden, only, "--restored-from", "30")
