@@ -117,18 +117,18 @@ def test_another_writer_fails_exactly_where_its_checkpoints_are_not_durable_or_n
      "attempt 2 restored nothing (a fresh start), but step 30 had been committed and acknowledged before the "
      "crash: a durable checkpoint was lost"),
     ("torch-load-accepts-flipped-bit.yaml",
-     "optimizer moments (opt) restored at step 30 (attempt 2, ckpt-00000030.pt) differ from the uninterrupted "
+     "component opt restored at step 30 (attempt 2, ckpt-00000030.pt) differs from the uninterrupted "
      "run's state after step 30"),
     ("dcp-power-cut-loses-acknowledged.yaml",
      "attempt 2 restored nothing (a fresh start), but step 30 had been committed and acknowledged before the "
      "crash: a durable checkpoint was lost"),
-    # (the oracle's name for params is reftrain's, "bf16 working weights"; the component is the model's weights)
+    # (a program's components are named by the program's own names)
     ("dcp-load-accepts-flipped-bit.yaml",
-     "(params) restored at step 30 (attempt 2, dcp-00000030) differ from the uninterrupted run's state after step 30"),
+     "component params restored at step 30 (attempt 2, dcp-00000030) differs from the uninterrupted run's state "
+     "after step 30"),
     ("skorch-checkpoint-loses-rng-and-lr-schedule.yaml",
      "the trainer does not resume bit for bit even without a fault (stopped cleanly after step 11 and resumed), so "
-     "no fault verdict can count: dropout RNG streams (rng) and LR schedule state (sched) restored at step 10 "
-     "(attempt 2, history.json) differ"),
+     "no fault verdict can count: components rng and sched restored at step 10 (attempt 2, history.json) differ"),
 ])
 def test_the_field_findings_about_pytorch_are_still_seen(tmp_path, scenario, sentence):
     res = harness("run", FIELD / scenario, "--json", tmp_path / "r.json")
@@ -142,7 +142,7 @@ def test_the_field_findings_about_pytorch_are_still_seen(tmp_path, scenario, sen
     assert sentence in e["sentence"], e
 
 
-@pytest.mark.parametrize("component,name", [("rng", "RNG streams (rng)"), ("data", "data cursor (data)")])
+@pytest.mark.parametrize("component,name", [("rng", "component rng"), ("data", "component data")])
 def test_a_writer_that_forgets_a_component_fails_the_plain_resume_naming_it(tmp_path, component, name):
     text = (SCENARIOS / "torch-kill-train-step.yaml").read_text()
     old = '"{scenario_dir}/../../examples/torch/train.py", --writer, atomic,'
