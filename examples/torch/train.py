@@ -375,11 +375,15 @@ def err_text(e):
 
 # ---------------------------------------------------------------- writer: atomic (DESIGN.md's protocol)
 
-class AtomicWriter:
-    """ROOT/step-S/{rank-R.pt..., manifest.json}; manifest last, renamed into place, every step made durable."""
+class Writer:
+    """What every writer holds: the trainer, the checkpoint root, the world and this rank."""
 
     def __init__(self, tr, root):
         self.tr, self.root, self.world, self.rank = tr, root, tr.world, tr.rank
+
+
+class AtomicWriter(Writer):
+    """ROOT/step-S/{rank-R.pt..., manifest.json}; manifest last, renamed into place, every step made durable."""
 
     @staticmethod
     def name(step):
@@ -544,11 +548,8 @@ class AtomicWriter:
 
 # ---------------------------------------------------------------- writer: torch-save (what most scripts do)
 
-class TorchSaveWriter:
+class TorchSaveWriter(Writer):
     """ROOT/ckpt-S.pt: rank 0 gathers, torch.save to ckpt-S.pt.tmp, os.replace. No fsync: the common pattern."""
-
-    def __init__(self, tr, root):
-        self.tr, self.root, self.world, self.rank = tr, root, tr.world, tr.rank
 
     @staticmethod
     def name(step):
@@ -650,7 +651,7 @@ def import_dcp():
     return dcp
 
 
-class DcpWriter:
+class DcpWriter(Writer):
     """ROOT/dcp-S/ through save_state_dict(FileSystemWriter), restored with load_state_dict(FileSystemReader).
     FileSystemWriter writes one file per item (__0_0.distcp, ...) into the new directory, fsyncs each,
     writes .metadata.tmp, fsyncs it and renames it to .metadata (the commit mark). Model tensors are
@@ -658,7 +659,7 @@ class DcpWriter:
     goes as byte items, which only the coordinator (rank 0) writes, as DCP does with replicated values."""
 
     def __init__(self, tr, root):
-        self.tr, self.root, self.world, self.rank = tr, root, tr.world, tr.rank
+        super().__init__(tr, root)
         self.dcp = import_dcp()
 
         class Announcing(self.dcp.FileSystemWriter):
