@@ -38,6 +38,8 @@ static const char usage[] =
 "                                [--inject fiu|shim] [--ckpt-backend NAME|PATH.so] [--cache DIR]\n"
 "       ckpt-harness sweep [--preset P] [--world-size N] [--step S] [--errno E] [--rank R] [--json FILE] [--out DIR]\n"
 "                          [--inject fiu|shim]\n"
+"       ckpt-harness sweep --scenario FILE [--errno E] [--step S] [--max-states N] [--json FILE] [--out DIR] [--keep]\n"
+"                          [--inject fiu|shim] [--ckpt-backend NAME|PATH.so] [--cache DIR]\n"
 "       ckpt-harness --version\n"
 "\n"
 "Runs reftrain under the faults a scenario describes, restarts it until it\n"
@@ -596,15 +598,49 @@ static int cmd_sweep(int argc, char **argv)
 {
 	harness_sweep_opts so = { .preset = "tiny", .world = 4, .step = 20, .err = EIO, .only_rank = -1,
 				  .out_dir = "sweep-found" };
+	harness_replay_opts ro = { .out_dir = "sweep-found" };
 	char bindir[PATH_MAX], cache[PATH_MAX];
 	cli c;
 
 	memset(&c, 0, sizeof c);
+	for (int i = 2; i + 1 < argc; i++)
+		if (strcmp(argv[i], "--scenario") == 0)
+			ro.scenario = argv[i + 1];
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *end = NULL;
+		if (strcmp(a, "--keep") == 0 && ro.scenario) {
+			ro.keep = 1;
+			continue;
+		}
 		if (!v)
 			return bad_usage("%s needs a value", a);
+		if (ro.scenario && (strcmp(a, "--preset") == 0 || strcmp(a, "--world-size") == 0 || strcmp(a, "--rank") == 0))
+			return bad_usage("%s: with --scenario the scenario's trainer is swept, every rank", a);
+		if (strcmp(a, "--scenario") == 0) {
+			i++;
+			continue;
+		}
+		if (ro.scenario && strcmp(a, "--step") == 0) {
+			ro.step = strtol(v, &end, 10);
+			if (*end || ro.step < 1)
+				return bad_usage("--step: '%s' is not valid; expected a step number from 1", v);
+			i++;
+			continue;
+		}
+		if (strcmp(a, "--max-states") == 0 || strcmp(a, "--ckpt-backend") == 0) {
+			if (!ro.scenario)
+				return bad_usage("%s goes with --scenario FILE", a);
+			if (strcmp(a, "--ckpt-backend") == 0) {
+				c.ckpt_backend = v;
+			} else {
+				ro.max_states = (int)strtol(v, &end, 10);
+				if (*end || ro.max_states < 1)
+					return bad_usage("--max-states: '%s' is not valid; expected a whole number from 1", v);
+			}
+			i++;
+			continue;
+		}
 		int used = parse_save_option(a, v, &so.preset, &so.world, &so.step);
 		if (used == 2)
 			return 2;
@@ -618,9 +654,9 @@ static int cmd_sweep(int argc, char **argv)
 			if (*end || so.only_rank < 0)
 				return bad_usage("--rank: '%s' is not valid; expected a rank number", v);
 		} else if (strcmp(a, "--json") == 0) {
-			so.json = v;
+			so.json = ro.json = v;
 		} else if (strcmp(a, "--out") == 0) {
-			so.out_dir = v;
+			so.out_dir = ro.out_dir = v;
 		} else if (strcmp(a, "--cache") == 0) {
 			c.cache = v;
 		} else if (strcmp(a, "--inject") == 0) {
@@ -630,6 +666,13 @@ static int cmd_sweep(int argc, char **argv)
 			return bad_usage("unknown option '%s'", a);
 		}
 		i++;
+	}
+	if (ro.scenario) {
+		locate(bindir, sizeof bindir, cache, sizeof cache, &c);
+		harness_opts o = { .bindir = bindir, .cache = cache, .inject = c.inject, .ckpt_backend = c.ckpt_backend };
+		ro.err = so.err;
+		harness_launch_init();
+		return harness_crashstates_replay(&ro, &o);
 	}
 	if (so.only_rank >= so.world)
 		return bad_usage("--rank: the job has ranks 0 to %s only", so.world == 1 ? "0" : "world-size - 1");

@@ -410,6 +410,7 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 
 	const char *status = last_end ? json_string_value(json_object_get(last_end, "status")) : NULL;
 	o->finished = status && strcmp(status, "done") == 0 && last_step[nattempts - 1] == expected_steps;
+	o->stopped_failed = status && strcmp(status, "failed") == 0;
 	if (exp->outcome == HARNESS_CLEAN_FAILURE) {
 		const char *err = last_end ? json_string_value(json_object_get(last_end, "error")) : NULL;
 		if (o->finished)

@@ -73,6 +73,7 @@ typedef struct harness_oracle_result {
 	int ncrashes;
 	int64_t max_lost;
 	int finished;
+	int stopped_failed;        /* the last attempt ended with status "failed" (it said why) */
 	int64_t lost_acked;        /* the acknowledged step a restart lost (the reported finding), or 0 */
 } harness_oracle_result;
 

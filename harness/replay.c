@@ -128,7 +128,8 @@ static void write_case(const harness_replay_opts *ro, const harness_scenario *s,
 	snprintf(path, len, "%s/%s.yaml", ro->out_dir, s->name);
 	if (!(f = fopen(path, "w")))
 		return;
-	fprintf(f, "# Found by ckpt-harness crashstates --scenario %s\n# %s\n", ro->scenario, why);
+	fprintf(f, "# Found by ckpt-harness %s --scenario %s\n# %s\n", ro->err ? "sweep" : "crashstates", ro->scenario,
+		why);
 	fprintf(f, "name: %s\ndescription: ", s->name);
 	write_yaml_string(f, s->description);
 	fputs("\ntrainer:\n", f);
@@ -173,6 +174,10 @@ static void write_case(const harness_replay_opts *ro, const harness_scenario *s,
 	fprintf(f, ", nth: %d}\n    do: ", x->nth);
 	if (x->action == HARNESS_TORN)
 		fprintf(f, "{torn: %ld, then: kill}\n", x->arg);
+	else if (x->action == HARNESS_ERRNO && x->times)
+		fprintf(f, "{errno: %s, times: %d}\n", harness_errno_name(x->err), x->times);
+	else if (x->action == HARNESS_ERRNO)
+		fprintf(f, "{errno: %s}\n", harness_errno_name(x->err));
 	else
 		fprintf(f, "%s\n", x->action == HARNESS_POWER_LOSS ? "power_loss" : "kill");
 	fprintf(f, "expect: {outcome: resume_bitwise}\nmax_attempts: %d\ntimeout_s: %d\n", s->max_attempts, s->timeout_s);
@@ -186,8 +191,9 @@ int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts
 	harness_undo u = { 0 };
 	json_t *cases = json_array();
 	char err[2048], dir[600], traj[1200], ck[1200], undo[1200], keep[1300], log[1200], sdir[1024];
-	int rc = 3, checked = 0, violations = 0, unreached = 0, errors = 0, points = 0;
+	int rc = 3, checked = 0, violations = 0, unreached = 0, errors = 0, points = 0, stopped = 0;
 	double t0 = now();
+	const char *cmd = ro->err ? "sweep" : "crashstates";
 
 	if (!base || !s || !r || !cases)
 		goto out;
@@ -200,8 +206,8 @@ int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts
 		snprintf(base->trainer.ckpt_backend, sizeof base->trainer.ckpt_backend, "%s", o->ckpt_backend);
 	int steps = !base->trainer.ncommand || base->trainer.beacon;   /* the trainer announces its steps */
 	if (ro->step > 0 && !steps) {
-		fprintf(stderr, "ckpt-harness: crashstates: --step %ld needs a trainer that announces its steps (reftrain, "
-			"or trainer: {beacon: true}); without it every change of the run is explored\n", ro->step);
+		fprintf(stderr, "ckpt-harness: %s: --step %ld needs a trainer that announces its steps (reftrain, "
+			"or trainer: {beacon: true}); without it every change of the run is explored\n", cmd, ro->step);
 		rc = 2;
 		goto out;
 	}
@@ -216,7 +222,7 @@ int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts
 
 	/* the recording */
 	if (harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), "ckpt-crashstates") < 0) {
-		fprintf(stderr, "ckpt-harness: crashstates: cannot create a work directory\n");
+		fprintf(stderr, "ckpt-harness: %s: cannot create a work directory\n", cmd);
 		goto out;
 	}
 	snprintf(traj, sizeof traj, "%s/record.jsonl", dir);
@@ -227,18 +233,18 @@ int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts
 	mkdir(keep, 0755);
 	harness_job_result jr;
 	if (harness_record_run(base, o, dir, traj, ck, undo, log, &jr) < 0 || !jr.exited || jr.status != 0) {
-		fprintf(stderr, "ckpt-harness: crashstates: the recording run failed; see %s\n", log);
+		fprintf(stderr, "ckpt-harness: %s: the recording run failed; see %s\n", cmd, log);
 		goto out;
 	}
 	if (harness_undo_load(&u, undo, base->trainer.world_size, ck, err, sizeof err) < 0) {
-		fprintf(stderr, "ckpt-harness: crashstates: %s\n", err);
+		fprintf(stderr, "ckpt-harness: %s: %s\n", cmd, err);
 		goto out;
 	}
 	for (int i = 0; i < u.n; i++)
 		points += crash_op(&u.v[i], ck) && (ro->step <= 0 || u.v[i].step == (uint64_t)ro->step);
 	if (!points) {
-		fprintf(stderr, "ckpt-harness: crashstates: the recording made no change under %s%s; nothing to explore "
-			"(see %s)\n", ck, ro->step > 0 ? " at that step" : "", log);
+		fprintf(stderr, "ckpt-harness: %s: the recording made no change under %s%s; nothing to explore "
+			"(see %s)\n", cmd, ck, ro->step > 0 ? " at that step" : "", log);
 		goto out;
 	}
 
@@ -251,15 +257,22 @@ int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts
 		if (ro->max_states && placed >= ro->max_states)
 			break;
 		for (int v = 0; v < 3; v++) {
-			if (v == 2 && (strcmp(u.v[i].call, "write") != 0 || u.v[i].len < 2))
+			/* crash states: kill, power cut, torn write; a sweep: the call fails once, then from then on */
+			if (v == 2 && (ro->err || strcmp(u.v[i].call, "write") != 0 || u.v[i].len < 2))
 				continue;
 			*s = *base;
 			s->ndamage = 0;
 			s->nfaults = 1;
 			s->fault_line[0] = 0;
 			place(&u, i, steps, &s->faults[0]);
-			s->faults[0].action = v == 0 ? HARNESS_KILL : v == 1 ? HARNESS_POWER_LOSS : HARNESS_TORN;
-			s->faults[0].arg = v == 2 ? (long)(u.v[i].len / 2) : 0;
+			if (ro->err) {
+				s->faults[0].action = HARNESS_ERRNO;
+				s->faults[0].err = ro->err;
+				s->faults[0].times = v == 0 ? 1 : 0;
+			} else {
+				s->faults[0].action = v == 0 ? HARNESS_KILL : v == 1 ? HARNESS_POWER_LOSS : HARNESS_TORN;
+				s->faults[0].arg = v == 2 ? (long)(u.v[i].len / 2) : 0;
+			}
 			harness_expect_init(&s->expect);
 			if (s->max_attempts < 2)
 				s->max_attempts = 2;
@@ -267,18 +280,27 @@ int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts
 			char at[48] = "";
 			if (steps)
 				snprintf(at, sizeof at, ", step %" PRIu64, u.v[i].step);
+			static const char *const what[2][3] = {
+				{ "A kill", "A power cut", "A torn write and a kill" },
+				{ "A transient error", "A persistent error", "" },
+			};
 			snprintf(s->description, sizeof s->description, "%s at %s of %s (rank %d, call %d of its kind%s)",
-				 v == 0 ? "A kill" : v == 1 ? "A power cut" : "A torn write and a kill", u.v[i].call,
-				 s->faults[0].path, u.v[i].rank, s->faults[0].nth, at);
+				 what[ro->err != 0][v], u.v[i].call, s->faults[0].path, u.v[i].rank, s->faults[0].nth, at);
 			harness_run_scenario(s, o, r);
 			if (r->harness_error) {
-				fprintf(stderr, "ckpt-harness: crashstates: %s\n", r->sentence);
+				fprintf(stderr, "ckpt-harness: %s: %s\n", cmd, r->sentence);
 				goto out;
 			}
 			int missed = r->verdict == HARNESS_ERROR && strstr(r->sentence, "did not fire");
+			/* a sweep: stopping cleanly at an I/O error, saying why and losing nothing acknowledged, is right */
+			int clean = ro->err && r->verdict == HARNESS_FAIL && r->oracle.stopped_failed && !r->oracle.lost_acked &&
+				    strncmp(r->sentence, "the run did not finish", 22) == 0;
 			char path[1200] = "";
 			if (missed) {
 				unreached++;
+			} else if (clean) {
+				checked++;
+				stopped++;
 			} else if (r->verdict == HARNESS_PASS || r->verdict == HARNESS_FAIL) {
 				checked++;
 				if (r->verdict == HARNESS_FAIL) {
@@ -288,34 +310,35 @@ int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts
 			} else {
 				errors++;       /* the replay could not judge this state: said, never counted as checked */
 			}
-			fprintf(stderr, "[%d] %s: %s%s%s\n", checked + unreached + errors, s->description,
-				missed ? "UNREACHED" : harness_verdict_name(r->verdict),
+			const char *shown = missed ? "UNREACHED" : clean ? "STOPPED" : harness_verdict_name(r->verdict);
+			fprintf(stderr, "[%d] %s: %s%s%s\n", checked + unreached + errors, s->description, shown,
 				r->verdict == HARNESS_PASS ? "" : ": ", r->verdict == HARNESS_PASS ? "" : r->sentence);
-			json_array_append_new(cases, json_pack("{s:s,s:s,s:s,s:s}", "state", s->description, "verdict",
-							       missed ? "UNREACHED" : harness_verdict_name(r->verdict),
+			json_array_append_new(cases, json_pack("{s:s,s:s,s:s,s:s}", "state", s->description, "verdict", shown,
 							       "sentence", r->sentence, "scenario", path));
 		}
 		placed++;
 	}
 	double secs = now() - t0;
-	printf("crash states of %s by replay (%d changes recorded under the root, %d explored): %d checked, %d "
-	       "violations, %d unreached, %d not judged, %.1f s\n", base->name, points, placed, checked, violations,
-	       unreached, errors, secs);
+	printf("%s of %s by replay%s%s (%d changes recorded under the root, %d explored): %d checked (%d stopped "
+	       "cleanly), %d violations, %d unreached, %d not judged, %.1f s\n", ro->err ? "sweep" : "crash states",
+	       base->name, ro->err ? ", failing each call with " : "", ro->err ? harness_errno_name(ro->err) : "", points,
+	       placed, checked, stopped, violations, unreached, errors, secs);
 	if (ro->json) {
-		json_t *j = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:o}", "mode", "replay", "scenario",
-				      ro->scenario, "changes_recorded", points, "states_checked", checked, "violations",
+		json_t *j = json_pack("{s:s,s:s,s:s?,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:o}", "mode", "replay", "scenario",
+				      ro->scenario, "errno", ro->err ? harness_errno_name(ro->err) : NULL, "stopped_cleanly",
+				      stopped, "changes_recorded", points, "states_checked", checked, "violations",
 				      violations, "unreached", unreached, "not_judged", errors, "changes_explored", placed,
 				      "seconds", secs, "cases", cases);
 		cases = NULL;
 		if (json_dump_file(j, ro->json, JSON_INDENT(2)) < 0)
-			fprintf(stderr, "ckpt-harness: crashstates: cannot write %s\n", ro->json);
+			fprintf(stderr, "ckpt-harness: %s: cannot write %s\n", cmd, ro->json);
 		json_decref(j);
 	}
 	rc = harness_interrupted() ? 128 + harness_interrupted() : violations ? 1 : errors ? 3 : 0;
 	if (!ro->keep)
 		harness_workdir_remove(dir);
 	else
-		fprintf(stderr, "ckpt-harness: crashstates: the recording is kept in %s\n", dir);
+		fprintf(stderr, "ckpt-harness: %s: the recording is kept in %s\n", cmd, dir);
 out:
 	json_decref(cases);
 	harness_undo_free(&u);

@@ -81,3 +81,20 @@ def test_bad_use_is_refused(tmp_path):
     assert res.returncode == 2 and "goes with --scenario" in res.stderr
     res = harness("crashstates", "--scenario", tmp_path / "missing.yaml")
     assert res.returncode == 2
+
+
+def test_sweep_fails_each_recorded_call_of_a_program(tmp_path):
+    """sweep --scenario: the same recording, each call failed with the errno
+    once and from then on. The numpy trainer either carries on (the save is
+    retried at the next step) or stops saying why; both are right, and only a
+    lost acknowledgement or a resume that is not bit for bit would count."""
+    res = harness("sweep", "--scenario", numpy_scenario(tmp_path), "--errno", "ENOSPC", "--max-states", "8", "--json",
+                  tmp_path / "sw.json", "--out", tmp_path / "found", "--cache", tmp_path / "cache")
+    sw = json.loads((tmp_path / "sw.json").read_text())
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert sw["errno"] == "ENOSPC" and sw["violations"] == 0 and sw["unreached"] == 0, sw
+    assert sw["changes_explored"] == 8 and sw["states_checked"] == 16
+    kinds = {c["state"].split(" at ")[0] for c in sw["cases"]}
+    assert kinds == {"A transient error", "A persistent error"}
+    # creating the root fails: the trainer stops, saying why, which is right
+    assert any(c["verdict"] == "STOPPED" and "mkdir" in c["state"] for c in sw["cases"]), sw["cases"]
