@@ -136,8 +136,8 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 		       const char *undo, const char *log, int timeout_s, int64_t stop_after, harness_job_result *jr)
 {
 	static char args[HARNESS_MAX_ARGS][HARNESS_SCENARIO_PATH_MAX];
-	char envp[10][HARNESS_SCENARIO_PATH_MAX + 64];
-	const char *argv[HARNESS_MAX_ARGS + 1], *env[11];
+	char envp[11][HARNESS_SCENARIO_PATH_MAX + 64];
+	const char *argv[HARNESS_MAX_ARGS + 1], *env[12];
 	int ne = 0;
 
 	for (int i = 0; i < s->trainer.ncommand; i++) {
@@ -152,6 +152,12 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_CKPT_DIR=%s", ckdir), env[ne] = envp[ne], ne++;
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_TRAJECTORY=%s", traj), env[ne] = envp[ne], ne++;
 	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_ATTEMPT=%d", attempt), env[ne] = envp[ne], ne++;
+	/* where the Python helpers for programs live (ckpt_beacon.py, ckpt_trajectory.py), build tree or install */
+	char helper[PATH_MAX], *slash;
+	harness_part_path(helper, sizeof helper, o->bindir, "ckpt_beacon.py");
+	if ((slash = strrchr(helper, '/')) != NULL)
+		*slash = '\0';
+	snprintf(envp[ne], sizeof envp[ne], "CKPT_HARNESS_LIBDIR=%s", helper), env[ne] = envp[ne], ne++;
 	if (plan || undo) {
 		/* the shim: faults, and the undo record of a program's changes (power loss, crash states) */
 		char shim[PATH_MAX];

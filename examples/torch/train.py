@@ -61,9 +61,11 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# the helpers next to the shim the harness preloads first, then this repository's sources
-sys.path[:0] = [os.path.dirname(lib) for lib in os.environ.get("LD_PRELOAD", "").split()
-                if os.path.exists(os.path.join(os.path.dirname(lib), "ckpt_trajectory.py"))] + \
+# the harness's helpers: where it says they are ($CKPT_HARNESS_LIBDIR), next to the shim it
+# preloads, then this repository's sources
+sys.path[:0] = [d for d in [os.environ.get("CKPT_HARNESS_LIBDIR", "")] if d] + \
+    [os.path.dirname(lib) for lib in os.environ.get("LD_PRELOAD", "").split()
+     if os.path.exists(os.path.join(os.path.dirname(lib), "ckpt_trajectory.py"))] + \
     [os.path.join(HERE, "..", "..", "harness", "shim")]
 import ckpt_beacon as beacon          # noqa: E402
 import ckpt_trajectory as ct          # noqa: E402

@@ -21,7 +21,8 @@ import pytest
 from mpi import BIN, BUILD, REPO
 
 TOOLS = ("ckpt-harness", "reftrain", "ckpt-tool")
-PRIVATE = ("libckpt-fault-shim.so", "ckpt_beacon.py", "reftrain-backend-libckpt.so", "reftrain-backend-naive.so")
+PRIVATE = ("libckpt-fault-shim.so", "ckpt_beacon.py", "ckpt_trajectory.py", "reftrain-backend-libckpt.so",
+           "reftrain-backend-naive.so")
 MAN = ("man1/ckpt-harness.1", "man1/reftrain.1", "man1/ckpt-tool.1", "man5/ckpt-harness-scenario.5")
 HEADERS = ("ckpt/ckpt.h", "ckpt/comm.h", "ckpt/error.h", "ckpt/fault.h", "ckpt/inspect.h", "reftrain/backend.h",
            "ckpt-harness/beacon.h")
@@ -147,11 +148,12 @@ def test_install__puts_every_part_under_the_prefix(prefix):
     for h in HEADERS:
         assert (prefix / "include" / h).is_file(), h
     share = prefix / "share" / "ckpt-harness" / "scenarios"
-    for d in ("ci", "smoke", "shim", "backends"):
+    for d in ("ci", "smoke", "shim", "backends", "torch", "field"):
         shipped = sorted(p.name for p in (REPO / "scenarios" / d).glob("*.yaml"))
         assert shipped and sorted(p.name for p in (share / d).glob("*.yaml")) == shipped, d
     assert len(list((share / "ci").glob("*.yaml"))) == 48
     assert (share / "README.md").read_text() == (REPO / "scenarios" / "README.md").read_text()
+    assert (prefix / "share" / "ckpt-harness" / "examples" / "torch" / "train.py").is_file()
 
 
 def test_install__executables_carry_a_runpath_into_the_prefix_and_no_build_path(prefix):
@@ -205,7 +207,14 @@ def test_installed_harness__runs_the_installed_smoke_suite_without_the_build_tre
                                 "--ckpt-backend", "naive", "--json", str(tmp_path / "naive.json"),
                                 "--work", str(tmp_path / "naive-work")], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=600)
+        # a program of the user's from the installed tree: the PyTorch example finds the harness's
+        # Python helpers where the harness says they are ($CKPT_HARNESS_LIBDIR), not in a source tree
+        torch_run = subprocess.run([str(harness), "run", str(share / "torch" / "torch-kill-train-step.yaml"),
+                                    "--json", str(tmp_path / "torch.json"), "--work", str(tmp_path / "torch-work")],
+                                   cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         version = version_line(harness)
+    assert torch_run.returncode == 0, torch_run.stdout + torch_run.stderr
+    assert json.loads((tmp_path / "torch.json").read_text())["scenarios"][0]["verdict"] == "PASS"
     assert suite.returncode == 0, suite.stdout + suite.stderr
     report = json.loads((tmp_path / "smoke.json").read_text())
     assert report["summary"]["passed"] == len(list((share / "smoke").glob("*.yaml"))) == report["summary"]["total"]
