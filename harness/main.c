@@ -517,6 +517,40 @@ static int parse_save_option(const char *a, const char *v, const char **preset, 
 	return 1;
 }
 
+/*
+ * The options of an exploration by replay (crashstates and sweep with
+ * --scenario FILE; ro->scenario is known before the options are read).
+ * Returns 1 if a (with its value v) was one of them, 0 if not, or 2 (bad
+ * usage, said).
+ */
+static int parse_replay_option(const char *a, const char *v, harness_replay_opts *ro, cli *c)
+{
+	char *end;
+
+	if (ro->scenario && (strcmp(a, "--preset") == 0 || strcmp(a, "--world-size") == 0))
+		return bad_usage("%s: with --scenario the scenario's trainer is explored", a);
+	if (strcmp(a, "--scenario") == 0)
+		return 1;
+	if (ro->scenario && strcmp(a, "--step") == 0) {
+		ro->step = strtol(v, &end, 10);
+		if (*end || ro->step < 1)
+			return bad_usage("--step: '%s' is not valid; expected a step number from 1", v);
+		return 1;
+	}
+	if (strcmp(a, "--max-states") != 0 && strcmp(a, "--ckpt-backend") != 0)
+		return 0;
+	if (!ro->scenario)
+		return bad_usage("%s goes with --scenario FILE", a);
+	if (strcmp(a, "--ckpt-backend") == 0) {
+		c->ckpt_backend = v;
+		return 1;
+	}
+	ro->max_states = (int)strtol(v, &end, 10);
+	if (*end || ro->max_states < 1)
+		return bad_usage("--max-states: '%s' is not valid; expected a whole number from 1", v);
+	return 1;
+}
+
 static int cmd_crashstates(int argc, char **argv)
 {
 	harness_cs_opts o = { .preset = "tiny", .world = 4, .step = 20, .out_dir = "crashstates-found" };
@@ -530,38 +564,23 @@ static int cmd_crashstates(int argc, char **argv)
 			ro.scenario = argv[i + 1];
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		char *end;
 		if (strcmp(a, "--keep") == 0) {
 			o.keep = ro.keep = 1;
 			continue;
 		}
 		if (!v)
 			return bad_usage("%s needs a value", a);
-		if (ro.scenario && (strcmp(a, "--preset") == 0 || strcmp(a, "--world-size") == 0))
-			return bad_usage("%s: with --scenario the scenario's trainer is explored", a);
-		if (strcmp(a, "--scenario") == 0) {
+		int rused = parse_replay_option(a, v, &ro, &c);
+		if (rused == 2)
+			return 2;
+		if (rused) {
 			i++;
 			continue;
 		}
-		if (ro.scenario && strcmp(a, "--step") == 0) {
-			ro.step = strtol(v, &end, 10);
-			if (*end || ro.step < 1)
-				return bad_usage("--step: '%s' is not valid; expected a step number from 1", v);
-			i++;
-			continue;
-		}
-		if (strcmp(a, "--max-states") == 0 || strcmp(a, "--cache") == 0 || strcmp(a, "--ckpt-backend") == 0) {
+		if (strcmp(a, "--cache") == 0) {
 			if (!ro.scenario)
 				return bad_usage("%s goes with --scenario FILE", a);
-			if (strcmp(a, "--cache") == 0) {
-				c.cache = v;
-			} else if (strcmp(a, "--ckpt-backend") == 0) {
-				c.ckpt_backend = v;
-			} else {
-				ro.max_states = (int)strtol(v, &end, 10);
-				if (*end || ro.max_states < 1)
-					return bad_usage("--max-states: '%s' is not valid; expected a whole number from 1", v);
-			}
+			c.cache = v;
 			i++;
 			continue;
 		}
@@ -615,29 +634,12 @@ static int cmd_sweep(int argc, char **argv)
 		}
 		if (!v)
 			return bad_usage("%s needs a value", a);
-		if (ro.scenario && (strcmp(a, "--preset") == 0 || strcmp(a, "--world-size") == 0 || strcmp(a, "--rank") == 0))
-			return bad_usage("%s: with --scenario the scenario's trainer is swept, every rank", a);
-		if (strcmp(a, "--scenario") == 0) {
-			i++;
-			continue;
-		}
-		if (ro.scenario && strcmp(a, "--step") == 0) {
-			ro.step = strtol(v, &end, 10);
-			if (*end || ro.step < 1)
-				return bad_usage("--step: '%s' is not valid; expected a step number from 1", v);
-			i++;
-			continue;
-		}
-		if (strcmp(a, "--max-states") == 0 || strcmp(a, "--ckpt-backend") == 0) {
-			if (!ro.scenario)
-				return bad_usage("%s goes with --scenario FILE", a);
-			if (strcmp(a, "--ckpt-backend") == 0) {
-				c.ckpt_backend = v;
-			} else {
-				ro.max_states = (int)strtol(v, &end, 10);
-				if (*end || ro.max_states < 1)
-					return bad_usage("--max-states: '%s' is not valid; expected a whole number from 1", v);
-			}
+		if (ro.scenario && strcmp(a, "--rank") == 0)
+			return bad_usage("%s: with --scenario every rank of the scenario's trainer is swept", a);
+		int rused = parse_replay_option(a, v, &ro, &c);
+		if (rused == 2)
+			return 2;
+		if (rused) {
 			i++;
 			continue;
 		}
