@@ -26,9 +26,11 @@ SCENARIOS = REPO / "scenarios" / "torch"
 FIELD = REPO / "scenarios" / "field"
 ATOMIC_ONLY = sorted(p.name for p in SCENARIOS.glob("*.yaml") if "\n# writers: atomic" in "\n" + p.read_text())
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run([PYTHON, "-c", "import torch"], capture_output=True).returncode != 0,
-    reason="python3-torch is not installed (scripts/common.sh installs it)")
+
+def test_torch_and_skorch_are_installed():
+    """scripts/test installs python3-torch and python3-skorch; without them every test here fails, never skips."""
+    res = subprocess.run([PYTHON, "-c", "import torch, skorch"], capture_output=True, text=True)
+    assert res.returncode == 0, "python3-torch / python3-skorch missing (scripts/common.sh installs them): " + res.stderr
 
 
 def harness(*args):
