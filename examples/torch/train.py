@@ -378,14 +378,32 @@ def err_text(e):
 # ---------------------------------------------------------------- writer: atomic (DESIGN.md's protocol)
 
 class Writer:
-    """What every writer holds: the trainer, the checkpoint root, the world and this rank."""
+    """What every writer holds (the trainer, the checkpoint root, the world and this rank), its
+    checkpoints' names (PATTERN) and the retention they share."""
+    PATTERN = None
 
     def __init__(self, tr, root):
         self.tr, self.root, self.world, self.rank = tr, root, tr.world, tr.rank
 
+    def generations(self, newest_first=False):
+        return sorted((n for n in os.listdir(self.root) if self.PATTERN.match(n)), reverse=newest_first)
+
+    def retain(self, keep):
+        """Rank 0: all but the newest `keep` checkpoints go (a directory, or a file)."""
+        if self.rank != 0:
+            return
+        phase("save.retention")
+        for n in self.generations()[:-keep] if keep > 0 else []:
+            path = os.path.join(self.root, n)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
 
 class AtomicWriter(Writer):
     """ROOT/step-S/{rank-R.pt..., manifest.json}; manifest last, renamed into place, every step made durable."""
+    PATTERN = GEN_RE
 
     @staticmethod
     def name(step):
@@ -458,14 +476,6 @@ class AtomicWriter(Writer):
         self.why = why
         return False
 
-    def retain(self, keep):
-        if self.rank != 0:
-            return
-        phase("save.retention")
-        gens = sorted(n for n in os.listdir(self.root) if GEN_RE.match(n))
-        for n in gens[:-keep] if keep > 0 else []:
-            shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
-
     def verify(self, name):
         """Rank 0: the manifest of ROOT/name, after checking it and every file it lists."""
         d = os.path.join(self.root, name)
@@ -510,7 +520,7 @@ class AtomicWriter(Writer):
             for n in os.listdir(self.root):
                 if n.startswith("step-") and n.endswith(".tmp"):
                     shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
-            gens = sorted((n for n in os.listdir(self.root) if GEN_RE.match(n)), reverse=True)
+            gens = self.generations(newest_first=True)
             fallbacks, chosen = [], None
             for n in gens:
                 beacon.step(int(n[5:]))
@@ -552,6 +562,7 @@ class AtomicWriter(Writer):
 
 class TorchSaveWriter(Writer):
     """ROOT/ckpt-S.pt: rank 0 gathers, torch.save to ckpt-S.pt.tmp, os.replace. No fsync: the common pattern."""
+    PATTERN = FILE_RE
 
     @staticmethod
     def name(step):
@@ -573,21 +584,13 @@ class TorchSaveWriter(Writer):
         barrier(self.world)
         return True
 
-    def retain(self, keep):
-        if self.rank != 0:
-            return
-        phase("save.retention")
-        files = sorted(n for n in os.listdir(self.root) if FILE_RE.match(n))
-        for n in files[:-keep] if keep > 0 else []:
-            os.unlink(os.path.join(self.root, n))
-
     def restore(self):
         choice = None
         if self.rank == 0:
             beacon.step(0)
             phase("restore.scan")
             os.makedirs(self.root, exist_ok=True)
-            files = sorted((n for n in os.listdir(self.root) if FILE_RE.match(n)), reverse=True)
+            files = self.generations(newest_first=True)
             fallbacks, chosen = [], None
             for n in files:
                 beacon.step(int(n[5:13]))
@@ -659,6 +662,7 @@ class DcpWriter(Writer):
     writes .metadata.tmp, fsyncs it and renames it to .metadata (the commit mark). Model tensors are
     tensor items; everything else (optimizer, scheduler, user state, every rank's RNG and cursor, gathered)
     goes as byte items, which only the coordinator (rank 0) writes, as DCP does with replicated values."""
+    PATTERN = DCP_RE
 
     def __init__(self, tr, root):
         super().__init__(tr, root)
@@ -694,14 +698,6 @@ class DcpWriter(Writer):
         barrier(self.world)
         return True
 
-    def retain(self, keep):
-        if self.rank != 0:
-            return
-        phase("save.retention")
-        gens = sorted(n for n in os.listdir(self.root) if DCP_RE.match(n))
-        for n in gens[:-keep] if keep > 0 else []:
-            shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
-
     def _load(self, name):
         sd = self._state(None)
         self.dcp.load_state_dict(sd, self.dcp.FileSystemReader(os.path.join(self.root, name)),
@@ -715,9 +711,8 @@ class DcpWriter(Writer):
             beacon.step(0)
             phase("restore.scan")
             os.makedirs(self.root, exist_ok=True)
-            gens = sorted((n for n in os.listdir(self.root)
-                           if DCP_RE.match(n) and os.path.exists(os.path.join(self.root, n, ".metadata"))),
-                          reverse=True)
+            gens = [n for n in self.generations(newest_first=True)
+                    if os.path.exists(os.path.join(self.root, n, ".metadata"))]
             choice = gens
         gens = bcast(choice, self.world)
         fallbacks = []
