@@ -10,7 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -300,6 +305,294 @@ static void write_scenario(const harness_cs_opts *o, const harness_undo *u, int 
 	fclose(f);
 }
 
+/* ---- the states, enumerated once, checked in parallel --------------------- */
+
+typedef struct cs_item {
+	state s;
+	int h;                  /* index of the first operation not applied */
+} cs_item;
+
+/* One state's verdict, in memory shared with the checking processes. */
+typedef struct cs_verdict {
+	int done;
+	char why[1020];
+} cs_verdict;
+
+typedef struct cs_ctx {
+	const harness_cs_opts *o;
+	const harness_undo *u;
+	const cs_layout *L;
+	const char *root;       /* the recording's final checkpoint root */
+	int i0, ack, tack;
+	long S, E;
+	uint64_t gold_new[8], gold_old[8];
+} cs_ctx;
+
+static int add_item(cs_item **items, unsigned char **sels, int *n, int *cap, size_t nsel, const state *s, int h,
+		    const unsigned char *sel)
+{
+	if (*n == *cap) {
+		int c = *cap ? *cap * 2 : 256;
+		cs_item *ni = realloc(*items, sizeof *ni * (size_t)c);
+		if (!ni)
+			return -ENOMEM;
+		*items = ni;
+		unsigned char *ns = realloc(*sels, nsel * (size_t)c);
+		if (!ns)
+			return -ENOMEM;
+		*sels = ns;
+		*cap = c;
+	}
+	memcpy(*sels + nsel * (size_t)*n, sel, nsel);
+	(*items)[*n].s = *s;
+	(*items)[*n].h = h;
+	(*n)++;
+	return 0;
+}
+
+/*
+ * Every distinct crash state of the save whose operations start at i0, in
+ * a fixed order (crash point, then variant). Each item's sel (the
+ * operations undone) points into *sels once the list is complete.
+ */
+static int enumerate_states(const harness_undo *u, int i0, cs_item **items, unsigned char **sels)
+{
+	int ops = u->n - i0, n = 0, cap = 0;
+	size_t nsel = (size_t)u->n + 1;
+	uint64_t *seen = calloc((size_t)(ops + 1) * (size_t)(ops + 8) * 2 + 16, sizeof *seen);
+	unsigned char *sel = calloc(nsel, 1);
+	int nseen = 0, rc = 0;
+
+	*items = NULL;
+	*sels = NULL;
+	if (!seen || !sel)
+		rc = -ENOMEM;
+	for (int k = 0; rc == 0 && k <= ops; k++) {
+		int h = i0 + k;
+		for (int v = 0; rc == 0 && v < 6 + ops; v++) {
+			state s = { .k = k, .drop = -1 };
+			memset(sel, 0, nsel);
+			for (int j = h; j < u->n; j++)
+				sel[j] = 1;
+			if (v == 0) {
+				s.kind = "crash";
+			} else if (v <= 3) {
+				s.kind = v == 1 ? "power loss" : v == 2 ? "power loss, unsynced data only" : "power loss, unsynced names only";
+				for (int j = 0; j < h; j++)
+					if (!harness_undo_durable(u, j, h) &&
+					    (v == 1 || (v == 2) == !harness_undo_is_entry_op(&u->v[j])))
+						sel[j] = 1;
+			} else if (v <= 5) {
+				int B = v == 4 ? 512 : 4096;
+				if (k == 0 || strcmp(u->v[h - 1].op, "write") != 0 || u->v[h - 1].len <= B)
+					continue;
+				s.kind = v == 4 ? "crash, last write torn at 512 bytes" : "crash, last write torn at 4096 bytes";
+				s.torn = B;
+			} else {
+				/* one non-durable operation dropped, at sync points and at the end */
+				int j = i0 + (v - 6);
+				if (j >= h || (k != ops && strcmp(u->v[h - 1].op, "fsync") != 0) || harness_undo_durable(u, j, h))
+					continue;
+				s.kind = "power loss of one non-durable operation";
+				s.drop = j;
+				sel[j] = 1;
+			}
+			/* the same state twice is checked once */
+			XXH3_state_t *hs = XXH3_createState();
+			XXH3_64bits_reset(hs);
+			XXH3_64bits_update(hs, sel, (size_t)u->n);
+			XXH3_64bits_update(hs, &s.torn, sizeof s.torn);
+			if (s.torn)
+				XXH3_64bits_update(hs, &h, sizeof h);
+			uint64_t key = XXH3_64bits_digest(hs);
+			XXH3_freeState(hs);
+			int dup = 0;
+			for (int q = 0; q < nseen && !dup; q++)
+				dup = seen[q] == key;
+			if (dup)
+				continue;
+			seen[nseen++] = key;
+			rc = add_item(items, sels, &n, &cap, nsel, &s, h, sel);
+		}
+	}
+	free(seen);
+	free(sel);
+	if (rc < 0) {
+		free(*items);
+		free(*sels);
+		*items = NULL;
+		*sels = NULL;
+		return rc;
+	}
+	for (int i = 0; i < n; i++)
+		(*items)[i].s.sel = *sels + nsel * (size_t)i;
+	return n;
+}
+
+/* Materialize one state in scratch, restore it with threads as ranks, judge it: why is "" if it holds. */
+static void check_one(const cs_ctx *x, cs_check *c, const cs_item *it, const char *scratch, char *why, size_t len)
+{
+	const harness_undo *u = x->u;
+	const state *s = &it->s;
+	int h = it->h;
+
+	harness_workdir_remove(scratch);
+	copy_src = x->root;
+	copy_dst = scratch;
+	nftw(x->root, copy_visit, 16, FTW_PHYS);
+	harness_undo_apply(u, x->root, scratch, s->sel, s->torn ? h - 1 : -1, s->torn, NULL);
+	memset(c->err, 0, sizeof c->err);
+	memset(c->step, 0, sizeof c->step);
+	rank_arg ra = { c };
+	void *args[8];
+	for (int r = 0; r < x->o->world; r++)
+		args[r] = &ra;
+	fake_comm_run(x->o->world, rank_restore, args);
+
+	long S = x->S, E = x->E;
+	uint64_t R = c->step[0];
+	why[0] = '\0';
+	if (c->rc[0] < 0) {
+		snprintf(why, len, "restore refused although step %ld was valid: %s", E, c->err);
+	} else if (R != (uint64_t)S && R != (uint64_t)E) {
+		snprintf(why, len, "restored step %" PRIu64 ", neither the new generation (%ld) nor the previous (%ld)", R, S, E);
+	} else if (x->tack >= 0 && h >= x->tack && R != (uint64_t)S) {
+		snprintf(why, len, "the trainer acknowledged step %ld before it was durable: %s after the "
+			 "acknowledgement restored step %" PRIu64, S,
+			 strncmp(s->kind, "power loss", 10) == 0 ? "a power cut" : "a crash", R);
+	} else if (h >= x->ack && R != (uint64_t)S) {
+		snprintf(why, len, "the save of step %ld had been acknowledged but step %" PRIu64 " was restored", S, R);
+	} else {
+		const uint64_t *g = R == (uint64_t)S ? x->gold_new : x->gold_old;
+		for (int q = 0; q < 8; q++)
+			if (digest(c, comps[q]) != g[q]) {
+				snprintf(why, len, "restored step %" PRIu64 " but its %s differ from the uninterrupted run's", R, comps[q]);
+				break;
+			}
+	}
+}
+
+/* Check items w, w+nw, w+2nw, ... in scratch-directory base/w. */
+static void check_share(const cs_ctx *x, const cs_item *items, int n, int w, int nw, const char *base, cs_verdict *res)
+{
+	cs_check c = { .L = x->L };
+	char scratch[700];
+
+	snprintf(scratch, sizeof scratch, "%s/%d", base, w);
+	c.root = scratch;
+	for (int i = 0; i < x->L->n; i++)
+		c.buf[i] = calloc(x->L->t[i].local + 1, dt_size(x->L->t[i].dt));
+	for (int i = w; i < n; i += nw) {
+		check_one(x, &c, &items[i], scratch, res[i].why, sizeof res[i].why);
+		res[i].done = 1;
+	}
+	harness_workdir_remove(scratch);
+	for (int i = 0; i < x->L->n; i++)
+		free(c.buf[i]);
+}
+
+/*
+ * Where states are materialized: a fresh directory in /dev/shm when it is a
+ * tmpfs with room for a few copies of the root (creating and deleting small
+ * files there costs a fraction of what it costs on a disk file system, and
+ * the restore-only check does not depend on the file system: what a power
+ * cut keeps comes from the undo record), else under work. $CKPT_HARNESS_SCRATCH
+ * names the parent instead. Returns out.
+ */
+static uint64_t tree_bytes;
+
+static int size_visit(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)p, (void)ftw;
+	if (flag == FTW_F)
+		tree_bytes += (uint64_t)sb->st_size + 4096;
+	return 0;
+}
+
+static const char *scratch_base(const char *root, const char *work, char *out, size_t len)
+{
+	const char *parent = getenv("CKPT_HARNESS_SCRATCH");
+	struct statvfs vf;
+
+	tree_bytes = 0;
+	nftw(root, size_visit, 16, FTW_PHYS);
+	if (!parent || !*parent) {
+		parent = "/dev/shm";
+		if (access(parent, W_OK) != 0 || statvfs(parent, &vf) != 0 ||
+		    (uint64_t)vf.f_bavail * vf.f_frsize < tree_bytes * 16 + (64u << 20))
+			parent = NULL;
+	}
+	if (parent) {
+		snprintf(out, len, "%s/ckpt-crashstates.XXXXXX", parent);
+		if (mkdtemp(out))
+			return out;
+	}
+	snprintf(out, len, "%s/states", work);
+	mkdir(out, 0700);
+	return out;
+}
+
+/*
+ * Check every item, in jobs processes (0: one per online CPU), each with its
+ * own scratch directory under base. The verdicts land in shared memory, in
+ * item order, so the report does not depend on who checked what. NULL with
+ * errno set if they could not run.
+ */
+static cs_verdict *check_states(const cs_ctx *x, const cs_item *items, int n, const char *base, int jobs)
+{
+	size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(cs_verdict);
+	cs_verdict *res = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t pids[64];
+	int nw = jobs > 0 ? jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (res == MAP_FAILED)
+		return NULL;
+	if (nw < 1)
+		nw = 1;
+	if (nw > 64)
+		nw = 64;
+	if (nw > n)
+		nw = n > 0 ? n : 1;
+	if (nw == 1) {
+		check_share(x, items, n, 0, 1, base, res);
+		return res;
+	}
+	fflush(NULL);
+	for (int w = 0; w < nw; w++) {
+		pids[w] = fork();
+		if (pids[w] == 0) {
+			signal(SIGINT, SIG_DFL);
+			signal(SIGTERM, SIG_DFL);
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() == 1)
+				_exit(3);
+			check_share(x, items, n, w, nw, base, res);
+			_exit(0);
+		}
+		if (pids[w] < 0) {
+			/* the ones not forked are checked here */
+			for (int v = w; v < nw; v++)
+				for (int i = v; i < n; i += nw)
+					if (!res[i].done) {
+						check_share(x, items, n, v, nw, base, res);
+						break;
+					}
+			nw = w;
+			break;
+		}
+	}
+	for (int w = 0; w < nw; w++)
+		while (waitpid(pids[w], NULL, 0) < 0 && errno == EINTR)
+			;
+	for (int i = 0; i < n; i++)
+		if (!res[i].done) {
+			munmap(res, bytes);
+			errno = ECHILD;
+			return NULL;
+		}
+	return res;
+}
+
 int harness_crashstates(const harness_cs_opts *o)
 {
 	char work[] = "/tmp/ckpt-crashstates.XXXXXX", root[600], scratch[600], undo[600], traj[600], keep[700];
@@ -320,7 +613,6 @@ int harness_crashstates(const harness_cs_opts *o)
 	if (!mkdtemp(work))
 		return 3;
 	snprintf(root, sizeof root, "%s/ckpt", work);
-	snprintf(scratch, sizeof scratch, "%s/state", work);
 	snprintf(undo, sizeof undo, "%s/undo", work);
 	snprintf(keep, sizeof keep, "%s.keep", undo);
 	snprintf(traj, sizeof traj, "%s/run.jsonl", work);
@@ -383,108 +675,44 @@ int harness_crashstates(const harness_cs_opts *o)
 			"(nothing in $CKPT_ACK_LOG); only libckpt's LATEST marks the save as acknowledged\n", S);
 	int ops = u.n - i0;
 
-	cs_check c = { .root = scratch, .L = L };
-	for (int i = 0; i < L->n; i++)
-		c.buf[i] = calloc(L->t[i].local + 1, dt_size(L->t[i].dt));
-	uint64_t *seen = calloc((size_t)(ops + 1) * (size_t)(ops + 8) * 2 + 16, sizeof *seen);
-	int nseen = 0;
-	unsigned char *sel = calloc((size_t)u.n + 1, 1);
+	cs_ctx x = { .o = o, .u = &u, .L = L, .root = root, .i0 = i0, .ack = ack, .tack = tack, .S = S, .E = E };
+	memcpy(x.gold_new, gold_new, sizeof gold_new);
+	memcpy(x.gold_old, gold_old, sizeof gold_old);
+	cs_item *items = NULL;
+	unsigned char *sels = NULL;
+	int nitems = enumerate_states(&u, i0, &items, &sels);
+	if (nitems < 0) {
+		fprintf(stderr, "ckpt-harness: crashstates: out of memory\n");
+		goto out;
+	}
 	mkdir(o->out_dir, 0755);
 	t0 = now();
-
-	for (int k = 0; k <= ops; k++) {
-		int h = i0 + k;
-		/* variants at this crash point */
-		for (int v = 0; v < 6 + ops; v++) {
-			state s = { .k = k, .drop = -1, .sel = sel };
-			memset(sel, 0, (size_t)u.n);
-			for (int j = h; j < u.n; j++)
-				sel[j] = 1;
-			if (v == 0) {
-				s.kind = "crash";
-			} else if (v <= 3) {
-				s.kind = v == 1 ? "power loss" : v == 2 ? "power loss, unsynced data only" : "power loss, unsynced names only";
-				for (int j = 0; j < h; j++)
-					if (!harness_undo_durable(&u, j, h) &&
-					    (v == 1 || (v == 2) == !harness_undo_is_entry_op(&u.v[j])))
-						sel[j] = 1;
-			} else if (v <= 5) {
-				int B = v == 4 ? 512 : 4096;
-				if (k == 0 || strcmp(u.v[h - 1].op, "write") != 0 || u.v[h - 1].len <= B)
-					continue;
-				s.kind = v == 4 ? "crash, last write torn at 512 bytes" : "crash, last write torn at 4096 bytes";
-				s.torn = B;
-			} else {
-				/* one non-durable operation dropped, at sync points and at the end */
-				int j = i0 + (v - 6);
-				if (j >= h || (k != ops && strcmp(u.v[h - 1].op, "fsync") != 0) || harness_undo_durable(&u, j, h))
-					continue;
-				s.kind = "power loss of one non-durable operation";
-				s.drop = j;
-				sel[j] = 1;
-			}
-			/* the same state twice is checked once */
-			XXH3_state_t *hs = XXH3_createState();
-			XXH3_64bits_reset(hs);
-			XXH3_64bits_update(hs, sel, (size_t)u.n);
-			XXH3_64bits_update(hs, &s.torn, sizeof s.torn);
-			if (s.torn)
-				XXH3_64bits_update(hs, &h, sizeof h);
-			uint64_t key = XXH3_64bits_digest(hs);
-			XXH3_freeState(hs);
-			int dup = 0;
-			for (int q = 0; q < nseen && !dup; q++)
-				dup = seen[q] == key;
-			if (dup)
-				continue;
-			seen[nseen++] = key;
-
-			harness_workdir_remove(scratch);
-			copy_src = root;
-			copy_dst = scratch;
-			nftw(root, copy_visit, 16, FTW_PHYS);
-			harness_undo_apply(&u, root, scratch, sel, s.torn ? h - 1 : -1, s.torn, NULL);
-			memset(c.err, 0, sizeof c.err);
-			rank_arg ra = { &c };
-			void *args[8];
-			for (int r = 0; r < o->world; r++)
-				args[r] = &ra;
-			fake_comm_run(o->world, rank_restore, args);
-			states++;
-
-			char why[1024] = "";
-			uint64_t R = c.step[0];
-			if (c.rc[0] < 0) {
-				snprintf(why, sizeof why, "restore refused although step %ld was valid: %s", E, c.err);
-			} else if (R != (uint64_t)S && R != (uint64_t)E) {
-				snprintf(why, sizeof why, "restored step %" PRIu64 ", neither the new generation (%ld) nor the previous (%ld)", R, S, E);
-			} else if (tack >= 0 && h >= tack && R != (uint64_t)S) {
-				snprintf(why, sizeof why, "the trainer acknowledged step %ld before it was durable: %s after the "
-					 "acknowledgement restored step %" PRIu64, S,
-					 strncmp(s.kind, "power loss", 10) == 0 ? "a power cut" : "a crash", R);
-			} else if (h >= ack && R != (uint64_t)S) {
-				snprintf(why, sizeof why, "the save of step %ld had been acknowledged but step %" PRIu64 " was restored", S, R);
-			} else {
-				const uint64_t *g = R == (uint64_t)S ? gold_new : gold_old;
-				for (int q = 0; q < 8; q++)
-					if (digest(&c, comps[q]) != g[q]) {
-						snprintf(why, sizeof why, "restored step %" PRIu64 " but its %s differ from the uninterrupted run's", R, comps[q]);
-						break;
-					}
-			}
-			if (why[0]) {
-				char spath[800] = "";
-				if (violations < 20)
-					write_scenario(o, &u, i0, &s, violations + 1, why, spath, sizeof spath);
-				violations++;
-				json_array_append_new(vlist, json_pack("{s:s,s:i,s:i,s:s,s:s}", "state", s.kind, "after_ops", k,
-								      "dropped", s.drop >= 0 ? s.drop - i0 : -1, "why", why,
-								      "scenario", spath));
-				fprintf(stderr, "VIOLATION after %d of %d operations (%s): %s%s%s\n", k, ops, s.kind, why,
-					spath[0] ? " -> " : "", spath);
-			}
-		}
+	cs_verdict *res = check_states(&x, items, nitems, scratch_base(root, work, scratch, sizeof scratch), o->jobs);
+	if (!res) {
+		fprintf(stderr, "ckpt-harness: crashstates: the checks could not run: %s\n", strerror(errno));
+		harness_workdir_remove(scratch);
+		free(items);
+		free(sels);
+		goto out;
 	}
+	states = nitems;
+	for (int i = 0; i < nitems; i++) {
+		const state *s = &items[i].s;
+		const char *why = res[i].why;
+		if (!why[0])
+			continue;
+		char spath[800] = "";
+		if (violations < 20)
+			write_scenario(o, &u, i0, s, violations + 1, why, spath, sizeof spath);
+		violations++;
+		json_array_append_new(vlist, json_pack("{s:s,s:i,s:i,s:s,s:s}", "state", s->kind, "after_ops", s->k,
+						      "dropped", s->drop >= 0 ? s->drop - i0 : -1, "why", why,
+						      "scenario", spath));
+		fprintf(stderr, "VIOLATION after %d of %d operations (%s): %s%s%s\n", s->k, ops, s->kind, why,
+			spath[0] ? " -> " : "", spath);
+	}
+	munmap(res, (size_t)nitems * sizeof *res);
+	harness_workdir_remove(scratch);
 	double secs = now() - t0;
 	printf("crash states of the save of step %ld (%s, %d ranks, %d operations): %d checked, %d violation%s, "
 	       "%.1f states/s\n", S, o->preset, o->world, ops, states, violations, violations == 1 ? "" : "s",
@@ -502,10 +730,8 @@ int harness_crashstates(const harness_cs_opts *o)
 		json_decref(j);
 	}
 	rc = violations ? 1 : 0;
-	free(seen);
-	free(sel);
-	for (int i = 0; i < L->n; i++)
-		free(c.buf[i]);
+	free(items);
+	free(sels);
 out:
 	json_decref(vlist);
 	harness_undo_free(&u);

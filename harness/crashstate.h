@@ -33,6 +33,7 @@ typedef struct harness_cs_opts {
 	const char *bindir;
 	const char *out_dir;      /* where violation scenarios are written */
 	int keep;
+	int jobs;                 /* processes checking states; 0: one per online CPU */
 	int shim;                 /* the undo record from the fault shim (LD_PRELOAD), not from libckpt's I/O layer */
 } harness_cs_opts;
 

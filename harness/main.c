@@ -32,7 +32,7 @@ static const char usage[] =
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
-"       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [--json FILE] [--out DIR] [--keep]\n"
+"       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [-j N] [--json FILE] [--out DIR] [--keep]\n"
 "                                [--inject fiu|shim]\n"
 "       ckpt-harness crashstates --scenario FILE [--step S] [--max-states N] [--json FILE] [--out DIR] [--keep]\n"
 "                                [--inject fiu|shim] [--ckpt-backend NAME|PATH.so] [--cache DIR]\n"
@@ -596,6 +596,12 @@ static int cmd_crashstates(int argc, char **argv)
 		} else if (strcmp(a, "--inject") == 0) {
 			if (parse_inject(v, &c.inject))
 				return 2;
+		} else if (strcmp(a, "-j") == 0 && !ro.scenario) {
+			char *end;
+			long j = strtol(v, &end, 10);
+			if (*end || end == v || j < 1 || j > 64)
+				return bad_usage("-j: '%s' is not valid; expected a whole number from 1 to 64", v);
+			o.jobs = (int)j;
 		} else {
 			return bad_usage("unknown option '%s'", a);
 		}
