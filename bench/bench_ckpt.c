@@ -7,12 +7,17 @@
  *   restore: ckpt_restore (manifest check, size and xxh3 of every byte)
  *            vs  read() of the same files
  *
- * Each rank holds MiB/W of state. Before every read the files are dropped
- * from the page cache (posix_fadvise DONTNEED), so both sides read the
- * device. Each round times the baseline and libckpt back to back; the
- * ratio (baseline time / libckpt time, 1 = free) is taken per round and the
- * median over rounds is printed, since this machine's disk speed drifts more
- * between rounds than the two sides differ. KEEP (environment) sets
+ * Each rank holds MiB/W of state. Before every timed read the page cache is
+ * emptied so both sides read the device: as root through
+ * /proc/sys/vm/drop_caches (after sync), else with posix_fadvise(DONTNEED)
+ * on every file about to be read (best effort). Either way each rank then
+ * asks the kernel with mincore(2) how much of those files is still resident
+ * and the run reports the worst fraction seen (`*_resident_max`): a read
+ * ratio is only a disk figure when that is about 0. Each round times the
+ * baseline and libckpt back to back; the ratio (baseline time / libckpt
+ * time, 1 = free) is taken per round, and the median, minimum and maximum
+ * over rounds are printed, since this machine's disk speed drifts between
+ * rounds. KEEP (environment) sets
  * keep_last; the default 1 makes every save also delete the previous
  * generation, as a tight retention would. That deletion runs in the
  * background after ckpt_save returns (as it overlaps training in a real
@@ -28,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,13 +75,68 @@ static void drop_cache(const char *path)
 	}
 }
 
-static void drop_dir(const char *dir, int world)
+/* Fraction of path's pages in the page cache (mincore), 0 for an empty or missing file. */
+static double resident(const char *path)
 {
-	char p[4096];
-	for (int r = 0; r < world; r++) {
-		snprintf(p, sizeof p, "%s/rank-%05d.safetensors", dir, r);
-		drop_cache(p);
+	int fd = open(path, O_RDONLY);
+	struct stat sb;
+	double frac = 0;
+
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &sb) == 0 && sb.st_size > 0) {
+		void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		long pg = sysconf(_SC_PAGESIZE);
+		size_t np = ((size_t)sb.st_size + (size_t)pg - 1) / (size_t)pg, in = 0;
+		unsigned char *vec = malloc(np);
+		if (m != MAP_FAILED && vec && mincore(m, (size_t)sb.st_size, vec) == 0) {
+			for (size_t i = 0; i < np; i++)
+				in += vec[i] & 1;
+			frac = (double)in / (double)np;
+		}
+		free(vec);
+		if (m != MAP_FAILED)
+			munmap(m, (size_t)sb.st_size);
 	}
+	close(fd);
+	return frac;
+}
+
+static int dropped_all;     /* drop_caches worked: the whole page cache was emptied */
+
+/*
+ * Empty the page cache of the n files every rank is about to read (the same
+ * list on every rank), then return the largest resident fraction any rank
+ * still sees among them.
+ */
+static double make_cold(char paths[][4200], int n)
+{
+	int ok = 0;
+
+	MPI_Barrier(MPI_COMM_WORLD);
+	int rank;
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	if (rank == 0) {
+		sync();
+		FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
+		if (f) {
+			ok = fputs("3\n", f) >= 0;
+			ok = fclose(f) == 0 && ok;
+		}
+	}
+	MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+	dropped_all = ok;
+	if (!ok)
+		for (int i = 0; i < n; i++)
+			drop_cache(paths[i]);
+	MPI_Barrier(MPI_COMM_WORLD);
+	double worst = 0, all;
+	for (int i = 0; i < n; i++) {
+		double r = resident(paths[i]);
+		worst = r > worst ? r : worst;
+	}
+	MPI_Allreduce(&worst, &all, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+	return all;
 }
 
 /* The baseline: what a checkpoint costs with no checkpoint library at all. */
@@ -119,6 +180,13 @@ static double median(double *v, int n)
 {
 	qsort(v, (size_t)n, sizeof *v, cmp_double);
 	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* name_median, _min and _max of v (sorted in place). */
+static void spread(const char *name, double *v, int n)
+{
+	double m = median(v, n);
+	printf("%s_median=%.3f\n%s_min=%.3f\n%s_max=%.3f\n", name, m, name, v[0], name, v[n - 1]);
 }
 
 /* Wall time of fn across all ranks: barrier, run, barrier. */
@@ -171,10 +239,11 @@ int main(int argc, char **argv)
 		die(e.msg, EIO);
 
 	double *rw = calloc((size_t)rounds, sizeof *rw), *rr = calloc((size_t)rounds, sizeof *rr);
-	double sum_pw = 0, sum_cw = 0, sum_pr = 0, sum_cr = 0, tp, t;
+	double sum_pw = 0, sum_cw = 0, sum_pr = 0, sum_cr = 0, tp, t, res_plain = 0, res_ckpt = 0;
 	char gen[4200];
 	for (int round = 0; round < rounds; round++) {
 		uint64_t step = (uint64_t)round + 1;
+		double prev_pw = sum_pw, prev_cw = sum_cw;
 		TIMED(tp, plain_write(path, state, bytes));
 		int rc;
 		TIMED(t, rc = ckpt_save(c, step, 0));
@@ -187,16 +256,29 @@ int main(int argc, char **argv)
 		sum_pw += tp;
 		sum_cw += t;
 
-		drop_cache(path);
+		char files[world + 2][4200];
+		for (int r = 0; r < world; r++)
+			snprintf(files[r], sizeof files[r], "%s/rank-%05d.safetensors", base, r);
+		double res = make_cold(files, world);
+		res_plain = res > res_plain ? res : res_plain;
 		TIMED(tp, plain_read(path, back, bytes));
 		snprintf(gen, sizeof gen, "%s/step-%08llu", root, (unsigned long long)step);
-		drop_dir(gen, world);
+		for (int r = 0; r < world; r++)
+			snprintf(files[r], sizeof files[r], "%s/rank-%05d.safetensors", gen, r);
+		snprintf(files[world], sizeof files[world], "%s/manifest.json", gen);
+		res = make_cold(files, world + 1);
+		res_ckpt = res > res_ckpt ? res : res_ckpt;
 		ckpt_restore_info info;
 		memset(state, 0, bytes);
 		TIMED(t, rc = ckpt_restore(c, &info));
 		if (rc < 0 || info.step != step)
 			die(ckpt_last_error(c)->msg, EIO);
 		rr[round] = tp / t;
+		if (rank == 0)
+			fprintf(stderr, "round %d: save %.1f vs %.1f MiB/s, restore %.1f vs %.1f MiB/s (libckpt vs plain)\n",
+				round + 1, (double)bytes * world / 1048576.0 / (sum_cw - prev_cw),
+				(double)bytes * world / 1048576.0 / (sum_pw - prev_pw), (double)bytes * world / 1048576.0 / t,
+				(double)bytes * world / 1048576.0 / tp);
 		sum_pr += tp;
 		sum_cr += t;
 		if (memcmp(state, back, bytes) != 0)
@@ -208,10 +290,15 @@ int main(int argc, char **argv)
 		printf("ckpt_rounds=%d\nckpt_keep_last=%u\n", rounds, cfg.keep_last);
 		printf("plain_write_fsync_mib_per_s=%.1f\nckpt_save_mib_per_s=%.1f\n", total * rounds / sum_pw,
 		       total * rounds / sum_cw);
-		printf("ckpt_save_ratio_median=%.3f\n", median(rw, rounds));
+		spread("ckpt_save_ratio", rw, rounds);
 		printf("plain_read_mib_per_s=%.1f\nckpt_restore_verified_mib_per_s=%.1f\n", total * rounds / sum_pr,
 		       total * rounds / sum_cr);
-		printf("ckpt_restore_ratio_median=%.3f\n", median(rr, rounds));
+		spread("ckpt_restore_ratio", rr, rounds);
+		printf("cache_emptied_by=%s\n", dropped_all ? "drop_caches" : "fadvise_dontneed");
+		printf("plain_read_resident_max=%.4f\nckpt_restore_resident_max=%.4f\n", res_plain, res_ckpt);
+		if (res_plain > 0.01 || res_ckpt > 0.01)
+			printf("cold_cache_warning=up to %.0f%% of a file read was in the page cache: the read figures are not disk figures\n",
+			       100 * (res_plain > res_ckpt ? res_plain : res_ckpt));
 	}
 	ckpt_close(c);
 	ckpt_state_free(st);

@@ -21,6 +21,26 @@ static int is_first_rank(void)
 	return !r || strcmp(r, "0") == 0;
 }
 
+/*
+ * Bad usage: the first rank says why, every rank exits 2. Under mpirun the
+ * ranks first meet in MPI_Init and leave through MPI_Finalize: a rank that
+ * exited before MPI_Init would make mpirun kill the others, the first one
+ * possibly before its message was out.
+ */
+static int bad_usage(int *argc, char ***argv, const char *err)
+{
+	int under_mpirun = getenv("OMPI_COMM_WORLD_SIZE") != NULL;
+	if (under_mpirun)
+		MPI_Init(argc, argv);
+	if (is_first_rank())
+		fprintf(stderr, "reftrain: %s\n", err);
+	if (under_mpirun) {
+		MPI_Barrier(MPI_COMM_WORLD);
+		MPI_Finalize();
+	}
+	return 2;
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -172,18 +192,12 @@ int main(int argc, char **argv)
 			fputs(reftrain_config_usage(), stdout);
 		return 0;
 	}
-	if (rc < 0) {
-		if (is_first_rank())
-			fprintf(stderr, "reftrain: %s\n", err);
-		return 2;
-	}
+	if (rc < 0)
+		return bad_usage(&argc, &argv, err);
 
-	/* the checkpoint code: a backend .so that cannot be used is bad usage, found before MPI starts */
-	if (cfg.ckpt_dir && reftrain_ckpt_load(&k, cfg.ckpt_backend, err, sizeof err) < 0) {
-		if (is_first_rank())
-			fprintf(stderr, "reftrain: %s\n", err);
-		return 2;
-	}
+	/* the checkpoint code: a backend .so that cannot be used is bad usage, found before training starts */
+	if (cfg.ckpt_dir && reftrain_ckpt_load(&k, cfg.ckpt_backend, err, sizeof err) < 0)
+		return bad_usage(&argc, &argv, err);
 
 	MPI_Init(&argc, &argv);
 	int rank, world;

@@ -21,6 +21,8 @@ def mpirun_argv(np, jobdir, timeout, mca=()):
         "mpirun", "-np", str(np), "--oversubscribe", "--bind-to", "none", "--quiet",
         "--stdin", "none",
         "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none",
+        # as harness/launch.c: no UCX or libfabric probing at MPI_Init
+        "--mca", "pml", "ob1", "--mca", "osc", "^ucx", "--mca", "mtl", "^ofi,psm,psm2",
         "--mca", "mpi_yield_when_idle", "1", "--mca", "odls_base_sigkill_timeout", "0",
         "--mca", "btl_vader_backing_directory", str(jobdir),
         "--mca", "orte_tmpdir_base", str(jobdir), "--timeout", str(timeout),

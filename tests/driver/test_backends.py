@@ -10,6 +10,7 @@ announcing its step to the fault shim.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -310,6 +311,8 @@ def test_harness_fails_naive_and_passes_libckpt_plugged_in(tmp_path, backend, fa
 # ---- scenarios/backends: path-agnostic faults, any backend, through `--ckpt-backend` ----
 
 BACKEND_SCENARIOS = REPO / "scenarios" / "backends"
+# what restore says of a naive rank file cut short: the torn rank's, or one killed while rewriting it in place
+TORN_OR_EMPTY = re.compile(r"rank-[0-3]\.ckpt: (truncated: \d+ bytes|empty file)")
 
 
 def suite_with(tmp_path, *args):
@@ -337,7 +340,8 @@ def test_naive_fails_every_backend_scenario_with_a_sentence(tmp_path):
     for name, s in got.items():
         assert s["verdict"] == "FAIL" and s["faults_fired"] == s["faults_planned"], (name, s["sentence"])
         assert "had been committed and acknowledged" in s["sentence"] and "lost" in s["sentence"], s["sentence"]
-    assert "rank-1.ckpt: truncated" in got["any-torn-write-mid-save"]["sentence"]
+    # rank 1's file is torn; another rank killed with it may be caught mid-rewrite, its file then named first
+    assert TORN_OR_EMPTY.search(got["any-torn-write-mid-save"]["sentence"]), got["any-torn-write-mid-save"]["sentence"]
     assert "a missing fsync or rename?" in got["any-power-loss-after-ack"]["sentence"]
     # the verdicts were the shim's: naive has no libfiu point
     assert all(not c.startswith("save.") for s in got.values() for c in s["coverage"])
@@ -350,7 +354,7 @@ def test_ckpt_backend_in_a_scenario_and_its_refusals(tmp_path):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     res = subprocess.run([str(BIN / "ckpt-harness"), "run", str(p)], capture_output=True, text=True, env=env,
                          timeout=300)
-    assert res.returncode == 1 and "rank-1.ckpt: truncated" in res.stdout, res.stdout
+    assert res.returncode == 1 and TORN_OR_EMPTY.search(res.stdout), res.stdout
     # a libckpt phase, or libckpt's damage at rest, cannot reach another backend: refused where written
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("trainer: {preset: tiny,", "trainer: {ckpt_backend: naive, preset: tiny,")
