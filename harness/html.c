@@ -401,7 +401,10 @@ static void timeline_svg(FILE *f, const harness_result *r)
 		}
 		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">", xpos(to, steps) + 8, y + 4);
 		const char *e = t->end;
-		ESC(strcmp(e, "done") == 0 ? "done" : strcmp(e, "failed") == 0 ? "failed" : e[0] ? e : "died");
+		for (int i = 0; i < st->nfires && !e[0]; i++)
+			if (st->fire[i].attempt == a && kills(&st->fire[i]))
+				e = strstr(st->fire[i].action, "power_loss") ? "power cut" : "killed";
+		ESC(e[0] ? e : "died");
 		fprintf(f, "</text></g>\n");
 	}
 	fprintf(f, "</svg>\n");

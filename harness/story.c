@@ -11,11 +11,12 @@
 #include "jsonl.h"
 #include "scenario.h"
 
-/* Bounded copy of a string from a record: "" for anything else. */
+/* Bounded copy of a string from a record ("" for anything else), ending in "..." if it was cut. */
 static void copy_str(char *dst, size_t len, json_t *v)
 {
 	const char *s = json_string_value(v);
-	snprintf(dst, len, "%s", s ? s : "");
+	if (snprintf(dst, len, "%s", s ? s : "") >= (int)len && len > 4)
+		memcpy(dst + len - 4, "...", 4);
 }
 
 static const char *event_of(json_t *r)

@@ -271,3 +271,22 @@ def test_html_text_from_files_is_shown_as_text(rendered):
     assert err.find("p", cls="path").text().startswith(str(d / "error.yaml"))
     assert HOSTILE in err.find("p", cls="path").text()
     assert HOSTILE in err.find("p", cls="sentence").text()      # the sentence names the file
+
+
+def test_html_from_run_and_a_page_that_cannot_be_written(tmp_path):
+    scenario = tmp_path / "error.yaml"
+    scenario.write_text(ERROR)
+    html = tmp_path / "one.html"
+    res = subprocess.run([HARNESS, "run", scenario, "--html", html], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    page = Page(html.read_text())
+    no_active_content(page)
+    assert [(r.attrs["data-scenario"], r.attrs["data-verdict"]) for r in page.root.find_all("tr", cls="verdict")] \
+        == [("html-never-fires", "ERROR")]
+    assert "fault did not fire" in section(page, "html-never-fires").find("p", cls="sentence").text()
+    assert not list(tmp_path.glob("*.tmp"))
+    # a page that cannot be written: the harness could not do its job (3), said on stderr
+    res = subprocess.run([HARNESS, "run", scenario, "--html", tmp_path / "missing" / "one.html"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "cannot write" in res.stderr and "missing/one.html" in res.stderr
