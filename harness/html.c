@@ -350,7 +350,7 @@ static void x_axis(FILE *f, int64_t steps, double y0, double y1)
 {
 	double d = nice_step((double)steps, 8);
 	fprintf(f, "<line class=\"axis\" x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\"/>", ML, y1, ML + PW, y1);
-	for (double s = 0; s <= (double)steps + 1e-9; s += d) {
+	for (double s = 0; s <= (double)steps + 1e-9 && s / d < 50; s += d) {
 		double x = xpos((int64_t)s, steps);
 		fprintf(f, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>"
 			"<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>", x, y0, x, y1, x, y1 + 13, s);
@@ -534,7 +534,8 @@ static void loss_svg(FILE *f, const harness_result *r)
 	x_axis(f, steps, MT, MT + PH);
 	double d = nice_step(hi - lo, 4);
 	fprintf(f, "<line class=\"axis\" x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\"/>", ML, MT, ML, MT + PH);
-	for (double v = ceil(lo / d) * d; v <= hi; v += d)
+	int ticks = 0;
+	for (double v = ceil(lo / d) * d; v <= hi && ticks++ < 50; v += d)
 		fprintf(f, "<line class=\"grid\" x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\"/><text x=\"%d\" y=\"%.1f\" "
 			"text-anchor=\"end\">%.4g</text>", ML, ypos(v, lo, hi), ML + PW, ypos(v, lo, hi), ML - 4,
 			ypos(v, lo, hi) + 4, fabs(v) < d * 1e-6 ? 0.0 : v);
