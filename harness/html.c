@@ -431,6 +431,8 @@ static void timeline_table(FILE *f, const harness_result *r)
 			fprintf(f, "%s", t->restored_from == -1 ? "a fresh start" : t->restored_from == 0 ? "step 0"
 				: "no start record (died in start-up or restore)");
 		}
+		if (t->world_size > 0)
+			fprintf(f, ", %d rank%s", t->world_size, t->world_size == 1 ? "" : "s");
 		if (t->fallbacks[0]) {
 			fprintf(f, "<br><span class=\"note\">passed over: ");
 			ESC(t->fallbacks);

@@ -249,6 +249,9 @@ static void read_attempt(harness_story *st, int i, const recs *t, const golden_i
 			start = r;
 			a->restored_from = json_is_integer(rf) ? (int64_t)json_integer_value(rf) : -1;
 			copy_str(a->checkpoint, sizeof a->checkpoint, json_object_get(r, "checkpoint"));
+			json_t *ws = json_object_get(r, "world_size");
+			if (json_is_integer(ws) && json_integer_value(ws) > 0 && json_integer_value(ws) <= INT32_MAX)
+				a->world_size = (int32_t)json_integer_value(ws);
 			fallbacks_text(json_object_get(r, "fallbacks"), a->fallbacks, sizeof a->fallbacks);
 			json_t *restored = json_object_get(r, "restored");
 			json_t *gs = golden_at(gi, a->restored_from);

@@ -40,6 +40,7 @@ typedef struct harness_story_fire {
 typedef struct harness_story_attempt {
 	int64_t restored_from;     /* the start record's step; -1 a fresh start; -2 no start record */
 	char checkpoint[40];       /* the generation it restored */
+	int32_t world_size;        /* the start record's (0: not said) */
 	char fallbacks[320];       /* the generations its restore passed over, and why ("" none) */
 	int64_t first_step, last_step;   /* the step records it wrote; -1 none */
 	int ncommits;              /* every `committed` record (the first HARNESS_STORY_COMMITS are kept) */

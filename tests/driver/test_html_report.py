@@ -242,6 +242,7 @@ def test_html_timeline_shows_attempts_and_the_faults_that_fired(rendered):
     assert "killed: rank 1 at step 12" in attempts[0].find("td", cls="ended").text()
     assert attempts[0].find("td", cls="commits").text() == "5, 10"
     assert attempts[1].find("td", cls="ended").text() == "finished (done)"
+    assert attempts[1].find_all("td")[1].text() == "step 10 (step-00000010), 2 ranks"
     torn = section(page, "html-torn-shard").find("li", cls="fire")
     assert (torn.attrs["data-rank"], torn.attrs["data-step"], torn.attrs["data-phase"], torn.attrs["data-op"],
             torn.attrs["data-action"]) == ("1", "10", "save.shard_write", "write", "torn:100+kill")

@@ -72,7 +72,7 @@ static void make_run(const char *dir, int restored_opt_ok, int diff_from, const 
 	assert_true(g && a1 && a2);
 	fprintf(g, "{\"event\":\"start\",\"attempt\":0,\"restored_from\":null}\n");
 	fprintf(a1, "{\"event\":\"start\",\"attempt\":1,\"restored_from\":null,\"checkpoint\":null}\n");
-	fprintf(a2, "{\"event\":\"start\",\"attempt\":2,\"restored_from\":10,\"checkpoint\":\"step-00000010\","
+	fprintf(a2, "{\"event\":\"start\",\"attempt\":2,\"world_size\":2,\"restored_from\":10,\"checkpoint\":\"step-00000010\","
 		"\"restored\":{\"opt\":\"%s\",\"data\":\"d10\"},\"fallbacks\":[{\"checkpoint\":\"step-00000015\","
 		"\"why\":\"manifest.json: <b>torn</b> & unreadable\"}]}\n", restored_opt_ok ? "o10" : "ffff");
 	for (int s = 1; s <= STEPS; s++) {
@@ -200,6 +200,8 @@ static void test_story__restored_state_that_differs_is_the_first_difference(void
 	assert_string_equal(st->attempt[0].end, "");
 	assert_int_equal(st->attempt[1].restored_from, 10);
 	assert_string_equal(st->attempt[1].checkpoint, "step-00000010");
+	assert_int_equal(st->attempt[0].world_size, 0);
+	assert_int_equal(st->attempt[1].world_size, 2);
 	assert_non_null(strstr(st->attempt[1].fallbacks, "step-00000015: manifest.json"));
 	assert_int_equal(st->attempt[1].first_step, 11);
 	assert_int_equal(st->attempt[1].ncommits, 2);
