@@ -26,10 +26,10 @@
 #include "scenario.h"
 
 static const char usage[] =
-"usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--html FILE] [--keep]\n"
-"                        [--inject fiu|shim] [--ckpt-backend NAME|PATH.so]\n"
-"       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--html FILE] [--keep]\n"
-"                          [--inject fiu|shim] [--ckpt-backend NAME|PATH.so]\n"
+"usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
+"                        [--ckpt-backend NAME|PATH.so] [--html FILE]\n"
+"       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
+"                          [--ckpt-backend NAME|PATH.so] [--html FILE]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
@@ -111,8 +111,11 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 			c->keep = 1;
 		} else if (allow_jobs && strcmp(a, "--fail-fast") == 0) {
 			c->fail_fast = 1;
-		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--html") == 0 ||
-			   strcmp(a, "--work") == 0 ||
+		} else if (strcmp(a, "--html") == 0) {
+			if (!v)
+				return bad_usage("%s needs a value", a);
+			c->html = argv[++i];
+		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
 			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || strcmp(a, "--ckpt-backend") == 0 ||
 			   (allow_jobs && strcmp(a, "-j") == 0)) {
 			if (!v)
@@ -135,8 +138,6 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 				c->json = v;
 			} else if (strcmp(a, "--junit") == 0) {
 				c->junit = v;
-			} else if (strcmp(a, "--html") == 0) {
-				c->html = v;
 			} else if (strcmp(a, "--work") == 0) {
 				c->work = v;
 			} else {
