@@ -171,7 +171,8 @@ def chromium_dom(html, tmp):
                     "(scripts/common.sh installs Debian's chromium)")
     profile = tmp / "chromium-profile"
     proc = subprocess.Popen([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             f"--user-data-dir={profile}", "--dump-dom", html.as_uri()],
+                             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--dump-dom",
+                             html.as_uri()],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=90)
@@ -182,7 +183,7 @@ def chromium_dom(html, tmp):
             pass
         proc.wait()
     assert proc.returncode == 0 and "</html>" in out, err[-2000:]
-    return out
+    return out, err
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,10 @@ def rendered(tmp_path_factory):
                          text=True, timeout=600)
     assert res.returncode == 1, res.stdout + res.stderr
     report = json.loads(js.read_text())
-    return Page(chromium_dom(html, tmp)), report, d
+    dom, log = chromium_dom(html, tmp)
+    # the page asked for nothing the Content-Security-Policy had to block (a fetch, a script, a handler)
+    assert "Content Security Policy" not in log, log[-2000:]
+    return Page(dom), report, d
 
 
 def test_html_shows_every_verdict_row(rendered):
