@@ -186,6 +186,13 @@ def chromium_dom(html, tmp):
     return out, err
 
 
+def drop_evidence(report):
+    """The work directories the harness kept of the FAIL and the ERROR: expected here, not evidence."""
+    for s in report["scenarios"]:
+        if s.get("workdir"):
+            shutil.rmtree(s["workdir"], ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("html")
@@ -199,6 +206,7 @@ def rendered(tmp_path_factory):
                          text=True, timeout=600)
     assert res.returncode == 1, res.stdout + res.stderr
     report = json.loads(js.read_text())
+    drop_evidence(report)
     dom, log = chromium_dom(html, tmp)
     # the page asked for nothing the Content-Security-Policy had to block (a fetch, a script, a handler)
     assert "Content Security Policy" not in log, log[-2000:]
@@ -282,8 +290,10 @@ def test_html_from_run_and_a_page_that_cannot_be_written(tmp_path):
     scenario = tmp_path / "error.yaml"
     scenario.write_text(ERROR)
     html = tmp_path / "one.html"
-    res = subprocess.run([HARNESS, "run", scenario, "--html", html], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([HARNESS, "run", scenario, "--html", html, "--json", tmp_path / "r.json"],
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 1, res.stdout + res.stderr
+    drop_evidence(json.loads((tmp_path / "r.json").read_text()))
     page = Page(html.read_text())
     no_active_content(page)
     assert [(r.attrs["data-scenario"], r.attrs["data-verdict"]) for r in page.root.find_all("tr", cls="verdict")] \
@@ -291,7 +301,8 @@ def test_html_from_run_and_a_page_that_cannot_be_written(tmp_path):
     assert "fault did not fire" in section(page, "html-never-fires").find("p", cls="sentence").text()
     assert not list(tmp_path.glob("*.tmp"))
     # a page that cannot be written: the harness could not do its job (3), said on stderr
-    res = subprocess.run([HARNESS, "run", scenario, "--html", tmp_path / "missing" / "one.html"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run([HARNESS, "run", scenario, "--html", tmp_path / "missing" / "one.html", "--json",
+                          tmp_path / "r2.json"], capture_output=True, text=True, timeout=300)
+    drop_evidence(json.loads((tmp_path / "r2.json").read_text()))
     assert res.returncode == 3, res.stdout + res.stderr
     assert "cannot write" in res.stderr and "missing/one.html" in res.stderr
