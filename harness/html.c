@@ -314,9 +314,11 @@ static void ended_text(FILE *f, const harness_story *st, int a)
 	} else {
 		for (int i = 0; i < st->nfires; i++)
 			if (st->fire[i].attempt == a && kills(&st->fire[i])) {
-				escf(f, "%s: rank %d at step %" PRId64 " (%s)",
-				     strstr(st->fire[i].action, "power_loss") ? "power cut" : "killed", st->fire[i].rank,
-				     st->fire[i].step, st->fire[i].phase[0] ? st->fire[i].phase : st->fire[i].op);
+				const harness_story_fire *x = &st->fire[i];
+				escf(f, "%s: rank %d", strstr(x->action, "power_loss") ? "power cut" : "killed", x->rank);
+				if (x->step > 0)      /* a program that announces no step: the fault log says 0 */
+					fprintf(f, " at step %" PRId64, x->step);
+				escf(f, " (%s)", x->phase[0] ? x->phase : x->op);
 				return;
 			}
 		fprintf(f, "no end record: the job died (a crash, or the watchdog)");
@@ -394,7 +396,8 @@ static void timeline_svg(FILE *f, const harness_result *r)
 			const harness_story_fire *x = &st->fire[i];
 			if (x->attempt != a)
 				continue;
-			double fx = xpos(x->step > 0 ? x->step : from, steps);
+			/* no step known (a program without the beacon): where the attempt ended if it killed, else its start */
+			double fx = xpos(x->step > 0 ? x->step : kills(x) ? to : from, steps);
 			fprintf(f, "<path class=\"fire-mark\" d=\"M%.1f %.1f l5 9 h-10z\"><title>", fx, y + 2);
 			fire_text(f, x);
 			fprintf(f, "</title></path>");

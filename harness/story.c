@@ -375,6 +375,13 @@ static int add_fire(json_t *j, void *arg)
 	f->count = 1;
 	copy_str(f->phase, sizeof f->phase, json_object_get(j, "phase"));
 	copy_str(f->op, sizeof f->op, json_object_get(j, "op"));
+	/*
+	 * As the coverage in run.c: under the shim an I/O call carries the last
+	 * phase the trainer announced (train.reduce during a save), which makes
+	 * no I/O; the call has no phase.
+	 */
+	if (strncmp(f->phase, "train.", 6) == 0 && strcmp(f->op, "phase") != 0)
+		f->phase[0] = '\0';
 	copy_str(f->action, sizeof f->action, json_object_get(j, "action"));
 	fire_path(f->path, sizeof f->path, json_string_value(json_object_get(j, "path")), c->dir);
 	return 0;

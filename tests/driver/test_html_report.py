@@ -129,7 +129,8 @@ def test_html_page_structure_without_chromium(tmp_path):
     assert fail.find("span", cls="diff-step").text() == "10"
     fires = fail.find_all("li", cls="fire")
     assert [(f.attrs["data-rank"], f.attrs["data-step"], f.attrs["data-action"]) for f in fires] == \
-        [("0", "10", "errno:EIO"), ("1", "12", "kill")]
+        [("0", "10", "errno:EIO"), ("1", "12", "kill"), ("1", "15", "errno:ENOSPC")]
+    assert fires[2].attrs["data-phase"] == "" and "(no phase) / write" in fires[2].text()
     assert [a.attrs["data-restored-from"] for a in fail.find_all("tr", cls="attempt")] == ["-1", "10"]
     assert not section(page, "plain-pass").find_all("g", cls="first-diff")
     assert "No attempt ran" in section(page, "never-ran").text()

@@ -99,7 +99,10 @@ static void make_run(const char *dir, int restored_opt_ok, int diff_from, const 
 	fclose(a1);
 	fclose(a2);
 	write_file(dir, "faults.rank-1.jsonl", "{\"fault\":0,\"attempt\":1,\"rank\":1,\"step\":12,\"phase\":\"train.step\","
-		   "\"op\":\"phase\",\"path\":\"\",\"nth\":1,\"action\":\"kill\"}\n");
+		   "\"op\":\"phase\",\"path\":\"\",\"nth\":1,\"action\":\"kill\"}\n"
+		   /* the shim: a write carries the trainer's last phase, which makes no I/O */
+		   "{\"fault\":2,\"attempt\":2,\"rank\":1,\"step\":15,\"phase\":\"train.reduce\",\"op\":\"write\","
+		   "\"path\":\"x\",\"nth\":1,\"action\":\"errno:ENOSPC\"}\n");
 	line[0] = '\0';
 	for (int n = 1; n <= 3; n++) {
 		size_t used = strlen(line);
@@ -116,7 +119,7 @@ static harness_scenario *scenario(void)
 	assert_non_null(s);
 	s->trainer.steps = STEPS;
 	s->trainer.world_size = 2;
-	s->nfaults = 2;
+	s->nfaults = 3;
 	s->fault_line[0] = 4;
 	s->fault_line[1] = 6;
 	s->ndamage = 1;
@@ -217,7 +220,7 @@ static void test_story__fires_are_folded_ordered_and_relative_to_the_run(void **
 
 	make_run(fx->dir, 1, 99, "loss");
 	collect(fx->dir, st);
-	assert_int_equal(st->nfires, 2);
+	assert_int_equal(st->nfires, 3);
 	/* attempt 1: step 10 (rank 0, three EIOs folded into one entry) before step 12 (rank 1's kill) */
 	assert_int_equal(st->fire[0].step, 10);
 	assert_int_equal(st->fire[0].rank, 0);
@@ -230,6 +233,9 @@ static void test_story__fires_are_folded_ordered_and_relative_to_the_run(void **
 	assert_string_equal(st->fire[1].phase, "train.step");
 	assert_string_equal(st->fire[1].action, "kill");
 	assert_int_equal(st->fire[1].line, 4);
+	assert_int_equal(st->fire[2].attempt, 2);
+	assert_string_equal(st->fire[2].phase, "");
+	assert_string_equal(st->fire[2].op, "write");
 	/* nothing differs */
 	assert_int_equal(st->diff_step, -1);
 	assert_int_equal(st->loss_diff_step, -1);
