@@ -15,6 +15,7 @@
 
 #include "ckpt_version.h"
 #include "crashstate.h"
+#include "html.h"
 #include "replay.h"
 #include "sweep.h"
 #include "workdir.h"
@@ -26,9 +27,9 @@
 
 static const char usage[] =
 "usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
-"                        [--ckpt-backend NAME|PATH.so]\n"
+"                        [--ckpt-backend NAME|PATH.so] [--html FILE]\n"
 "       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
-"                          [--ckpt-backend NAME|PATH.so]\n"
+"                          [--ckpt-backend NAME|PATH.so] [--html FILE]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
@@ -60,6 +61,7 @@ static const char usage[] =
 
 typedef struct cli {
 	const char *json, *junit, *work, *cache;
+	const char *html;          /* --html FILE: the page people look at (html.h) */
 	int keep, jobs, fail_fast;
 	enum harness_inject inject;
 	const char *ckpt_backend;
@@ -109,6 +111,10 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 			c->keep = 1;
 		} else if (allow_jobs && strcmp(a, "--fail-fast") == 0) {
 			c->fail_fast = 1;
+		} else if (strcmp(a, "--html") == 0) {
+			if (!v)
+				return bad_usage("%s needs a value", a);
+			c->html = argv[++i];
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
 			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || strcmp(a, "--ckpt-backend") == 0 ||
 			   (allow_jobs && strcmp(a, "-j") == 0)) {
@@ -275,6 +281,11 @@ static int write_reports(const cli *c, const harness_result *r, int n, double se
 	}
 	if (c->junit && harness_report_junit(c->junit, r, n, secs) < 0) {
 		fprintf(stderr, "ckpt-harness: cannot write %s\n", c->junit);
+		rc = 3;
+	}
+	int e;
+	if (c->html && (e = harness_report_html(c->html, r, n, secs)) < 0) {
+		fprintf(stderr, "ckpt-harness: cannot write %s: %s\n", c->html, strerror(-e));
 		rc = 3;
 	}
 	return rc;

@@ -1010,6 +1010,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 		if (jr.timed_out) {
 			hang_verdict(s, r, trail, ck, k + 1, &jr, golden_s, watchdog, log);
 			r->attempts = k + 1;
+			harness_story_collect(&r->story, s, gold, trajs, k + 1, faultlog);
 			read_fault_logs(s, faultlog, r, fired);
 			for (int i = 0; i < s->nfaults; i++)
 				r->faults_fired += fired[i] > 0;
@@ -1071,6 +1072,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 	harness_oracle_compare(gold, trajs, k, s->trainer.steps, &exp, &r->oracle);
 	r->verdict = r->oracle.verdict;
 	harness_transitions_find(gold, trajs, k, ck, &r->transitions);
+	harness_story_collect(&r->story, s, gold, trajs, k, faultlog);
 	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
 	if (r->oracle.lost_acked > 0) {
 		/* say why, when the evidence does: the library's own retention removed it */

@@ -5,6 +5,7 @@
 #include "launch.h"
 #include "oracle.h"
 #include "scenario.h"
+#include "story.h"
 #include "transitions.h"
 
 #define HARNESS_MAX_COVERAGE 64
@@ -54,6 +55,7 @@ typedef struct harness_result {
 	int ncoverage;
 	char workdir[512];
 	harness_transitions transitions;   /* what the restored attempts crossed */
+	harness_story story;               /* attempts, fires, loss curves: the HTML report's (story.h) */
 } harness_result;
 
 void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r);
