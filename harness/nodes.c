@@ -50,6 +50,27 @@ void harness_nodes_begin(const harness_scenario *s)
 	memset(gone, 0, sizeof gone);
 }
 
+int harness_nodes_override(harness_scenario *s, int nodes, char *err, size_t errlen)
+{
+	if (s->trainer.nodes > 1)
+		return 0;          /* the scenario says where its ranks run */
+	for (int i = 0; i < s->nfaults; i++)
+		if (s->faults[i].rpn > 0)
+			return 0;
+	if (s->trainer.ncommand && strcmp(s->trainer.launcher, "single") == 0 && nodes > 1) {
+		snprintf(err, errlen, "%s:1:1: --nodes %d: this trainer runs one process (launcher: single); valid: no "
+			 "--nodes for it", s->file, nodes);
+		return -EINVAL;
+	}
+	if (s->trainer.world_size % nodes != 0) {
+		snprintf(err, errlen, "%s:1:1: --nodes %d does not divide this trainer's world_size (%d): each node runs "
+			 "the same number of ranks", s->file, nodes, s->trainer.world_size);
+		return -EINVAL;
+	}
+	s->trainer.nodes = nodes;
+	return 0;
+}
+
 void harness_node_dir(char *out, size_t len, const char *ckdir, int k)
 {
 	snprintf(out, len, "%s.nodes/node-%d", ckdir, k);
@@ -120,7 +141,7 @@ int harness_nodes_after_attempt(const harness_scenario *s, const char *faultlog,
 
 /* ---- the launchers ------------------------------------------------------ */
 
-enum node_mode { NODES_SIM_HOSTFILE, NODES_USER_HOSTFILE, NODES_SRUN, NODES_PROCS };
+enum node_mode { NODES_SIM_HOSTFILE, NODES_SIM_DAEMONS, NODES_USER_HOSTFILE, NODES_SRUN, NODES_PROCS };
 
 /* What a node launcher needs beside launch.h's interface; base first (launch.c sees only that). */
 typedef struct node_launcher {
@@ -153,7 +174,7 @@ static int append_exec(const node_launcher *nl, char **argv, size_t n, size_t ma
 	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_NODE_LIST=%s", nl->list);
 	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_NODE_ROOT=%s", nl->root);
 	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_JOBDIR=%s", jobdir);
-	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_SIM_HOSTS=%d", nl->mode == NODES_SIM_HOSTFILE);
+	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_SIM_HOSTS=%d", nl->mode == NODES_SIM_DAEMONS);
 	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_TORCHRUN_ENV=%d", torchrun);
 	for (int i = 0; i < nv; i++)
 		ARG(s_vars[i]);
@@ -187,12 +208,20 @@ static int write_hostfile(const node_launcher *nl, const char *path)
 	size_t used = 0;
 	int k = 0;
 
-	if (nl->mode == NODES_SIM_HOSTFILE) {
-		for (const char *p = nl->list; *p;) {
+	if (nl->mode == NODES_SIM_HOSTFILE || nl->mode == NODES_SIM_DAEMONS) {
+		int alive = 0;
+		for (const char *p = nl->list; *p; alive++) {
 			int node = atoi(p);
-			used += (size_t)snprintf(text + used, sizeof text - used, "simnode-%d slots=%d\n", node, nl->rpn);
+			if (nl->mode == NODES_SIM_DAEMONS)
+				used += (size_t)snprintf(text + used, sizeof text - used, "simnode-%d slots=%d\n", node, nl->rpn);
+			else
+				used += (size_t)snprintf(text + used, sizeof text - used, "# simulated node %d: ranks %d to %d\n",
+							 node, alive * nl->rpn, alive * nl->rpn + nl->rpn - 1);
 			p = strchr(p, ',') ? strchr(p, ',') + 1 : p + strlen(p);
 		}
+		/* one line: Open MPI refuses a host listed twice; the mapping by slot puts rank r in slot r */
+		if (nl->mode == NODES_SIM_HOSTFILE)
+			snprintf(text + used, sizeof text - used, "localhost slots=%d\n", alive * nl->rpn);
 		return write_file(path, text, 0644);
 	}
 	int fd = open(user_hostfile, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -252,17 +281,29 @@ static int mpirun_build(const harness_launcher *l, int np, const char *jobdir, i
 	if ((rc = write_hostfile(nl, s_hostfile)) < 0)
 		return rc;
 	ARG("mpirun"); ARG("-np"); ARG(s_np); ARG("--hostfile"); ARG(s_hostfile);
-	ARG("--map-by"); ARG(s_map); ARG("--rank-by"); ARG("slot");
+	if (nl->mode == NODES_SIM_HOSTFILE) {
+		ARG("--map-by"); ARG("slot");
+	} else {
+		ARG("--map-by"); ARG(s_map);
+	}
+	ARG("--rank-by"); ARG("slot");
 	ARG("--bind-to"); ARG("none"); ARG("--quiet"); ARG("--stdin"); ARG("none");
 	ARG("--mca"); ARG("mpi_yield_when_idle"); ARG("1");
 	ARG("--mca"); ARG("odls_base_sigkill_timeout"); ARG("0");
 	ARG("--mca"); ARG("orte_tmpdir_base"); ARG(jobdir);
 	if (nl->mode == NODES_SIM_HOSTFILE) {
+		ARG("--mca"); ARG("btl"); ARG("self,vader");
+		ARG("--mca"); ARG("btl_vader_single_copy_mechanism"); ARG("none");
+		ARG("--mca"); ARG("btl_vader_backing_directory"); ARG(jobdir);
+	}
+	if (nl->mode == NODES_SIM_DAEMONS) {
 		snprintf(s_agent, sizeof s_agent, "%s/rsh-agent", jobdir);
 		if ((rc = write_file(s_agent, agent_script, 0755)) < 0)
 			return rc;
 		ARG("--mca"); ARG("plm_rsh_agent"); ARG(s_agent);
 		ARG("--mca"); ARG("plm_rsh_no_tree_spawn"); ARG("1");
+		/* the daemons stay in the job's session (else orted --daemonize escapes the watchdog's sweep) */
+		ARG("--mca"); ARG("orte_leave_session_attached"); ARG("1");
 		ARG("--mca"); ARG("btl"); ARG("self,tcp");
 		ARG("--mca"); ARG("btl_tcp_if_include"); ARG("lo");
 		ARG("--mca"); ARG("oob_tcp_if_include"); ARG("lo");
@@ -427,7 +468,9 @@ const harness_launcher *harness_nodes_launcher(const harness_scenario *s, const 
 		nl->real_slurm_nodes = nodes > 1 && have && atoi(have) >= alive;
 		nl->base = (harness_launcher){ .name = "srun", .build = srun_build, .cleanup = srun_cleanup };
 	} else {
-		nl->mode = user_hostfile ? NODES_USER_HOSTFILE : NODES_SIM_HOSTFILE;
+		const char *d = getenv("CKPT_HARNESS_NODE_DAEMONS");
+		nl->mode = user_hostfile ? NODES_USER_HOSTFILE : d && strcmp(d, "1") == 0 ? NODES_SIM_DAEMONS :
+			   NODES_SIM_HOSTFILE;
 		nl->base = (harness_launcher){ .name = "mpirun-hostfile", .build = mpirun_build };
 	}
 	return &nl->base;

@@ -80,6 +80,13 @@ int harness_nodes_after_attempt(const harness_scenario *s, const char *faultlog,
 const harness_launcher *harness_nodes_launcher(const harness_scenario *s, const char *bindir, const char *ckdir,
 					       const harness_launcher *dflt, int *np);
 
+/*
+ * --nodes N: a scenario that does not set trainer.nodes (and has no node
+ * fault) runs on N nodes. 0, or -EINVAL with "file:1:1: why" in err when N
+ * does not divide its world_size or its launcher is single.
+ */
+int harness_nodes_override(harness_scenario *s, int nodes, char *err, size_t errlen);
+
 /* The node directory of node k for checkpoint root ckdir. */
 void harness_node_dir(char *out, size_t len, const char *ckdir, int k);
 
