@@ -71,6 +71,14 @@ int harness_nodes_override(harness_scenario *s, int nodes, char *err, size_t err
 	return 0;
 }
 
+int harness_nodes_gone(void)
+{
+	int n = 0;
+	for (int k = 0; k < HARNESS_NODES_MAX; k++)
+		n += gone[k];
+	return n;
+}
+
 void harness_node_dir(char *out, size_t len, const char *ckdir, int k)
 {
 	snprintf(out, len, "%s.nodes/node-%d", ckdir, k);

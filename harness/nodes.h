@@ -71,6 +71,9 @@ void harness_nodes_begin(const harness_scenario *s);
 int harness_nodes_after_attempt(const harness_scenario *s, const char *faultlog, int attempt, const char *ckdir,
 				const char *logpath, char *err, size_t errlen);
 
+/* How many nodes were lost without a replacement since harness_nodes_begin. */
+int harness_nodes_gone(void);
+
 /*
  * The launcher for one job of s (dflt: the one run.c would use on one node)
  * and the ranks it runs (*np: world_size, less the lost nodes' ranks).

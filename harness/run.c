@@ -1024,7 +1024,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 			goto out;
 		}
 		if (s->nfaults && k + 1 <= HARNESS_MAX_ATTEMPTS)
-			exp.restore_faulted[k + 1] = (unsigned char)fired_in_attempt(s, faultlog, k + 1, is_restore_fault);
+			exp.restore_faulted[k + 1] |= (unsigned char)fired_in_attempt(s, faultlog, k + 1, is_restore_fault);
 		end_status(traj[k], status, sizeof status);
 		if (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0) {
 			k++;
@@ -1056,7 +1056,11 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 		/* a lost node takes its node-local directory with it; the next attempt runs without it or on a replacement */
 		char nerr[300], nlog[1200];
 		snprintf(nlog, sizeof nlog, "%s/nodes.log", dir);
+		int gone = harness_nodes_gone();
 		int nrc = harness_nodes_after_attempt(s, faultlog, k + 1, ck, nlog, nerr, sizeof nerr);
+		/* fewer ranks than the generations were saved by: the scenario took away what their restore needs */
+		for (int a = k + 2; nrc == 0 && harness_nodes_gone() > gone && a <= HARNESS_MAX_ATTEMPTS; a++)
+			exp.restore_faulted[a] = 1;
 		if (nrc < 0) {
 			harness_fail(r, "%s", nerr);
 			goto out;
