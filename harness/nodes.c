@@ -355,29 +355,68 @@ static int srun_build(const harness_launcher *l, int np, const char *jobdir, int
 	return append_exec(nl, argv, n, max, jobdir, envv, prog, 0);
 }
 
-/* Run scancel with these arguments, bounded (its output is not wanted). */
-static void run_scancel(const char *a1, const char *a2)
+/*
+ * Run a Slurm client (argv), bounded by 10 s. Returns how many bytes it
+ * printed on stdout (stderr is dropped), or -1 if it could not run.
+ */
+static int run_slurm(char *const *argv)
 {
+	int out[2];
+	if (pipe2(out, O_CLOEXEC) < 0)
+		return -1;
 	pid_t p = fork();
-	if (p < 0)
-		return;
+	if (p < 0) {
+		close(out[0]);
+		close(out[1]);
+		return -1;
+	}
 	if (p == 0) {
 		int null = open("/dev/null", O_RDWR);
-		for (int fd = 0; fd < 3 && null >= 0; fd++)
-			dup2(null, fd);
-		execlp("scancel", "scancel", "--quiet", a1, a2, (char *)NULL);
+		dup2(null, 0);
+		dup2(out[1], 1);
+		dup2(null, 2);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
-	for (int i = 0; i < 1000; i++) {         /* 10 s */
-		int st;
-		pid_t w = waitpid(p, &st, WNOHANG);
-		if (w == p || (w < 0 && errno != EINTR))
-			return;
-		struct timespec nap = { 0, 10 * 1000 * 1000 };
+	close(out[1]);
+	fcntl(out[0], F_SETFL, O_NONBLOCK);
+	int printed = 0, done = 0;
+	for (int i = 0; i < 1000 && !done; i++) {         /* 10 s */
+		char buf[256];
+		ssize_t r;
+		while ((r = read(out[0], buf, sizeof buf)) > 0)
+			printed += (int)r;
+		pid_t w = waitpid(p, NULL, WNOHANG);
+		done = w == p || (w < 0 && errno != EINTR);
+		if (!done) {
+			struct timespec nap = { 0, 10 * 1000 * 1000 };
+			nanosleep(&nap, NULL);
+		}
+	}
+	if (!done) {
+		kill(p, SIGKILL);
+		waitpid(p, NULL, 0);
+	}
+	close(out[0]);
+	return printed;
+}
+
+static void run_scancel(const char *a1)
+{
+	char *argv[] = { "scancel", "--quiet", (char *)a1, NULL };
+	run_slurm(argv);
+}
+
+/* Until squeue no longer lists the job or step id (its tasks are gone, not only signalled), at most 10 s. */
+static void wait_gone(const char *id, int step)
+{
+	char sel[96];
+	snprintf(sel, sizeof sel, step ? "--steps=%s" : "--jobs=%s", id);
+	char *argv[] = { "squeue", "-h", sel, NULL };
+	for (int i = 0; i < 100 && run_slurm(argv) > 0; i++) {
+		struct timespec nap = { 0, 100 * 1000 * 1000 };
 		nanosleep(&nap, NULL);
 	}
-	kill(p, SIGKILL);
-	waitpid(p, NULL, 0);
 }
 
 /*
@@ -401,15 +440,17 @@ static void srun_cleanup(const harness_launcher *l, const char *jobdir)
 	}
 	unsigned long job, step;
 	if (sscanf(buf, "%lu %lu", &job, &step) == 2) {
-		if (outer && strtoul(outer, NULL, 10) == job)
+		int in_outer = outer && strtoul(outer, NULL, 10) == job;
+		if (in_outer)
 			snprintf(id, sizeof id, "%lu.%lu", job, step);
 		else
 			snprintf(id, sizeof id, "%lu", job);
-		run_scancel(id, NULL);
+		run_scancel(id);
+		wait_gone(id, in_outer);
 	}
 	if (!outer && nl->jobname[0]) {
 		snprintf(name, sizeof name, "--name=%s", nl->jobname);
-		run_scancel(name, NULL);
+		run_scancel(name);
 	}
 }
 

@@ -173,3 +173,43 @@ def test_srun__smoke_suite_under_local_slurm(tmp_path, slurm, cache):
     assert jobs.count("JobName=ckpt-harness-") >= 16, jobs      # every attempt went through srun
     left = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=slurm).stdout
     assert left.strip() == "", left                              # nothing outlives the harness
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_srun__stopped_harness_leaves_no_step_behind(tmp_path, slurm, cache, sig):
+    """Ctrl-C (exit 130) or SIGKILL while a step hangs in an injected delay: the step is cancelled, no rank is left.
+
+    After a SIGKILL nothing of the harness runs: its guard process cancels the step (srun, killed with it,
+    cannot), and the step's tasks are slurmd's children, outside every session the harness owns.
+    """
+    import signal
+    import time
+    p = tmp_path / "hang.yaml"
+    p.write_text("name: hang-srun\ntrainer: {preset: tiny, world_size: 4, steps: 60, checkpoint: {every: 10, keep: 3}}\n"
+                 "faults:\n  - when: {rank: 1, step: 7, phase: train.step}\n    do: {delay_ms: 600000}\n"
+                 "expect: {outcome: resume_bitwise}\n")
+    work = tmp_path / "work"
+    proc = subprocess.Popen([str(HARNESS), "run", str(p), "--launcher", "srun", "--work", str(work), "--cache",
+                             str(cache)], env=slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log = work / "attempt-1.log"
+        for _ in range(600):
+            if log.exists() and "FAULT" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert "FAULT" in log.read_text(), "the delay never started"
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == (130 if sig == "SIGINT" else -signal.SIGKILL), (proc.returncode, out, err)
+    left = "?"
+    for _ in range(150):             # the guard works after the harness is gone: give it 15 s
+        left = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=slurm).stdout.strip()
+        ranks = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout.strip()
+        if not left and not ranks:
+            break
+        time.sleep(0.1)
+    assert left == "" and ranks == "", (left, ranks)
