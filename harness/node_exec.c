@@ -12,7 +12,9 @@
  * agent): a rank on the wrong node would make every node fault a lie, so it
  * refuses to run (exit 126). With CKPT_HARNESS_TORCHRUN_ENV=1 it also sets
  * torchrun's per-node variables (LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
- * GROUP_WORLD_SIZE). Under srun, rank 0 writes "JOBID STEPID" to
+ * GROUP_WORLD_SIZE). {node} and {node_dir} in the program's arguments
+ * become the node and its directory (trainer.command's per-rank
+ * placeholders). Under srun, rank 0 writes "JOBID STEPID" to
  * $CKPT_HARNESS_JOBDIR/slurm-step, so the harness can cancel the step.
  */
 #include <errno.h>
@@ -33,6 +35,28 @@ static int set_int(const char *name, long v)
 	char buf[32];
 	snprintf(buf, sizeof buf, "%ld", v);
 	return setenv(name, buf, 1);
+}
+
+/* arg with every {node} and {node_dir} replaced (a new string; the process execs next). */
+static char *substitute(const char *arg, const char *node, const char *dir)
+{
+	size_t cap = strlen(arg) * (strlen(dir) + 2) + 1, o = 0;
+	char *out = malloc(cap);
+	if (!out)
+		return (char *)arg;
+	while (*arg) {
+		if (strncmp(arg, "{node}", 6) == 0) {
+			o += (size_t)snprintf(out + o, cap - o, "%s", node);
+			arg += 6;
+		} else if (strncmp(arg, "{node_dir}", 10) == 0) {
+			o += (size_t)snprintf(out + o, cap - o, "%s", dir);
+			arg += 10;
+		} else {
+			out[o++] = *arg++;
+		}
+	}
+	out[o] = '\0';
+	return out;
 }
 
 int main(int argc, char **argv)
@@ -59,6 +83,8 @@ int main(int argc, char **argv)
 	for (size_t k = 0; k < sizeof rank_vars / sizeof *rank_vars && rank < 0; k++)
 		if (var(rank_vars[k]))
 			rank = atol(var(rank_vars[k]));
+	if (rank < 0 && var("CKPT_HARNESS_DEFAULT_RANK"))
+		rank = atol(var("CKPT_HARNESS_DEFAULT_RANK"));
 	const char *list = var("CKPT_HARNESS_NODE_LIST"), *root = var("CKPT_HARNESS_NODE_ROOT");
 	if (rank < 0 || rpn <= 0 || !list || !root) {
 		fprintf(stderr, "ckpt-node-exec: no rank (%s), CKPT_HARNESS_RANKS_PER_NODE, CKPT_HARNESS_NODE_LIST or "
@@ -108,6 +134,12 @@ int main(int argc, char **argv)
 			close(fd);
 		}
 	}
+	/* the per-rank placeholders of trainer.command the harness left for us */
+	char nodes_s[32];
+	snprintf(nodes_s, sizeof nodes_s, "%ld", node);
+	for (int a = i + 1; a < argc; a++)
+		if (strstr(argv[a], "{node}") || strstr(argv[a], "{node_dir}"))
+			argv[a] = substitute(argv[a], nodes_s, dir);
 	execvp(argv[i + 1], argv + i + 1);
 	fprintf(stderr, "ckpt-node-exec: cannot run %s: %s\n", argv[i + 1], strerror(errno));
 	return 127;

@@ -149,7 +149,7 @@ int harness_nodes_after_attempt(const harness_scenario *s, const char *faultlog,
 
 /* ---- the launchers ------------------------------------------------------ */
 
-enum node_mode { NODES_SIM_HOSTFILE, NODES_SIM_DAEMONS, NODES_USER_HOSTFILE, NODES_SRUN, NODES_PROCS };
+enum node_mode { NODES_SIM_HOSTFILE, NODES_SIM_DAEMONS, NODES_USER_HOSTFILE, NODES_SRUN, NODES_PROCS, NODES_SINGLE };
 
 /* What a node launcher needs beside launch.h's interface; base first (launch.c sees only that). */
 typedef struct node_launcher {
@@ -184,6 +184,8 @@ static int append_exec(const node_launcher *nl, char **argv, size_t n, size_t ma
 	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_JOBDIR=%s", jobdir);
 	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_SIM_HOSTS=%d", nl->mode == NODES_SIM_DAEMONS);
 	snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_TORCHRUN_ENV=%d", torchrun);
+	if (nl->mode == NODES_SINGLE)
+		snprintf(s_vars[nv++], sizeof s_vars[0], "CKPT_HARNESS_DEFAULT_RANK=0");   /* one process, no rank variable */
 	for (int i = 0; i < nv; i++)
 		ARG(s_vars[i]);
 	ARG("--");
@@ -462,7 +464,8 @@ static int procs_build(const harness_launcher *l, int np, const char *jobdir, in
 	int rc;
 
 	/* the procs launcher's environment first (env(1)), then ckpt-node-exec fixes the per-node variables */
-	if ((rc = append_exec(nl, wrapped, 0, sizeof wrapped / sizeof *wrapped, jobdir, NULL, prog, 1)) < 0)
+	if ((rc = append_exec(nl, wrapped, 0, sizeof wrapped / sizeof *wrapped, jobdir, NULL, prog,
+			      nl->mode == NODES_PROCS)) < 0)
 		return rc;
 	return nl->inner->build(nl->inner, np, jobdir, timeout_s, env, (const char *const *)wrapped, argv, max);
 }
@@ -483,11 +486,11 @@ const harness_launcher *harness_nodes_launcher(const harness_scenario *s, const 
 	size_t used = 0;
 
 	*np = s->trainer.world_size;
-	int is_mpirun = dflt == &harness_local_mpirun;
-	if (nodes <= 1 && !(kind == HARNESS_LAUNCH_SRUN && is_mpirun) && !(user_hostfile && is_mpirun))
+	int is_mpirun = dflt == &harness_local_mpirun, placeholders = 0;
+	for (int i = 0; i < s->trainer.ncommand; i++)
+		placeholders |= strstr(s->trainer.command[i], "{node}") || strstr(s->trainer.command[i], "{node_dir}");
+	if (nodes <= 1 && !placeholders && !(kind == HARNESS_LAUNCH_SRUN && is_mpirun) && !(user_hostfile && is_mpirun))
 		return dflt;                   /* one node, launched as before */
-	if (dflt == &harness_local_single)
-		return dflt;
 	memset(nl, 0, sizeof *nl);
 	nl->rpn = rpn;
 	nl->nodes = nodes;
@@ -507,7 +510,11 @@ const harness_launcher *harness_nodes_launcher(const harness_scenario *s, const 
 	*np = alive * rpn;
 	snprintf(nl->exec, sizeof nl->exec, "%s/ckpt-node-exec", bindir);
 	snprintf(nl->root, sizeof nl->root, "%s.nodes", ckdir);
-	if (!is_mpirun) {
+	if (dflt == &harness_local_single) {
+		nl->mode = NODES_SINGLE;
+		nl->inner = dflt;
+		nl->base = (harness_launcher){ .name = "single-node", .build = procs_build };
+	} else if (!is_mpirun) {
 		nl->mode = NODES_PROCS;
 		nl->inner = dflt;
 		nl->base = (harness_launcher){ .name = "procs-nodes", .build = procs_build, .supervise = procs_supervise };

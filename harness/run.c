@@ -113,6 +113,8 @@ static int expand(char *out, size_t len, const char *in, const harness_scenario 
 			snprintf(val, sizeof val, "%d", s->trainer.keep);
 		else if (IS("scenario_dir"))
 			snprintf(val, sizeof val, "%s", sdir);
+		else if (IS("node") || IS("node_dir"))
+			snprintf(val, sizeof val, "{%.*s}", (int)nl, in + 1);   /* per rank: ckpt-node-exec (nodes.h) */
 		else
 			return -1;
 #undef IS

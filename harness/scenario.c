@@ -352,7 +352,7 @@ static const char *const trainer_keys[] = { "preset", "world_size", "steps", "se
 					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
 					    "checkpoint_root", "generations", "ckpt_backend", "nodes", NULL };
 static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
-					    "every", "keep", "scenario_dir", NULL };
+					    "every", "keep", "scenario_dir", "node", "node_dir", NULL };
 static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
 static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", NULL };
@@ -848,7 +848,8 @@ static int load_command(ctx *c, const ynode *t, harness_trainer *tr)
 					 strncmp(p + 1, placeholders[k], (size_t)(e - p - 1)) == 0;
 			if (!known)
 				return fail(c, a, "unknown placeholder in '%s'; valid: {ckpt_dir}, {trajectory}, {attempt}, "
-					    "{steps}, {seed}, {world_size}, {every}, {keep}, {scenario_dir}", CLIP(a->value));
+					    "{steps}, {seed}, {world_size}, {every}, {keep}, {scenario_dir}, {node}, {node_dir}",
+					    CLIP(a->value));
 		}
 	}
 	const ynode *cr = get(t, "checkpoint_root");

@@ -91,6 +91,18 @@ def test_node_exec__block_mapping_and_lost_nodes():
     rc, _, err = node_env("RANK=3", "CKPT_HARNESS_NODE_LIST=0,1", "CKPT_HARNESS_SIM_HOSTS=1",
                           "CKPT_HARNESS_HOST=simnode-0", *base)
     assert rc == 126 and "belongs on simnode-1" in err
+    # trainer.command's per-rank placeholders; one process (launcher: single) has no rank variable
+    out = subprocess.run([str(NODE_EXEC), "CKPT_HARNESS_DEFAULT_RANK=0", "CKPT_HARNESS_NODE_LIST=0", *base, "--",
+                          "echo", "n={node}", "d={node_dir}/x"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and out.stdout.split() == ["n=0", "d=/r/node-0/x"], out
+
+
+def test_nodes__placeholders_of_command_are_accepted(tmp_path):
+    p = tmp_path / "ph.yaml"
+    p.write_text("name: ph\ntrainer: {command: [prog, --local, \"{node_dir}\", --node, \"{node}\"], launcher: procs, "
+                 "world_size: 2, nodes: 2}\nexpect: {}\n")
+    res = harness("validate", p, timeout=60)
+    assert res.returncode == 0, res.stderr
 
 
 @pytest.fixture(scope="module")
