@@ -20,6 +20,8 @@ bool harness_fault_matches(const harness_fault *f, const ckpt_fault_ctx *c, int 
 		return false;
 	if (f->rank != -1 && f->rank != c->rank)
 		return false;
+	if (f->rpn > 0 && c->rank / f->rpn != f->node)
+		return false;
 	if (f->step != -1 && (uint64_t)f->step != c->step)
 		return false;
 	if (f->phase[0] && (!c->phase || strcmp(f->phase, c->phase) != 0))
@@ -33,6 +35,17 @@ bool harness_fault_matches(const harness_fault *f, const ckpt_fault_ctx *c, int 
 	if (f->path[0] && fnmatch(f->path, base(c->path), 0) != 0)
 		return false;
 	return true;
+}
+
+void harness_fault_resolve_node(harness_fault *plan, int n, int node)
+{
+	for (int i = 0; node >= 0 && i < n; i++) {
+		if (plan[i].rpn <= 0)
+			continue;
+		if (plan[i].node != node)
+			plan[i].attempt = -2;      /* another node's fault: no attempt of this process matches it */
+		plan[i].rpn = 0;
+	}
 }
 
 int harness_fault_times(const harness_fault *f)

@@ -27,6 +27,15 @@
 /* Fault f applies to the call described by c in this attempt (ignores nth). */
 bool harness_fault_matches(const harness_fault *f, const ckpt_fault_ctx *c, int attempt);
 
+/*
+ * A process that knows its node (CKPT_HARNESS_NODE, set per rank by the
+ * launcher: after a node was lost, rank r is no longer on node r / rpn)
+ * settles every node filter of its plan once: a fault of its own node keeps
+ * its other conditions, another node's fault never matches. node < 0: no
+ * change (the filter falls back to rank / rpn).
+ */
+void harness_fault_resolve_node(harness_fault *plan, int n, int node);
+
 /* How many calls fault f fires on from its nth on; 0 = all of them. */
 int harness_fault_times(const harness_fault *f);
 

@@ -111,6 +111,7 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 		}
 		switch (f->action) {
 		case HARNESS_KILL:
+		case HARNESS_NODE_LOSS:      /* each rank of the node dies; the harness wipes the node's directory */
 		case HARNESS_POWER_LOSS:     /* the harness rolls back what was not durable afterwards */
 			action = (ckpt_fault_action){ .kind = CKPT_FAULT_KILL };
 			break;
@@ -169,6 +170,8 @@ int harness_inject_arm_from_env(int rank, int attempt)
 #else
 	if (plan_path && *plan_path && (rc = harness_plan_read(plan_path, &plan, &nplan)) < 0)
 		return rc;
+	if (getenv("CKPT_HARNESS_NODE"))
+		harness_fault_resolve_node(plan, nplan, atoi(getenv("CKPT_HARNESS_NODE")));
 	if (trail_prefix && *trail_prefix)
 		trail_open(trail_prefix, rank, attempt);
 	my_attempt = attempt;

@@ -94,7 +94,7 @@ int harness_launch_die_with_parent(pid_t parent)
  * job's session. Open MPI's ranks die about 1 s after their mpirun is
  * SIGKILLed (measured), but a procs launcher or a stuck rank would not.
  */
-static pid_t guard_start(pid_t sid, int *wfd)
+static pid_t guard_start(pid_t sid, int *wfd, const harness_launcher *l, const char *jobdir)
 {
 	int p[2];
 	pid_t g;
@@ -129,6 +129,8 @@ static pid_t guard_start(pid_t sid, int *wfd)
 			struct timespec nap = { 0, 10 * 1000 * 1000 };
 			nanosleep(&nap, NULL);
 		}
+		if (l->cleanup)
+			l->cleanup(l, jobdir);
 		_exit(0);
 	}
 	close(p[0]);
@@ -512,7 +514,7 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 	}
 	live_session = pid;
 	int guard_fd = -1;
-	pid_t guard = guard_start(pid, &guard_fd);
+	pid_t guard = guard_start(pid, &guard_fd, l, jobdir);
 
 	/* the watchdog; mpirun's own --timeout is a backstop behind it */
 	double deadline = t0 + timeout_s;
@@ -548,6 +550,8 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 	}
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		;
+	if (l->cleanup)
+		l->cleanup(l, jobdir);
 	live_session = 0;
 	if (guard > 0) {
 		close(guard_fd);                /* EOF: the guard sweeps an empty session and exits */

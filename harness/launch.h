@@ -35,6 +35,12 @@ typedef struct harness_launcher {
 	 * ends the way the job ended (the first failure's exit code or signal).
 	 */
 	void (*supervise)(const struct harness_launcher *l, int np, char **argv);
+	/*
+	 * NULL, or called once the job's session is gone (also by the guard when
+	 * the harness died): release what the job left outside the session, such
+	 * as a Slurm step whose tasks slurmd started (nodes.c).
+	 */
+	void (*cleanup)(const struct harness_launcher *l, const char *jobdir);
 } harness_launcher;
 
 extern const harness_launcher harness_local_mpirun;

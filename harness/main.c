@@ -24,12 +24,15 @@
 #include "report.h"
 #include "run.h"
 #include "scenario.h"
+#include "nodes.h"
 
 static const char usage[] =
 "usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
-"                        [--ckpt-backend NAME|PATH.so] [--html FILE]\n"
+"                        [--ckpt-backend NAME|PATH.so] [--html FILE] [--launcher mpirun|srun] [--hostfile FILE]\n"
+"                        [--nodes N]\n"
 "       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
-"                          [--ckpt-backend NAME|PATH.so] [--html FILE]\n"
+"                          [--ckpt-backend NAME|PATH.so] [--html FILE] [--launcher mpirun|srun] [--hostfile FILE]\n"
+"                          [--nodes N]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
@@ -53,6 +56,11 @@ static const char usage[] =
 "then SKIP, never a pass). A trainer.command program always gets the shim.\n"
 "--ckpt-backend: reftrain checkpoints through that backend (reftrain\n"
 "--ckpt-backend) in every scenario; one other than libckpt gets the shim.\n"
+"--launcher srun: MPI jobs start with srun --mpi=pmix inside the Slurm\n"
+"allocation (default mpirun). --hostfile FILE: mpirun places node K of a\n"
+"scenario's trainer.nodes on the K-th host of FILE (default: simulated nodes on\n"
+"this machine). --nodes N: every scenario that does not set trainer.nodes runs\n"
+"on N nodes (N divides its world_size).\n"
 "\n"
 "Exit status: 0 every scenario met its expectation; 1 at least one did not;\n"
 "2 bad input; 3 the harness could not do its job (launch, a nondeterministic\n"
@@ -65,6 +73,9 @@ typedef struct cli {
 	int keep, jobs, fail_fast;
 	enum harness_inject inject;
 	const char *ckpt_backend;
+	const char *hostfile;
+	enum harness_launch_kind launcher;
+	int nodes;
 	char **files;
 	int nfiles;
 } cli;
@@ -117,10 +128,25 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 			c->html = argv[++i];
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
 			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || strcmp(a, "--ckpt-backend") == 0 ||
+			   strcmp(a, "--launcher") == 0 || strcmp(a, "--hostfile") == 0 || strcmp(a, "--nodes") == 0 ||
 			   (allow_jobs && strcmp(a, "-j") == 0)) {
 			if (!v)
 				return bad_usage("%s needs a value", a);
-			if (strcmp(a, "--ckpt-backend") == 0) {
+			if (strcmp(a, "--launcher") == 0) {
+				if (harness_launch_kind_parse(v, &c->launcher) < 0)
+					return bad_usage("--launcher: '%s' is not valid; expected mpirun or srun", v);
+			} else if (strcmp(a, "--hostfile") == 0) {
+				struct stat hs;
+				if (stat(v, &hs) < 0 || !S_ISREG(hs.st_mode))
+					return bad_usage("--hostfile: '%s' is not a readable file; expected an Open MPI hostfile", v);
+				c->hostfile = v;
+			} else if (strcmp(a, "--nodes") == 0) {
+				char *end;
+				long nn = strtol(v, &end, 10);
+				if (*end || !*v || nn < 1 || nn > HARNESS_NODES_MAX)
+					return bad_usage("--nodes: '%s' is not valid; expected a whole number from 1 to 64", v);
+				c->nodes = (int)nn;
+			} else if (strcmp(a, "--ckpt-backend") == 0) {
 				if (!*v || strlen(v) >= 512)
 					return bad_usage("--ckpt-backend: '%s' is not valid; expected a backend name (libckpt, "
 							 "naive) or the path of its .so", v);
@@ -434,6 +460,23 @@ static int cmd_run(int argc, char **argv, int suite)
 		free_files(&c, files, n);
 		return !s || !r ? 3 : 2;
 	}
+	if (c.hostfile && c.launcher == HARNESS_LAUNCH_SRUN) {
+		free(s);
+		free(r);
+		free_files(&c, files, n);
+		return bad_usage("%s", "--hostfile goes with --launcher mpirun (srun places ranks on the allocation's nodes)");
+	}
+	for (int i = 0; i < n && c.nodes; i++) {
+		char nerr[1024];
+		if (harness_nodes_override(&s[i], c.nodes, nerr, sizeof nerr) < 0) {
+			fprintf(stderr, "%s\n", nerr);
+			free(s);
+			free(r);
+			free_files(&c, files, n);
+			return 2;
+		}
+	}
+	harness_nodes_configure(c.launcher, c.hostfile);
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache,
 			   .inject = c.inject, .ckpt_backend = c.ckpt_backend };

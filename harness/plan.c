@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const action_names[] = { "kill", "errno", "short", "torn", "delay", "power_loss", "damage" };
+static const char *const action_names[] = { "kill", "errno", "short", "torn", "delay", "power_loss", "damage", "node_loss" };
 
 const char *harness_action_name(enum harness_action a)
 {
@@ -53,6 +53,7 @@ void harness_fault_describe(const harness_fault *f, char *buf, unsigned long len
 	case HARNESS_TORN: snprintf(buf, len, "torn:%ld+kill", f->arg); break;
 	case HARNESS_DELAY: snprintf(buf, len, "delay_ms:%ld", f->arg); break;
 	case HARNESS_POWER_LOSS: snprintf(buf, len, "power_loss"); break;
+	case HARNESS_NODE_LOSS: snprintf(buf, len, "node_loss:%d%s", f->node, f->arg ? "+replace" : ""); break;
 	case HARNESS_DAMAGE:
 		snprintf(buf, len, "%s:%s", f->dkind == 0 ? "bitflip" : f->dkind == 1 ? "truncate" : "delete", f->target);
 		break;
@@ -68,10 +69,10 @@ int harness_plan_write(const char *path, const harness_fault *f, int n)
 		return -errno;
 	for (int i = 0; i < n; i++)
 		fprintf(out, "fault attempt=%d rank=%d step=%" PRId64 " phase=%s op=%s nth=%d times=%d path=%s "
-			"action=%s arg=%ld errno=%d dkind=%d target=%s doff=%" PRId64 " dseed=%" PRId64 " dsize=%" PRId64 "\n",
+			"action=%s arg=%ld errno=%d dkind=%d target=%s doff=%" PRId64 " dseed=%" PRId64 " dsize=%" PRId64 " node=%d rpn=%d\n",
 			f[i].attempt, f[i].rank, f[i].step, f[i].phase[0] ? f[i].phase : "*", f[i].op[0] ? f[i].op : "*",
 			f[i].nth, f[i].times, f[i].path[0] ? f[i].path : "*", harness_action_name(f[i].action), f[i].arg,
-			f[i].err, f[i].dkind, f[i].target[0] ? f[i].target : "*", f[i].doff, f[i].dseed, f[i].dsize);
+			f[i].err, f[i].dkind, f[i].target[0] ? f[i].target : "*", f[i].doff, f[i].dseed, f[i].dsize, f[i].node, f[i].rpn);
 	if (fclose(out) != 0)
 		return -errno;
 	return 0;
@@ -101,6 +102,8 @@ static int parse_line(char *line, harness_fault *f)
 		else if (strcmp(k, "doff") == 0) f->doff = strtoll(v, NULL, 10);
 		else if (strcmp(k, "dseed") == 0) f->dseed = strtoll(v, NULL, 10);
 		else if (strcmp(k, "dsize") == 0) f->dsize = strtoll(v, NULL, 10);
+		else if (strcmp(k, "node") == 0) f->node = atoi(v);
+		else if (strcmp(k, "rpn") == 0) f->rpn = atoi(v);
 		else if (strcmp(k, "target") == 0) snprintf(f->target, sizeof f->target, "%s", strcmp(v, "*") ? v : "");
 		else if (strcmp(k, "phase") == 0) snprintf(f->phase, sizeof f->phase, "%s", strcmp(v, "*") ? v : "");
 		else if (strcmp(k, "op") == 0) snprintf(f->op, sizeof f->op, "%s", strcmp(v, "*") ? v : "");

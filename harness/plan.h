@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 enum harness_action { HARNESS_KILL, HARNESS_ERRNO, HARNESS_SHORT, HARNESS_TORN, HARNESS_DELAY, HARNESS_POWER_LOSS,
-		       HARNESS_DAMAGE, HARNESS_ACTION_COUNT };
+		       HARNESS_DAMAGE, HARNESS_NODE_LOSS, HARNESS_ACTION_COUNT };
 
 typedef struct harness_fault {
 	int attempt;            /* which attempt it is armed in (default 1) */
@@ -31,6 +31,14 @@ typedef struct harness_fault {
 	int dkind;              /* enum harness_damage_kind */
 	char target[128];       /* GENERATION/FILE-GLOB */
 	int64_t doff, dseed, dsize;
+	/*
+	 * when: {node: N} (nodes.h): the fault applies to the ranks of node N
+	 * only; rpn > 0 turns the filter on (ranks per node, block mapping:
+	 * rank r is on node r / rpn unless the rank's process was told its
+	 * node, CKPT_HARNESS_NODE). HARNESS_NODE_LOSS: arg 1 = a replacement
+	 * node takes the lost one's place in the next attempt.
+	 */
+	int node, rpn;
 } harness_fault;
 
 const char *harness_action_name(enum harness_action a);

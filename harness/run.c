@@ -22,6 +22,7 @@
 #include "hang.h"
 #include "jsonl.h"
 #include "launch.h"
+#include "nodes.h"
 #include "parts.h"
 #include "powerloss.h"
 #include "workdir.h"
@@ -112,6 +113,8 @@ static int expand(char *out, size_t len, const char *in, const harness_scenario 
 			snprintf(val, sizeof val, "%d", s->trainer.keep);
 		else if (IS("scenario_dir"))
 			snprintf(val, sizeof val, "%s", sdir);
+		else if (IS("node") || IS("node_dir"))
+			snprintf(val, sizeof val, "{%.*s}", (int)nl, in + 1);   /* per rank: ckpt-node-exec (nodes.h) */
 		else
 			return -1;
 #undef IS
@@ -188,7 +191,9 @@ static int command_job(const harness_scenario *s, const harness_opts *o, harness
 		l = &harness_local_single;
 	else if (strcmp(s->trainer.launcher, "procs") == 0)
 		l = &harness_local_procs;
-	int rc = harness_launch_run(l, s->trainer.world_size, dir, timeout_s, env, argv, log, jr);
+	int np;
+	l = harness_nodes_launcher(s, o->bindir, ckdir, l, &np);
+	int rc = harness_launch_run(l, np, dir, timeout_s, env, argv, log, jr);
 	r->launch_seconds += jr->seconds;
 	r->launches++;
 	return rc;
@@ -331,7 +336,9 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		snprintf(envp[4], sizeof envp[4], "CKPT_FAULT_TRAIL=%s", trail);
 		env[ne++] = envp[4];
 	}
-	int rc = harness_launch_run(&harness_local_mpirun, s->trainer.world_size, dir, timeout_s, env, argv, log, jr);
+	int np;
+	const harness_launcher *l = harness_nodes_launcher(s, o->bindir, ckdir, &harness_local_mpirun, &np);
+	int rc = harness_launch_run(l, np, dir, timeout_s, env, argv, log, jr);
 	r->launch_seconds += jr->seconds;
 	r->launches++;
 	return rc;
@@ -964,6 +971,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 		}
 	}
 	snprintf(r->workdir, sizeof r->workdir, "%s", dir);
+	harness_nodes_begin(s);
 
 	if (golden(s, o, r, gold, sizeof gold, &golden_s) < 0)
 		goto out;
@@ -1019,7 +1027,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 			goto out;
 		}
 		if (s->nfaults && k + 1 <= HARNESS_MAX_ATTEMPTS)
-			exp.restore_faulted[k + 1] = (unsigned char)fired_in_attempt(s, faultlog, k + 1, is_restore_fault);
+			exp.restore_faulted[k + 1] |= (unsigned char)fired_in_attempt(s, faultlog, k + 1, is_restore_fault);
 		end_status(traj[k], status, sizeof status);
 		if (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0) {
 			k++;
@@ -1047,6 +1055,18 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 				goto out;
 			}
 			since_power_cut = k + 1;
+		}
+		/* a lost node takes its node-local directory with it; the next attempt runs without it or on a replacement */
+		char nerr[300], nlog[1200];
+		snprintf(nlog, sizeof nlog, "%s/nodes.log", dir);
+		int gone = harness_nodes_gone();
+		int nrc = harness_nodes_after_attempt(s, faultlog, k + 1, ck, nlog, nerr, sizeof nerr);
+		/* fewer ranks than the generations were saved by: the scenario took away what their restore needs */
+		for (int a = k + 2; nrc == 0 && harness_nodes_gone() > gone && a <= HARNESS_MAX_ATTEMPTS; a++)
+			exp.restore_faulted[a] = 1;
+		if (nrc < 0) {
+			harness_fail(r, "%s", nerr);
+			goto out;
 		}
 		/* libckpt's LATEST, not a name another program or backend may use */
 		if (!latest_bad[0] && !s->trainer.ncommand && !harness_foreign_backend(s))

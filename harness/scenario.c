@@ -350,17 +350,18 @@ static const char *const top_keys[] = { "name", "description", "trainer", "fault
 					"timeout_s", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
 					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
-					    "checkpoint_root", "generations", "ckpt_backend", NULL };
+					    "checkpoint_root", "generations", "ckpt_backend", "nodes", NULL };
 static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
-					    "every", "keep", "scenario_dir", NULL };
+					    "every", "keep", "scenario_dir", "node", "node_dir", NULL };
 static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
 static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", NULL };
 static const char *const checkpoint_keys[] = { "every", "keep", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
-					 "after_attempt", NULL };
-static const char *const do_keys[] = { "kill", "errno", "times", "short", "torn", "then", "delay_ms", NULL };
+					 "after_attempt", "node", NULL };
+static const char *const do_keys[] = { "kill", "errno", "times", "short", "torn", "then", "delay_ms", "node_loss",
+				       "replace", NULL };
 static const char *const damage_keys[] = { "bitflip", "truncate", "delete", "offset", "seed", "size", NULL };
 static const char *const expect_keys[] = { "outcome", "error", "restored_from", "max_lost_steps", NULL };
 static const char *const presets[] = { "tiny", "small", "large", NULL };
@@ -383,7 +384,7 @@ static bool prefixed(const char *s, const char *p)
 /* An action that ends the attempt, so that a next one runs. */
 static bool crashes(enum harness_action a)
 {
-	return a == HARNESS_KILL || a == HARNESS_TORN || a == HARNESS_POWER_LOSS;
+	return a == HARNESS_KILL || a == HARNESS_TORN || a == HARNESS_POWER_LOSS || a == HARNESS_NODE_LOSS;
 }
 
 static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase, const ynode *op)
@@ -396,17 +397,33 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase, c
 			f->action = HARNESS_KILL;
 		else if (strcmp(d->value, "power_loss") == 0)
 			f->action = HARNESS_POWER_LOSS;
+		else if (strcmp(d->value, "node_loss") == 0)
+			f->action = HARNESS_NODE_LOSS;
 		else
-			return fail(c, d, "unknown action '%s'; valid: kill, power_loss, or a mapping with one of errno, "
-				    "short, torn, delay_ms", CLIP(d->value));
+			return fail(c, d, "unknown action '%s'; valid: kill, power_loss, node_loss, or a mapping with one of "
+				    "errno, short, torn, delay_ms, node_loss", CLIP(d->value));
 		return 0;
 	}
 	if (check_keys(c, d, "do", do_keys))
 		return -EINVAL;
-	int actions = !!get(d, "kill") + !!get(d, "errno") + !!get(d, "short") + !!get(d, "torn") + !!get(d, "delay_ms");
+	int actions = !!get(d, "kill") + !!get(d, "errno") + !!get(d, "short") + !!get(d, "torn") + !!get(d, "delay_ms") +
+		      !!get(d, "node_loss");
 	if (actions != 1)
-		return fail(c, d, "do needs exactly one action of kill, errno, short, torn, delay_ms (found %d)", actions);
-	if (get(d, "kill")) {
+		return fail(c, d, "do needs exactly one action of kill, errno, short, torn, delay_ms, node_loss (found %d)",
+			    actions);
+	if (get(d, "replace") && !get(d, "node_loss"))
+		return fail(c, key_of(d, "replace"), "'replace' goes with node_loss only (a replacement node)");
+	if (get(d, "node_loss")) {
+		const ynode *k = get(d, "node_loss"), *r = get(d, "replace");
+		if (k->kind != Y_SCALAR || strcmp(k->value, "true") != 0)
+			return fail(c, k, "node_loss: '%s' is not valid; valid: node_loss: true (or write 'do: node_loss')",
+				    k->kind == Y_SCALAR ? CLIP(k->value) : "a collection");
+		if (r && (r->kind != Y_SCALAR || (strcmp(r->value, "true") != 0 && strcmp(r->value, "false") != 0)))
+			return fail(c, r, "replace is true (a fresh node takes the lost one's place: same world size) or "
+				    "false (the next attempt runs on the remaining nodes)");
+		f->action = HARNESS_NODE_LOSS;
+		f->arg = r && strcmp(r->value, "true") == 0;
+	} else if (get(d, "kill")) {
 		const ynode *k = get(d, "kill");
 		if (k->kind != Y_SCALAR || strcmp(k->value, "true") != 0)
 			return fail(c, k, "kill: '%s' is not valid; valid: kill: true (or write 'do: kill')",
@@ -440,8 +457,8 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase, c
 	}
 	if (c->failed)
 		return -EINVAL;
-	if (train_phase && f->action != HARNESS_KILL && f->action != HARNESS_DELAY)
-		return fail(c, d, "the trainer's phases (train.*) take kill, power_loss or delay_ms only");
+	if (train_phase && f->action != HARNESS_KILL && f->action != HARNESS_DELAY && f->action != HARNESS_NODE_LOSS)
+		return fail(c, d, "the trainer's phases (train.*) take kill, power_loss, node_loss or delay_ms only");
 	if ((f->action == HARNESS_SHORT || f->action == HARNESS_TORN) && strcmp(f->op, "write") != 0)
 		return fail(c, op ? op : d, "%s acts on a write; valid: when: {..., op: write} (on any other call or a "
 			    "phase point it would be a plain EIO)", f->action == HARNESS_SHORT ? "short" : "torn");
@@ -574,6 +591,45 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 	return 0;
 }
 
+/* when: {node: N}: the ranks of node N (block mapping, world_size / nodes ranks per node). */
+static int load_node(ctx *c, const ynode *w, harness_fault *f, const harness_scenario *s)
+{
+	const ynode *n = get(w, "node");
+	int nodes = s->trainer.nodes > 0 ? s->trainer.nodes : 1, rpn = s->trainer.world_size / nodes;
+	int64_t v;
+
+	if (!n)
+		return 0;
+	if (parse_int(n, 0, nodes - 1, &v) < 0)
+		return fail(c, n, "node '%s' is not a node of this trainer (trainer.nodes is %d); valid: %s%d%s", n->kind ==
+			    Y_SCALAR ? CLIP(n->value) : "a collection", nodes, nodes > 1 ? "0 to " : "",
+			    nodes - 1, nodes > 1 ? "" : ", or trainer: {nodes: 2, ...} for more");
+	f->node = (int)v;
+	f->rpn = rpn;
+	if (f->rank >= 0 && f->rank / rpn != f->node)
+		return fail(c, get(w, "rank"), "rank %d is on node %d, not node %d (%d ranks per node, rank r on node "
+			    "r / %d); valid: a rank from %d to %d, or no rank", f->rank, f->rank / rpn, f->node, rpn, rpn,
+			    f->node * rpn, f->node * rpn + rpn - 1);
+	return 0;
+}
+
+/* node_loss strikes a whole node, and the next attempt needs a node to run on. */
+static int check_node_loss(ctx *c, const ynode *w, const ynode *d, const harness_fault *f, const harness_scenario *s)
+{
+	if (f->action != HARNESS_NODE_LOSS)
+		return 0;
+	if (!get(w, "node"))
+		return fail(c, w, "node_loss strikes every rank of one node: say which, when: {node: N, ...}");
+	if (get(w, "rank"))
+		return fail(c, key_of(w, "rank"), "node_loss strikes every rank of node %d; it takes no rank (each rank "
+			    "of the node dies where it meets the other conditions)", f->node);
+	if (!f->arg && s->trainer.nodes < 2)
+		return fail(c, d, "node_loss without a replacement runs the next attempt on the remaining nodes, and this "
+			    "trainer has one node; valid: trainer: {nodes: 2 or more}, or do: {node_loss: true, "
+			    "replace: true}");
+	return 0;
+}
+
 static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_scenario *s)
 {
 	const ynode *w, *d;
@@ -598,7 +654,7 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 		f->nth = (int)v;
 	if (get_int(c, w, "attempt", 1, s->max_attempts, &v) == 0)
 		f->attempt = (int)v;
-	if (c->failed)
+	if (c->failed || load_node(c, w, f, s))
 		return -EINVAL;
 	const ynode *ph = get(w, "phase"), *op = get(w, "op");
 	int p = -1;
@@ -639,7 +695,9 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 			f->rank = 0;       /* one rank does it, once */
 		return 0;
 	}
-	return load_do(c, d, f, ph && prefixed(f->phase, "train."), op);
+	if (load_do(c, d, f, ph && prefixed(f->phase, "train."), op))
+		return -EINVAL;
+	return check_node_loss(c, w, d, f, s);
 }
 
 /*
@@ -790,7 +848,8 @@ static int load_command(ctx *c, const ynode *t, harness_trainer *tr)
 					 strncmp(p + 1, placeholders[k], (size_t)(e - p - 1)) == 0;
 			if (!known)
 				return fail(c, a, "unknown placeholder in '%s'; valid: {ckpt_dir}, {trajectory}, {attempt}, "
-					    "{steps}, {seed}, {world_size}, {every}, {keep}, {scenario_dir}", CLIP(a->value));
+					    "{steps}, {seed}, {world_size}, {every}, {keep}, {scenario_dir}, {node}, {node_dir}",
+					    CLIP(a->value));
 		}
 	}
 	const ynode *cr = get(t, "checkpoint_root");
@@ -859,6 +918,7 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 	s->trainer.every = 10;
 	s->trainer.keep = 3;
 	s->trainer.accum_steps = 1;
+	s->trainer.nodes = 1;
 	strcpy(s->trainer.launcher, "mpirun");
 	if ((t = get(root, "trainer"))) {
 		if (check_keys(c, t, "trainer", trainer_keys))
@@ -887,6 +947,17 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 					    "workers; valid: 1, 2, 4, 8", v);
 			s->trainer.world_size = (int)v;
 		}
+		const ynode *nd = get(t, "nodes");
+		if (nd && (parse_int(nd, 1, s->trainer.world_size, &v) < 0 || s->trainer.world_size % v != 0))
+			return fail(c, nd, "nodes '%s' is not valid: each node runs the same number of ranks, so nodes "
+				    "divides world_size (%d); valid: a divisor of %d from 1 to %d", nd->kind == Y_SCALAR ?
+				    CLIP(nd->value) : "a collection", s->trainer.world_size, s->trainer.world_size,
+				    s->trainer.world_size);
+		if (nd)
+			s->trainer.nodes = (int)v;
+		if (nd && v > 1 && s->trainer.ncommand && strcmp(s->trainer.launcher, "single") == 0)
+			return fail(c, nd, "launcher: single runs one process on one node; valid: nodes: 1, or launcher: "
+				    "mpirun or procs");
 		if (get_int(c, t, "steps", 1, 1000000, &v) == 0)
 			s->trainer.steps = v;
 		if (get_int(c, t, "seed", 0, INT64_MAX, &v) == 0)

@@ -49,6 +49,7 @@ typedef struct harness_trainer {
 	int beacon;
 	char generations[96];         /* glob on its checkpoint names under the root ("" = libckpt's step-N) */
 	char ckpt_backend[512];       /* reftrain --ckpt-backend: a name or a .so path ("" = libckpt built in) */
+	int nodes;                    /* simulated (or real) nodes, world_size / nodes ranks each (nodes.h); default 1 */
 } harness_trainer;
 
 #define HARNESS_MAX_DAMAGE 8

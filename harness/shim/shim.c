@@ -508,6 +508,7 @@ static void decide(verdict *v, int writes)
 	harness_fault_log(log_fd, 2, REAL(write), i, f, &cur, attempt, nth);
 	switch (f->action) {
 	case HARNESS_KILL:
+	case HARNESS_NODE_LOSS:       /* each rank of the node dies; the harness wipes the node's directory */
 	case HARNESS_POWER_LOSS:      /* the harness rolls back what was not durable afterwards */
 		raise(SIGKILL);
 		break;
@@ -1684,7 +1685,7 @@ static const char *env(const char *name)
 static int launcher_process(void)
 {
 	static const char *const names[] = { "mpirun", "mpiexec", "orterun", "orted", "prte", "prted", "prterun",
-					     "srun", "slurmstepd", "torchrun" };
+					     "srun", "slurmstepd", "torchrun", "ckpt-node-exec" };
 	for (size_t i = 0; i < sizeof names / sizeof *names; i++)
 		if (strcmp(program_invocation_short_name, names[i]) == 0)
 			return 1;
@@ -1837,6 +1838,8 @@ __attribute__((constructor)) static void shim_init(void)
 			plan = NULL;
 			nplan = 0;
 		}
+		if (nplan && env("CKPT_HARNESS_NODE"))
+			harness_fault_resolve_node(plan, nplan, atoi(env("CKPT_HARNESS_NODE")));
 	}
 	map_shared(nplan ? plan_path : NULL, nplan ? log : NULL);
 	if (nplan && !shared) {

@@ -88,7 +88,7 @@ BAD = {
         "expect: {}\n", ":4:54:", "makes no I/O call", "valid: op: phase, or no op"),
     "train-phase-with-errno": (
         "name: a\n" + T + "faults:\n  - when: {rank: 0, step: 25, phase: train.reduce}\n    do: {errno: EIO}\n"
-        "expect: {}\n", ":5:9:", "take kill, power_loss or delay_ms only"),
+        "expect: {}\n", ":5:9:", "take kill, power_loss, node_loss or delay_ms only"),
     "restore-read-in-attempt-1": (
         "name: a\n" + T + "faults:\n  - when: {rank: 0, phase: restore.read, op: read}\n    do: kill\nexpect: {}\n",
         ":4:28:", "restore.read never happens in attempt 1", "valid: attempt: 2 or later"),

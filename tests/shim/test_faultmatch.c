@@ -65,6 +65,59 @@ static void test_match__every_field_narrows(void **state)
 	assert_true(harness_fault_matches(&f, &c, 1));
 }
 
+/* when: {node: N}: block mapping (rank / rpn) until the process knows its node, then that node only. */
+static void test_match__node_filter_and_resolved_node(void **state)
+{
+	(void)state;
+	harness_fault plan[2] = { any_fault(), any_fault() };
+	ckpt_fault_ctx c = write_ctx("/r/x");       /* rank 1 */
+
+	plan[0].node = 1, plan[0].rpn = 2;          /* ranks 2 and 3 */
+	plan[1].node = 0, plan[1].rpn = 2;          /* ranks 0 and 1 */
+	assert_false(harness_fault_matches(&plan[0], &c, 1));
+	assert_true(harness_fault_matches(&plan[1], &c, 1));
+	c.rank = 3;
+	assert_true(harness_fault_matches(&plan[0], &c, 1));
+	assert_false(harness_fault_matches(&plan[1], &c, 1));
+	/* node 1 was lost without a replacement: rank 3 now runs on node 2, and node 1's fault is not its own */
+	harness_fault_resolve_node(plan, 2, 2);
+	assert_false(harness_fault_matches(&plan[0], &c, 1));
+	assert_false(harness_fault_matches(&plan[1], &c, 1));
+	/* a rank that knows it is on node 1 takes node 1's fault whatever its rank */
+	harness_fault again[1] = { any_fault() };
+	again[0].node = 1, again[0].rpn = 2;
+	c.rank = 0;
+	harness_fault_resolve_node(again, 1, 1);
+	assert_true(harness_fault_matches(&again[0], &c, 1));
+}
+
+/* The plan file carries the node filter and node_loss (with its replacement flag). */
+static void test_plan__node_fields_round_trip(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/test_faultmatch_plan.XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	harness_fault f = any_fault(), *back = NULL;
+	int n = 0;
+	f.action = HARNESS_NODE_LOSS;
+	f.arg = 1;
+	f.node = 3, f.rpn = 4;
+	assert_int_equal(harness_plan_write(path, &f, 1), 0);
+	assert_int_equal(harness_plan_read(path, &back, &n), 0);
+	unlink(path);
+	assert_int_equal(n, 1);
+	assert_int_equal(back[0].action, HARNESS_NODE_LOSS);
+	assert_int_equal(back[0].node, 3);
+	assert_int_equal(back[0].rpn, 4);
+	assert_int_equal(back[0].arg, 1);
+	char desc[64];
+	harness_fault_describe(&back[0], desc, sizeof desc);
+	assert_string_equal(desc, "node_loss:3+replace");
+	free(back);
+}
+
 static void test_match__path_globs_the_last_component(void **state)
 {
 	(void)state;
@@ -249,6 +302,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_match__every_field_narrows),
 		cmocka_unit_test(test_match__path_globs_the_last_component),
+		cmocka_unit_test(test_match__node_filter_and_resolved_node),
+		cmocka_unit_test(test_plan__node_fields_round_trip),
 		cmocka_unit_test(test_match__phase_needs_an_announced_phase),
 		cmocka_unit_test(test_match__any_op_skips_phase_points),
 		cmocka_unit_test(test_decide__fires_exactly_on_nth_for_times),
