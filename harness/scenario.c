@@ -350,13 +350,14 @@ static const char *const top_keys[] = { "name", "description", "trainer", "fault
 					"timeout_s", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
 					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
-					    "checkpoint_root", "generations", "ckpt_backend", NULL };
+					    "checkpoint_root", "generations", "ckpt_backend", "frozen", NULL };
 static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
 					    "every", "keep", "scenario_dir", NULL };
 static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
-static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", NULL };
-static const char *const checkpoint_keys[] = { "every", "keep", NULL };
+static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", "frozen",
+					     NULL };
+static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
 					 "after_attempt", NULL };
@@ -903,7 +904,20 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 				s->trainer.every = v;
 			if (get_int(c, ck, "keep", 1, 1000, &v) == 0)
 				s->trainer.keep = (int)v;
+			/* incremental checkpoints (libckpt's chunk store), and how often a save is full */
+			const ynode *inc = get(ck, "incremental"), *fe = get(ck, "full_every");
+			if (inc && (inc->kind != Y_SCALAR || (strcmp(inc->value, "true") && strcmp(inc->value, "false"))))
+				return fail(c, inc, "incremental is true or false");
+			s->trainer.incremental = inc && strcmp(inc->value, "true") == 0;
+			if (get_int(c, ck, "full_every", 1, 100000, &v) == 0) {
+				if (!s->trainer.incremental)
+					return fail(c, fe, "full_every counts the saves between full ones of incremental "
+						    "checkpoints: it needs checkpoint.incremental: true");
+				s->trainer.full_every = (int)v;
+			}
 		}
+		if (get_int(c, t, "frozen", 0, 95, &v) == 0)
+			s->trainer.frozen = (int)v;
 		if (c->failed)
 			return -EINVAL;
 	}
