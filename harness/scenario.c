@@ -371,7 +371,9 @@ static const char *const components[] = { "params", "master", "opt", "rng", "dat
 const char *const harness_phases[] = {
 	"save.prepare", "save.shard_write", "save.shard_sync", "save.barrier", "save.manifest_write",
 	"save.manifest_sync", "save.commit", "save.dir_sync", "save.latest", "save.retention", "restore.scan",
-	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup", NULL,
+	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup",
+	/* incremental checkpoints (libckpt's chunk store) */
+	"save.chunk_write", "save.chunk_sync", "save.gc", "open.gc", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
 				    "ftruncate", "close", "read", "opendir", "link", "phase", "any", NULL };
@@ -570,8 +572,13 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 			    "; valid: a multiple of %" PRId64 " up to %" PRId64, f->step, every, every, s->trainer.steps);
 	if (strcmp(f->phase, "restore.scan") == 0 && rk && f->rank != 0)
 		return fail(c, rk, "restore.scan runs on rank 0 only; valid: rank: 0, or no rank");
-	if ((strcmp(f->phase, "restore.scan") == 0 || strcmp(f->phase, "open.cleanup") == 0) && st && f->step != 0)
+	if ((strcmp(f->phase, "restore.scan") == 0 || strcmp(f->phase, "open.cleanup") == 0 ||
+	     strcmp(f->phase, "open.gc") == 0) && st && f->step != 0)
 		return fail(c, st, "%s runs before any step (its step is 0); valid: step: 0, or no step", f->phase);
+	if ((strncmp(f->phase, "save.chunk_", 11) == 0 || strcmp(f->phase, "save.gc") == 0 ||
+	     strcmp(f->phase, "open.gc") == 0) && !s->trainer.incremental && !s->trainer.ncommand)
+		return fail(c, ph, "%s is a phase of incremental checkpoints; valid: with trainer.checkpoint.incremental: "
+			    "true", f->phase);
 	return 0;
 }
 

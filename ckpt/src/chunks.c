@@ -49,10 +49,12 @@ struct ckpt_chunks {
 	size_t nbase;
 	int have_base;
 	uint32_t base_depth;
+	uint64_t base_chain;        /* the step of the base's full generation: the seed of its chunk addresses */
 	unsigned char *pend;        /* the recipe table of the pending save or restore */
 	size_t npend, cappend;
 	int have_pend;
 	uint32_t pend_depth;
+	uint64_t pend_chain;
 	uint64_t written, shared;
 };
 
@@ -61,10 +63,10 @@ static int cmp_hash(const void *a, const void *b)
 	return memcmp(a, b, HASH_LEN);
 }
 
-static void hash_bytes(const void *p, size_t n, unsigned char out[HASH_LEN])
+static void hash_bytes(const void *p, size_t n, uint64_t seed, unsigned char out[HASH_LEN])
 {
 	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits(p, n));
+	XXH128_canonicalFromHash(&c, XXH3_128bits_withSeed(p, n, seed));
 	memcpy(out, c.digest, HASH_LEN);
 }
 
@@ -126,6 +128,11 @@ uint32_t ckpt__chunks_depth(const ckpt_chunks *k)
 	return k->pend_depth;
 }
 
+uint64_t ckpt__chunks_chain(const ckpt_chunks *k)
+{
+	return k->pend_chain;
+}
+
 void ckpt__chunks_bytes(const ckpt_chunks *k, uint64_t *written, uint64_t *shared)
 {
 	*written = k->written;
@@ -159,6 +166,7 @@ void ckpt__chunks_settle(ckpt_chunks *k, bool ok)
 		k->nbase = b ? k->npend : 0;
 		k->have_base = b != NULL || (k->have_pend && k->npend == 0);
 		k->base_depth = k->pend_depth;
+		k->base_chain = k->pend_chain;
 		if (b) {
 			memcpy(b, k->pend, k->npend * HASH_LEN);
 			qsort(b, k->nbase, HASH_LEN, cmp_hash);
@@ -167,6 +175,7 @@ void ckpt__chunks_settle(ckpt_chunks *k, bool ok)
 	k->have_pend = 0;
 	k->npend = 0;
 	k->pend_depth = 0;
+	k->pend_chain = 0;
 }
 
 static bool in_base(const ckpt_chunks *k, const unsigned char h[HASH_LEN])
@@ -250,6 +259,8 @@ int ckpt__chunks_save(ckpt_chunks *k, ckpt_io *io, ckpt_entry *const *dst, int n
 	if (pend_reserve(k, total ? total : 1) < 0)
 		return ckpt__io_fail(io, -ENOMEM, NULL, "out of memory for %zu chunk hashes", total);
 	k->pend_depth = full ? 0 : k->base_depth + 1;
+	/* a full save starts a chain: its step seeds the addresses, so it shares no chunk with older chains */
+	k->pend_chain = full ? io->step : k->base_chain;
 	if ((rc = ckpt__io_phase(io, "save.chunk_write")) < 0)
 		return rc;
 	if ((rc = ensure_dir(io, "chunks", k->dir_mode, &made_root)) < 0)
@@ -261,9 +272,9 @@ int ckpt__chunks_save(ckpt_chunks *k, ckpt_io *io, ckpt_entry *const *dst, int n
 			size_t len = nb - off < k->cs ? (size_t)(nb - off) : k->cs;
 			unsigned char *h = k->pend + k->npend * HASH_LEN;
 #ifdef CKPT_MUTANT_CHUNK_HASH_WRONG_BYTES
-			hash_bytes(d + off, len > 1 ? len - 1 : len, h);   /* mutant: the chunk's last byte is not hashed */
+			hash_bytes(d + off, len > 1 ? len - 1 : len, k->pend_chain, h);   /* mutant: the last byte is not hashed */
 #else
-			hash_bytes(d + off, len, h);
+			hash_bytes(d + off, len, k->pend_chain, h);
 #endif
 			k->npend++;
 			if (!full && in_base(k, h)) {
@@ -403,8 +414,8 @@ fail:
 }
 
 /* Read one chunk (into to, or a scratch buffer) and check its size and hash. */
-static int read_chunk(ckpt_io *io, const unsigned char h[HASH_LEN], uint64_t len, unsigned char *to, unsigned char *scratch,
-		      XXH3_state_t *xs)
+static int read_chunk(ckpt_io *io, const unsigned char h[HASH_LEN], uint64_t seed, uint64_t len, unsigned char *to,
+		      unsigned char *scratch, XXH3_state_t *xs)
 {
 	char path[CKPT_PATH_MAX], disp[CKPT_PATH_MAX], hex[2 * HASH_LEN + 1];
 	struct stat sb;
@@ -424,7 +435,7 @@ static int read_chunk(ckpt_io *io, const unsigned char h[HASH_LEN], uint64_t len
 				   " (truncated or overwritten)", disp, (long long)sb.st_size, len);
 		goto out;
 	}
-	XXH3_128bits_reset(xs);
+	XXH3_128bits_reset_withSeed(xs, seed);
 	for (uint64_t off = 0; off < len;) {
 		size_t piece = len - off < READ_PIECE ? (size_t)(len - off) : READ_PIECE;
 		unsigned char *p = to ? to + off : scratch;
@@ -436,6 +447,9 @@ static int read_chunk(ckpt_io *io, const unsigned char h[HASH_LEN], uint64_t len
 	XXH128_canonical_t c;
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
 	rc = 0;
+#ifdef CKPT_MUTANT_CHUNK_NOT_VERIFIED
+	memcpy(c.digest, h, HASH_LEN);      /* mutant: a chunk is trusted by its name */
+#endif
 	if (memcmp(c.digest, h, HASH_LEN) != 0) {
 		char got[2 * HASH_LEN + 1];
 		hex_of(c.digest, got);
@@ -467,7 +481,7 @@ int ckpt__chunks_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, i
 		unsigned char *d = dst ? dst[k]->data : NULL;
 		for (uint64_t off = 0; off < n && rc == 0; off += m->chunk_size, at++) {
 			uint64_t len = n - off < m->chunk_size ? n - off : m->chunk_size;
-			rc = read_chunk(io, r.tab + at * HASH_LEN, len, d ? d + off : NULL, scratch, xs);
+			rc = read_chunk(io, r.tab + at * HASH_LEN, m->chain_base, len, d ? d + off : NULL, scratch, xs);
 		}
 	}
 	if (rc == 0 && dst)
@@ -483,6 +497,7 @@ int ckpt__chunks_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, i
 			keep->npend = r.nchunks;
 			keep->have_pend = 1;
 			keep->pend_depth = m->chain_depth;
+			keep->pend_chain = m->chain_base;
 		}
 	}
 out:

@@ -2,7 +2,10 @@
  * Incremental checkpoints: the content-addressed chunk store (chunks.c).
  *
  * Each tensor of a rank is cut into chunks of chunk_size bytes (the last one
- * shorter), each addressed by the xxh3-128 of its bytes and stored once, as
+ * shorter), each addressed by the xxh3-128 of its bytes, seeded with the
+ * chain's base step (the step of the full generation a delta descends from,
+ * so chains share nothing and damage to a chunk reaches one chain, at most
+ * full_every generations), and stored once, as
  * ROOT/chunks/HH/<32 hex> (HH: its first byte). A chunked generation (manifest
  * version 3) holds per rank a recipe, rank-R.chunks: the shard's safetensors
  * header, then the 16-byte hash of every chunk of its tensors in file order.
@@ -38,6 +41,8 @@ int ckpt__chunks_save(ckpt_chunks *k, ckpt_io *io, ckpt_entry *const *dst, int n
 /* The pending recipe's hash table (16 bytes per chunk) and chain depth. */
 const unsigned char *ckpt__chunks_table(const ckpt_chunks *k, size_t *len);
 uint32_t ckpt__chunks_depth(const ckpt_chunks *k);
+/* The pending save's chain: the step of its full generation, the seed of its chunk addresses. */
+uint64_t ckpt__chunks_chain(const ckpt_chunks *k);
 /* Bytes the pending save wrote as new chunks and reused from its base. */
 void ckpt__chunks_bytes(const ckpt_chunks *k, uint64_t *written, uint64_t *shared);
 /*

@@ -484,6 +484,7 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 	if (c->chunks) {      /* version 3: a chunked generation (every rank has the same depth) */
 		m.chunk_size = ckpt__chunks_size(c->chunks);
 		m.chain_depth = ckpt__chunks_depth(c->chunks);
+		m.chain_base = ckpt__chunks_chain(c->chunks);
 	}
 #ifdef CKPT_MUTANT_GC_BEFORE_COMMIT
 	{       /* mutant: the sweep runs before this generation's manifest exists, so its new chunks look dead */

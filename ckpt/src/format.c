@@ -20,7 +20,7 @@
  * parses and checks against the manifest. Both versions are read.
  *
  * schema_version 3 (incremental checkpoints, chunks.c) is version 2 plus
- * "chunk_size" and "chain_depth" (before "files"); each rank's file is
+ * "chunk_size", "chain_depth" and "chain_base" (before "files"); each rank's file is
  * rank-R.chunks, a recipe: the shard's safetensors header, then the xxh3-128
  * of every chunk of its tensors, whose bytes live in ROOT/chunks/. A plain
  * save still writes version 2.
@@ -283,7 +283,8 @@ int ckpt__manifest_render(const ckpt_manifest *m, char **out, size_t *len)
 			sb_printf(&b, ",\"%s\"", tag_names[i]);
 	sb_printf(&b, "]");
 	if (m->chunk_size)
-		sb_printf(&b, ",\"chunk_size\":%" PRIu32 ",\"chain_depth\":%" PRIu32, m->chunk_size, m->chain_depth);
+		sb_printf(&b, ",\"chunk_size\":%" PRIu32 ",\"chain_depth\":%" PRIu32 ",\"chain_base\":%" PRIu64,
+			  m->chunk_size, m->chain_depth, m->chain_base);
 	sb_printf(&b, ",\"files\":[");
 	for (int i = 0; i < m->nfiles; i++) {
 		const ckpt_file_entry *f = &m->files[i];
@@ -727,7 +728,8 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 		return why(wb, wl, "manifest checksum mismatch (the manifest was altered or torn)");
 
 	static const char *const members[] = { "schema_version", "step", "world_size", "config_hash", "tags", "files",
-					       "tensors", "telemetry", "checksum", "chunk_size", "chain_depth" };
+					       "tensors", "telemetry", "checksum", "chunk_size", "chain_depth",
+					       "chain_base" };
 	unsigned seen = 0;
 
 	ckpt__jr_init(&j, text, len);
@@ -784,6 +786,13 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 						m->tags |= 1u << i;
 			}
 			if (j.failed)
+				break;
+		} else if (strcmp(k, "chain_base") == 0) {
+			if (m->schema_version < 3) {
+				ckpt__jr_fail(&j, "chain_base in a version %d manifest (version 3 has it)", m->schema_version);
+				break;
+			}
+			if (ckpt__jr_u64(&j, &m->chain_base) < 0)
 				break;
 		} else if (strcmp(k, "chunk_size") == 0 || strcmp(k, "chain_depth") == 0) {
 			/* version 3 only; a chunk size is bounded before anything is sized by it */

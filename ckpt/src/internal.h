@@ -186,6 +186,7 @@ typedef struct ckpt_manifest {
 	char *telemetry_json;       /* compact JSON object, may be NULL */
 	uint32_t chunk_size;        /* version 3 (chunked): > 0 */
 	uint32_t chain_depth;       /* version 3: saves since the last full one (0: full) */
+	uint64_t chain_base;        /* version 3: the step of that full one, the seed of the chunk addresses */
 	/* writer side only: every rank's entries, rank-major (ntensors * world_size) */
 	const ckpt_tensor_entry *all;
 } ckpt_manifest;
