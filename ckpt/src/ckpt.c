@@ -487,11 +487,19 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		m.chain_base = ckpt__chunks_chain(c->chunks);
 	}
 #ifdef CKPT_MUTANT_GC_BEFORE_COMMIT
-	{       /* mutant: the sweep runs before this generation's manifest exists, so its new chunks look dead */
+	{       /*
+		 * mutant: once retention has something to do, it "makes room" before the
+		 * commit: the sweep runs before this generation's manifest exists, so its
+		 * new chunks look dead
+		 */
+		uint64_t *gs = NULL;
+		int ng = 0;
 		ckpt_error ignored;
 		ckpt__error_clear(&ignored);
 		c->io.err = &ignored;
-		ckpt__chunks_gc(&c->io, &c->journal, "save.gc");
+		if (ckpt__scan(&c->io, &gs, &ng) == 0 && ng >= (int)c->cfg.keep_last)
+			ckpt__chunks_gc(&c->io, &c->journal, "save.gc");
+		free(gs);
 		c->io.err = &c->err;
 	}
 #endif
