@@ -726,3 +726,79 @@ void ckpt__chunks_mutant_drop(ckpt_io *io, const char *name)
 	ckpt__manifest_free(&m);
 }
 #endif
+
+/* ---- usage (ckpt-tool ls) -------------------------------------------------- */
+
+typedef struct use_entry {
+	unsigned char h[HASH_LEN];
+	int gen;
+	uint64_t bytes;
+} use_entry;
+
+static int cmp_use(const void *a, const void *b)
+{
+	const use_entry *x = a, *y = b;
+	int c = memcmp(x->h, y->h, HASH_LEN);
+	return c ? c : x->gen - y->gen;
+}
+
+int ckpt__chunks_usage(ckpt_io *io, const uint64_t *steps, int n, uint64_t *total, uint64_t *own, uint64_t *shared)
+{
+	use_entry *v = NULL;
+	size_t cnt = 0, cap = 0;
+
+	for (int g = 0; g < n; g++) {
+		char name[32];
+		ckpt_manifest m;
+		ckpt_chunk_ref *refs = NULL;
+		size_t nrefs = 0;
+		ckpt_error ignored, *saved = io->err;
+
+		total[g] = own[g] = shared[g] = 0;
+		ckpt__gen_name(name, sizeof name, steps[g]);
+		ckpt__error_clear(&ignored);
+		io->err = &ignored;
+		if (ckpt__gen_load(io, name, &steps[g], &m, false) == 0) {
+			if (m.chunk_size)
+				ckpt__chunks_refs(io, name, &m, &refs, &nrefs);
+			ckpt__manifest_free(&m);
+		}
+		io->err = saved;
+		if (cnt + nrefs > cap) {
+			size_t nc = cap ? cap : 256;
+			while (nc < cnt + nrefs)
+				nc *= 2;
+			use_entry *p = realloc(v, nc * sizeof *p);
+			if (!p) {
+				free(refs);
+				free(v);
+				return -ENOMEM;
+			}
+			v = p;
+			cap = nc;
+		}
+		for (size_t r = 0; r < nrefs; r++) {
+			memcpy(v[cnt].h, refs[r].h, HASH_LEN);
+			v[cnt].gen = g;
+			v[cnt++].bytes = refs[r].bytes;
+		}
+		free(refs);
+	}
+	if (cnt > 1)
+		qsort(v, cnt, sizeof *v, cmp_use);
+	/* per chunk: the distinct generations that reference it */
+	for (size_t i = 0; i < cnt;) {
+		size_t j = i, users = 0;
+		for (; j < cnt && memcmp(v[j].h, v[i].h, HASH_LEN) == 0; j++)
+			users += j == i || v[j].gen != v[j - 1].gen;
+		for (size_t k = i; k < j; k++) {
+			if (k > i && v[k].gen == v[k - 1].gen)
+				continue;
+			total[v[k].gen] += v[k].bytes;
+			*(users > 1 ? &shared[v[k].gen] : &own[v[k].gen]) += v[k].bytes;
+		}
+		i = j;
+	}
+	free(v);
+	return 0;
+}

@@ -79,6 +79,14 @@ typedef struct ckpt_chunk_ref {
 /* Every chunk every rank of a loaded chunked generation references (duplicates kept). Caller frees *out. */
 int ckpt__chunks_refs(ckpt_io *io, const char *name, const ckpt_manifest *m, ckpt_chunk_ref **out, size_t *n);
 
+/*
+ * ckpt-tool ls: for each generation steps[i], the bytes of the distinct
+ * chunks it references (total), of those no other listed generation
+ * references (own), and of those another one does too (shared). Generations
+ * that are not chunked, or cannot be read, get 0.
+ */
+int ckpt__chunks_usage(ckpt_io *io, const uint64_t *steps, int n, uint64_t *total, uint64_t *own, uint64_t *shared);
+
 #ifdef CKPT_MUTANT_BASE_DELETED_WITH_GEN
 void ckpt__chunks_mutant_drop(ckpt_io *io, const char *name);
 #endif
