@@ -602,15 +602,16 @@ static int live_set(ckpt_io *io, ckpt_journal *j, unsigned char **out, size_t *n
 			ckpt__manifest_free(&m);
 		}
 		io->err = saved;
-		if (rc == -CKPT_ECORRUPT) {
-			/* damaged beyond use: restore never takes it, so nothing it names is needed for it */
-			ckpt__journal_add(j, "\"event\":\"gc_skip\",\"checkpoint\":\"%s\",\"error\":\"ECORRUPT\"", name);
-			rc = 0;
-			continue;
-		}
 		if (rc < 0) {
-			/* cannot tell what it references: delete nothing */
-			*io->err = one;
+			/*
+			 * Cannot tell what it references (an I/O error, or a manifest or
+			 * recipe that does not verify): delete nothing. A damaged
+			 * generation holds the sweep back only until retention removes it.
+			 */
+			ckpt__journal_add(j, "\"event\":\"gc_blocked\",\"checkpoint\":\"%s\",\"error\":\"%s\"", name,
+					  ckpt_strerror(rc));
+			if (io->err)
+				*io->err = one;
 			break;
 		}
 		if (cnt + nrefs > cap) {

@@ -65,8 +65,8 @@ int ckpt__chunks_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, i
  * Mark and sweep: delete every file under ROOT/chunks that no committed
  * generation references (and chunk temporaries). Rank 0, only while no save
  * is in progress. The live set comes from the committed manifests alone; if
- * any committed generation cannot be read (an I/O error, not damage), nothing
- * is deleted. 0, or < 0 with the error in io->err.
+ * any committed generation cannot be read or verified (an I/O error, or a
+ * manifest or recipe that fails its checks), nothing is deleted. 0, or < 0 with the error in io->err.
  */
 int ckpt__chunks_gc(ckpt_io *io, ckpt_journal *j, const char *phase);
 
