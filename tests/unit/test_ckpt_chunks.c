@@ -229,6 +229,24 @@ static void test_chunks__restored_generation_is_the_next_base(void **state)
 	expect_restore(f, 30, 0);
 }
 
+static void test_chunks__failed_save_is_no_base(void **state)
+{
+	fx *f = *state;
+
+	save_ok(f, 10);
+	/* 20's chunks are all written, then its manifest cannot be: the save fails everywhere */
+	fx_fault x = { .rank = -1, .op = "write", .phase = "save.manifest_write", .nth = 1, .times = 0,
+		       .action = { .kind = CKPT_FAULT_ERRNO, .err = EIO } };
+	fx_arm(&x);
+	fill(f->w, &f->counter, 20);
+	assert_int_equal(ckpt_save(f->c, 20, 0), -EIO);
+	fx_disarm();
+	/* the next delta descends from 10, the last committed generation, not from the failed 20 */
+	save_ok(f, 30);
+	assert_non_null(strstr(manifest_of(f, 30), "\"chain_depth\":1,\"chain_base\":10,"));
+	expect_restore(f, 30, 0);
+}
+
 static void test_chunks__full_every_starts_a_chain_that_shares_nothing(void **state)
 {
 	fx *f = *state;
@@ -420,6 +438,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_chunks__delta_writes_only_the_changed_chunks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunks__restored_generation_is_the_next_base, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chunks__failed_save_is_no_base, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunks__full_every_starts_a_chain_that_shares_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunks__damaged_chunk_falls_back_past_every_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunks__missing_or_swapped_chunk_is_caught_by_hash, setup, teardown),
