@@ -37,7 +37,10 @@ static void problem_from(ckpt_gen_report *rep, const char *file, const ckpt_erro
 	size_t n = strlen(disp);
 
 	if (e->code == -ENOENT) {
-		problem(rep, file, "missing: %s", strerror(ENOENT));
+		if (e->path[0] && strcmp(e->path, disp) != 0)      /* another file it needs (a chunk) */
+			problem(rep, file, "missing: %s: %s", e->path, strerror(ENOENT));
+		else
+			problem(rep, file, "missing: %s", strerror(ENOENT));
 		return;
 	}
 	if (strncmp(msg, disp, n) == 0 && strncmp(msg + n, ": ", 2) == 0)
@@ -228,6 +231,9 @@ int ckpt_inspect_show(const char *gen_dir, FILE *out)
 	fprintf(out, "generation     %s\nstep           %" PRIu64 "\nworld_size     %d\nschema         %d\n"
 		"config_hash    %016" PRIx64 "\ntags           latest%s%s\n", a, m.step, m.world_size, m.schema_version,
 		m.config_hash, m.tags & CKPT_TAG_BEST ? ", best" : "", m.tags & CKPT_TAG_INTERIM ? ", interim" : "");
+	if (m.chunk_size)      /* incremental: where its chain starts and how deep it is */
+		fprintf(out, "chunks         %" PRIu32 " bytes each, chain of step %" PRIu64 ", depth %" PRIu32 "%s\n",
+			m.chunk_size, m.chain_base, m.chain_depth, m.chain_depth ? "" : " (full)");
 	if (m.telemetry_json) {
 		char tel[4096 * 4];
 		ckpt__escape(tel, sizeof tel, m.telemetry_json);

@@ -69,7 +69,19 @@ def test_incremental_saves_chunks_and_plain_saves_keep_version_2(tmp_path):
     assert cols["step-00000030"][2] == 0
     assert cols["step-00000020"][2] > 0 and cols["step-00000020"][2] == cols["step-00000010"][2]
     assert "valid" in ls.stdout and "INVALID" not in ls.stdout
-    assert tool("verify", tmp_path / "inc" / "step-00000020").returncode == 0
+    gen20 = tmp_path / "inc" / "step-00000020"
+    assert tool("verify", gen20).returncode == 0
+    assert "chain of step 10, depth 1" in tool("show", gen20).stdout
+
+    # verify names a missing chunk (the last one of rank 1's recipe: it changes at every save, 20's own)
+    recipe = (gen20 / "rank-00001.chunks").read_bytes()
+    hlen = int.from_bytes(recipe[:8], "little")
+    last = recipe[-16:].hex()
+    assert (len(recipe) - 8 - hlen) % 16 == 0
+    (tmp_path / "inc" / "chunks" / last[:2] / last).unlink()
+    v = tool("verify", gen20)
+    assert v.returncode == 1 and f"chunks/{last[:2]}/{last}" in v.stdout + v.stderr, v.stdout + v.stderr
+    assert tool("verify", tmp_path / "inc" / "step-00000010").returncode == 0
 
 
 def test_options_that_mean_nothing_without_incremental_are_refused(tmp_path):
