@@ -386,6 +386,79 @@ static void test_gc__unreadable_generation_stops_the_sweep(void **state)
 	expect_restore(f, 30, 0);
 }
 
+/* ---- a version 3 generation written by an earlier build (tests/fixtures/v3-incremental-1rank) ---- */
+
+#define FIX_N 3000
+
+static void fix_fill(float *w, uint64_t *ctr, uint64_t step)
+{
+	for (size_t i = 0; i < FIX_N; i++)
+		w[i] = i < FIX_N - FIX_N / 10 ? (float)i * 0.5f : (float)(step * 7919u + i) * 0.25f;
+	*ctr = step;
+}
+
+static ckpt *fix_open(fx *f, const char *root, ckpt_state **st, float *w, uint64_t *ctr)
+{
+	ckpt_config cfg = { .root = root, .keep_last = 3, .incremental = 1, .full_every = 10, .chunk_bytes = CHUNK };
+	ckpt_error e;
+	ckpt *c;
+	assert_int_equal(ckpt_state_new(st), 0);
+	assert_int_equal(ckpt_state_add_tensor(*st, "w", "params", CKPT_STAGE_MODEL, CKPT_F32, w, FIX_N, FIX_N, 0), 0);
+	assert_int_equal(ckpt_state_add_tensor(*st, "counter", "sched", CKPT_STAGE_TRAINING, CKPT_U64, ctr, 1, 1, 0), 0);
+	assert_int_equal(ckpt_open(&c, &cfg, &f->comm, *st, &e), 0);
+	return c;
+}
+
+/*
+ * Every earlier on-disk version keeps being read: a full generation (10) and
+ * a delta of it (20), written when version 3 was introduced. With
+ * CKPT_WRITE_V3_FIXTURE=DIR set, (re)writes that fixture into DIR instead.
+ */
+static void test_fixture__v3_generations_still_restore(void **state)
+{
+	fx *f = *state;
+	float w[FIX_N], want[FIX_N];
+	uint64_t ctr, wc;
+	ckpt_state *st;
+	ckpt_restore_info info;
+	const char *out = getenv("CKPT_WRITE_V3_FIXTURE");
+
+	if (out) {
+		ckpt *c = fix_open(f, out, &st, w, &ctr);
+		for (uint64_t step = 10; step <= 20; step += 10) {
+			fix_fill(w, &ctr, step);
+			assert_int_equal(ckpt_save(c, step, 0), 0);
+		}
+		ckpt_close(c);
+		ckpt_state_free(st);
+		skip();        /* wrote the fixture; nothing was checked */
+	}
+	char cmd[4096];
+	snprintf(cmd, sizeof cmd, "cp -r '%s/.' '%s/'", CKPT_FIXTURES_DIR "/v3-incremental-1rank", f->root);
+	assert_int_equal(system(cmd), 0);
+	ckpt *c = fix_open(f, f->root, &st, w, &ctr);
+	memset(w, 0, sizeof w);
+	assert_int_equal(ckpt_restore(c, &info), 0);
+	assert_int_equal(info.step, 20);
+	fix_fill(want, &wc, 20);
+	assert_memory_equal(w, want, sizeof w);
+	assert_int_equal(ctr, wc);
+	/* a delta of it, by today's code, next to it; then the fixture's full generation alone */
+	fix_fill(w, &ctr, 30);
+	assert_int_equal(ckpt_save(c, 30, 0), 0);
+	assert_non_null(strstr(manifest_of(f, 30), "\"chain_depth\":2,\"chain_base\":10,"));
+	ckpt_close(c);
+	fx_flip(fx_path(f->root, "step-00000030/manifest.json"), 20);
+	fx_flip(fx_path(f->root, "step-00000020/manifest.json"), 20);
+	c = fix_open(f, f->root, &st, w, &ctr);
+	assert_int_equal(ckpt_restore(c, &info), 0);
+	assert_int_equal(info.step, 10);
+	fix_fill(want, &wc, 10);
+	assert_memory_equal(w, want, sizeof w);
+	ckpt_close(c);
+	ckpt_state_free(st);
+}
+
 /* ---- version 3 manifests ---- */
 
 static void test_format__v3_round_trip_and_bounds(void **state)
@@ -447,6 +520,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc__startup_removes_orphans_of_a_failed_save, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc__unreadable_generation_stops_the_sweep, setup, teardown),
 		cmocka_unit_test(test_format__v3_round_trip_and_bounds),
+		cmocka_unit_test_setup_teardown(test_fixture__v3_generations_still_restore, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
