@@ -448,6 +448,7 @@ static void test_fixture__v3_generations_still_restore(void **state)
 	assert_int_equal(ckpt_save(c, 30, 0), 0);
 	assert_non_null(strstr(manifest_of(f, 30), "\"chain_depth\":2,\"chain_base\":10,"));
 	ckpt_close(c);
+	ckpt_state_free(st);
 	fx_flip(fx_path(f->root, "step-00000030/manifest.json"), 20);
 	fx_flip(fx_path(f->root, "step-00000020/manifest.json"), 20);
 	c = fix_open(f, f->root, &st, w, &ctr);
