@@ -634,6 +634,11 @@ int harness_crashstates(const harness_cs_opts *o)
 	argv[n++] = "--ckpt-dir"; argv[n++] = root;
 	argv[n++] = "--ckpt-every"; argv[n++] = every;
 	argv[n++] = "--keep"; argv[n++] = "3";
+	if (o->incremental) {
+		/* the save at S is a delta of the one at S/2: new chunks, reused ones, a recipe per rank */
+		argv[n++] = "--ckpt-incremental";
+		argv[n++] = "--frozen"; argv[n++] = "50";
+	}
 	argv[n] = NULL;
 	char preload[PATH_MAX + 32], shim_root[sizeof root + 32];
 	char shim_so[PATH_MAX];

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "chunkpick.h"
 #include "plan.h"
 
 int harness_is_generation_name(const char *name)
@@ -156,6 +157,33 @@ static int damage_dir(const harness_damage *g, const char *dir, FILE *log)
 	return hit;
 }
 
+/*
+ * The chunk generation i shares with generation i - 1: damaged once, and
+ * logged against every generation that references it (so the oracle knows
+ * each of them is damaged: restore must pass over all of them).
+ */
+static int damage_shared_chunk(const harness_damage *g, const char *root, generation *gens, int n, int i, FILE *log)
+{
+	char rel[96], dir[PATH_MAX + 100], shown[PATH_MAX + 200];
+	static const char *const verbs[] = { "bitflip", "truncate", "delete" };
+	int hit = 0;
+
+	if (harness_chunk_pick_shared(root, gens[i].name, gens[i - 1].name, rel, sizeof rel) < 0)
+		return 0;
+	snprintf(dir, sizeof dir, "%s/%.9s", root, rel);        /* ROOT/chunks/HH */
+	snprintf(shown, sizeof shown, "%s/%s", root, rel);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return 0;
+	hit = damage_file(g, dfd, rel + 10, shown, log);
+	close(dfd);
+	/* the recipes still name it, deleted or not */
+	for (int k = 0; hit && k < n; k++)
+		if (gens[k].dir && harness_chunk_referenced(root, gens[k].name, rel))
+			fprintf(log, "%s %s/%s/%s (a chunk it references)\n", verbs[g->kind], root, gens[k].name, rel);
+	return hit;
+}
+
 int harness_damage_apply(const harness_damage *g, const char *root, const char *pattern, FILE *log)
 {
 	generation *gens;
@@ -170,6 +198,11 @@ int harness_damage_apply(const harness_damage *g, const char *root, const char *
 		char path[PATH_MAX];
 		if (!pick || snprintf(path, sizeof path, "%s/%s", root, gens[i].name) >= (int)sizeof path)
 			continue;
+		if (strcmp(g->file, HARNESS_SHARED_CHUNK) == 0) {     /* libckpt's chunk store (chunkpick.h) */
+			if (gens[i].dir && i > 0)
+				hit += damage_shared_chunk(g, root, gens, n, i, log);
+			continue;
+		}
 		if (gens[i].dir) {
 			hit += damage_dir(g, path, log);
 		} else if (fnmatch(g->file, gens[i].name, 0) == 0) {

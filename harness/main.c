@@ -36,7 +36,8 @@ static const char usage[] =
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
-"       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [-j N] [--json FILE] [--out DIR] [--keep]\n"
+"       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [-j N] [--incremental] [--json FILE]\n"
+"                                [--out DIR] [--keep]\n"
 "                                [--inject fiu|shim]\n"
 "       ckpt-harness crashstates --scenario FILE [--step S] [--max-states N] [--json FILE] [--out DIR] [--keep]\n"
 "                                [--inject fiu|shim] [--ckpt-backend NAME|PATH.so] [--cache DIR]\n"
@@ -620,6 +621,13 @@ static int cmd_crashstates(int argc, char **argv)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (strcmp(a, "--keep") == 0) {
 			o.keep = ro.keep = 1;
+			continue;
+		}
+		if (strcmp(a, "--incremental") == 0) {       /* an incremental save (chunks), half the model frozen */
+			if (ro.scenario)
+				return bad_usage("%s: with --scenario the scenario's trainer is explored "
+						 "(trainer.checkpoint.incremental)", a);
+			o.incremental = 1;
 			continue;
 		}
 		if (!v)

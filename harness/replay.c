@@ -156,9 +156,16 @@ static void write_case(const harness_replay_opts *ro, const harness_scenario *s,
 		if (t->keep > 0)
 			fprintf(f, "  checkpoint: {keep: %d}\n", t->keep);
 	} else {
-		fprintf(f, "  preset: %s\n  checkpoint: {every: %" PRId64 ", keep: %d}\n", t->preset, t->every, t->keep);
+		fprintf(f, "  preset: %s\n  checkpoint: {every: %" PRId64 ", keep: %d", t->preset, t->every, t->keep);
+		if (t->incremental)
+			fprintf(f, ", incremental: true");
+		if (t->full_every > 0)
+			fprintf(f, ", full_every: %d", t->full_every);
+		fprintf(f, "}\n");
 		if (t->accum_steps > 1)
 			fprintf(f, "  accum_steps: %d\n", t->accum_steps);
+		if (t->frozen > 0)
+			fprintf(f, "  frozen: %d\n", t->frozen);
 		if (t->ckpt_backend[0]) {
 			fputs("  ckpt_backend: ", f);
 			write_yaml_string(f, t->ckpt_backend);

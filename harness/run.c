@@ -291,6 +291,17 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		snprintf(accum, sizeof accum, "%d", s->trainer.accum_steps);
 		argv[n++] = "--accum-steps"; argv[n++] = accum;
 	}
+	char frozen[16], full_every[16];
+	if (s->trainer.frozen > 0) {
+		snprintf(frozen, sizeof frozen, "%d", s->trainer.frozen);
+		argv[n++] = "--frozen"; argv[n++] = frozen;
+	}
+	if (s->trainer.incremental)
+		argv[n++] = "--ckpt-incremental";
+	if (s->trainer.full_every > 0) {
+		snprintf(full_every, sizeof full_every, "%d", s->trainer.full_every);
+		argv[n++] = "--ckpt-full-every"; argv[n++] = full_every;
+	}
 	char stop[32];
 	if (stop_after > 0) {
 		snprintf(stop, sizeof stop, "%" PRId64, stop_after);
@@ -575,6 +586,8 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 			    s->trainer.preset, s->trainer.world_size, s->trainer.steps, s->trainer.seed);
 	if (s->trainer.accum_steps > 1)
 		used += snprintf(cfg + used, sizeof cfg - (size_t)used, " accum_steps=%d", s->trainer.accum_steps);
+	if (s->trainer.frozen > 0)
+		used += snprintf(cfg + used, sizeof cfg - (size_t)used, " frozen=%d", s->trainer.frozen);
 	if (s->trainer.ckpt_backend[0]) {
 		/* the trajectory is the same, but the plain-resume check (run with the golden) is the backend's */
 		backend_path(s, o, path, sizeof path);

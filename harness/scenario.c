@@ -350,13 +350,14 @@ static const char *const top_keys[] = { "name", "description", "trainer", "fault
 					"timeout_s", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
 					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
-					    "checkpoint_root", "generations", "ckpt_backend", "nodes", NULL };
+					    "checkpoint_root", "generations", "ckpt_backend", "nodes", "frozen", NULL };
 static const char *const placeholders[] = { "ckpt_dir", "trajectory", "attempt", "steps", "seed", "world_size",
 					    "every", "keep", "scenario_dir", "node", "node_dir", NULL };
 static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
-static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", NULL };
-static const char *const checkpoint_keys[] = { "every", "keep", NULL };
+static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", "frozen",
+					     NULL };
+static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
 					 "after_attempt", "node", NULL };
@@ -371,7 +372,9 @@ static const char *const components[] = { "params", "master", "opt", "rng", "dat
 const char *const harness_phases[] = {
 	"save.prepare", "save.shard_write", "save.shard_sync", "save.barrier", "save.manifest_write",
 	"save.manifest_sync", "save.commit", "save.dir_sync", "save.latest", "save.retention", "restore.scan",
-	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup", NULL,
+	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup",
+	/* incremental checkpoints (libckpt's chunk store) */
+	"save.chunk_write", "save.chunk_sync", "save.gc", "open.gc", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
 				    "ftruncate", "close", "read", "opendir", "link", "phase", "any", NULL };
@@ -586,8 +589,13 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 			    "; valid: a multiple of %" PRId64 " up to %" PRId64, f->step, every, every, s->trainer.steps);
 	if (strcmp(f->phase, "restore.scan") == 0 && rk && f->rank != 0)
 		return fail(c, rk, "restore.scan runs on rank 0 only; valid: rank: 0, or no rank");
-	if ((strcmp(f->phase, "restore.scan") == 0 || strcmp(f->phase, "open.cleanup") == 0) && st && f->step != 0)
+	if ((strcmp(f->phase, "restore.scan") == 0 || strcmp(f->phase, "open.cleanup") == 0 ||
+	     strcmp(f->phase, "open.gc") == 0) && st && f->step != 0)
 		return fail(c, st, "%s runs before any step (its step is 0); valid: step: 0, or no step", f->phase);
+	if ((strncmp(f->phase, "save.chunk_", 11) == 0 || strcmp(f->phase, "save.gc") == 0 ||
+	     strcmp(f->phase, "open.gc") == 0) && !s->trainer.incremental && !s->trainer.ncommand)
+		return fail(c, ph, "%s is a phase of incremental checkpoints; valid: with trainer.checkpoint.incremental: "
+			    "true", f->phase);
 	return 0;
 }
 
@@ -974,7 +982,20 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 				s->trainer.every = v;
 			if (get_int(c, ck, "keep", 1, 1000, &v) == 0)
 				s->trainer.keep = (int)v;
+			/* incremental checkpoints (libckpt's chunk store), and how often a save is full */
+			const ynode *inc = get(ck, "incremental"), *fe = get(ck, "full_every");
+			if (inc && (inc->kind != Y_SCALAR || (strcmp(inc->value, "true") && strcmp(inc->value, "false"))))
+				return fail(c, inc, "incremental is true or false");
+			s->trainer.incremental = inc && strcmp(inc->value, "true") == 0;
+			if (get_int(c, ck, "full_every", 1, 100000, &v) == 0) {
+				if (!s->trainer.incremental)
+					return fail(c, fe, "full_every counts the saves between full ones of incremental "
+						    "checkpoints: it needs checkpoint.incremental: true");
+				s->trainer.full_every = (int)v;
+			}
 		}
+		if (get_int(c, t, "frozen", 0, 95, &v) == 0)
+			s->trainer.frozen = (int)v;
 		if (c->failed)
 			return -EINVAL;
 	}

@@ -36,6 +36,9 @@ typedef struct harness_trainer {
 	int64_t every;
 	int keep;
 	int accum_steps;              /* steps per optimizer update (reftrain --accum-steps) */
+	int frozen;                   /* percent of the parameters frozen (reftrain --frozen), 0 none */
+	int incremental;              /* checkpoint.incremental: reftrain --ckpt-incremental */
+	int full_every;               /* checkpoint.full_every (reftrain --ckpt-full-every), 0: its default */
 	char test_skip_restore[16];   /* test only */
 	/*
 	 * A program that speaks the trainer protocol (DESIGN.md, "Any program

@@ -314,6 +314,8 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 		.root = t->cfg.ckpt_dir, .rank = t->rank, .world_size = t->world, .keep = t->cfg.keep,
 		.config_hash = reftrain_config_hash(&t->cfg), .tensors = k->tensors, .ntensors = k->ntensors,
 		.comm = &k->comm, .validate = validate_restored, .validate_arg = t,
+		.incremental = t->cfg.ckpt_incremental, .full_every = t->cfg.ckpt_full_every,
+		.chunk_bytes = t->cfg.ckpt_chunk_bytes,
 	};
 	err[0] = '\0';
 	rc = k->b->open(&k->h, &k->cfg, err, len);

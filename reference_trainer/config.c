@@ -42,6 +42,12 @@ static const char usage[] =
 "  --keep K             generations kept by retention (default 3)\n"
 "  --resume auto|never  resume from the newest valid generation (default never)\n"
 "  --ckpt-fatal         a failed save stops training (default: log and go on)\n"
+"  --ckpt-incremental   incremental checkpoints: only changed chunks are written\n"
+"  --ckpt-full-every M  with --ckpt-incremental, every M-th save is full (default 10)\n"
+"  --ckpt-chunk-bytes N with --ckpt-incremental, the chunk size (4K to 256M;\n"
+"                       default 4K for the tiny preset, 1M otherwise)\n"
+"  --frozen PCT         fine-tuning: the first PCT percent of the parameters are\n"
+"                       frozen (never updated), 0 to 95 (default 0)\n"
 "  --help               this text\n"
 "  --version            the version and the commit built from\n"
 "\n"
@@ -56,7 +62,8 @@ static const char *const flags[] = {
 	"--preset", "--steps", "--seed", "--trajectory", "--digest-every", "--attempt",
 	"--virtual-workers", "--micro-batch", "--accum", "--accum-steps", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-backend", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
-	"--stop-after", "--stats", "--test-skip-restore", "--help", "--version", NULL,
+	"--stop-after", "--stats", "--test-skip-restore", "--help", "--version", "--ckpt-incremental",
+	"--ckpt-full-every", "--ckpt-chunk-bytes", "--frozen", NULL,
 };
 
 static void preset_tiny(reftrain_config *c)
@@ -222,6 +229,10 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			*(a[2] == 'c' ? &c->ckpt_fatal : &c->stats) = 1;
 			continue;
 		}
+		if (strcmp(a, "--ckpt-incremental") == 0) {
+			c->ckpt_incremental = 1;
+			continue;
+		}
 		if (strncmp(a, "--", 2) != 0)
 			return fail(err, len, "unexpected argument '%s'; options start with -- (see --help)", a);
 		int known = 0;
@@ -300,6 +311,18 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			if (parse_u64(a, val, 1, UINT64_MAX, 0, &c->ckpt_every, err, len))
 				return -EINVAL;
 			have_every = 1;
+		} else if (strcmp(a, "--ckpt-full-every") == 0) {
+			if (parse_u64(a, val, 1, 100000, 0, &v, err, len))
+				return -EINVAL;
+			c->ckpt_full_every = (uint32_t)v;
+		} else if (strcmp(a, "--ckpt-chunk-bytes") == 0) {
+			if (parse_u64(a, val, 4096, 256u << 20, 1, &v, err, len))
+				return -EINVAL;
+			c->ckpt_chunk_bytes = (uint32_t)v;
+		} else if (strcmp(a, "--frozen") == 0) {
+			if (parse_u64(a, val, 0, 95, 0, &v, err, len))
+				return -EINVAL;
+			c->frozen_pct = (uint32_t)v;
 		} else if (strcmp(a, "--keep") == 0) {
 			if (parse_u64(a, val, 1, 100000, 0, &v, err, len))
 				return -EINVAL;
@@ -346,6 +369,15 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		return fail(err, len, "--width must be at least 1");
 	if (c->ckpt_dir && !have_every)
 		c->ckpt_every = 10;
+	if ((c->ckpt_full_every || c->ckpt_chunk_bytes) && !c->ckpt_incremental)
+		return fail(err, len, "%s configures incremental checkpoints: it needs --ckpt-incremental",
+			    c->ckpt_full_every ? "--ckpt-full-every" : "--ckpt-chunk-bytes");
+	if (c->ckpt_incremental && !c->ckpt_dir)
+		return fail(err, len, "--ckpt-incremental needs --ckpt-dir");
+	if (c->ckpt_incremental && !c->ckpt_full_every)
+		c->ckpt_full_every = 10;
+	if (c->ckpt_incremental && !c->ckpt_chunk_bytes)
+		c->ckpt_chunk_bytes = strcmp(c->preset, "tiny") == 0 ? 4096 : 0;
 	if ((have_every || c->resume == REFTRAIN_RESUME_AUTO || c->ckpt_backend) && !c->ckpt_dir)
 		return fail(err, len, "%s needs --ckpt-dir",
 			    have_every ? "--ckpt-every" : c->ckpt_backend ? "--ckpt-backend" : "--resume auto");
@@ -374,6 +406,8 @@ int reftrain_config_canonical(const reftrain_config *c, char *buf, size_t len)
 	/* only when set: the default configuration keeps the hash it always had */
 	if (c->accum_steps > 1 && n > 0 && (size_t)n < len)
 		n += snprintf(buf + n, len - (size_t)n, " accum_steps=%u", c->accum_steps);
+	if (c->frozen_pct > 0 && n > 0 && (size_t)n < len)
+		n += snprintf(buf + n, len - (size_t)n, " frozen=%u", c->frozen_pct);
 	return n > 0 && (size_t)n < len ? 0 : -ENOSPC;
 }
 

@@ -43,6 +43,12 @@ typedef struct reftrain_config {
 	uint64_t overflow_steps[REFTRAIN_MAX_OVERFLOW_STEPS];
 	size_t n_overflow;
 	uint64_t target_params;      /* large preset: size of the model */
+	/*
+	 * Fine-tuning: this percent of the parameters, the first ones of the
+	 * flat vector (the input layer first), is frozen: never updated, its
+	 * master weights and optimizer moments never change (0: none).
+	 */
+	uint32_t frozen_pct;
 
 	/* not part of the trajectory */
 	const char *trajectory;
@@ -54,6 +60,9 @@ typedef struct reftrain_config {
 	uint32_t keep;
 	int resume;
 	int ckpt_fatal;
+	int ckpt_incremental;         /* --ckpt-incremental: libckpt's chunked, differential saves */
+	uint32_t ckpt_full_every;     /* --ckpt-full-every M: every M-th incremental save is full */
+	uint32_t ckpt_chunk_bytes;    /* --ckpt-chunk-bytes; 0: 4 KiB for tiny, libckpt's default otherwise */
 	int stats;
 	uint64_t stop_after;          /* 0: run to steps */
 	const char *test_skip_restore; /* test only: component left at its initial state */

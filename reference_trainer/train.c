@@ -300,9 +300,12 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 
 		out->grad_norm = (float)norm;
 		t->adam_step++;
-		reftrain_adamw_update(&c->adamw, t->adam_step, out->lr, clip, t->master, t->exp_avg,
-				      t->exp_avg_sq, t->gsum, sh);
-		for (size_t i = 0; i < sh; i++)
+		/* frozen parameters (fine-tuning): the first ones of the vector are never updated */
+		size_t frozen_end = (size_t)((uint64_t)t->nparams * c->frozen_pct / 100u);
+		size_t from = frozen_end <= t->shard.begin ? 0 : frozen_end - t->shard.begin < sh ? frozen_end - t->shard.begin : sh;
+		reftrain_adamw_update(&c->adamw, t->adam_step, out->lr, clip, t->master + from, t->exp_avg + from,
+				      t->exp_avg_sq + from, t->gsum + from, sh - from);
+		for (size_t i = from; i < sh; i++)
 			t->params[t->shard.begin + i] = reftrain_f32_to_bf16(t->master[i]);
 		MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, t->params, t->elem_counts,
 			       t->elem_displs, MPI_UINT16_T, t->comm);

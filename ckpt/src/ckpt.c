@@ -30,6 +30,7 @@
 #include <xxhash.h>
 
 #include "internal.h"
+#include "chunks.h"
 
 /* Bytes per write of a tensor: the hash of a piece runs while it is in cache. */
 #define WRITE_PIECE (8u << 20)
@@ -65,6 +66,7 @@ struct ckpt {
 	pthread_t retention_thread;
 	int retention_running;
 	uint64_t retention_step;
+	ckpt_chunks *chunks;        /* incremental checkpoints (chunks.c); NULL: off */
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	int deferred_fd;
 	char deferred_path[CKPT_PATH_MAX];
@@ -252,6 +254,11 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 		ckpt_close(c);
 		return -ENOMEM;
 	}
+	if (cfg->incremental && (rc = ckpt__chunks_new(&c->chunks, cfg->chunk_bytes, cfg->full_every,
+						       (mode_t)c->cfg.file_mode, (mode_t)c->cfg.dir_mode)) < 0) {
+		ckpt_close(c);
+		return rc;
+	}
 	for (int k = 0; k < n; k++)
 		c->dst[k] = &state->e[c->order[k]];
 
@@ -262,6 +269,14 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 					     c->cfg.file_mode, c->cfg.dir_mode)) == 0) {
 			c->io.journal = &c->journal;
 			rc = cleanup_abandoned(c);
+			if (rc == 0) {
+				/* chunks no committed generation references (a crashed save's); journaled, never fatal */
+				ckpt_error warn;
+				ckpt__error_clear(&warn);
+				c->io.err = &warn;
+				ckpt__chunks_gc(&c->io, &c->journal, "open.gc");
+				c->io.err = &c->err;
+			}
 		}
 		if (rc < 0)
 			ckpt__io_fail(&c->io, rc, c->root, "cannot open checkpoint root %s: %s", c->root,
@@ -306,6 +321,7 @@ void ckpt_close(ckpt *c)
 	free(c->order);
 	free(c->te);
 	free(c->dst);
+	ckpt__chunks_free(c->chunks);
 	free(c);
 }
 
@@ -342,14 +358,23 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 	int fd = -1, rc;
 	uint64_t size;
 
-	ckpt__shard_name(fe->name, sizeof fe->name, c->comm->rank);
+	if (c->chunks)      /* incremental: the chunks first, then the recipe in the shard's place */
+		ckpt__recipe_name(fe->name, sizeof fe->name, c->comm->rank);
+	else
+		ckpt__shard_name(fe->name, sizeof fe->name, c->comm->rank);
 	fe->rank = c->comm->rank;
 	if (!st) {
 		rc = ckpt__io_fail(&c->io, -ENOMEM, NULL, "out of memory");
 		goto out;
 	}
+
 	if ((rc = enter(c, PH_SHARD_WRITE)) < 0 || (rc = path_in(path, sizeof path, tmp, fe->name)) < 0)
 		goto out;
+	if (c->chunks) {
+		if ((rc = ckpt__chunks_save(c->chunks, &c->io, c->dst, c->state->n)) < 0)
+			goto out;
+		c->io.phase = save_phases[PH_SHARD_WRITE];    /* the recipe is this rank's shard */
+	}
 	if ((rc = ckpt__shard_header(c->state, c->order, c->comm->rank, c->comm->size, step, c->te, &hdr,
 				     &hdr_len)) < 0) {
 		ckpt__io_fail(&c->io, rc, path, "cannot build the shard header");
@@ -364,7 +389,15 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 	if ((rc = ckpt__io_write_all(&c->io, fd, hdr, hdr_len, path)) < 0)
 		goto out;
 	size = hdr_len;
-	for (int k = 0; k < c->state->n; k++) {
+	if (c->chunks) {
+		size_t tlen;
+		const unsigned char *tab = ckpt__chunks_table(c->chunks, &tlen);
+		XXH3_64bits_update(st, tab, tlen);
+		if ((rc = ckpt__io_write_all(&c->io, fd, tab, tlen, path)) < 0)
+			goto out;
+		size += tlen;
+	}
+	for (int k = 0; !c->chunks && k < c->state->n; k++) {
 		const char *d = c->dst[k]->data;
 		for (uint64_t off = 0; off < c->te[k].nbytes;) {
 			size_t n = c->te[k].nbytes - off < WRITE_PIECE ? (size_t)(c->te[k].nbytes - off) : WRITE_PIECE;
@@ -448,6 +481,28 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 	m.files = files;
 	m.nfiles = c->comm->size;
 	m.ntensors = c->state->n;
+	if (c->chunks) {      /* version 3: a chunked generation (every rank has the same depth) */
+		m.chunk_size = ckpt__chunks_size(c->chunks);
+		m.chain_depth = ckpt__chunks_depth(c->chunks);
+		m.chain_base = ckpt__chunks_chain(c->chunks);
+	}
+#ifdef CKPT_MUTANT_GC_BEFORE_COMMIT
+	{       /*
+		 * mutant: once retention has something to do, it "makes room" before the
+		 * commit: the sweep runs before this generation's manifest exists, so its
+		 * new chunks look dead
+		 */
+		uint64_t *gs = NULL;
+		int ng = 0;
+		ckpt_error ignored;
+		ckpt__error_clear(&ignored);
+		c->io.err = &ignored;
+		if (ckpt__scan(&c->io, &gs, &ng) == 0 && ng >= (int)c->cfg.keep_last)
+			ckpt__chunks_gc(&c->io, &c->journal, "save.gc");
+		free(gs);
+		c->io.err = &c->err;
+	}
+#endif
 	ckpt__gen_name(name, sizeof name, step);
 
 	if ((rc = enter(c, PH_MANIFEST_WRITE)) < 0 || (rc = path_in(path, sizeof path, tmp, "manifest.json")) < 0 ||
@@ -595,6 +650,10 @@ out:
 	}
 	c->err = final;
 	c->stats.seconds = now() - t0;
+	if (c->chunks) {
+		ckpt__chunks_bytes(c->chunks, &c->stats.chunk_bytes_written, &c->stats.chunk_bytes_shared);
+		ckpt__chunks_settle(c->chunks, final.code == 0);     /* the base of the next save: only a committed one */
+	}
 	if (final.code != 0 && comm->rank == 0) {
 		/* best effort: the next start-up removes it anyway */
 		ckpt_error ignored;
@@ -610,8 +669,10 @@ out:
 			       c->stats.phase_seconds[p]);
 	ckpt__journal_add(&c->journal,
 			  "\"event\":\"save\",\"step\":%" PRIu64 ",\"result\":%d,\"error\":\"%s\",\"bytes\":%" PRIu64
-			  ",\"total_bytes\":%" PRIu64 ",\"seconds\":%.6f,\"mib_per_s\":%.1f,\"phase_seconds\":{%s}",
+			  ",\"total_bytes\":%" PRIu64 ",\"chunk_bytes_written\":%" PRIu64 ",\"chunk_bytes_shared\":%" PRIu64
+			  ",\"seconds\":%.6f,\"mib_per_s\":%.1f,\"phase_seconds\":{%s}",
 			  step, final.code, ckpt_strerror(final.code), c->stats.bytes, c->stats.total_bytes,
+			  c->stats.chunk_bytes_written, c->stats.chunk_bytes_shared,
 			  c->stats.seconds, c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
 			  phases);
 	free(reps);
@@ -688,6 +749,9 @@ static void *retention(void *arg)
 			continue;
 		ckpt__gen_name(name, sizeof name, steps[i]);
 		snprintf(trash, sizeof trash, "%s.trash", name);
+#ifdef CKPT_MUTANT_BASE_DELETED_WITH_GEN
+		ckpt__chunks_mutant_drop(&io, name);   /* mutant: a generation's chunks go with it, shared or not */
+#endif
 		if ((rc = ckpt__io_rename(&io, name, trash)) < 0 || (rc = ckpt__io_fsync_dir(&io, ".")) < 0 ||
 		    (rc = ckpt__io_rmtree(&io, trash)) < 0)
 			break;
@@ -695,6 +759,8 @@ static void *retention(void *arg)
 	}
 	if (rc < 0)
 		ckpt__journal_add(&c->journal, "\"event\":\"retention_failed\",\"error\":\"%s\"", ckpt_strerror(warn.code));
+	else      /* after the deleted generations left the scan durably: chunks nothing references */
+		ckpt__chunks_gc(&io, &c->journal, "save.gc");
 	ckpt__journal_add(&c->journal, "\"event\":\"retention_done\",\"step\":%" PRIu64 ",\"seconds\":%.6f", step,
 			  now() - t0);
 	free(steps);
@@ -775,7 +841,8 @@ static int load_generation(ckpt *c, uint64_t step)
 		}
 	}
 	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 ||
-	    (rc = ckpt__shard_verify(&c->io, name, &m, me, c->dst)) < 0)
+	    (rc = m.chunk_size ? ckpt__chunks_verify(&c->io, name, &m, me, c->dst, c->chunks)
+			       : ckpt__shard_verify(&c->io, name, &m, me, c->dst)) < 0)
 		goto out;
 	if (c->cfg.validate) {
 		char why[400] = "";
@@ -826,12 +893,14 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 
 		ckpt__error_clear(&c->err);
 		c->io.step = steps[i];
+		ckpt__chunks_settle(c->chunks, false);     /* only the generation restored becomes the base */
 		load_generation(c, steps[i]);
 		if ((rc = ckpt__agree(comm, &c->err, &agreed)) < 0)
 			goto out;
 		c->err = agreed;
 		ckpt__gen_name(name, sizeof name, steps[i]);
 		if (agreed.code == 0) {
+			ckpt__chunks_settle(c->chunks, true);
 			info->step = steps[i];
 			snprintf(info->name, sizeof info->name, "%s", name);
 			ckpt__journal_add(&c->journal, "\"event\":\"restore\",\"checkpoint\":\"%s\",\"fallbacks\":%d",

@@ -18,6 +18,12 @@
  * value and as an array of world_size integers otherwise; file offsets are
  * not stored, they are the shard's own safetensors header, which restore
  * parses and checks against the manifest. Both versions are read.
+ *
+ * schema_version 3 (incremental checkpoints, chunks.c) is version 2 plus
+ * "chunk_size", "chain_depth" and "chain_base" (before "files"); each rank's file is
+ * rank-R.chunks, a recipe: the shard's safetensors header, then the xxh3-128
+ * of every chunk of its tensors, whose bytes live in ROOT/chunks/. A plain
+ * save still writes version 2.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -87,6 +93,11 @@ bool ckpt__gen_parse(const char *name, uint64_t *step)
 void ckpt__shard_name(char *buf, size_t len, int rank)
 {
 	snprintf(buf, len, "rank-%05d.safetensors", rank);
+}
+
+void ckpt__recipe_name(char *buf, size_t len, int rank)
+{
+	snprintf(buf, len, "rank-%05d.chunks", rank);
 }
 
 int ckpt__state_order(const ckpt_state *s, int **order)
@@ -265,11 +276,16 @@ int ckpt__manifest_render(const ckpt_manifest *m, char **out, size_t *len)
 				return -CKPT_ECONFIG;
 		}
 	sb_printf(&b, "{\"schema_version\":%d,\"step\":%" PRIu64 ",\"world_size\":%d,\"config_hash\":\"%016" PRIx64
-		  "\",\"tags\":[\"latest\"", CKPT_SCHEMA_VERSION, m->step, W, m->config_hash);
+		  "\",\"tags\":[\"latest\"", m->chunk_size ? CKPT_SCHEMA_VERSION_CHUNKED : CKPT_SCHEMA_VERSION, m->step,
+		  W, m->config_hash);
 	for (unsigned i = 0; i < 2; i++)
 		if (m->tags & (1u << i))
 			sb_printf(&b, ",\"%s\"", tag_names[i]);
-	sb_printf(&b, "],\"files\":[");
+	sb_printf(&b, "]");
+	if (m->chunk_size)
+		sb_printf(&b, ",\"chunk_size\":%" PRIu32 ",\"chain_depth\":%" PRIu32 ",\"chain_base\":%" PRIu64,
+			  m->chunk_size, m->chain_depth, m->chain_base);
+	sb_printf(&b, ",\"files\":[");
 	for (int i = 0; i < m->nfiles; i++) {
 		const ckpt_file_entry *f = &m->files[i];
 		sb_printf(&b, "%s{\"name\":", i ? "," : "");
@@ -629,7 +645,10 @@ static int check_manifest(ckpt_manifest *m, char *wb, size_t wl)
 			free(seen);
 			return why(wb, wl, "manifest lists rank %d twice or out of range", f->rank);
 		}
-		ckpt__shard_name(want, sizeof want, f->rank);
+		if (m->chunk_size)
+			ckpt__recipe_name(want, sizeof want, f->rank);
+		else
+			ckpt__shard_name(want, sizeof want, f->rank);
 		if (strcmp(want, f->name) != 0) {
 			char esc[CKPT_NAME_MAX * 4];
 			ckpt__escape(esc, sizeof esc, f->name);
@@ -709,7 +728,8 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 		return why(wb, wl, "manifest checksum mismatch (the manifest was altered or torn)");
 
 	static const char *const members[] = { "schema_version", "step", "world_size", "config_hash", "tags", "files",
-					       "tensors", "telemetry", "checksum" };
+					       "tensors", "telemetry", "checksum", "chunk_size", "chain_depth",
+					       "chain_base" };
 	unsigned seen = 0;
 
 	ckpt__jr_init(&j, text, len);
@@ -731,10 +751,10 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 		if (strcmp(k, "schema_version") == 0) {
 			if (ckpt__jr_u64(&j, &u) < 0)
 				break;
-			if (u < 1 || u > CKPT_SCHEMA_VERSION) {
+			if (u < 1 || u > CKPT_SCHEMA_VERSION_CHUNKED) {
 				ckpt__manifest_free(m);
 				return why(wb, wl, "manifest schema_version %" PRIu64 " is not one this library reads "
-					   "(1 to %d): written by a newer libckpt?", u, CKPT_SCHEMA_VERSION);
+					   "(1 to %d): written by a newer libckpt?", u, CKPT_SCHEMA_VERSION_CHUNKED);
 			}
 			m->schema_version = (int)u;
 			have |= 1;
@@ -767,7 +787,35 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 			}
 			if (j.failed)
 				break;
+		} else if (strcmp(k, "chain_base") == 0) {
+			if (m->schema_version < 3) {
+				ckpt__jr_fail(&j, "chain_base in a version %d manifest (version 3 has it)", m->schema_version);
+				break;
+			}
+			if (ckpt__jr_u64(&j, &m->chain_base) < 0)
+				break;
+		} else if (strcmp(k, "chunk_size") == 0 || strcmp(k, "chain_depth") == 0) {
+			/* version 3 only; a chunk size is bounded before anything is sized by it */
+			int cs = strcmp(k, "chunk_size") == 0;
+			if (m->schema_version < 3) {
+				ckpt__jr_fail(&j, "%s in a version %d manifest (version 3 has it)", k, m->schema_version);
+				break;
+			}
+			if (int_in(&j, &u, cs ? CKPT_CHUNK_MAX : UINT32_MAX, k) < 0)
+				break;
+			if (cs && u < CKPT_CHUNK_MIN) {
+				ckpt__jr_fail(&j, "chunk_size %" PRIu64 " below the minimum %u", u, CKPT_CHUNK_MIN);
+				break;
+			}
+			if (cs)
+				m->chunk_size = (uint32_t)u;
+			else
+				m->chain_depth = (uint32_t)u;
 		} else if (strcmp(k, "files") == 0) {
+			if (!(have & 1) || (m->schema_version >= 3 && !m->chunk_size)) {
+				ckpt__jr_fail(&j, "a version 3 manifest needs chunk_size before files");
+				break;
+			}
 			if (parse_files(&j, m) < 0)
 				break;
 			have |= 16;

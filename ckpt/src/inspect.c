@@ -10,6 +10,7 @@
 
 #include "ckpt/inspect.h"
 #include "internal.h"
+#include "chunks.h"
 
 static void problem(ckpt_gen_report *rep, const char *file, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -36,7 +37,10 @@ static void problem_from(ckpt_gen_report *rep, const char *file, const ckpt_erro
 	size_t n = strlen(disp);
 
 	if (e->code == -ENOENT) {
-		problem(rep, file, "missing: %s", strerror(ENOENT));
+		if (e->path[0] && strcmp(e->path, disp) != 0)      /* another file it needs (a chunk) */
+			problem(rep, file, "missing: %s: %s", e->path, strerror(ENOENT));
+		else
+			problem(rep, file, "missing: %s", strerror(ENOENT));
 		return;
 	}
 	if (strncmp(msg, disp, n) == 0 && strncmp(msg + n, ": ", 2) == 0)
@@ -111,7 +115,10 @@ static int verify_at(int rootfd, const char *root, const char *name, ckpt_gen_re
 		rep->bytes += m.files[i].size;
 	for (int r = 0; r < m.world_size; r++) {
 		char shard[CKPT_NAME_MAX];
-		ckpt__shard_name(shard, sizeof shard, r);
+		if (m.chunk_size)
+			ckpt__recipe_name(shard, sizeof shard, r);
+		else
+			ckpt__shard_name(shard, sizeof shard, r);
 		snprintf(path, sizeof path, "%s/%s", name, shard);
 		ckpt__error_clear(&err);
 		if (ckpt__shard_verify(&io, name, &m, r, NULL) < 0)
@@ -162,6 +169,19 @@ int ckpt_inspect_list(const char *root, ckpt_gen_report **out, int *n)
 		}
 		reps[i].step = steps[i];
 	}
+	/* own and shared bytes: chunks count once per generation, shared if another one references them */
+	uint64_t *use = k > 0 ? calloc((size_t)k * 3, sizeof *use) : NULL;
+	if (k > 0 && (!use || (rc = ckpt__chunks_usage(&io, steps, k, use, use + k, use + 2 * k)) < 0)) {
+		free(use);
+		rc = rc < 0 ? rc : -ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < k; i++) {
+		reps[i].own_bytes = reps[i].bytes + use[k + i];
+		reps[i].shared_bytes = use[2 * k + i];
+		reps[i].bytes += use[i];
+	}
+	free(use);
 	*out = reps;
 	*n = k;
 	reps = NULL;
@@ -211,6 +231,9 @@ int ckpt_inspect_show(const char *gen_dir, FILE *out)
 	fprintf(out, "generation     %s\nstep           %" PRIu64 "\nworld_size     %d\nschema         %d\n"
 		"config_hash    %016" PRIx64 "\ntags           latest%s%s\n", a, m.step, m.world_size, m.schema_version,
 		m.config_hash, m.tags & CKPT_TAG_BEST ? ", best" : "", m.tags & CKPT_TAG_INTERIM ? ", interim" : "");
+	if (m.chunk_size)      /* incremental: where its chain starts and how deep it is */
+		fprintf(out, "chunks         %" PRIu32 " bytes each, chain of step %" PRIu64 ", depth %" PRIu32 "%s\n",
+			m.chunk_size, m.chain_base, m.chain_depth, m.chain_depth ? "" : " (full)");
 	if (m.telemetry_json) {
 		char tel[4096 * 4];
 		ckpt__escape(tel, sizeof tel, m.telemetry_json);

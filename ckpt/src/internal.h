@@ -20,6 +20,9 @@
 #define CKPT_MANIFEST_MAX ((size_t)256 << 20)       /* manifest.json */
 #define CKPT_SHARD_HEADER_MAX ((uint64_t)100 << 20) /* a shard's JSON header, as safetensors */
 #define CKPT_LATEST_MAX 64
+#define CKPT_CHUNK_MIN 4096u                        /* chunk_size of a chunked generation */
+#define CKPT_CHUNK_MAX (256u << 20)
+#define CKPT_RECIPE_MAX ((size_t)256 << 20)         /* a rank's rank-R.chunks */
 #define CKPT_DEFAULT_FILE_MODE 0600
 #define CKPT_DEFAULT_DIR_MODE 0700
 
@@ -181,6 +184,9 @@ typedef struct ckpt_manifest {
 	uint64_t *pool;
 	size_t npool, cappool;
 	char *telemetry_json;       /* compact JSON object, may be NULL */
+	uint32_t chunk_size;        /* version 3 (chunked): > 0 */
+	uint32_t chain_depth;       /* version 3: saves since the last full one (0: full) */
+	uint64_t chain_base;        /* version 3: the step of that full one, the seed of the chunk addresses */
 	/* writer side only: every rank's entries, rank-major (ntensors * world_size) */
 	const ckpt_tensor_entry *all;
 } ckpt_manifest;
@@ -197,6 +203,8 @@ void ckpt__gen_name(char *buf, size_t len, uint64_t step);
 /* Parse a committed generation's canonical directory name (as ckpt__gen_name writes it); false otherwise. */
 bool ckpt__gen_parse(const char *name, uint64_t *step);
 void ckpt__shard_name(char *buf, size_t len, int rank);
+/* "rank-00001.chunks": a rank's recipe in a chunked generation */
+void ckpt__recipe_name(char *buf, size_t len, int rank);
 
 /* Entries in file order (stable by stage). Caller frees *order. */
 int ckpt__state_order(const ckpt_state *s, int **order);
@@ -269,6 +277,8 @@ int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_man
  * read straight into the state. 0, or < 0 with the error in io->err.
  */
 int ckpt__shard_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, int rank, ckpt_entry *const *dst);
+/* A parsed safetensors header against the manifest's entries for rank (names, dtypes, shapes, metadata). */
+int ckpt__st_check(const ckpt_st_header *h, const ckpt_manifest *m, int rank, char *why, size_t wl);
 
 /*
  * LATEST, read without following a link or blocking on a FIFO: 0 with the

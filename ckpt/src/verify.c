@@ -22,6 +22,7 @@
 #include <xxhash.h>
 
 #include "internal.h"
+#include "chunks.h"
 
 /* Bytes per read when hashing: large enough for throughput, small for cache. */
 #define HASH_PIECE (4u << 20)
@@ -67,7 +68,7 @@ int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_man
 }
 
 /* The header against the manifest's entries for rank. */
-static int check_header(const ckpt_st_header *h, const ckpt_manifest *m, int rank, char *why, size_t wl)
+int ckpt__st_check(const ckpt_st_header *h, const ckpt_manifest *m, int rank, char *why, size_t wl)
 {
 	char want[24];
 
@@ -104,7 +105,16 @@ meta:
 	return -CKPT_ECORRUPT;
 }
 
+static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest *m, int rank, ckpt_entry *const *dst);
+
 int ckpt__shard_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, int rank, ckpt_entry *const *dst)
+{
+	if (m->chunk_size)        /* a chunked generation: its recipe and chunks (chunks.c) */
+		return ckpt__chunks_verify(io, name, m, rank, dst, NULL);
+	return shard_verify_plain(io, name, m, rank, dst);
+}
+
+static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest *m, int rank, ckpt_entry *const *dst)
 {
 	const ckpt_file_entry *f = NULL;
 	char path[CKPT_PATH_MAX], disp[CKPT_PATH_MAX], why[400], *hdr = NULL, *buf = NULL;
@@ -168,7 +178,7 @@ int ckpt__shard_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, in
 		goto out;
 	XXH3_64bits_update(xs, hdr, hlen);
 	if ((rc = ckpt__st_parse(hdr, hlen, f->size - 8 - hlen, &h, why, sizeof why)) < 0 ||
-	    (rc = check_header(&h, m, rank, why, sizeof why)) < 0) {
+	    (rc = ckpt__st_check(&h, m, rank, why, sizeof why)) < 0) {
 		/*
 		 * Nothing goes into the state. Hash the rest all the same: if the
 		 * bytes are not the ones saved, "contents damaged" is the news; if

@@ -15,7 +15,7 @@
 #include "ckpt_version.h"
 
 static const char usage[] =
-"usage: ckpt-tool ls ROOT           generations: step, tags, size, valid or why not\n"
+"usage: ckpt-tool ls ROOT           generations: step, tags, size (own, shared), valid or why not\n"
 "       ckpt-tool verify ROOT/step-N  full integrity check; names each damaged file\n"
 "       ckpt-tool show ROOT/step-N    the manifest, readable\n"
 "       ckpt-tool --version           the version and the commit built from\n"
@@ -52,7 +52,7 @@ static int cmd_ls(const char *root)
 		return 2;
 	}
 	ckpt_inspect_latest(root, latest, sizeof latest);
-	printf("%-16s %10s %-20s %14s  %s\n", "generation", "step", "tags", "bytes", "status");
+	printf("%-16s %10s %-20s %14s %14s %14s  %s\n", "generation", "step", "tags", "bytes", "own", "shared", "status");
 	int newest_valid = -1;
 	for (int i = 0; i < n; i++)
 		if (reps[i].valid && newest_valid < 0)
@@ -69,8 +69,8 @@ static int cmd_ls(const char *root)
 			strcat(tags, "interim,");
 		if (*tags)
 			tags[strlen(tags) - 1] = '\0';
-		printf("%-16s %10" PRIu64 " %-20s %14" PRIu64 "  ", reps[i].name, reps[i].step, *tags ? tags : "-",
-		       reps[i].bytes);
+		printf("%-16s %10" PRIu64 " %-20s %14" PRIu64 " %14" PRIu64 " %14" PRIu64 "  ", reps[i].name, reps[i].step,
+		       *tags ? tags : "-", reps[i].bytes, reps[i].own_bytes, reps[i].shared_bytes);
 		if (reps[i].valid)
 			printf("valid\n");
 		else

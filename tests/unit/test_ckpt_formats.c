@@ -135,7 +135,7 @@ static void test_manifest__crafted_ones_are_refused(void **state)
 {
 	(void)state;
 	/* a newer version than this library reads */
-	expect_bad(seal(HEAD FILES "\"tensors\":[],", 3, "rank-00001.safetensors"), "schema_version 3");
+	expect_bad(seal(HEAD FILES "\"tensors\":[],", 4, "rank-00001.safetensors"), "schema_version 4");
 	/* a shard name with a path in it */
 	expect_bad(seal(HEAD FILES "\"tensors\":[],", 2, "../../etc/passwd"), "not rank-00001.safetensors");
 	/* per-rank values of the wrong count, out of range, overflowing */

@@ -149,6 +149,48 @@ static void test_directory_generations_and_libckpts_layout(void **state)
 	assert_int_equal(steps[0], 20);
 }
 
+/* A recipe as libckpt writes it: 8-byte header length, the header, 16 bytes per chunk. */
+static void put_recipe(const char *rel, const unsigned char (*h)[16], int n)
+{
+	char p[256];
+	unsigned char head[16] = { 8 };      /* header length 8, then an 8-byte header */
+	snprintf(p, sizeof p, "%s/%s", root, rel);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fwrite(head, 1, sizeof head, f);
+	fwrite(h, 16, (size_t)n, f);
+	fclose(f);
+}
+
+/* @shared-chunk: the chunk the newest generation shares with the one before, logged against every user. */
+static void test_shared_chunk_is_damaged_once_and_traced_to_every_generation(void **state)
+{
+	static const unsigned char a[2][16] = { { 0xaa, 1 }, { 0x5c, 2 } }, b[2][16] = { { 0xbb, 3 }, { 0x5c, 2 } },
+				   c[1][16] = { { 0xcc, 4 } };
+	char p[256];
+	(void)state;
+	for (const char *d = "step-00000010\0step-00000020\0step-00000030\0chunks\0chunks/5c\0"; *d; d += strlen(d) + 1) {
+		snprintf(p, sizeof p, "%s/%s", root, d);
+		assert_int_equal(mkdir(p, 0700), 0);
+	}
+	put_recipe("step-00000010/rank-00000.chunks", c, 1);
+	put_recipe("step-00000020/rank-00000.chunks", a, 2);
+	put_recipe("step-00000030/rank-00000.chunks", b, 2);
+	put_recipe("step-00000030/rank-00001.chunks", b, 2);
+	put("chunks/5c/5c020000000000000000000000000000", "the shared chunk");
+	harness_damage g = { .kind = HARNESS_DELETE, .offset = INT64_MIN, .seed = 1 };
+	snprintf(g.generation, sizeof g.generation, "newest");
+	snprintf(g.file, sizeof g.file, "@shared-chunk");
+	FILE *log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&g, root, NULL, log), 1);
+	fclose(log);
+	assert_int_equal(size_of("chunks/5c/5c020000000000000000000000000000"), -1);
+	int64_t steps[8];
+	int n = harness_damage_scan_log(logp, root, NULL, steps, 8);
+	assert_int_equal(n, 2);          /* 20 and 30 reference it, 10 does not */
+	assert_true((steps[0] == 20 && steps[1] == 30) || (steps[0] == 30 && steps[1] == 20));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -156,6 +198,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_a_programs_newest_file_is_damaged_and_traced_to_its_step, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_directory_generations_and_libckpts_layout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_chunk_is_damaged_once_and_traced_to_every_generation, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

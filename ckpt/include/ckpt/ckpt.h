@@ -23,6 +23,8 @@
 
 /* The manifest version written; every earlier one (1) is still read. */
 #define CKPT_SCHEMA_VERSION 2
+/* The version an incremental save writes (chunked generations); 1 to 3 are read. */
+#define CKPT_SCHEMA_VERSION_CHUNKED 3
 
 typedef enum ckpt_dtype { CKPT_F32, CKPT_BF16, CKPT_U64, CKPT_U8 } ckpt_dtype;
 
@@ -81,6 +83,18 @@ typedef struct ckpt_config {
 	 */
 	int (*validate)(void *arg, uint64_t step, char *why, size_t len);
 	void *validate_arg;
+	/*
+	 * Incremental (differential) checkpoints, off by default. On: tensors
+	 * are stored as chunks of chunk_bytes, addressed by their xxh3-128, in
+	 * ROOT/chunks/; a save writes only the chunks its predecessor (the last
+	 * generation this job saved or restored) did not have, and every
+	 * full_every-th save writes all of them again (0 or 1: every save).
+	 * Retention and start-up cleanup delete a chunk only when no committed
+	 * generation references it. Restore reads and verifies every chunk.
+	 */
+	int incremental;
+	uint32_t full_every;
+	uint32_t chunk_bytes;       /* 0: 1 MiB; 4 KiB to 256 MiB */
 } ckpt_config;
 
 typedef struct ckpt ckpt;
@@ -91,6 +105,9 @@ typedef struct ckpt_save_stats {
 	uint64_t total_bytes;       /* all shards (rank 0) */
 	double phase_seconds[10];   /* indexed like ckpt_save_phase_names() */
 	double seconds;
+	/* incremental saves, this rank: bytes of chunks written, and reused from the base */
+	uint64_t chunk_bytes_written;
+	uint64_t chunk_bytes_shared;
 } ckpt_save_stats;
 
 #define CKPT_MAX_FALLBACKS 32

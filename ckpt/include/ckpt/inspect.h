@@ -21,7 +21,14 @@ typedef struct ckpt_gen_report {
 	uint64_t step;
 	int world_size;
 	unsigned tags;            /* CKPT_TAG_* */
-	uint64_t bytes;           /* sum of the files the manifest lists */
+	uint64_t bytes;           /* the files the manifest lists, and the chunks it references (chunked) */
+	/*
+	 * What is this generation's alone (deleting it frees it) and what it
+	 * shares with other listed generations: with incremental checkpoints,
+	 * chunks referenced by another generation are shared; everything else,
+	 * its files included, is its own. Filled by ckpt_inspect_list.
+	 */
+	uint64_t own_bytes, shared_bytes;
 	int valid;
 	int nproblems;
 	struct {

@@ -126,6 +126,14 @@ typedef struct reftrain_backend_config {
 	 */
 	int (*validate)(void *arg, uint64_t step, char *why, size_t len);
 	void *validate_arg;
+	/*
+	 * Incremental checkpoints (--ckpt-incremental), for a backend that has
+	 * them (libckpt); others may ignore it: a full save is always correct.
+	 * full_every: every M-th save is full; chunk_bytes 0: the backend's default.
+	 */
+	int incremental;
+	uint32_t full_every;
+	uint32_t chunk_bytes;
 } reftrain_backend_config;
 
 /* save flags */
