@@ -523,6 +523,58 @@ static int write_failure(chaos_state *st, const struct failure *f, const char *r
 	return rc;
 }
 
+static int preflight_next(void *arg, long idx, harness_scenario *s)
+{
+	chaos_state *st = arg;
+
+	if (idx > 0)
+		return 1;
+	*s = st->co->base;
+	s->nfaults = s->ndamage = 0;
+	harness_expect_init(&s->expect);
+	snprintf(s->name, sizeof s->name, "chaos-%" PRIu64 "-nofault", st->co->seed);
+	snprintf(s->description, sizeof s->description, "chaos preflight: the trainer with no fault");
+	return 0;
+}
+
+/*
+ * Before any plan: the trainer with no fault (which also fills the golden
+ * cache once for every run). If that fails, every plan would fail for the
+ * same reason: that one failure is reported and written, with no fault.
+ */
+static int preflight(chaos_state *st, const char *root)
+{
+	harness_pool p = { .o = st->o, .root = root, .jobs = 1, .keep = st->co->keep, .next = preflight_next,
+			   .done = run_done, .arg = st };
+	char dir[1100];
+
+	snprintf(dir, sizeof dir, "%s/preflight", root);
+	mkdir(dir, 0755);
+	p.root = dir;
+	harness_pool_run(&p);
+	st->runs_done = 0;
+	if (st->nresults == 1 && st->results[0].verdict == HARNESS_PASS) {
+		st->nresults = 0;     /* not a chaos run */
+		return 0;
+	}
+	fprintf(stderr, "chaos: the trainer fails with no fault at all, so no plan is run\n");
+	for (long i = 0; i < st->nfail; i++) {
+		st->fail[i].idx = -1;
+		struct failure *f = &st->fail[i];
+		char path[4200], comment[1400], err[2048];
+		mkdir(st->co->out_dir, 0755);
+		snprintf(path, sizeof path, "%s/%s.yaml", st->co->out_dir, f->s.name);
+		snprintf(comment, sizeof comment, "Found by ckpt-harness chaos --seed %" PRIu64 " before any plan: the trainer "
+			 "fails with no fault.\nThe failure: %s", st->co->seed, f->sentence);
+		if (harness_scenario_save(path, &f->s, comment, st->co->base_dir[0] ? st->co->base_dir : NULL, err,
+					  sizeof err) < 0)
+			fprintf(stderr, "chaos: %s\n", err);
+		else
+			printf("found %s planned=0 fired=0 shrunk=0 fails=1/1 candidates=0\n", path);
+	}
+	return 1;
+}
+
 int harness_chaos(const harness_chaos_opts *co, const harness_opts *o)
 {
 	chaos_state st = { .co = co, .o = o, .tty = isatty(2) };
@@ -548,6 +600,18 @@ int harness_chaos(const harness_chaos_opts *co, const harness_opts *o)
 			return 2;
 		}
 		return 0;
+	}
+	if (!co->plans_only && co->only_run < 0 && preflight(&st, root) != 0) {
+		/* the trainer fails with no fault at all: no plan could say anything more */
+		code = harness_exit_code(st.results, (int)st.nresults);
+		if (co->json)
+			harness_report_json(co->json, st.results, (int)st.nresults, now() - st.t0);
+		if (co->junit)
+			harness_report_junit(co->junit, st.results, (int)st.nresults, now() - st.t0);
+		harness_workdir_keep(root);
+		free(st.results);
+		free(st.fail);
+		return code ? code : 3;
 	}
 	long ran = harness_pool_run(&p);
 	double secs = now() - st.t0;

@@ -20,11 +20,6 @@ static const char *const phase_order[] = {
 	"save.shard_sync", "save.barrier", "save.manifest_write", "save.manifest_sync", "save.commit", "save.dir_sync",
 	"save.latest", "save.retention", NULL,
 };
-/* Phases only rank 0 runs: the other ranks wait for it in a collective meanwhile. */
-static const char *const rank0_phases[] = {
-	"restore.scan", "save.prepare", "save.manifest_write", "save.manifest_sync", "save.commit",
-	"save.dir_sync", "save.latest", "save.retention", NULL,
-};
 
 static int index_of(const char *const *list, const char *s)
 {
@@ -43,6 +38,7 @@ typedef struct seg {
 	char phase[32];
 	int calls;
 	char last_op[16], last_path[128];
+	double time;               /* of the last call (the journal's wall clock) */
 	int any;
 } seg;
 
@@ -155,6 +151,8 @@ static void feed(rank_log *l, json_t *o, long long *saves, int *nsaves, int maxs
 	}
 	s->any = 1;
 	s->calls++;
+	json_t *tm = json_object_get(o, "time");
+	s->time = json_is_number(tm) ? json_number_value(tm) : 0;
 	snprintf(s->last_op, sizeof s->last_op, "%s", op);
 	const char *path = str(o, "path"), *slash = strrchr(path, '/');
 	snprintf(s->last_path, sizeof s->last_path, "%s", slash ? slash + 1 : path);
@@ -176,14 +174,6 @@ static int parse_lines(char *buf, size_t len, rank_log *l, long long *saves, int
 		p += n + 1;
 	}
 	return 0;
-}
-
-/* How far a rank got: larger is further. */
-static long long progress(const seg *s)
-{
-	if (!s->any)
-		return -1;
-	return ((s->step < 0 ? 0 : s->step) * 64 + index_of(phase_order, s->phase)) * 1000000LL + s->calls;
 }
 
 static long long gcd(long long a, long long b)
@@ -261,18 +251,25 @@ int harness_journal_crash_points(const char *root, int rank, harness_crash_point
 		const seg *sg[HARNESS_JOURNAL_MAX_RANKS];
 		for (int r = 0; r < nranks; r++)
 			sg[r] = &logs[r].seg[logs[r].nseg - nseg + a];
-		int crashed = rank;
-		if (crashed < 0 && sg[0]->any && index_of(rank0_phases, sg[0]->phase) >= 0)
-			crashed = 0;
-		for (int r = 0; crashed < 0 && r < nranks; r++) {
-			if (!sg[r]->any)
-				continue;
-			int least = 1;
-			for (int q = 0; q < nranks && least; q++)
-				least = !sg[q]->any || progress(sg[q]) >= progress(sg[r]);
-			if (least)
+		/*
+		 * The rank that died was busy until it died; the others were
+		 * killed by the launcher after it, most of them blocked in a
+		 * collective waiting for it since their last call: its last
+		 * call is the newest. On a tie, the one that got least far.
+		 */
+		int crashed = rank, newest = -1;
+		for (int r = 0; rank < 0 && r < nranks; r++)
+			if (sg[r]->any && (newest < 0 || sg[r]->time > sg[newest]->time))
+				newest = r;
+		/*
+		 * Ranks that were in the same phase as the newest were busy side
+		 * by side when one died: the one that got least far there stopped
+		 * first, the others went on until the launcher killed them.
+		 */
+		for (int r = 0; newest >= 0 && r < nranks; r++)
+			if (sg[r]->any && sg[r]->step == sg[newest]->step && strcmp(sg[r]->phase, sg[newest]->phase) == 0 &&
+			    (crashed < 0 || sg[r]->calls < sg[crashed]->calls))
 				crashed = r;
-		}
 		if (crashed < 0)
 			crashed = 0;
 		harness_crash_point *c = &points[a];

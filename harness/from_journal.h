@@ -8,10 +8,12 @@
  * The scenario kills that rank at the next I/O call of the same phase of
  * the same step (when: {rank, step, phase, op: any, nth: K+1}, K the calls
  * it completed there), in the same attempt (each "open" record starts one).
- * Which rank crashed: rank 0 if its last call is in a phase only rank 0
- * runs (the others wait for it in a collective); else the rank that got
- * least far (step, then phase, then calls), the others having gone on to
- * wait for it at the next barrier.
+ * Which rank crashed: the one whose last call is the newest (by the
+ * journal's clock): the others were killed by the launcher after it died,
+ * most of them blocked in a collective, waiting for it, since their last
+ * call. Ranks in the same phase as that one were busy side by side: of
+ * them, the one with the fewest calls there stopped first. A guess all the
+ * same where ranks ran I/O side by side (--rank R says which).
  *
  * What is read is untrusted: at most HARNESS_JOURNAL_MAX_READ bytes from
  * the end of each file, lines of at most HARNESS_JOURNAL_LINE_MAX, regular
