@@ -170,18 +170,25 @@ static int draw_kind(crng *g, drawer *d, harness_scenario *s, int k)
 		   : k == HARNESS_CHAOS_SHORT || k == HARNESS_CHAOS_TORN ? WRITE_SITE : ANY_SITE;
 
 	if (k == HARNESS_CHAOS_DAMAGE) {
+		/*
+		 * Damage at rest at a step boundary, to one generation, while an
+		 * older or newer one is intact: damaging every generation has
+		 * another right outcome (a clean failure), which a random plan
+		 * cannot state. So one damage per plan, at a step after two saves.
+		 */
 		static const char *const gens[] = { "newest", "oldest" };
 		const char *files = t->ncommand ? "*" : below(g, 2) ? "manifest.json" : "rank-*.safetensors";
+		int64_t first = 2 * t->every + 1;
 		harness_damage dm = { .kind = (enum harness_damage_kind)below(g, 3), .offset = INT64_MIN,
 				      .seed = below(g, 1000) + 1 };
 		snprintf(dm.generation, sizeof dm.generation, "%s", gens[below(g, 2)]);
 		snprintf(dm.file, sizeof dm.file, "%s", files);
 		dm.size = dm.kind == HARNESS_TRUNCATE ? below(g, 64) : 0;
-		if (d->has_crash_in_1 && below(g, 2) && s->ndamage < HARNESS_MAX_DAMAGE) {
-			dm.after_attempt = 1;      /* between the crash and the restart */
-			s->damage[s->ndamage++] = dm;
-			return 0;
-		}
+		for (int i = 0; i < s->nfaults; i++)
+			if (s->faults[i].action == HARNESS_DAMAGE)
+				return -1;
+		if (t->keep < 2 || first > t->steps)
+			return -1;
 		if (!d->steps_known || s->nfaults == HARNESS_MAX_FAULTS)
 			return -1;
 		harness_fault *f = &s->faults[s->nfaults++];
@@ -492,6 +499,8 @@ static int write_failure(chaos_state *st, const struct failure *f, const char *r
 	} else {
 		sr->s = f->s;
 		sr->planned = sr->fired = sr->shrunk = f->s.nfaults + f->s.ndamage;
+		sr->confirmed = 1;      /* not re-run: it failed once, as the run showed */
+		sr->fails_of = 1;
 		snprintf(sr->sentence, sizeof sr->sentence, "%s", f->sentence);
 	}
 	snprintf(sr->s.name, sizeof sr->s.name, "chaos-%" PRIu64 "-%ld", co->seed, f->idx);
@@ -515,10 +524,10 @@ static int write_failure(chaos_state *st, const struct failure *f, const char *r
 		fprintf(stderr, "chaos: %s\n", err);
 	else
 		fprintf(stderr, "chaos: wrote %s: %d faults -> %d, fails %d/%d: %s\n", path, sr->planned, sr->shrunk,
-			sr->fails_of, HARNESS_SHRINK_REPEAT, sr->sentence[0] ? sr->sentence : f->sentence);
+			sr->fails_of, co->shrink ? HARNESS_SHRINK_REPEAT : 1, sr->sentence[0] ? sr->sentence : f->sentence);
 	/* the bench and the tests read this line */
 	printf("found %s planned=%d fired=%d shrunk=%d fails=%d/%d candidates=%d\n", path, sr->planned, sr->fired,
-	       sr->shrunk, sr->fails_of, HARNESS_SHRINK_REPEAT, sr->candidates);
+	       sr->shrunk, sr->fails_of, co->shrink ? HARNESS_SHRINK_REPEAT : 1, sr->candidates);
 	free(sr);
 	return rc;
 }
