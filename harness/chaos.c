@@ -384,7 +384,7 @@ static int next_plan(void *arg, long idx, harness_scenario *s)
 	long run;
 
 	(void)idx;
-	if (st->draw_error || harness_interrupted())
+	if (st->draw_error || harness_interrupted() || (co->first && st->failed))
 		return 1;
 	if (co->only_run >= 0) {
 		if (st->next_idx > 0)
@@ -677,7 +677,7 @@ const char harness_chaos_usage[] =
 "ckpt-harness chaos [--seed S] (--runs N | --budget DURATION | --run I) [-j N] [--faults KINDS] [--max-faults N]\n"
 "                   [--scenario BASE.yaml | --preset P --world-size N --steps N --every N --ckpt-keep N]\n"
 "                   [--out DIR] [--json FILE] [--junit FILE] [--keep] [--no-shrink] [--shrink-budget N]\n"
-"                   [--plans] [--print-plans] [--inject fiu|shim] [--cache DIR]\n"
+"                   [--first] [--plans] [--print-plans] [--inject fiu|shim] [--cache DIR]\n"
 "KINDS: all, or a comma list of kill, errno, transient, short, torn, power_loss, damage, delay.\n"
 "DURATION: seconds, or a number with s, m or h (90s, 5m, 1h).";
 
@@ -730,6 +730,9 @@ int harness_chaos_parse_args(int argc, char **argv, harness_chaos_opts *co, cons
 			continue;
 		} else if (strcmp(a, "--plans") == 0) {
 			co->plans_only = 1;
+			continue;
+		} else if (strcmp(a, "--first") == 0) {
+			co->first = 1;
 			continue;
 		} else if (strcmp(a, "--print-plans") == 0) {
 			co->print_plan = 1;

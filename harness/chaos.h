@@ -44,6 +44,7 @@ typedef struct harness_chaos_opts {
 	int shrink_budget;         /* at most so many candidates tried per failure */
 	int print_plan;            /* print each plan's YAML before it runs */
 	int plans_only;            /* print the plans, run nothing */
+	int first;                 /* start no new run after the first failure */
 } harness_chaos_opts;
 
 /* Bits of the kinds in "kill,errno,..." or "all"; 0 if a name is unknown (*bad points at it). */
