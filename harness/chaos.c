@@ -478,6 +478,19 @@ static void run_done(void *arg, long idx, const harness_scenario *s, const harne
 	progress(st, 0);
 }
 
+/* Results in run order (they arrive in the order the runs end). */
+static long run_of(const harness_result *r)
+{
+	const char *dash = strrchr(r->name, '-');
+	return dash ? strtol(dash + 1, NULL, 10) : 0;
+}
+
+static int by_run(const void *a, const void *b)
+{
+	long x = run_of(a), y = run_of(b);
+	return (x > y) - (x < y);
+}
+
 /* Shrink one failure and write it to the out folder. 0, or -errno (said). */
 static int write_failure(chaos_state *st, const struct failure *f, const char *root)
 {
@@ -649,6 +662,7 @@ int harness_chaos(const harness_chaos_opts *co, const harness_opts *o)
 	for (long i = 0; i < st.nfail && !harness_interrupted(); i++)
 		if (write_failure(&st, &st.fail[i], root) < 0)
 			rc = 3;
+	qsort(st.results, (size_t)st.nresults, sizeof *st.results, by_run);
 	code = harness_exit_code(st.results, (int)st.nresults);
 	if (co->json && harness_report_json(co->json, st.results, (int)st.nresults, secs) < 0) {
 		fprintf(stderr, "ckpt-harness: cannot write %s\n", co->json);
@@ -740,6 +754,15 @@ int harness_chaos_parse_args(int argc, char **argv, harness_chaos_opts *co, cons
 		}
 		if (a[0] != '-')
 			return chaos_usage("unexpected argument '%s' (a base scenario goes with --scenario FILE)", a);
+		static const char *const valued[] = { "--seed", "--runs", "--run", "--budget", "-j", "--faults",
+						      "--max-faults", "--shrink-budget", "--scenario", "--preset",
+						      "--world-size", "--steps", "--every", "--ckpt-keep", "--out", "--json",
+						      "--junit", "--cache", "--inject", NULL };
+		int known = 0;
+		for (int k = 0; valued[k] && !known; k++)
+			known = strcmp(a, valued[k]) == 0;
+		if (!known)
+			return chaos_usage("unknown option '%s'", a);
 		if (!val)
 			return chaos_usage("%s needs a value", a);
 		i++;

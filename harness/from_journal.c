@@ -36,7 +36,8 @@ typedef struct seg {
 	int world_size;
 	long long step;
 	char phase[32];
-	int calls;
+	int calls;                 /* in (step, phase) */
+	int step_calls;            /* in step, every phase */
 	char last_op[16], last_path[128];
 	double time;               /* of the last call (the journal's wall clock) */
 	int any;
@@ -45,6 +46,7 @@ typedef struct seg {
 typedef struct rank_log {
 	seg seg[MAX_SEGMENTS];
 	int nseg;
+	int cleanup;               /* open.cleanup calls of the attempt whose "open" comes next */
 } rank_log;
 
 /*
@@ -121,6 +123,14 @@ static void feed(rank_log *l, json_t *o, long long *saves, int *nsaves, int maxs
 		seg *s = &l->seg[l->nseg++];
 		memset(s, 0, sizeof *s);
 		s->step = -1;
+		/* its start-up cleanup, journaled before its "open", is its first calls at step 0 */
+		if (l->cleanup) {
+			s->any = 1;
+			s->step = 0;
+			snprintf(s->phase, sizeof s->phase, "open.cleanup");
+			s->calls = s->step_calls = l->cleanup;
+			l->cleanup = 0;
+		}
 		json_t *ws = json_object_get(o, "world_size");
 		s->world_size = json_is_integer(ws) && json_integer_value(ws) > 0 && json_integer_value(ws) <= 1 << 20
 				? (int)json_integer_value(ws) : 0;
@@ -135,15 +145,19 @@ static void feed(rank_log *l, json_t *o, long long *saves, int *nsaves, int maxs
 	}
 	const char *op = str(o, "op"), *phase = str(o, "phase");
 	json_t *st = json_object_get(o, "step");
-	if (ev[0] || !op[0] || !phase[0] || !json_is_integer(st) || l->nseg == 0)
+	if (ev[0] || !op[0] || !phase[0] || !json_is_integer(st) || (l->nseg == 0 && strcmp(phase, "open.cleanup") != 0))
 		return;
 	if (index_of(phase_order, phase) < 0 || strlen(op) >= sizeof l->seg[0].last_op)
 		return;      /* not a phase or call this harness can name */
 	/* ckpt_open cleans up before it journals its "open": those calls belong to the next attempt */
-	if (strcmp(phase, "open.cleanup") == 0)
+	if (strcmp(phase, "open.cleanup") == 0) {
+		l->cleanup++;
 		return;
+	}
 	seg *s = &l->seg[l->nseg - 1];
 	long long step = (long long)json_integer_value(st);
+	if (!s->any || step != s->step)
+		s->step_calls = 0;
 	if (!s->any || step != s->step || strcmp(phase, s->phase) != 0) {
 		s->step = step;
 		snprintf(s->phase, sizeof s->phase, "%s", phase);
@@ -151,6 +165,7 @@ static void feed(rank_log *l, json_t *o, long long *saves, int *nsaves, int maxs
 	}
 	s->any = 1;
 	s->calls++;
+	s->step_calls++;
 	json_t *tm = json_object_get(o, "time");
 	s->time = json_is_number(tm) ? json_number_value(tm) : 0;
 	snprintf(s->last_op, sizeof s->last_op, "%s", op);
@@ -277,9 +292,10 @@ int harness_journal_crash_points(const char *root, int rank, harness_crash_point
 		memset(c, 0, sizeof *c);
 		c->rank = crashed;
 		c->attempt = a + 1;
-		c->step = s->any && s->step > 0 ? s->step : -1;
+		c->step = s->any ? s->step : -1;
 		snprintf(c->phase, sizeof c->phase, "%s", s->any ? s->phase : "");
 		c->calls = s->any ? s->calls : 0;
+		c->step_calls = s->any ? s->step_calls : 0;
 		snprintf(c->last_op, sizeof c->last_op, "%s", s->last_op);
 		snprintf(c->last_path, sizeof c->last_path, "%s", s->last_path);
 		c->world_size = sg[0]->world_size ? sg[0]->world_size : nranks;
@@ -409,22 +425,19 @@ int harness_from_journal_main(int argc, char **argv)
 		f->rank = p->rank;
 		f->step = p->step;
 		f->action = HARNESS_KILL;
-		if (p->phase[0]) {
-			snprintf(f->phase, sizeof f->phase, "%s", p->phase);
-			snprintf(f->op, sizeof f->op, "any");
-			f->nth = p->calls + 1;
-		} else {
-			/* no call at all: before its first one */
-			snprintf(f->op, sizeof f->op, "any");
-			f->nth = 1;
-		}
-		if (strcmp(f->phase, "open.cleanup") == 0 || strcmp(f->phase, "restore.scan") == 0)
-			f->step = -1;
+		/*
+		 * The next I/O call of that rank in that step, whatever its
+		 * phase: the crash may have come at the first call of the next
+		 * phase, which the journal cannot name.
+		 */
+		snprintf(f->op, sizeof f->op, "any");
+		f->nth = p->step_calls + 1;
 	}
 	snprintf(s->description, sizeof s->description,
-		 "Reproduces the crash of rank %d in attempt %d at step %lld, %s, after %d call%s there (the last: %s %s): "
-		 "the kill lands on its next I/O call.", c->rank, c->attempt, c->step, c->phase[0] ? c->phase : "before any call",
-		 c->calls, c->calls == 1 ? "" : "s", c->last_op[0] ? c->last_op : "-", c->last_path[0] ? c->last_path : "-");
+		 "Reproduces the crash of rank %d in attempt %d at step %lld: its last call done was %s %s in %s (call %d "
+		 "of that phase, %d of the step); the kill lands on its next I/O call.", c->rank, c->attempt, c->step,
+		 c->last_op[0] ? c->last_op : "-", c->last_path[0] ? c->last_path : "-",
+		 c->phase[0] ? c->phase : "no phase", c->calls, c->step_calls);
 	snprintf(comment, sizeof comment,
 		 "Written by ckpt-harness from-journal %s\n"
 		 "The journal records each call after it returns: the crash came at the rank's next call.\n"

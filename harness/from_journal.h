@@ -5,9 +5,12 @@
  *
  * The journal records each I/O call after it returns, so a rank's last
  * record is the last call it completed: the crash came at its next call.
- * The scenario kills that rank at the next I/O call of the same phase of
- * the same step (when: {rank, step, phase, op: any, nth: K+1}, K the calls
- * it completed there), in the same attempt (each "open" record starts one).
+ * The scenario kills that rank at its next I/O call in the same step
+ * (when: {attempt, rank, step, op: any, nth: K+1}, K the calls it completed
+ * in that step, every phase: the next call may be the first of the next
+ * phase, which the journal cannot name), in the same attempt (each "open"
+ * record starts one; the start-up cleanup journaled before it is its first
+ * calls, at step 0).
  * Which rank crashed: the one whose last call is the newest (by the
  * journal's clock): the others were killed by the launcher after it died,
  * most of them blocked in a collective, waiting for it, since their last
@@ -36,6 +39,7 @@ typedef struct harness_crash_point {
 	long long step;            /* -1: none (a phase before any step) */
 	char phase[32];
 	int calls;                 /* I/O calls this rank completed in (step, phase) of that attempt */
+	int step_calls;            /* ... in that step, every phase */
 	char last_op[16];          /* the last of them ("" if none) */
 	char last_path[128];       /* its file name */
 	int world_size;
