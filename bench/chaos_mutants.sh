@@ -18,27 +18,34 @@ while [ $# -gt 0 ]; do
 	esac
 done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# NAME  CLASS  FAULT-KINDS  BUDGET(runs)
-table="loss_scaler_not_saved state all 100
-skip_file_fsync durability all 200
-ignore_short_write durability all 400
-retention_deletes_newest retention kill,errno,transient 600
-cleanup_deletes_committed retention all 100"
+# NAME  CLASS  FAULT-KINDS  BUDGET(runs)  TRAINER (chaos options; - for the default: tiny, 2 ranks,
+# 20 steps, a save every 5, keep 2). shuffle_seed_not_saved shows only after tiny's first epoch (64
+# steps). loss_scaler_not_saved is caught before any plan (the trainer fails a plain stop and resume):
+# its row shows chaos's preflight, with no fault.
+table="skip_file_fsync durability all 200 -
+ignore_short_write durability all 400 -
+shuffle_seed_not_saved state all 300 --steps,80,--every,10,--ckpt-keep,2
+retention_deletes_newest retention kill,errno,transient 600 -
+cleanup_deletes_committed retention all 100 -
+loss_scaler_not_saved state all 100 -"
 out=$(mktemp -d "${TMPDIR:-/tmp}/chaos-mutants.XXXXXX")
 good="$repo/build/bin/ckpt-harness"
 status=0
 printf '%-28s %-10s %-22s %6s %6s %7s %7s %6s %6s %8s %7s\n' mutant class kinds budget runs seconds planned shrunk ratio replays correct
-while read -r name class kinds budget; do
+while read -r name class kinds budget trainer; do
 	[ -n "$only" ] && case ",$only," in *",$name,"*) ;; *) continue ;; esac
 	dir="$repo/build-chaos-mutants/$name"
 	cmake -S "$repo" -B "$dir" -G Ninja -DCKPT_MUTANT="$name" >/dev/null
 	cmake --build "$dir" --target reftrain ckpt-harness ckpt-fault-shim >/dev/null || { echo "$name: build failed"; status=1; continue; }
+	extra=()
+	[ "$trainer" != - ] && IFS=, read -r -a extra <<<"$trainer"
 	t0=$(date +%s.%N)
-	"$dir/bin/ckpt-harness" chaos --seed "$seed" --runs "$budget" --first -j 2 --faults "$kinds" \
+	"$dir/bin/ckpt-harness" chaos --seed "$seed" --runs "$budget" --first -j 2 --faults "$kinds" "${extra[@]}" \
 		--cache "$out/cache-$name" --out "$out/found-$name" >"$out/$name.txt" 2>"$out/$name.err"
 	t1=$(date +%s.%N)
 	line=$(grep '^found ' "$out/$name.txt" | head -1)
 	runs=$(sed -n 's/.*: \([0-9]*\) runs, .*/\1/p' "$out/$name.txt" | head -1)
+	runs=${runs:-0}      # 0: found before any plan (the preflight)
 	if [ -z "$line" ]; then
 		printf '%-28s %-10s %-22s %6s %6s %7.0f %7s %6s %6s %8s %7s\n' "$name" "$class" "$kinds" "$budget" "${runs:-?}" \
 			"$(echo "$t1 - $t0" | bc)" - - - - "NOT FOUND"
