@@ -491,6 +491,28 @@ static int by_run(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* The options that draw run idx's plan again (the plan depends on them all). */
+static void replay_args(const harness_chaos_opts *co, long idx, char *buf, size_t len)
+{
+	const harness_trainer *t = &co->base.trainer;
+	size_t used = (size_t)snprintf(buf, len, "--seed %" PRIu64 " --run %ld --max-faults %d --faults ", co->seed, idx,
+				       co->max_faults);
+	int first = 1;
+
+	for (int k = 0; k < HARNESS_CHAOS_NKINDS && used < len; k++)
+		if (co->kinds & (1u << k)) {
+			used += (size_t)snprintf(buf + used, len - used, "%s%s", first ? "" : ",", harness_chaos_kind_names[k]);
+			first = 0;
+		}
+	if (used >= len)
+		return;
+	if (co->base.file[0])
+		snprintf(buf + used, len - used, " --scenario %s", co->base.file);
+	else
+		snprintf(buf + used, len - used, " --preset %s --world-size %d --steps %" PRId64 " --every %" PRId64
+			 " --ckpt-keep %d", t->preset, t->world_size, t->steps, t->every, t->keep);
+}
+
 /* Shrink one failure and write it to the out folder. 0, or -errno (said). */
 static int write_failure(chaos_state *st, const struct failure *f, const char *root)
 {
@@ -519,14 +541,16 @@ static int write_failure(chaos_state *st, const struct failure *f, const char *r
 	snprintf(sr->s.name, sizeof sr->s.name, "chaos-%" PRIu64 "-%ld", co->seed, f->idx);
 	snprintf(sr->s.description, sizeof sr->s.description, "Found by ckpt-harness chaos --seed %" PRIu64
 		 " (run %ld); shrunk from %d faults to %d.", co->seed, f->idx, sr->planned, sr->shrunk);
+	char again[1024];
+	replay_args(co, f->idx, again, sizeof again);
 	snprintf(comment, sizeof comment,
-		 "Found by ckpt-harness chaos --seed %" PRIu64 ", run %ld (replay the run: chaos --seed %" PRIu64
-		 " --run %ld).\n"
+		 "Found by ckpt-harness chaos --seed %" PRIu64 ", run %ld. The run again:\n"
+		 "  ckpt-harness chaos %s\n"
 		 "Faults: %d planned, %d fired, %d after shrinking (%d candidates tried; each kept only if it\n"
 		 "FAILed %d of %d runs). %s\n"
 		 "The failure: %s\n"
 		 "Replay: ckpt-harness run THIS-FILE  (FAIL on the build that has the bug)",
-		 co->seed, f->idx, co->seed, f->idx, sr->planned, sr->fired, sr->shrunk, sr->candidates,
+		 co->seed, f->idx, again, sr->planned, sr->fired, sr->shrunk, sr->candidates,
 		 HARNESS_SHRINK_REPEAT, HARNESS_SHRINK_REPEAT,
 		 sr->confirmed ? "" : "UNCONFIRMED: the fired plan did not fail every time (flaky); it is written as it fired.",
 		 sr->sentence[0] ? sr->sentence : f->sentence);
@@ -578,6 +602,10 @@ static int preflight(chaos_state *st, const char *root)
 	if (st->nresults == 1 && st->results[0].verdict == HARNESS_PASS) {
 		st->nresults = 0;     /* not a chaos run */
 		return 0;
+	}
+	if (st->nfail == 0) {
+		fprintf(stderr, "chaos: the run with no fault could not be judged, so no plan is run\n");
+		return 1;
 	}
 	fprintf(stderr, "chaos: the trainer fails with no fault at all, so no plan is run\n");
 	for (long i = 0; i < st->nfail; i++) {

@@ -15,8 +15,8 @@ import pytest
 from mpi import BIN, REPO
 
 HARNESS = BIN / "ckpt-harness"
-# a state component left out of the checkpoint: any crash and restart shows it
-MUTANT = "loss_scaler_not_saved"
+# file data never made durable: a power cut after an acknowledged save loses it
+MUTANT = "skip_file_fsync"
 
 
 def harness(*args, timeout=300, bin_dir=BIN):
@@ -93,7 +93,7 @@ def mutant_bin():
 
 def test_chaos_finds_a_mutant_and_shrinks_it_to_a_scenario_that_replays(mutant_bin, tmp_path):
     cache = tmp_path / "cache"
-    res = harness("chaos", "--seed", 1, "--runs", 6, "--first", "-j", 2, "--faults", "kill,torn,delay",
+    res = harness("chaos", "--seed", 1, "--runs", 6, "--first", "-j", 2, "--faults", "power_loss",
                   "--shrink-budget", 6, "--out", tmp_path / "found", "--cache", cache, bin_dir=mutant_bin, timeout=600)
     assert res.returncode == 1, res.stdout + res.stderr
     found = re.search(r"^found (\S+) planned=(\d+) fired=(\d+) shrunk=(\d+) fails=3/3", res.stdout, re.M)
@@ -102,7 +102,8 @@ def test_chaos_finds_a_mutant_and_shrinks_it_to_a_scenario_that_replays(mutant_b
     assert 1 <= shrunk <= 2
     text = open(path).read()
     assert "# Found by ckpt-harness chaos --seed 1, run" in text
-    assert "The failure: " in text and "loss scaler" in text
+    assert "--faults power_loss --preset tiny --world-size 2" in text
+    assert "The failure: " in text and "power_loss" in text
     # the shrunk file replays with the same verdict on the mutant, and passes on the correct build
     again = harness("run", path, "--cache", cache, "--json", tmp_path / "r.json", bin_dir=mutant_bin)
     assert again.returncode == 1, again.stdout + again.stderr
