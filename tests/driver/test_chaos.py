@@ -161,3 +161,21 @@ def test_from_journal_refuses_what_is_not_a_journal(tmp_path):
     (tmp_path / "root" / "journal" / "rank-00000.jsonl").write_text('garbage\n{"event":"open"\n' + "x" * 20000 + "\n")
     res = harness("from-journal", tmp_path / "root")
     assert res.returncode == 2 and "open" in res.stderr
+
+
+def test_under_the_shim_plans_name_calls_not_libckpt_phases():
+    text = plans(4, "--runs", 20, "--inject", "shim")
+    phases = set(re.findall(r"phase: ([a-z._]+)", text))
+    assert phases <= {"train.step", "train.reduce"}, phases
+    assert re.search(r"op: (open|write|fsync|rename|close|mkdir|unlink|read)", text)
+
+
+def test_chaos_runs_a_program_under_the_trainer_protocol(tmp_path):
+    base = REPO / "examples" / "numpy_trainer" / "scenarios" / "numpy-kill-mid-save.yaml"
+    res = harness("chaos", "--seed", 2, "--runs", 3, "--scenario", base, "--json", tmp_path / "r.json",
+                  "--out", tmp_path / "found", "--cache", tmp_path / "cache")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "3 runs, 0 failed, 0 errors" in res.stdout
+    # its command, with {scenario_dir} spelled out: a plan written elsewhere still finds the program
+    text = plans(2, "--run", 0, "--scenario", base)
+    assert str(base.parent.resolve()) + "/../train.py" in text
