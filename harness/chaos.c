@@ -149,6 +149,13 @@ static const site *pick_site(crng *g, drawer *d, int want)
 			continue;
 		if (is_restore(x) && !d->has_crash_in_1)
 			continue;      /* a restore happens only after a crash */
+		/*
+		 * An I/O error in a restore may rightly end the job (a clean
+		 * failure, or a fallback the plan cannot foresee): errors strike
+		 * saves only. Crashes and delays may strike a restore.
+		 */
+		if (is_restore(x) && want != ANY_SITE)
+			continue;
 		return x;
 	}
 	return NULL;
@@ -211,7 +218,9 @@ static int draw_kind(crng *g, drawer *d, harness_scenario *s, int k)
 		return -1;
 	harness_fault *f = &s->faults[s->nfaults++];
 	memset(f, 0, sizeof *f);
-	f->attempt = is_restore(x) || (d->has_crash_in_1 && s->nfaults > 1 && below(g, 4) == 0) ? 2 : 1;
+	/* errors and short writes in attempt 1 only: a later attempt begins with a restore, under the shim too */
+	f->attempt = is_restore(x) || (want == ANY_SITE && d->has_crash_in_1 && s->nfaults > 1 && below(g, 4) == 0) ? 2
+		     : 1;
 	f->rank = x->rank0 ? 0 : below(g, t->world_size);
 	f->nth = below(g, x->nth) + 1;
 	snprintf(f->phase, sizeof f->phase, "%s", x->phase);
