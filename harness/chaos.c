@@ -696,7 +696,8 @@ int harness_chaos(const harness_chaos_opts *co, const harness_opts *o)
 		printf("%s %s", k ? "," : "", st.pairs[k]);
 	printf("%s(%d phase/op pairs hit)\n", st.npairs ? " " : " none ", st.npairs);
 	fflush(stdout);
-	for (long i = 0; i < st.nfail && !harness_interrupted(); i++)
+	/* --first: the first failure is the one asked for (others were already running) */
+	for (long i = 0; i < (co->first && st.nfail ? 1 : st.nfail) && !harness_interrupted(); i++)
 		if (write_failure(&st, &st.fail[i], root) < 0)
 			rc = 3;
 	qsort(st.results, (size_t)st.nresults, sizeof *st.results, by_run);

@@ -15,8 +15,9 @@ import pytest
 from mpi import BIN, REPO
 
 HARNESS = BIN / "ckpt-harness"
-# file data never made durable: a power cut after an acknowledged save loses it
-MUTANT = "skip_file_fsync"
+# the trainer acknowledges a save before it is durable: a crash inside the save loses an acknowledged step.
+# Its build folder is test_crashstates_ack.py's, so CI builds it once for both.
+MUTANT = "ack_before_save"
 
 
 def harness(*args, timeout=300, bin_dir=BIN):
@@ -83,7 +84,7 @@ def test_bad_command_lines_exit_2(args, words):
 
 @pytest.fixture(scope="module")
 def mutant_bin():
-    build = REPO / "build-mutants" / MUTANT
+    build = REPO / f"build-mutant-{MUTANT}"
     subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), "-G", "Ninja", f"-DCKPT_MUTANT={MUTANT}"],
                    check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "--target", "reftrain", "ckpt-harness"], check=True,
@@ -93,8 +94,8 @@ def mutant_bin():
 
 def test_chaos_finds_a_mutant_and_shrinks_it_to_a_scenario_that_replays(mutant_bin, tmp_path):
     cache = tmp_path / "cache"
-    res = harness("chaos", "--seed", 1, "--runs", 6, "--first", "-j", 2, "--faults", "power_loss",
-                  "--shrink-budget", 6, "--out", tmp_path / "found", "--cache", cache, bin_dir=mutant_bin, timeout=600)
+    res = harness("chaos", "--seed", 1, "--runs", 6, "--first", "-j", 2, "--faults", "kill",
+                  "--shrink-budget", 4, "--out", tmp_path / "found", "--cache", cache, bin_dir=mutant_bin, timeout=600)
     assert res.returncode == 1, res.stdout + res.stderr
     found = re.search(r"^found (\S+) planned=(\d+) fired=(\d+) shrunk=(\d+) fails=3/3", res.stdout, re.M)
     assert found, res.stdout + res.stderr
@@ -102,8 +103,8 @@ def test_chaos_finds_a_mutant_and_shrinks_it_to_a_scenario_that_replays(mutant_b
     assert 1 <= shrunk <= 2
     text = open(path).read()
     assert "# Found by ckpt-harness chaos --seed 1, run" in text
-    assert "--faults power_loss --preset tiny --world-size 2" in text
-    assert "The failure: " in text and "power_loss" in text
+    assert "--faults kill --preset tiny --world-size 2" in text
+    assert "The failure: " in text and "acknowledged" in text
     # the shrunk file replays with the same verdict on the mutant, and passes on the correct build
     again = harness("run", path, "--cache", cache, "--json", tmp_path / "r.json", bin_dir=mutant_bin)
     assert again.returncode == 1, again.stdout + again.stderr
