@@ -65,7 +65,7 @@ while read -r name class kinds budget trainer; do
 	"$good" run "$file" --cache "$out/cache-good" >/dev/null 2>&1
 	rc=$?
 	correct=$([ $rc -eq 0 ] && echo PASS || echo "rc=$rc")
-	ratio=$(echo "scale=2; $planned / ($shrunk + 0.0001)" | bc)
+	ratio=$(awk -v p="$planned" -v s="$shrunk" 'BEGIN { if (s == 0) print "-"; else printf "%.2f", p / s }')
 	[ "$shrunk" -gt 2 ] || [ "$fails" -ne 10 ] || [ "$rc" -ne 0 ] && status=1
 	printf '%-28s %-10s %-22s %6s %6s %7.0f %7s %6s %6s %8s %7s\n' "$name" "$class" "$kinds" "$budget" "$runs" \
 		"$(echo "$t1 - $t0" | bc)" "$planned" "$shrunk" "$ratio" "$fails/10" "$correct"

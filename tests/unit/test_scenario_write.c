@@ -58,7 +58,8 @@ static void round_trip(const harness_scenario *a, const char *what)
 static void test_scenario_write__every_shipped_scenario_reads_back_identically(void **state)
 {
 	static const char *const dirs[] = { "scenarios/ci", "scenarios/smoke", "scenarios/shim", "scenarios/backends",
-					    "scenarios/field", "scenarios/torch", "examples/numpy_trainer/scenarios" };
+					    "scenarios/field", "scenarios/torch", "scenarios/found",
+					    "examples/numpy_trainer/scenarios" };
 	harness_scenario *s = malloc(sizeof *s);
 	int n = 0;
 	(void)state;
