@@ -25,7 +25,7 @@ done
 # the golden run once, outside both timings
 "$bin" run "$out/base/nofault-1.yaml" --cache "$out/cache" >/dev/null
 t0=$(date +%s.%N)
-"$bin" suite "$out/base" -j 2 --cache "$out/cache" >/dev/null
+"$bin" suite "$out/base" -j 2 --cache "$out/cache" >/dev/null 2>&1
 t1=$(date +%s.%N)
 "$bin" chaos --seed 1 --runs "$runs" -j 2 --cache "$out/cache" --out "$out/found" --no-shrink \
 	>"$out/chaos.txt" 2>"$out/chaos.err" || { cat "$out/chaos.txt" "$out/chaos.err" >&2; exit 1; }
