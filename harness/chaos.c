@@ -607,6 +607,7 @@ static int preflight(chaos_state *st, const char *root)
 	mkdir(dir, 0755);
 	p.root = dir;
 	harness_pool_run(&p);
+	rmdir(dir);      /* empty unless the run failed (its evidence) */
 	st->runs_done = 0;
 	if (st->nresults == 1 && st->results[0].verdict == HARNESS_PASS) {
 		st->nresults = 0;     /* not a chaos run */

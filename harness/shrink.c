@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "scenario_write.h"
+#include "workdir.h"
 
 enum harness_verdict harness_chaos_verdict(const harness_result *r)
 {
@@ -67,6 +68,8 @@ static int fails(const harness_scenario *s, const harness_opts *o, int jobs, con
 		return -1;
 	harness_pool p = { .o = o, .root = dir, .jobs = jobs, .next = trial_next, .done = trial_done, .arg = &t };
 	harness_pool_run(&p);
+	/* a candidate is its scenario: replaying it is the evidence, its work directories are not kept */
+	harness_workdir_remove(dir);
 	if (sentence && t.sentence[0])
 		snprintf(sentence, len, "%s", t.sentence);
 	return t.done == HARNESS_SHRINK_REPEAT ? t.fails : 0;
