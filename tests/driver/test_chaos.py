@@ -180,3 +180,30 @@ def test_chaos_runs_a_program_under_the_trainer_protocol(tmp_path):
     # its command, with {scenario_dir} spelled out: a plan written elsewhere still finds the program
     text = plans(2, "--run", 0, "--scenario", base)
     assert str(base.parent.resolve()) + "/../train.py" in text
+
+
+def test_from_journal_reproduces_every_attempt_of_a_job_that_crashed_twice(tmp_path):
+    crashed = tmp_path / "crashed.yaml"
+    crashed.write_text("""name: crashed-twice
+trainer: {preset: tiny, world_size: 2, steps: 20, checkpoint: {every: 5, keep: 2}}
+max_attempts: 2
+faults:
+  - when: {rank: 0, step: 10, phase: save.manifest_sync, op: fsync}
+    do: kill
+  - when: {attempt: 2, rank: 0, step: 15, phase: save.commit, op: rename}
+    do: kill
+expect: {outcome: resume_bitwise}
+""")
+    cache = tmp_path / "cache"
+    job = harness("run", crashed, "--work", tmp_path / "job", "--cache", cache)
+    assert "after 2 attempts it stopped" in job.stdout, job.stdout + job.stderr
+    fj = harness("from-journal", tmp_path / "job" / "ckpt", "-o", tmp_path / "repro.yaml")
+    assert fj.returncode == 0, fj.stderr
+    rep = harness("run", tmp_path / "repro.yaml", "--work", tmp_path / "replay", "--cache", cache)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+
+    def points(d):
+        lines = (d / "faults.rank-0.jsonl").read_text().splitlines()
+        return [(j["attempt"], j["step"], j["phase"], j["op"], j["path"].rsplit("/", 1)[1])
+                for j in map(json.loads, lines)]
+    assert points(tmp_path / "replay") == points(tmp_path / "job")
