@@ -147,6 +147,10 @@ expect: {{outcome: resume_bitwise}}
     assert (fired[0]["rank"], fired[0]["step"], fired[0]["phase"], fired[0]["op"]) == (rank, step, phase, op)
     original = json.loads((tmp_path / "job" / f"faults.rank-{rank}.jsonl").read_text().splitlines()[0])
     assert fired[0]["path"].rsplit("/", 1)[1] == original["path"].rsplit("/", 1)[1]
+    # the same call, not only the same kind of call: attempt 1 of the replay journaled as many calls
+    again = harness("from-journal", tmp_path / "replay" / "ckpt", "--attempt", 1, "--rank", rank)
+    when = [l for l in again.stdout.splitlines() if "when:" in l]
+    assert when == [l for l in text.splitlines() if "when:" in l], again.stdout + again.stderr
 
 
 def test_from_journal_refuses_what_is_not_a_journal(tmp_path):
