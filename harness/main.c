@@ -13,7 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chaos.h"
 #include "ckpt_version.h"
+#include "from_journal.h"
 #include "crashstate.h"
 #include "html.h"
 #include "replay.h"
@@ -45,6 +47,9 @@ static const char usage[] =
 "                          [--inject fiu|shim]\n"
 "       ckpt-harness sweep --scenario FILE [--errno E] [--step S] [--max-states N] [--json FILE] [--out DIR] [--keep]\n"
 "                          [--inject fiu|shim] [--ckpt-backend NAME|PATH.so] [--cache DIR]\n"
+"       ckpt-harness chaos [--seed S] (--runs N | --budget DURATION | --run I) [-j N] [--faults KINDS] ...\n"
+"                          (ckpt-harness chaos --help)\n"
+"       ckpt-harness from-journal ROOT [-o FILE] [--rank R] [--attempt N] [--scenario BASE.yaml]\n"
 "       ckpt-harness --version\n"
 "\n"
 "Runs reftrain under the faults a scenario describes, restarts it until it\n"
@@ -875,6 +880,35 @@ static int cmd_oracle(int argc, char **argv)
 	return o.verdict == HARNESS_PASS ? 0 : 1;
 }
 
+/* chaos: seeded random fault plans (chaos.c parses its options). */
+static int cmd_chaos(int argc, char **argv)
+{
+	harness_chaos_opts *co = malloc(sizeof *co);
+	char bindir[PATH_MAX], cache[PATH_MAX];
+	cli c;
+	int rc;
+
+	memset(&c, 0, sizeof c);
+	if (argc == 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+		printf("usage: %s\n", harness_chaos_usage);
+		free(co);
+		return 0;
+	}
+	if (!co)
+		return 3;
+	if ((rc = harness_chaos_parse_args(argc, argv, co, &c.cache, &c.inject)) != 0) {
+		free(co);
+		return rc;
+	}
+	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
+	harness_opts o = { .bindir = bindir, .cache = cache, .inject = c.inject };
+	harness_launch_init();
+	harness_workdir_sweep(harness_workdir_tmp(), "ckpt-harness-");
+	rc = harness_chaos(co, &o);
+	free(co);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -897,5 +931,10 @@ int main(int argc, char **argv)
 		return cmd_crashstates(argc, argv);
 	if (strcmp(argv[1], "sweep") == 0)
 		return cmd_sweep(argc, argv);
-	return bad_usage("unknown command '%s'; valid: run, suite, oracle, validate, crashstates, sweep", argv[1]);
+	if (strcmp(argv[1], "chaos") == 0)
+		return cmd_chaos(argc, argv);
+	if (strcmp(argv[1], "from-journal") == 0)
+		return harness_from_journal_main(argc, argv);
+	return bad_usage("unknown command '%s'; valid: run, suite, oracle, validate, crashstates, sweep, chaos, "
+			 "from-journal", argv[1]);
 }
