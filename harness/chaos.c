@@ -15,6 +15,7 @@
 
 #include "launch.h"
 #include "pool.h"
+#include "html.h"
 #include "report.h"
 #include "scenario_write.h"
 #include "shrink.h"
@@ -668,6 +669,8 @@ int harness_chaos(const harness_chaos_opts *co, const harness_opts *o)
 			harness_report_json(co->json, st.results, (int)st.nresults, now() - st.t0);
 		if (co->junit)
 			harness_report_junit(co->junit, st.results, (int)st.nresults, now() - st.t0);
+		if (co->html)
+			harness_report_html(co->html, st.results, (int)st.nresults, now() - st.t0);
 		harness_workdir_keep(root);
 		free(st.results);
 		free(st.fail);
@@ -711,6 +714,11 @@ int harness_chaos(const harness_chaos_opts *co, const harness_opts *o)
 		fprintf(stderr, "ckpt-harness: cannot write %s\n", co->junit);
 		code = 3;
 	}
+	int e;
+	if (co->html && (e = harness_report_html(co->html, st.results, (int)st.nresults, secs)) < 0) {
+		fprintf(stderr, "ckpt-harness: cannot write %s: %s\n", co->html, strerror(-e));
+		code = 3;
+	}
 	if (!co->keep && st.nfail == 0 && st.errors == 0)
 		harness_workdir_remove(root);
 	else
@@ -729,7 +737,7 @@ int harness_chaos(const harness_chaos_opts *co, const harness_opts *o)
 const char harness_chaos_usage[] =
 "ckpt-harness chaos [--seed S] (--runs N | --budget DURATION | --run I) [-j N] [--faults KINDS] [--max-faults N]\n"
 "                   [--scenario BASE.yaml | --preset P --world-size N --steps N --every N --ckpt-keep N]\n"
-"                   [--out DIR] [--json FILE] [--junit FILE] [--keep] [--no-shrink] [--shrink-budget N]\n"
+"                   [--out DIR] [--json FILE] [--junit FILE] [--html FILE] [--keep] [--no-shrink] [--shrink-budget N]\n"
 "                   [--first] [--plans] [--print-plans] [--inject fiu|shim] [--cache DIR]\n"
 "KINDS: all, or a comma list of kill, errno, transient, short, torn, power_loss, damage, delay.\n"
 "DURATION: seconds, or a number with s, m or h (90s, 5m, 1h).";
@@ -796,7 +804,7 @@ int harness_chaos_parse_args(int argc, char **argv, harness_chaos_opts *co, cons
 		static const char *const valued[] = { "--seed", "--runs", "--run", "--budget", "-j", "--faults",
 						      "--max-faults", "--shrink-budget", "--scenario", "--preset",
 						      "--world-size", "--steps", "--every", "--ckpt-keep", "--out", "--json",
-						      "--junit", "--cache", "--inject", NULL };
+						      "--junit", "--html", "--cache", "--inject", NULL };
 		int known = 0;
 		for (int k = 0; valued[k] && !known; k++)
 			known = strcmp(a, valued[k]) == 0;
@@ -883,6 +891,8 @@ int harness_chaos_parse_args(int argc, char **argv, harness_chaos_opts *co, cons
 			co->json = val;
 		} else if (strcmp(a, "--junit") == 0) {
 			co->junit = val;
+		} else if (strcmp(a, "--html") == 0) {
+			co->html = val;
 		} else if (strcmp(a, "--cache") == 0) {
 			*cache = val;
 		} else if (strcmp(a, "--inject") == 0) {

@@ -38,7 +38,7 @@ typedef struct harness_chaos_opts {
 	harness_scenario base;     /* the trainer, max_attempts and timeout every plan runs */
 	char base_dir[4096];       /* the folder {scenario_dir} stood for ("" none) */
 	const char *out_dir;       /* shrunk failures go here */
-	const char *json, *junit;
+	const char *json, *junit, *html;   /* reports, as suite writes them (--html: html.h) */
 	int keep;
 	int shrink;                /* 0: write the failing plan as it fired, unshrunk */
 	int shrink_budget;         /* at most so many candidates tried per failure */

@@ -146,6 +146,18 @@ static void restored_text(const harness_result *r, char *buf, size_t len)
 		snprintf(buf, len, "-");
 }
 
+/*
+ * A report of many runs (a chaos run of hundreds) gives a section only to
+ * those that did not pass: a passing run's row says all there is, and the
+ * page stays a few hundred kilobytes instead of megabytes per hundred runs.
+ */
+#define HTML_ALL_SECTIONS_MAX 64
+
+static int has_section(const harness_result *x, int n)
+{
+	return n <= HTML_ALL_SECTIONS_MAX || x->verdict != HARNESS_PASS;
+}
+
 static void verdict_table(FILE *f, const harness_result *r, int n)
 {
 	fprintf(f, "<section id=\"verdicts\"><h2>Verdicts</h2>\n<table class=\"verdicts\"><thead><tr><th>scenario</th>"
@@ -156,12 +168,14 @@ static void verdict_table(FILE *f, const harness_result *r, int n)
 		restored_text(&r[i], restored, sizeof restored);
 		fprintf(f, "<tr class=\"verdict v-%s\" data-scenario=\"", verdict_of(&r[i]));
 		ESC(r[i].name);
-		fprintf(f, "\" data-verdict=\"%s\"><td class=\"name\"><a href=\"#s-%d\">", verdict_of(&r[i]), i);
+		fprintf(f, "\" data-verdict=\"%s\"><td class=\"name\">", verdict_of(&r[i]));
+		if (has_section(&r[i], n))
+			fprintf(f, "<a href=\"#s-%d\">", i);
 		ESC(r[i].name);
-		fprintf(f, "</a></td><td class=\"v\">%s</td><td class=\"num\">%d</td><td class=\"num\">%d/%d</td>"
+		fprintf(f, "%s</td><td class=\"v\">%s</td><td class=\"num\">%d</td><td class=\"num\">%d/%d</td>"
 			"<td>%s</td><td class=\"num\">%" PRId64 "</td><td class=\"num\">%.1f s</td><td class=\"sentence\">",
-			verdict_of(&r[i]), r[i].attempts, r[i].faults_fired, r[i].faults_planned, restored,
-			r[i].oracle.max_lost, r[i].seconds);
+			has_section(&r[i], n) ? "</a>" : "", verdict_of(&r[i]), r[i].attempts, r[i].faults_fired,
+			r[i].faults_planned, restored, r[i].oracle.max_lost, r[i].seconds);
 		ESC(r[i].sentence);
 		fprintf(f, "</td></tr>\n");
 	}
@@ -694,10 +708,14 @@ int harness_report_html_stream(FILE *f, const harness_result *r, int n, double s
 	fprintf(f, "<header><h1>ckpt-harness report</h1><p id=\"summary\">%d scenario%s: <b>%d passed</b>, "
 		"<b>%d failed</b>, %d error%s, %d skipped, in %.1f s. Judged by ckpt-harness %s (git %s).</p></header>\n",
 		n, n == 1 ? "" : "s", pass, fail, err, err == 1 ? "" : "s", skip, seconds, CKPT_VERSION, CKPT_COMMIT);
+	if (n > HTML_ALL_SECTIONS_MAX && pass)
+		fprintf(f, "<p class=\"note\" id=\"passes-brief\">%d runs: only those that did not pass have a section "
+			"below; a passing run's row is all it has.</p>\n", n);
 	verdict_table(f, r, n);
 	coverage_grid(f, r, n);
 	for (int i = 0; i < n; i++)
-		scenario_section(f, &r[i], i);
+		if (has_section(&r[i], n))
+			scenario_section(f, &r[i], i);
 	fprintf(f, "</body></html>\n");
 	return ferror(f) ? -EIO : 0;
 }

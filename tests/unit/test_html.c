@@ -371,6 +371,43 @@ static void test_html__page_shows_verdicts_first_difference_fires_and_coverage(v
 	free(r);
 }
 
+/* Many runs (chaos): only those that did not pass get a section, and only they are linked. */
+static int count(const char *hay, const char *needle)
+{
+	int k = 0;
+	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+		k++;
+	return k;
+}
+
+static void test_html__many_runs_give_sections_to_failures_only(void **state)
+{
+	fixture *fx = *state;
+	int n, many = 70;
+	harness_result *r3 = results(fx->dir, &n);
+	harness_result *r = calloc((size_t)many, sizeof *r);
+	assert_non_null(r);
+	for (int i = 0; i < many; i++) {
+		r[i] = r3[1];            /* a pass */
+		snprintf(r[i].name, sizeof r[i].name, "chaos-1-%d", i);
+	}
+	r[41] = r3[0];                   /* one failure among them */
+	char *page = render(r, many);
+	assert_non_null(strstr(page, "id=\"passes-brief\""));
+	assert_int_equal(count(page, "<section class=\"scenario"), 1);
+	assert_int_equal(count(page, "data-verdict=\"PASS\"><td class=\"name\">chaos-1-"), many - 1);
+	assert_non_null(strstr(page, "<a href=\"#s-41\">"));
+	assert_null(strstr(page, "<a href=\"#s-40\">"));
+	free(page);
+	/* a suite of a few: every scenario has its section */
+	page = render(r3, n);
+	assert_null(strstr(page, "passes-brief"));
+	assert_int_equal(count(page, "<section class=\"scenario"), n);
+	free(page);
+	free(r);
+	free(r3);
+}
+
 static void test_html__writes_through_a_temporary_and_reports_errors(void **state)
 {
 	fixture *fx = *state;
@@ -412,6 +449,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_html__text_from_files_is_escaped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_html__page_shows_verdicts_first_difference_fires_and_coverage, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_html__many_runs_give_sections_to_failures_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_html__writes_through_a_temporary_and_reports_errors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
