@@ -42,6 +42,9 @@ static const char usage[] =
 "  --keep K             generations kept by retention (default 3)\n"
 "  --resume auto|never  resume from the newest valid generation (default never)\n"
 "  --ckpt-fatal         a failed save stops training (default: log and go on)\n"
+"  --ckpt-async         save in the background (built-in libckpt backend only):\n"
+"                       snapshot at the step, write while training goes on;\n"
+"                       'committed' once the save is durable\n"
 "  --help               this text\n"
 "  --version            the version and the commit built from\n"
 "\n"
@@ -218,6 +221,10 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			return REFTRAIN_PARSE_HELP;
 		if (strcmp(a, "--version") == 0)
 			return REFTRAIN_PARSE_VERSION;
+		if (strcmp(a, "--ckpt-async") == 0) {
+			c->ckpt_async = 1;
+			continue;
+		}
 		if (strcmp(a, "--ckpt-fatal") == 0 || strcmp(a, "--stats") == 0) {
 			*(a[2] == 'c' ? &c->ckpt_fatal : &c->stats) = 1;
 			continue;
@@ -346,6 +353,11 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		return fail(err, len, "--width must be at least 1");
 	if (c->ckpt_dir && !have_every)
 		c->ckpt_every = 10;
+	if (c->ckpt_async && c->ckpt_backend)
+		return fail(err, len, "--ckpt-async needs the built-in libckpt backend; drop --ckpt-backend %s",
+			    c->ckpt_backend);
+	if (c->ckpt_async && !c->ckpt_dir)
+		return fail(err, len, "--ckpt-async needs --ckpt-dir");
 	if ((have_every || c->resume == REFTRAIN_RESUME_AUTO || c->ckpt_backend) && !c->ckpt_dir)
 		return fail(err, len, "%s needs --ckpt-dir",
 			    have_every ? "--ckpt-every" : c->ckpt_backend ? "--ckpt-backend" : "--resume auto");

@@ -54,6 +54,7 @@ typedef struct reftrain_config {
 	uint32_t keep;
 	int resume;
 	int ckpt_fatal;
+	int ckpt_async;               /* --ckpt-async: background saves (not in the config hash) */
 	int stats;
 	uint64_t stop_after;          /* 0: run to steps */
 	const char *test_skip_restore; /* test only: component left at its initial state */
