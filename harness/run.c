@@ -291,6 +291,8 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		snprintf(stop, sizeof stop, "%" PRId64, stop_after);
 		argv[n++] = "--stop-after"; argv[n++] = stop;
 	}
+	if (s->trainer.async)
+		argv[n++] = "--ckpt-async";
 	if (s->trainer.ckpt_backend[0]) {
 		argv[n++] = "--ckpt-backend";
 		argv[n++] = s->trainer.ckpt_backend;

@@ -36,6 +36,7 @@ typedef struct harness_trainer {
 	int64_t every;
 	int keep;
 	int accum_steps;              /* steps per optimizer update (reftrain --accum-steps) */
+	int async;                    /* checkpoint.async: reftrain --ckpt-async */
 	char test_skip_restore[16];   /* test only */
 	/*
 	 * A program that speaks the trainer protocol (DESIGN.md, "Any program
