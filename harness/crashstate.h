@@ -34,6 +34,7 @@ typedef struct harness_cs_opts {
 	const char *out_dir;      /* where violation scenarios are written */
 	int keep;
 	int shim;                 /* the undo record from the fault shim (LD_PRELOAD), not from libckpt's I/O layer */
+	int async;                /* --async: the save is a background one (reftrain --ckpt-async) */
 } harness_cs_opts;
 
 /* Exit code: 0 no violation, 1 violations found, 3 could not run. */
