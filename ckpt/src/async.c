@@ -253,20 +253,17 @@ static int drain(struct ckpt_async *a)
 
 void ckpt__async_drain(ckpt *c)
 {
-	ckpt_parts p;
+	struct ckpt_async *a = *ckpt__async_of(c);
 
-	ckpt__parts(c, &p);
-	if (*p.async)
-		drain(*p.async);
+	if (a)
+		drain(a);
 }
 
 void ckpt__async_free(ckpt *c)
 {
-	ckpt_parts p;
-	struct ckpt_async *a;
+	struct ckpt_async *a = *ckpt__async_of(c);
 
-	ckpt__parts(c, &p);
-	if (!(a = *p.async))
+	if (!a)
 		return;
 	drain(a);
 	if (a->running) {       /* the communicator failed: the writer is parked for good */
@@ -278,7 +275,7 @@ void ckpt__async_free(ckpt *c)
 		pthread_join(a->thread, NULL);
 	}
 	if (a->pending && a->pending_done.code != 0)
-		ckpt__journal_add(p.journal, "\"event\":\"async_unreported\",\"step\":%" PRIu64 ",\"error\":\"%s\"",
+		ckpt__journal_add(a->p.journal, "\"event\":\"async_unreported\",\"step\":%" PRIu64 ",\"error\":\"%s\"",
 				  a->pending_done.step, ckpt_strerror(a->pending_done.code));
 	for (int k = 0; k < a->n; k++)
 		free(a->staged[k].data);
@@ -288,7 +285,7 @@ void ckpt__async_free(ckpt *c)
 	pthread_mutex_destroy(&a->mu);
 	pthread_cond_destroy(&a->cv);
 	free(a);
-	*p.async = NULL;
+	*ckpt__async_of(c) = NULL;
 }
 
 static int get(ckpt *c, struct ckpt_async **out)
@@ -296,9 +293,9 @@ static int get(ckpt *c, struct ckpt_async **out)
 	ckpt_parts p;
 	struct ckpt_async *a;
 
-	ckpt__parts(c, &p);
-	if ((*out = *p.async))
+	if ((*out = *ckpt__async_of(c)))
 		return 0;
+	ckpt__parts(c, &p);      /* no writer yet: nothing else reads or swaps these */
 	if (!(a = calloc(1, sizeof *a)))
 		return -ENOMEM;
 	a->c = c;
@@ -469,12 +466,9 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 
 int ckpt_async_poll(ckpt *c, ckpt_async_done *done)
 {
-	struct ckpt_async *a;
-	ckpt_parts p;
+	struct ckpt_async *a = *ckpt__async_of(c);
 	int rc = 0;
 
-	ckpt__parts(c, &p);
-	a = *p.async;
 	report(NULL, done);
 	if (!a)
 		return 0;
@@ -494,12 +488,9 @@ int ckpt_async_poll(ckpt *c, ckpt_async_done *done)
 
 int ckpt_async_wait(ckpt *c, ckpt_async_done *done)
 {
-	struct ckpt_async *a;
-	ckpt_parts p;
+	struct ckpt_async *a = *ckpt__async_of(c);
 	int rc;
 
-	ckpt__parts(c, &p);
-	a = *p.async;
 	report(NULL, done);
 	if (!a)
 		return 0;
@@ -514,17 +505,15 @@ int ckpt_async_wait(ckpt *c, ckpt_async_done *done)
 
 int ckpt_async_in_flight(const ckpt *c)
 {
-	ckpt_parts p;
+	const struct ckpt_async *a = *ckpt__async_of((ckpt *)c);
 
-	ckpt__parts((ckpt *)c, &p);
-	return *p.async && (*p.async)->running;
+	return a && a->running;
 }
 
 const ckpt_async_stats *ckpt_async_last_stats(const ckpt *c)
 {
 	static const ckpt_async_stats none;
-	ckpt_parts p;
+	const struct ckpt_async *a = *ckpt__async_of((ckpt *)c);
 
-	ckpt__parts((ckpt *)c, &p);
-	return *p.async ? &(*p.async)->stats : &none;
+	return a ? &a->stats : &none;
 }

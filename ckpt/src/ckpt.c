@@ -648,6 +648,11 @@ void ckpt__parts(ckpt *c, ckpt_parts *p)
 			   .err = &c->err, .root = c->root, .async = &c->async };
 }
 
+struct ckpt_async **ckpt__async_of(ckpt *c)
+{
+	return &c->async;
+}
+
 /* ---- generations and retention ------------------------------------------ */
 
 static bool tagged_best(ckpt *c, ckpt_io *io, uint64_t step)
