@@ -43,6 +43,14 @@ enum { W_IDLE, W_BUSY, W_PARKED, W_DONE };          /* the writer, as the traini
 enum { V_WAIT, V_SERVE, V_FINISH };                  /* the verdict of a round */
 enum { Q_BARRIER, Q_GATHER, Q_BCAST };
 
+/*
+ * How long a poll waits, after serving a collective, for the writer to park
+ * at its next one: the protocol's collectives come in bursts (barrier, two
+ * gathers), and serving a burst in one poll instead of one per step lets a
+ * save finish in a few steps. Only when a save is reported depends on it.
+ */
+#define GRACE_NS 2000000L
+
 struct ckpt_async {
 	ckpt *c;
 	ckpt_parts p;
@@ -62,6 +70,8 @@ struct ckpt_async {
 	unsigned tags;
 	uint32_t polls;
 	double t_start;
+	double blocked;             /* training-thread seconds spent on the save in flight so far */
+	double call_t0;             /* start of the current call (or of its part that belongs to this save) */
 	int *states;                /* rank 0: every rank's writer state in a round */
 
 	pthread_mutex_t mu;
@@ -201,14 +211,18 @@ static void finish(struct ckpt_async *a)
 #endif
 	a->pending = 1;
 	*a->p.err = a->err;
+	double blocked = a->blocked + (now() - a->call_t0);
+	a->blocked = 0;
+	/* blocked_seconds: what this save cost the training thread (its ckpt_save_async call, every poll and wait) */
 	ckpt__journal_add(a->p.journal,
 			  "\"event\":\"async_done\",\"step\":%" PRIu64 ",\"result\":%d,\"error\":\"%s\",\"polls\":%" PRIu32
-			  ",\"seconds\":%.6f", a->step, a->result, ckpt_strerror(a->result), a->polls, now() - a->t_start);
+			  ",\"seconds\":%.6f,\"blocked_seconds\":%.6f", a->step, a->result, ckpt_strerror(a->result), a->polls,
+			  now() - a->t_start, blocked);
 }
 
 /*
- * One agreement round. block: first wait until this rank's writer is parked
- * or finished. 1 if the round served a collective or finished the save, 0
+ * One agreement round. block > 0: first wait until this rank's writer is
+ * parked or finished; < 0: wait for that at most GRACE_NS; 0: do not wait. 1 if the round served a collective or finished the save, 0
  * if some writer was busy, < 0 if the communicator failed.
  */
 static int round_once(struct ckpt_async *a, int block)
@@ -217,8 +231,20 @@ static int round_once(struct ckpt_async *a, int block)
 	int mine, verdict = V_WAIT, rc;
 
 	pthread_mutex_lock(&a->mu);
-	while (block && a->wstate == W_BUSY)
+	while (block > 0 && a->wstate == W_BUSY)
 		pthread_cond_wait(&a->cv, &a->mu);
+	if (block < 0 && a->wstate == W_BUSY) {
+		/* a short grace: a writer just served usually parks again within microseconds */
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += GRACE_NS;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (a->wstate == W_BUSY && pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0)
+			;
+	}
 	mine = a->wstate;
 	pthread_mutex_unlock(&a->mu);
 	if ((rc = m->gather(m->ctx, &mine, sizeof mine, a->states, 0)) < 0)
@@ -242,12 +268,26 @@ static int round_once(struct ckpt_async *a, int block)
 	return 0;
 }
 
+/* Account the training thread's time in a call to the save in flight (see finish). */
+static void enter_call(struct ckpt_async *a)
+{
+	a->call_t0 = now();
+}
+
+static void leave_call(struct ckpt_async *a)
+{
+	if (a->running)
+		a->blocked += now() - a->call_t0;
+}
+
 static int drain(struct ckpt_async *a)
 {
 	int rc = 0;
 
+	enter_call(a);
 	while (a->running && (rc = round_once(a, 1)) >= 0)
 		;
+	leave_call(a);
 	return rc < 0 ? rc : 0;
 }
 
@@ -402,8 +442,10 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 	if (a->running) {
 		if (a->policy == CKPT_ASYNC_SKIP) {
 			/* a poll's worth of progress, then skip if still in flight (agreed: all ranks alike) */
+			enter_call(a);
 			while (a->running && (rc = round_once(a, 0)) > 0)
 				;
+			leave_call(a);
 			if (rc < 0)
 				return rc;
 			if (a->running) {
@@ -419,6 +461,8 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 	report(a, done);        /* the save waited for, if any */
 
 	t1 = now();
+	a->blocked = 0;
+	a->call_t0 = t1;
 	snapshot(a, &io);
 	a->stats.snapshot_seconds = now() - t1;
 	/* the writer starts parked at its gate: whether it may go is agreed with the snapshot's outcome */
@@ -455,6 +499,7 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 			  PRIu64 ",\"seconds\":%.6f", step, a->stats.snapshot_bytes, a->stats.snapshot_seconds);
 	a->running = 1;
 	go(a, 1);
+	leave_call(a);          /* the snapshot, the agreement and starting the writer */
 #ifdef CKPT_MUTANT_ASYNC_ACK_AT_ENQUEUE
 	/* mutant: reported committed as soon as it is queued (the real outcome comes too late to matter) */
 	if (done)
@@ -479,9 +524,11 @@ int ckpt_async_poll(ckpt *c, ckpt_async_done *done)
 	if (!a->running)
 		return 0;
 	a->polls++;
-	/* serve what is ready (each round is cheap); stop at the first round that finds a writer busy */
-	while (a->running && (rc = round_once(a, 0)) > 0)
+	enter_call(a);
+	/* serve what is ready; after a collective, a short grace for the next; stop at a round that finds a writer busy */
+	for (int grace = 0; a->running && (rc = round_once(a, grace)) > 0; grace = -1)
 		;
+	leave_call(a);
 	report(a, done);
 	return rc < 0 ? rc : 0;
 }
