@@ -49,7 +49,7 @@ enum { Q_BARRIER, Q_GATHER, Q_BCAST };
  * gathers), and serving a burst in one poll instead of one per step lets a
  * save finish in a few steps. Only when a save is reported depends on it.
  */
-#define GRACE_NS 2000000L
+#define GRACE_NS 500000L
 
 struct ckpt_async {
 	ckpt *c;
@@ -499,7 +499,12 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 			  PRIu64 ",\"seconds\":%.6f", step, a->stats.snapshot_bytes, a->stats.snapshot_seconds);
 	a->running = 1;
 	go(a, 1);
-	leave_call(a);          /* the snapshot, the agreement and starting the writer */
+	/* the first collective (prepare's outcome) usually follows within the grace: one poll less per save */
+	for (int grace = -1; a->running && (rc = round_once(a, grace)) > 0;)
+		;
+	leave_call(a);          /* the snapshot, the agreement, starting the writer, its first collectives */
+	if (rc < 0)
+		return rc;
 #ifdef CKPT_MUTANT_ASYNC_ACK_AT_ENQUEUE
 	/* mutant: reported committed as soon as it is queued (the real outcome comes too late to matter) */
 	if (done)
