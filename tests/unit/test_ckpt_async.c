@@ -74,8 +74,10 @@ static ckpt *open_rank(ckpt_comm *comm, rank_ctx *x, st *s, ckpt_state **state)
 /* A committed report must find its generation on disk. */
 static void check_ack(rank_ctx *x, const ckpt_async_done *d)
 {
-	if (d->completed && d->code == 0 &&
-	    !fx_exists(fx_path(x->root, "step-%08llu/manifest.json", (unsigned long long)d->step)))
+	char path[4200];     /* not fx_path: its buffers are shared between threads */
+
+	snprintf(path, sizeof path, "%s/step-%08llu/manifest.json", x->root, (unsigned long long)d->step);
+	if (d->completed && d->code == 0 && !fx_exists(path))
 		x->ack_before_dir = 1;
 }
 
@@ -142,9 +144,11 @@ static void rank_main(ckpt_comm *comm, void *p)
 	ckpt_close(c);
 	ckpt_state_free(state);
 	free(s);
-	if (x->scenario == SC_WAIT_REUSE)      /* look at generation 10 itself */
-		if (comm->rank == 0)
-			fx_rmrf(fx_path(x->root, "step-%08d", 20));
+	if (x->scenario == SC_WAIT_REUSE && comm->rank == 0) {    /* look at generation 10 itself */
+		char gen[4200];
+		snprintf(gen, sizeof gen, "%s/step-%08d", x->root, 20);
+		fx_rmrf(gen);
+	}
 	restore_check(comm, x);
 }
 
