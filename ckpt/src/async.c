@@ -222,8 +222,11 @@ static void finish(struct ckpt_async *a)
 
 /*
  * One agreement round. block > 0: first wait until this rank's writer is
- * parked or finished; < 0: wait for that at most GRACE_NS; 0: do not wait. 1 if the round served a collective or finished the save, 0
- * if some writer was busy, < 0 if the communicator failed.
+ * parked or finished; < 0: wait for that at most GRACE_NS; 0: do not wait.
+ * 1 if the round served a collective or finished the save, 0 if some writer
+ * was busy, < 0 if the communicator failed. Ranks whose writers disagree for
+ * good (one finished, another parked) can only follow a communicator that
+ * failed on some ranks and not others; over MPI that aborts the job first.
  */
 static int round_once(struct ckpt_async *a, int block)
 {
@@ -259,8 +262,10 @@ static int round_once(struct ckpt_async *a, int block)
 	}
 	if ((rc = m->bcast(m->ctx, &verdict, sizeof verdict, 0)) < 0)
 		return rc;
-	if (verdict == V_SERVE)
-		return serve(a) < 0 ? 1 : 1;     /* a failed collective reaches the writer's save, which reports it */
+	if (verdict == V_SERVE) {
+		serve(a);       /* a failed collective reaches the writer's save, which fails and reports it */
+		return 1;
+	}
 	if (verdict == V_FINISH) {
 		finish(a);
 		return 1;
