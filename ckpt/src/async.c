@@ -49,7 +49,7 @@ enum { Q_BARRIER, Q_GATHER, Q_BCAST };
  * gathers), and serving a burst in one poll instead of one per step lets a
  * save finish in a few steps. Only when a save is reported depends on it.
  */
-#define GRACE_NS 500000L
+#define GRACE_NS 100000L
 
 struct ckpt_async {
 	ckpt *c;
@@ -223,7 +223,8 @@ static void finish(struct ckpt_async *a)
 /*
  * One agreement round. block > 0: first wait until this rank's writer is
  * parked or finished; < 0: wait for that at most GRACE_NS; 0: do not wait.
- * 1 if the round served a collective or finished the save, 0 if some writer
+ * 2 if it served a collective that the next one follows closely (barrier,
+ * gather), 1 if it served a bcast or finished the save, 0 if some writer
  * was busy, < 0 if the communicator failed. Ranks whose writers disagree for
  * good (one finished, another parked) can only follow a communicator that
  * failed on some ranks and not others; over MPI that aborts the job first.
@@ -263,8 +264,10 @@ static int round_once(struct ckpt_async *a, int block)
 	if ((rc = m->bcast(m->ctx, &verdict, sizeof verdict, 0)) < 0)
 		return rc;
 	if (verdict == V_SERVE) {
+		int kind = a->q.kind;
 		serve(a);       /* a failed collective reaches the writer's save, which fails and reports it */
-		return 1;
+		/* a barrier or gather is followed at once by the next collective; a bcast by I/O or the end */
+		return kind == Q_BCAST ? 1 : 2;
 	}
 	if (verdict == V_FINISH) {
 		finish(a);
@@ -448,7 +451,7 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 		if (a->policy == CKPT_ASYNC_SKIP) {
 			/* a poll's worth of progress, then skip if still in flight (agreed: all ranks alike) */
 			enter_call(a);
-			while (a->running && (rc = round_once(a, 0)) > 0)
+			for (int grace = 0; a->running && (rc = round_once(a, grace)) == 2; grace = -1)
 				;
 			leave_call(a);
 			if (rc < 0)
@@ -504,12 +507,7 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 			  PRIu64 ",\"seconds\":%.6f", step, a->stats.snapshot_bytes, a->stats.snapshot_seconds);
 	a->running = 1;
 	go(a, 1);
-	/* the first collective (prepare's outcome) usually follows within the grace: one poll less per save */
-	for (int grace = -1; a->running && (rc = round_once(a, grace)) > 0;)
-		;
-	leave_call(a);          /* the snapshot, the agreement, starting the writer, its first collectives */
-	if (rc < 0)
-		return rc;
+	leave_call(a);          /* the snapshot, the agreement and starting the writer */
 #ifdef CKPT_MUTANT_ASYNC_ACK_AT_ENQUEUE
 	/* mutant: reported committed as soon as it is queued (the real outcome comes too late to matter) */
 	if (done)
@@ -535,8 +533,8 @@ int ckpt_async_poll(ckpt *c, ckpt_async_done *done)
 		return 0;
 	a->polls++;
 	enter_call(a);
-	/* serve what is ready; after a collective, a short grace for the next; stop at a round that finds a writer busy */
-	for (int grace = 0; a->running && (rc = round_once(a, grace)) > 0; grace = -1)
+	/* serve what is ready; after a barrier or gather, a short grace for the one that follows it */
+	for (int grace = 0; a->running && (rc = round_once(a, grace)) == 2; grace = -1)
 		;
 	leave_call(a);
 	report(a, done);
