@@ -301,6 +301,16 @@ int main(int argc, char **argv)
 		if ((rc = reftrain_ckpt_open(&k, &t, err, sizeof err)) < 0)
 			goto failed;
 		have_ckpt = 1;
+		if (cfg.ckpt_async) {      /* the staging copy now, not in the first background save */
+			int mine = reftrain_libckpt_async_prepare(k.h) == 0, all;
+			MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+			if (!all) {
+				snprintf(err, sizeof err, "cannot allocate the staging copy for background saves (out of "
+					 "memory on some rank)");
+				rc = -ENOMEM;
+				goto failed;
+			}
+		}
 		if (cfg.resume == REFTRAIN_RESUME_AUTO) {
 			rc = reftrain_ckpt_restore(&k, &t, &info, err, sizeof err);
 			if (rc == 0)

@@ -23,8 +23,8 @@
  * CKPT_ASYNC_WAIT, ckpt_save/restore/close) blocks until its own writer is
  * parked or finished before each round, so it never spins.
  *
- * Staging. One buffer per tensor, allocated at the first async save and
- * reused; it is written only by the snapshot, which runs only when no writer
+ * Staging. One buffer per tensor, allocated and touched at the first call
+ * of this module (ckpt_async_set_policy, or the first save) and reused; it is written only by the snapshot, which runs only when no writer
  * is in flight (the previous save finished first), and read only by the
  * writer. The snapshot failing on any rank is agreed before a writer starts,
  * so either every rank's writer runs or none does.
@@ -362,6 +362,22 @@ static int get(ckpt *c, struct ckpt_async **out)
 		free(a);
 		return -ENOMEM;
 	}
+	/* the staging copy, touched now (page faults here, not in the first snapshot) */
+	for (int k = 0; k < a->n; k++) {
+		const ckpt_entry *e = p.dst[k];
+		size_t nb = (size_t)e->local_elems * ckpt__dtype_size(e->dtype);
+		a->staged[k] = *e;
+		if (!(a->staged[k].data = malloc(nb ? nb : 1))) {
+			for (int j = 0; j < k; j++)
+				free(a->staged[j].data);
+			free(a->staged);
+			free(a->dst);
+			free(a->states);
+			free(a);
+			return -ENOMEM;
+		}
+		memset(a->staged[k].data, 0, nb ? nb : 1);
+	}
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
 	a->wstate = W_IDLE;
@@ -389,14 +405,7 @@ static int snapshot(struct ckpt_async *a, ckpt_io *io)
 	for (int k = 0; k < a->n; k++) {
 		const ckpt_entry *e = a->p.dst[k];
 		size_t nb = (size_t)e->local_elems * ckpt__dtype_size(e->dtype);
-		ckpt_entry *s = &a->staged[k];
-
-		if (!s->data) {
-			*s = *e;
-			if (!(s->data = calloc(1, nb ? nb : 1)))
-				return ckpt__io_fail(io, -ENOMEM, NULL, "out of memory for the staging copy of %s", e->name);
-		}
-		a->dst[k] = s;
+		a->dst[k] = &a->staged[k];      /* allocated by get() */
 #ifdef CKPT_MUTANT_ASYNC_NO_SNAPSHOT
 		a->dst[k] = a->p.dst[k];      /* mutant: the writer reads the live state */
 #endif

@@ -231,6 +231,17 @@ int reftrain_libckpt_save_async(void *h, uint64_t step, unsigned flags, reftrain
 	return rc;
 }
 
+int reftrain_libckpt_async_prepare(void *h)
+{
+	lk *k = h;
+	int rc = ckpt_async_set_policy(k->c, CKPT_ASYNC_WAIT);
+
+	if (rc < 0)
+		snprintf(k->err, sizeof k->err, "cannot allocate the staging copy for background saves: %s",
+			 ckpt_describe(rc));
+	return rc;
+}
+
 int reftrain_libckpt_async_poll(void *h, reftrain_async_done *done)
 {
 	lk *k = h;

@@ -59,7 +59,11 @@ typedef struct ckpt_async_stats {
 	uint64_t snapshot_bytes;
 } ckpt_async_stats;
 
-/* Local; the same on every rank. Default CKPT_ASYNC_WAIT. */
+/*
+ * Local; the same on every rank. Default CKPT_ASYNC_WAIT. The first call of
+ * this or ckpt_save_async allocates the staging copy and touches every page,
+ * so calling it after ckpt_open keeps that cost off the first save.
+ */
 int ckpt_async_set_policy(ckpt *c, ckpt_async_policy policy);
 
 /*
