@@ -45,9 +45,11 @@ enum { Q_BARRIER, Q_GATHER, Q_BCAST };
 
 /*
  * How long a poll waits, after serving a collective, for the writer to park
- * at its next one: the protocol's collectives come in bursts (barrier, two
- * gathers), and serving a burst in one poll instead of one per step lets a
- * save finish in a few steps. Only when a save is reported depends on it.
+ * at its next one or finish: the protocol's collectives come in bursts
+ * (barrier, two gathers; the outcome's bcast, then the end), and serving a
+ * burst in one poll instead of one per step lets a save finish in three
+ * polls (prepare's outcome, the burst after the shards, the outcome after
+ * the commit). Only when a save is reported depends on it.
  */
 #define GRACE_NS 100000L
 
@@ -223,9 +225,8 @@ static void finish(struct ckpt_async *a)
 /*
  * One agreement round. block > 0: first wait until this rank's writer is
  * parked or finished; < 0: wait for that at most GRACE_NS; 0: do not wait.
- * 2 if it served a collective that the next one follows closely (barrier,
- * gather), 1 if it served a bcast or finished the save, 0 if some writer
- * was busy, < 0 if the communicator failed. Ranks whose writers disagree for
+ * 2 if it served a collective (another round, with a grace, may follow),
+ * 1 if it finished the save, 0 if some writer was busy, < 0 if the communicator failed. Ranks whose writers disagree for
  * good (one finished, another parked) can only follow a communicator that
  * failed on some ranks and not others; over MPI that aborts the job first.
  */
@@ -264,10 +265,8 @@ static int round_once(struct ckpt_async *a, int block)
 	if ((rc = m->bcast(m->ctx, &verdict, sizeof verdict, 0)) < 0)
 		return rc;
 	if (verdict == V_SERVE) {
-		int kind = a->q.kind;
 		serve(a);       /* a failed collective reaches the writer's save, which fails and reports it */
-		/* a barrier or gather is followed at once by the next collective; a bcast by I/O or the end */
-		return kind == Q_BCAST ? 1 : 2;
+		return 2;
 	}
 	if (verdict == V_FINISH) {
 		finish(a);
@@ -542,7 +541,7 @@ int ckpt_async_poll(ckpt *c, ckpt_async_done *done)
 		return 0;
 	a->polls++;
 	enter_call(a);
-	/* serve what is ready; after a barrier or gather, a short grace for the one that follows it */
+	/* serve what is ready; after each collective, a short grace for the next one (or the end) */
 	for (int grace = 0; a->running && (rc = round_once(a, grace)) == 2; grace = -1)
 		;
 	leave_call(a);
