@@ -280,8 +280,8 @@ static void write_scenario(const harness_cs_opts *o, const harness_undo *u, int 
 	fprintf(f, "# Found by ckpt-harness crashstates: %s\n# %s\n", s->kind, why);
 	fprintf(f, "name: crashstate-%03d\n", idx);
 	fprintf(f, "description: A crash state of the save of step %ld that violates the checkpoint contract.\n", S);
-	fprintf(f, "trainer: {preset: %s, world_size: %d, steps: %ld, checkpoint: {every: %ld, keep: 3}}\nfaults:\n",
-		o->preset, o->world, S + E, E);
+	fprintf(f, "trainer: {preset: %s, world_size: %d, steps: %ld, checkpoint: {every: %ld, keep: 3%s}}\nfaults:\n",
+		o->preset, o->world, S + E, E, o->async ? ", async: true" : "");
 	const char *action = strcmp(s->kind, "crash") == 0 ? "kill" : "power_loss";
 	if (s->torn)
 		fprintf(f, "# the last write torn at %d bytes\n", s->torn);
@@ -639,6 +639,8 @@ int harness_crashstates(const harness_cs_opts *o)
 		argv[n++] = "--ckpt-incremental";
 		argv[n++] = "--frozen"; argv[n++] = "50";
 	}
+	if (o->async)
+		argv[n++] = "--ckpt-async";
 	argv[n] = NULL;
 	char preload[PATH_MAX + 32], shim_root[sizeof root + 32];
 	char shim_so[PATH_MAX];

@@ -36,6 +36,7 @@ typedef struct harness_cs_opts {
 	int jobs;                 /* processes checking states; 0: one per online CPU */
 	int shim;                 /* the undo record from the fault shim (LD_PRELOAD), not from libckpt's I/O layer */
 	int incremental;          /* the save explored is incremental (--ckpt-incremental --frozen 50): chunks */
+	int async;                /* --async: the save is a background one (reftrain --ckpt-async) */
 } harness_cs_opts;
 
 /* Exit code: 0 no violation, 1 violations found, 3 could not run. */

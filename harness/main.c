@@ -38,8 +38,8 @@ static const char usage[] =
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
-"       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [-j N] [--incremental] [--json FILE]\n"
-"                                [--out DIR] [--keep]\n"
+"       ckpt-harness crashstates [--preset P] [--world-size N] [--step S] [-j N] [--incremental | --async]\n"
+"                                [--json FILE] [--out DIR] [--keep]\n"
 "                                [--inject fiu|shim]\n"
 "       ckpt-harness crashstates --scenario FILE [--step S] [--max-states N] [--json FILE] [--out DIR] [--keep]\n"
 "                                [--inject fiu|shim] [--ckpt-backend NAME|PATH.so] [--cache DIR]\n"
@@ -633,6 +633,12 @@ static int cmd_crashstates(int argc, char **argv)
 				return bad_usage("%s: with --scenario the scenario's trainer is explored "
 						 "(trainer.checkpoint.incremental)", a);
 			o.incremental = 1;
+			continue;
+		}
+		if (strcmp(a, "--async") == 0) {      /* the recorded save is a background one (reftrain --ckpt-async) */
+			if (ro.scenario)
+				return bad_usage("%s goes without --scenario (a scenario says checkpoint: {async: true})", a);
+			o.async = 1;
 			continue;
 		}
 		if (!v)

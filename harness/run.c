@@ -256,6 +256,9 @@ const char *harness_shim_blind_spot(const harness_scenario *s, char *buf, size_t
 	return NULL;
 }
 
+/* Set while golden() runs the uninterrupted runs and the plain resume (checkpoint.async: synchronous there). */
+static _Thread_local int golden_running;
+
 static int job(const harness_scenario *s, const harness_opts *o, harness_result *r, const char *dir,
 	       const char *traj, const char *ckdir, int attempt, const char *plan, const char *faultlog,
 	       const char *undo, const char *trail, const char *log, int with_test_flags, int timeout_s,
@@ -307,6 +310,13 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		snprintf(stop, sizeof stop, "%" PRId64, stop_after);
 		argv[n++] = "--stop-after"; argv[n++] = stop;
 	}
+	/*
+	 * checkpoint.async: the attempts save in the background; the golden runs
+	 * (the uninterrupted ones and the plain stop-and-resume) do not, so the oracle compares background saving with a
+	 * synchronous run (same step records, bit for bit; only `committed` moves)
+	 */
+	if (s->trainer.async && !golden_running)
+		argv[n++] = "--ckpt-async";
 	if (s->trainer.ckpt_backend[0]) {
 		argv[n++] = "--ckpt-backend";
 		argv[n++] = s->trainer.ckpt_backend;
@@ -620,6 +630,7 @@ keyed:
 		harness_fail(r, "cannot create a directory in %s: %s", o->cache, strerror(-rc));
 		goto done;
 	}
+	golden_running = 1;
 	for (int i = 0; i < 2 && rc == 0; i++) {
 		harness_job_result jr;
 		snprintf(traj[i], sizeof traj[i], "%s/golden-%d.jsonl", tmp, i);
@@ -666,6 +677,7 @@ keyed:
 	else
 		harness_workdir_keep(tmp);     /* the evidence the sentence points to */
 done:
+	golden_running = 0;
 	flock(fd, LOCK_UN);
 	close(fd);
 	return rc;

@@ -357,7 +357,7 @@ static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
 static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", "frozen",
 					     NULL };
-static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", NULL };
+static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", "async", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
 					 "after_attempt", "node", NULL };
@@ -374,7 +374,9 @@ const char *const harness_phases[] = {
 	"save.manifest_sync", "save.commit", "save.dir_sync", "save.latest", "save.retention", "restore.scan",
 	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup",
 	/* incremental checkpoints (libckpt's chunk store) */
-	"save.chunk_write", "save.chunk_sync", "save.gc", "open.gc", NULL,
+	"save.chunk_write", "save.chunk_sync", "save.gc", "open.gc",
+	/* asynchronous saves: libckpt's snapshot on the training thread, reftrain's acknowledgement */
+	"save.snapshot", "save.acked", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
 				    "ftruncate", "close", "read", "opendir", "link", "phase", "any", NULL };
@@ -574,6 +576,13 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 	if (pa && (train || strcmp(f->op, "phase") == 0))
 		return fail(c, key_of(w, "path"), "a phase point has no file: path never matches at %s%s; valid: an op "
 			    "that is an I/O call, or no path", f->phase, train ? "" : " with op: phase");
+	bool async_only = strcmp(f->phase, "save.snapshot") == 0 || strcmp(f->phase, "save.acked") == 0;
+	if (async_only && !s->trainer.async)
+		return fail(c, ph, "%s happens only with background saves; valid: trainer: {checkpoint: {async: true}}, "
+			    "or another phase", f->phase);
+	if (async_only && op && strcmp(f->op, "phase") != 0)
+		return fail(c, op, "%s makes no I/O call: op '%s' never happens there; valid: op: phase, or no op",
+			    f->phase, f->op);
 	if ((train || save) && st && f->step == 0)
 		return fail(c, st, "%s never happens at step 0 (steps count from 1); valid: 1 to %" PRId64, f->phase,
 			    s->trainer.steps);
@@ -992,6 +1001,16 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 					return fail(c, fe, "full_every counts the saves between full ones of incremental "
 						    "checkpoints: it needs checkpoint.incremental: true");
 				s->trainer.full_every = (int)v;
+			}
+			const ynode *as = get(ck, "async");     /* reftrain --ckpt-async */
+			if (as && (as->kind != Y_SCALAR || (strcmp(as->value, "true") != 0 && strcmp(as->value, "false") != 0)))
+				return fail(c, as, "checkpoint.async is true or false (true: reftrain --ckpt-async, "
+					    "background saves)");
+			if (as && strcmp(as->value, "true") == 0) {
+				if (s->trainer.ckpt_backend[0])
+					return fail(c, as, "checkpoint.async needs the built-in libckpt backend; valid: "
+						    "drop ckpt_backend, or async: false");
+				s->trainer.async = 1;
 			}
 		}
 		if (get_int(c, t, "frozen", 0, 95, &v) == 0)

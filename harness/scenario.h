@@ -39,6 +39,7 @@ typedef struct harness_trainer {
 	int frozen;                   /* percent of the parameters frozen (reftrain --frozen), 0 none */
 	int incremental;              /* checkpoint.incremental: reftrain --ckpt-incremental */
 	int full_every;               /* checkpoint.full_every (reftrain --ckpt-full-every), 0: its default */
+	int async;                    /* checkpoint.async: reftrain --ckpt-async */
 	char test_skip_restore[16];   /* test only */
 	/*
 	 * A program that speaks the trainer protocol (DESIGN.md, "Any program

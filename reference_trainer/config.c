@@ -48,6 +48,9 @@ static const char usage[] =
 "                       default 4K for the tiny preset, 1M otherwise)\n"
 "  --frozen PCT         fine-tuning: the first PCT percent of the parameters are\n"
 "                       frozen (never updated), 0 to 95 (default 0)\n"
+"  --ckpt-async         save in the background (built-in libckpt backend only):\n"
+"                       snapshot at the step, write while training goes on;\n"
+"                       'committed' once the save is durable\n"
 "  --help               this text\n"
 "  --version            the version and the commit built from\n"
 "\n"
@@ -225,6 +228,10 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			return REFTRAIN_PARSE_HELP;
 		if (strcmp(a, "--version") == 0)
 			return REFTRAIN_PARSE_VERSION;
+		if (strcmp(a, "--ckpt-async") == 0) {
+			c->ckpt_async = 1;
+			continue;
+		}
 		if (strcmp(a, "--ckpt-fatal") == 0 || strcmp(a, "--stats") == 0) {
 			*(a[2] == 'c' ? &c->ckpt_fatal : &c->stats) = 1;
 			continue;
@@ -378,6 +385,11 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		c->ckpt_full_every = 10;
 	if (c->ckpt_incremental && !c->ckpt_chunk_bytes)
 		c->ckpt_chunk_bytes = strcmp(c->preset, "tiny") == 0 ? 4096 : 0;
+	if (c->ckpt_async && c->ckpt_backend)
+		return fail(err, len, "--ckpt-async needs the built-in libckpt backend; drop --ckpt-backend %s",
+			    c->ckpt_backend);
+	if (c->ckpt_async && !c->ckpt_dir)
+		return fail(err, len, "--ckpt-async needs --ckpt-dir");
 	if ((have_every || c->resume == REFTRAIN_RESUME_AUTO || c->ckpt_backend) && !c->ckpt_dir)
 		return fail(err, len, "%s needs --ckpt-dir",
 			    have_every ? "--ckpt-every" : c->ckpt_backend ? "--ckpt-backend" : "--resume auto");

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "ckpt/fault.h"
+#include "ckpt_async.h"
 #include "ckpt_version.h"
 #include "inject.h"
 #include "config.h"
@@ -161,6 +163,66 @@ static int acknowledge(int fd, uint64_t step, const char *name)
 	return rc;
 }
 
+/*
+ * --ckpt-async: a background save's outcome, reported at a step boundary:
+ * the acknowledgement once it is durable, or save_failed, as a synchronous
+ * save's. After the acknowledgement, the trainer phase save.acked (faults
+ * "right after the acknowledgement"). < 0: stop (--ckpt-fatal), err says why.
+ */
+static int async_outcome(int fd, int rank, const reftrain_config *cfg, const reftrain_async_done *d, char *err,
+			 size_t len)
+{
+	char name[32];
+
+	if (!d->completed)
+		return 0;
+	snprintf(name, sizeof name, "step-%08" PRIu64, d->step);
+	if (d->code == 0) {
+#ifndef CKPT_MUTANT_ACK_BEFORE_SAVE
+		if (rank == 0 && acknowledge(fd, d->step, name) < 0)
+			MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+		ckpt_fault_phase(rank, d->step, "save.acked");
+		return 0;
+	}
+	if (rank == 0) {
+		fprintf(stderr, "reftrain: checkpoint at step %" PRIu64 " failed in the background: %s\n", d->step, d->err);
+		write_event(fd, "save_failed", "step", d->step, "error", d->err);
+	}
+	if (!cfg->ckpt_fatal)
+		return 0;
+	snprintf(err, len, "%s", d->err);
+	return -EIO;
+}
+
+/* --ckpt-async at a save step: snapshot and go on (a failed snapshot is reported like a failed save). */
+static int async_save(reftrain_ckpt *k, reftrain_trainer *t, int fd, int rank, const reftrain_config *cfg, char *err,
+		      size_t len)
+{
+	reftrain_async_done d;
+	char name[32];
+	int rc;
+
+	snprintf(name, sizeof name, "step-%08" PRIu64, t->step);
+#ifdef CKPT_MUTANT_ACK_BEFORE_SAVE
+	/* mutant: the acknowledgement goes out before the save has made anything durable */
+	if (rank == 0 && acknowledge(fd, t->step, name) < 0)
+		MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+	rc = reftrain_ckpt_save_async(k, t, &d, err, len);
+	if (async_outcome(fd, rank, cfg, &d, err, len) < 0)      /* the save waited for */
+		return -EIO;
+	if (rc == 1 && rank == 0)
+		fprintf(stderr, "reftrain: checkpoint at step %" PRIu64 " skipped: a save is in flight\n", t->step);
+	if (rc >= 0)
+		return 0;
+	if (rank == 0) {
+		fprintf(stderr, "reftrain: checkpoint at step %" PRIu64 " failed: %s\n", t->step, err);
+		write_event(fd, "save_failed", "step", t->step, "error", err);
+	}
+	return cfg->ckpt_fatal ? -EIO : 0;
+}
+
 static int write_end_failed(int fd, uint64_t steps, const char *error)
 {
 	reftrain_line l;
@@ -253,6 +315,16 @@ int main(int argc, char **argv)
 		if ((rc = reftrain_ckpt_open(&k, &t, err, sizeof err)) < 0)
 			goto failed;
 		have_ckpt = 1;
+		if (cfg.ckpt_async) {      /* the staging copy now, not in the first background save */
+			int mine = reftrain_libckpt_async_prepare(k.h) == 0, all;
+			MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+			if (!all) {
+				snprintf(err, sizeof err, "cannot allocate the staging copy for background saves (out of "
+					 "memory on some rank)");
+				rc = -ENOMEM;
+				goto failed;
+			}
+		}
 		if (cfg.resume == REFTRAIN_RESUME_AUTO) {
 			rc = reftrain_ckpt_restore(&k, &t, &info, err, sizeof err);
 			if (rc == 0)
@@ -274,6 +346,12 @@ int main(int argc, char **argv)
 	uint64_t last = cfg.stop_after && cfg.stop_after < cfg.steps ? cfg.stop_after : cfg.steps;
 	while (t.step < last) {
 		reftrain_step_out o;
+		if (have_ckpt && cfg.ckpt_async) {      /* a step boundary: the background save progresses */
+			reftrain_async_done d;
+			if ((rc = reftrain_ckpt_async_poll(&k, &d, err, sizeof err)) < 0 ||
+			    (rc = async_outcome(fd, rank, &cfg, &d, err, sizeof err)) < 0)
+				goto failed;
+		}
 		reftrain_trainer_step(&t, &o);
 		if ((rc = write_step(fd, &t, &o)) < 0) {
 			fprintf(stderr, "reftrain: %s: %s\n", cfg.trajectory, strerror(-rc));
@@ -281,6 +359,11 @@ int main(int argc, char **argv)
 		}
 		if (!have_ckpt || t.step % cfg.ckpt_every != 0)
 			continue;
+		if (cfg.ckpt_async) {
+			if ((rc = async_save(&k, &t, fd, rank, &cfg, err, sizeof err)) < 0)
+				goto failed;
+			continue;
+		}
 		char name[32];
 		snprintf(name, sizeof name, "step-%08" PRIu64, t.step);
 #ifdef CKPT_MUTANT_ACK_BEFORE_SAVE
@@ -305,6 +388,12 @@ int main(int argc, char **argv)
 			rc = -EIO;
 			goto failed;
 		}
+	}
+	if (have_ckpt && cfg.ckpt_async) {      /* the last save is reported before the end record */
+		reftrain_async_done d;
+		if ((rc = reftrain_ckpt_async_wait(&k, &d, err, sizeof err)) < 0 ||
+		    (rc = async_outcome(fd, rank, &cfg, &d, err, sizeof err)) < 0)
+			goto failed;
 	}
 	double elapsed = now() - t0;
 

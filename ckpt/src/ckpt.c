@@ -67,6 +67,7 @@ struct ckpt {
 	int retention_running;
 	uint64_t retention_step;
 	ckpt_chunks *chunks;        /* incremental checkpoints (chunks.c); NULL: off */
+	struct ckpt_async *async;   /* async.c; NULL until the first ckpt_save_async */
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	int deferred_fd;
 	char deferred_path[CKPT_PATH_MAX];
@@ -314,6 +315,7 @@ void ckpt_close(ckpt *c)
 {
 	if (!c)
 		return;
+	ckpt__async_free(c);
 	retention_join(c);
 	ckpt__journal_close(&c->journal);
 	if (c->rootfd >= 0)
@@ -578,7 +580,7 @@ out:
 	return rc;
 }
 
-int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
+static int save_now(ckpt *c, uint64_t step, unsigned tags)
 {
 	ckpt_comm *comm = c->comm;
 	char tmp[CKPT_PATH_MAX], name[32];
@@ -680,6 +682,38 @@ out:
 	return final.code;
 }
 
+int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
+{
+	ckpt__async_drain(c);
+	return save_now(c, step, tags);
+}
+
+/* async.c's writer thread: the same save, on the staged copy, over its proxy communicator. */
+int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step, unsigned tags)
+{
+	ckpt_comm *comm0 = c->comm;
+	ckpt_entry **dst0 = c->dst;
+	int rc;
+
+	c->comm = comm;
+	c->dst = dst;
+	rc = save_now(c, step, tags);
+	c->comm = comm0;
+	c->dst = dst0;
+	return rc;
+}
+
+void ckpt__parts(ckpt *c, ckpt_parts *p)
+{
+	*p = (ckpt_parts){ .comm = c->comm, .state = c->state, .dst = c->dst, .journal = &c->journal,
+			   .err = &c->err, .root = c->root, .async = &c->async };
+}
+
+struct ckpt_async **ckpt__async_of(ckpt *c)
+{
+	return &c->async;
+}
+
 /* ---- generations and retention ------------------------------------------ */
 
 static bool tagged_best(ckpt *c, ckpt_io *io, uint64_t step)
@@ -720,7 +754,7 @@ static void *retention(void *arg)
 	ckpt *c = arg;
 	uint64_t step = c->retention_step, *steps = NULL, latest_step = 0;
 	ckpt_error warn;
-	ckpt_io io = { .rootfd = c->rootfd, .root = c->root, .rank = c->comm->rank, .step = step, .err = &warn,
+	ckpt_io io = { .rootfd = c->rootfd, .root = c->root, .rank = c->io.rank, .step = step, .err = &warn,
 		       .journal = &c->journal };
 	int n = 0, rc = 0, best_found = 0;
 	char latest[CKPT_LATEST_MAX];
@@ -786,6 +820,7 @@ static void retention_join(ckpt *c)
 
 void ckpt_wait(ckpt *c)
 {
+	ckpt__async_drain(c);
 	retention_join(c);
 }
 
@@ -865,6 +900,7 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 	int n = 0, rc;
 
 	ckpt__error_clear(&agreed);
+	ckpt__async_drain(c);
 	retention_join(c);
 	memset(info, 0, sizeof *info);
 	ckpt__error_clear(&c->err);

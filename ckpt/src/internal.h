@@ -325,4 +325,29 @@ int ckpt__jr_end(ckpt_jr *j);
 /* All ranks get the first (lowest-rank) error among the local ones. */
 int ckpt__agree(ckpt_comm *comm, const ckpt_error *local, ckpt_error *out);
 
+/* ---- asynchronous save (async.c), hooks in ckpt.c ----------------------- */
+
+struct ckpt_async;
+
+/* What async.c needs of a ckpt (ckpt.c owns the struct). */
+typedef struct ckpt_parts {
+	ckpt_comm *comm;
+	ckpt_state *state;
+	ckpt_entry **dst;           /* state entries in file order */
+	ckpt_journal *journal;
+	ckpt_error *err;
+	const char *root;
+	struct ckpt_async **async;
+} ckpt_parts;
+
+void ckpt__parts(ckpt *c, ckpt_parts *p);
+/* c->async alone: the writer swaps c->comm and c->dst while it saves, never this. */
+struct ckpt_async **ckpt__async_of(ckpt *c);
+/* The ordinary save, with another communicator and other tensor data (the writer thread's). */
+int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step, unsigned tags);
+/* Finish a save in flight (its outcome kept for the next report). Collective; no-op if none. */
+void ckpt__async_drain(ckpt *c);
+/* Drain, then free the async machinery. */
+void ckpt__async_free(ckpt *c);
+
 #endif

@@ -7,4 +7,25 @@
 /* libckpt, the same source as reftrain-backend-libckpt.so. */
 const reftrain_backend *reftrain_backend_libckpt(void);
 
+/*
+ * Background saves through the built-in libckpt backend (reftrain
+ * --ckpt-async; ckpt/async.h). h is the handle lk_open returned. Each is
+ * collective; a save that finished during the call is reported in *done.
+ */
+typedef struct reftrain_async_done {
+	int completed;              /* 1: a save finished */
+	uint64_t step;
+	int code;                   /* 0 committed; < 0 failed, err says why */
+	char err[512];
+} reftrain_async_done;
+
+/* Local, after open: the staging copy allocated now, not in the first save. 0 or -ENOMEM. */
+int reftrain_libckpt_async_prepare(void *h);
+/* 0 started, 1 skipped (a save in flight), < 0 the snapshot failed (message in the backend's last_error). */
+int reftrain_libckpt_save_async(void *h, uint64_t step, unsigned flags, reftrain_async_done *done);
+/* At a step boundary: progress without waiting for the disk. 0 or < 0. */
+int reftrain_libckpt_async_poll(void *h, reftrain_async_done *done);
+/* Wait until no save is in flight. 0 or < 0. */
+int reftrain_libckpt_async_wait(void *h, reftrain_async_done *done);
+
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt/async.h"
 #include "ckpt/ckpt.h"
 #include "ckpt/inspect.h"
 #include "reftrain/backend.h"
@@ -199,5 +200,70 @@ const reftrain_backend *reftrain_backend_v1(void)
 const reftrain_backend *reftrain_backend_libckpt(void)
 {
 	return &table;
+}
+#endif
+
+#ifndef REFTRAIN_BACKEND_PLUGIN
+/* ---- background saves (built in only: not part of the backend ABI) ---- */
+#include "builtin.h"
+
+static void lk_done(lk *k, const ckpt_async_done *d, reftrain_async_done *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!d->completed)
+		return;
+	out->completed = 1;
+	out->step = d->step;
+	out->code = d->code;
+	if (d->code < 0)
+		snprintf(out->err, sizeof out->err, "%s", d->err.msg[0] ? d->err.msg : ckpt_describe(d->code));
+	(void)k;
+}
+
+int reftrain_libckpt_save_async(void *h, uint64_t step, unsigned flags, reftrain_async_done *done)
+{
+	lk *k = h;
+	ckpt_async_done d;
+	int rc = ckpt_save_async(k->c, step, flags & REFTRAIN_BACKEND_SAVE_BEST ? CKPT_TAG_BEST : 0, &d);
+
+	lk_done(k, &d, done);
+	if (rc < 0)
+		snprintf(k->err, sizeof k->err, "%s", ckpt_last_error(k->c)->msg);
+	return rc;
+}
+
+int reftrain_libckpt_async_prepare(void *h)
+{
+	lk *k = h;
+	int rc = ckpt_async_set_policy(k->c, CKPT_ASYNC_WAIT);
+
+	if (rc < 0)
+		snprintf(k->err, sizeof k->err, "cannot allocate the staging copy for background saves: %s",
+			 ckpt_describe(rc));
+	return rc;
+}
+
+int reftrain_libckpt_async_poll(void *h, reftrain_async_done *done)
+{
+	lk *k = h;
+	ckpt_async_done d;
+	int rc = ckpt_async_poll(k->c, &d);
+
+	lk_done(k, &d, done);
+	if (rc < 0)
+		snprintf(k->err, sizeof k->err, "communicator failed while a save was in flight: %s", ckpt_describe(rc));
+	return rc;
+}
+
+int reftrain_libckpt_async_wait(void *h, reftrain_async_done *done)
+{
+	lk *k = h;
+	ckpt_async_done d;
+	int rc = ckpt_async_wait(k->c, &d);
+
+	lk_done(k, &d, done);
+	if (rc < 0)
+		snprintf(k->err, sizeof k->err, "communicator failed while a save was in flight: %s", ckpt_describe(rc));
+	return rc;
 }
 #endif

@@ -1,0 +1,89 @@
+/*
+ * libckpt: asynchronous save.
+ *
+ * ckpt_save_async copies this rank's state into staging buffers (phase
+ * save.snapshot, the only part on the training path) and returns; a writer
+ * thread per rank then runs the ordinary save (ckpt_save's protocol, phases
+ * save.prepare ... save.retention, the same agreement) on the staged copy
+ * while training goes on. The trainer calls ckpt_async_poll at every step
+ * boundary: that is where the save's collectives run (see below) and where a
+ * finished save is reported. A save is acknowledged (done->completed with
+ * code 0) only after its commit point, on every rank at the same call.
+ *
+ * Collectives stay on the calling (training) thread: the writer's save talks
+ * to a proxy communicator that parks each collective until the training
+ * thread serves it. At each poll the ranks agree (gather + bcast of one int)
+ * whether every writer is parked at its next collective, or finished; only
+ * then do they serve the collective (or report the outcome) together. So the
+ * writer never calls the job's communicator (no MPI_THREAD_MULTIPLE), every
+ * rank makes the same sequence of collectives (deadlock-free), and the
+ * training state is never touched by timing: only when a save is reported
+ * depends on how fast the disk is.
+ *
+ * At most one save is in flight. A new ckpt_save_async while one is in
+ * flight waits for it (CKPT_ASYNC_WAIT, the default) or, with
+ * CKPT_ASYNC_SKIP, is skipped (returns CKPT_ASYNC_SKIPPED, journaled).
+ * ckpt_save, ckpt_restore, ckpt_wait and ckpt_close first finish a save in
+ * flight; an outcome that no call has reported yet is kept and reported by
+ * the next ckpt_save_async / ckpt_async_poll / ckpt_async_wait, and every
+ * outcome is journaled (event "async_done"): a background failure is never
+ * lost.
+ */
+#ifndef CKPT_ASYNC_H
+#define CKPT_ASYNC_H
+
+#include <stdint.h>
+
+#include "ckpt/ckpt.h"
+
+typedef enum ckpt_async_policy {
+	CKPT_ASYNC_WAIT = 0,        /* a new save waits for the one in flight */
+	CKPT_ASYNC_SKIP = 1,        /* a new save is skipped while one is in flight */
+} ckpt_async_policy;
+
+/* ckpt_save_async: skipped, a save was in flight (CKPT_ASYNC_SKIP). */
+#define CKPT_ASYNC_SKIPPED 1
+
+/* The outcome of a save that finished during a call. */
+typedef struct ckpt_async_done {
+	int completed;              /* 1: the fields below describe a finished save */
+	uint64_t step;
+	int code;                   /* 0: committed (acknowledge it); < 0: failed, err says why */
+	ckpt_error err;             /* agreed across ranks, like ckpt_save's */
+	uint32_t polls;             /* step boundaries (polls) it was in flight for */
+} ckpt_async_done;
+
+typedef struct ckpt_async_stats {
+	double snapshot_seconds;    /* the copy into staging of the last ckpt_save_async */
+	double blocked_seconds;     /* the whole last ckpt_save_async call (wait + snapshot + agreement) */
+	uint64_t snapshot_bytes;
+} ckpt_async_stats;
+
+/*
+ * Local; the same on every rank. Default CKPT_ASYNC_WAIT. The first call of
+ * this or ckpt_save_async allocates the staging copy and touches every page,
+ * so calling it after ckpt_open keeps that cost off the first save.
+ */
+int ckpt_async_set_policy(ckpt *c, ckpt_async_policy policy);
+
+/*
+ * Collective. Snapshot the state for generation `step` and start writing it
+ * in the background. 0: started; CKPT_ASYNC_SKIPPED; < 0: the snapshot failed
+ * on some rank (agreed, nothing started, ckpt_last_error says why). A save
+ * that finished meanwhile (the one waited for) is reported in *done.
+ */
+int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done);
+/*
+ * Collective, at every step boundary while saves are in flight: serve the
+ * writer's next collective if every rank's writer is ready for it, report a
+ * finished save in *done. Never waits for the disk. 0, or < 0 if the
+ * communicator failed.
+ */
+int ckpt_async_poll(ckpt *c, ckpt_async_done *done);
+/* Collective. Wait until no save is in flight; report it in *done. */
+int ckpt_async_wait(ckpt *c, ckpt_async_done *done);
+/* Local: 1 while a save is in flight. */
+int ckpt_async_in_flight(const ckpt *c);
+const ckpt_async_stats *ckpt_async_last_stats(const ckpt *c);
+
+#endif
