@@ -81,8 +81,16 @@ static void write_trainer(FILE *out, const harness_scenario *s, const char *dir)
 			fputs("}\n", out);
 		}
 	} else {
-		fprintf(out, "  preset: %s\n  checkpoint: {every: %" PRId64 ", keep: %d}\n  accum_steps: %d\n", t->preset,
-			t->every, t->keep, t->accum_steps);
+		fprintf(out, "  preset: %s\n  checkpoint: {every: %" PRId64 ", keep: %d", t->preset, t->every, t->keep);
+		if (t->incremental)
+			fputs(", incremental: true", out);
+		if (t->full_every)
+			fprintf(out, ", full_every: %d", t->full_every);
+		if (t->async)
+			fputs(", async: true", out);
+		fprintf(out, "}\n  accum_steps: %d\n", t->accum_steps);
+		if (t->frozen)
+			fprintf(out, "  frozen: %d\n", t->frozen);
 		if (t->test_skip_restore[0])
 			fprintf(out, "  test_skip_restore: %s\n", t->test_skip_restore);
 		if (t->ckpt_backend[0]) {
@@ -92,6 +100,8 @@ static void write_trainer(FILE *out, const harness_scenario *s, const char *dir)
 		}
 	}
 	fprintf(out, "  world_size: %d\n  steps: %" PRId64 "\n  seed: %" PRId64 "\n", t->world_size, t->steps, t->seed);
+	if (t->nodes > 1)
+		fprintf(out, "  nodes: %d\n", t->nodes);
 }
 
 static void write_damage_do(FILE *out, int kind, const char *target, int64_t off, int64_t seed, int64_t size)
@@ -115,6 +125,8 @@ static void write_fault(FILE *out, const harness_fault *f)
 	fprintf(out, "  - when: {attempt: %d", f->attempt);
 	if (f->rank >= 0)
 		fprintf(out, ", rank: %d", f->rank);
+	if (f->rpn > 0)
+		fprintf(out, ", node: %d", f->node);
 	if (f->step >= 0)
 		fprintf(out, ", step: %" PRId64, f->step);
 	if (f->phase[0])
@@ -141,6 +153,7 @@ static void write_fault(FILE *out, const harness_fault *f)
 	case HARNESS_DAMAGE:
 		write_damage_do(out, f->dkind, f->target, f->doff, f->dseed, f->dsize);
 		break;
+	case HARNESS_NODE_LOSS: fprintf(out, "{node_loss: true, replace: %s}\n", f->arg ? "true" : "false"); break;
 	default: fputs("kill\n", out); break;
 	}
 }
