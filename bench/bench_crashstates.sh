@@ -6,7 +6,7 @@
 # Two configurations in the same run, each ROUNDS times (default 3):
 #   baseline: -j 1, states materialized under the work directory (the disk):
 #             exactly how crashstates checked states before it went parallel;
-#   default:  one checking process per online CPU, states materialized on
+#   default:  two checking processes per online CPU, states materialized on
 #             /dev/shm (tmpfs) when it has room.
 # The set of states is a function of the recording (how the 4 ranks'
 # operations interleave), so each round reports its own count; the checks

@@ -533,7 +533,7 @@ static const char *scratch_base(const char *root, const char *work, char *out, s
 }
 
 /*
- * Check every item, in jobs processes (0: one per online CPU), each with its
+ * Check every item, in jobs processes (0: two per online CPU), each with its
  * own scratch directory under base. The verdicts land in shared memory, in
  * item order, so the report does not depend on who checked what. NULL with
  * errno set if they could not run.
@@ -543,7 +543,14 @@ static cs_verdict *check_states(const cs_ctx *x, const cs_item *items, int n, co
 	size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(cs_verdict);
 	cs_verdict *res = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	pid_t pids[64];
-	int nw = jobs > 0 ? jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	/*
+	 * Default: two per online CPU. A check is mostly its ranks' threads
+	 * handing over to each other at the restore's collectives, so one
+	 * process per CPU leaves the CPUs idle much of the time (measured with
+	 * bench/bench_crashstates.sh on 2 CPUs: 1 process 730-790 states/s,
+	 * 2: 825-867, 4: 1064-1700, 6 and 8 no better).
+	 */
+	int nw = jobs > 0 ? jobs : 2 * (int)sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (res == MAP_FAILED)
 		return NULL;

@@ -33,7 +33,7 @@ typedef struct harness_cs_opts {
 	const char *bindir;
 	const char *out_dir;      /* where violation scenarios are written */
 	int keep;
-	int jobs;                 /* processes checking states; 0: one per online CPU */
+	int jobs;                 /* processes checking states; 0: two per online CPU */
 	int shim;                 /* the undo record from the fault shim (LD_PRELOAD), not from libckpt's I/O layer */
 	int incremental;          /* the save explored is incremental (--ckpt-incremental --frozen 50): chunks */
 	int async;                /* --async: the save is a background one (reftrain --ckpt-async) */
