@@ -24,12 +24,16 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # caught before any plan, by chaos's preflight (the trainer fails a plain stop and resume): its row
 # has no fault. retention_deletes_newest is not here: reftrain also keeps the generation tagged
 # "best", and on tiny every save is the best so far, so no chaos plan reaches it (600 runs of
-# kill,errno,transient found nothing); the crash-state exploration catches it.
+# kill,errno,transient found nothing); the crash-state exploration catches it. The retention of
+# incremental checkpoints is: base_deleted_with_gen (retention deletes a generation's chunks with
+# it, shared or not) with incr-retention-long-chain's trainer as the base (a full save every 5,
+# keep 2, half the model frozen).
 table="skip_file_fsync durability all 200 -
 ignore_short_write durability all 400 -
 shuffle_seed_not_saved state all 300 --steps,80,--every,10,--ckpt-keep,2
 no_fallback restore all 300 -
-cleanup_deletes_committed retention all 100 -"
+cleanup_deletes_committed retention all 100 -
+base_deleted_with_gen retention kill,transient,power_loss 100 --scenario,$repo/scenarios/ci/incr-retention-long-chain.yaml"
 out=$(mktemp -d "${TMPDIR:-/tmp}/chaos-mutants.XXXXXX")
 good="$repo/build/bin/ckpt-harness"
 status=0
