@@ -36,6 +36,7 @@
 #include "launch.h"
 #include "powerloss.h"
 #include "report.h"
+#include "scenario_write.h"
 #include "workdir.h"
 
 static double now(void)
@@ -106,89 +107,23 @@ static void place(const harness_undo *u, int h, int steps, harness_fault *f)
 	f->times = 1;
 }
 
-static void write_yaml_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fputc('\\', f);
-		fputc(*s, f);
-	}
-	fputc('"', f);
-}
-
-/* The replay as a scenario file that reproduces it with `ckpt-harness run`. */
+/*
+ * The replay as a scenario file that reproduces it with `ckpt-harness run`:
+ * the scenario that was run, written by the same writer as chaos's
+ * (scenario_write.h), {scenario_dir} spelled out as the recording's folder.
+ */
 static void write_case(const harness_replay_opts *ro, const harness_scenario *s, const char *why, const char *sdir,
 		       char *path, size_t len)
 {
-	const harness_trainer *t = &s->trainer;
-	const harness_fault *x = &s->faults[0];
-	FILE *f;
+	char comment[2048], err[1024];
 
 	snprintf(path, len, "%s/%s.yaml", ro->out_dir, s->name);
-	if (!(f = fopen(path, "w")))
-		return;
-	fprintf(f, "# Found by ckpt-harness %s --scenario %s\n# %s\n", ro->err ? "sweep" : "crashstates", ro->scenario,
-		why);
-	fprintf(f, "name: %s\ndescription: ", s->name);
-	write_yaml_string(f, s->description);
-	fputs("\ntrainer:\n", f);
-	if (t->ncommand) {
-		fputs("  command: [", f);
-		for (int i = 0; i < t->ncommand; i++) {
-			/* {scenario_dir} would name this file's folder: the recording's folder instead */
-			char item[HARNESS_MAX_ARG + 1024];
-			const char *p = strstr(t->command[i], "{scenario_dir}");
-			if (p)
-				snprintf(item, sizeof item, "%.*s%s%s", (int)(p - t->command[i]), t->command[i], sdir, p + 14);
-			else
-				snprintf(item, sizeof item, "%s", t->command[i]);
-			fputs(i ? ", " : "", f);
-			write_yaml_string(f, item);
-		}
-		fprintf(f, "]\n  launcher: %s\n  checkpoint_root: \"{ckpt_dir}\"\n  beacon: %s\n", t->launcher,
-			t->beacon ? "true" : "false");
-		if (t->generations[0]) {
-			fputs("  generations: ", f);
-			write_yaml_string(f, t->generations);
-			fputc('\n', f);
-		}
-		if (t->keep > 0)
-			fprintf(f, "  checkpoint: {keep: %d}\n", t->keep);
-	} else {
-		fprintf(f, "  preset: %s\n  checkpoint: {every: %" PRId64 ", keep: %d", t->preset, t->every, t->keep);
-		if (t->incremental)
-			fprintf(f, ", incremental: true");
-		if (t->full_every > 0)
-			fprintf(f, ", full_every: %d", t->full_every);
-		fprintf(f, "}\n");
-		if (t->accum_steps > 1)
-			fprintf(f, "  accum_steps: %d\n", t->accum_steps);
-		if (t->frozen > 0)
-			fprintf(f, "  frozen: %d\n", t->frozen);
-		if (t->ckpt_backend[0]) {
-			fputs("  ckpt_backend: ", f);
-			write_yaml_string(f, t->ckpt_backend);
-			fputc('\n', f);
-		}
+	snprintf(comment, sizeof comment, "Found by ckpt-harness %s --scenario %s\n%s", ro->err ? "sweep" : "crashstates",
+		 ro->scenario, why);
+	if (harness_scenario_save(path, s, comment, sdir, err, sizeof err) < 0) {
+		fprintf(stderr, "ckpt-harness: cannot write %s: %s\n", path, err);
+		path[0] = '\0';
 	}
-	fprintf(f, "  world_size: %d\n  steps: %" PRId64 "\n  seed: %" PRId64 "\n", t->world_size, t->steps, t->seed);
-	fprintf(f, "faults:\n  - when: {attempt: 1, rank: %d, ", x->rank);
-	if (x->step >= 0)
-		fprintf(f, "step: %" PRId64 ", ", x->step);
-	fprintf(f, "op: %s, path: ", x->op);
-	write_yaml_string(f, x->path);
-	fprintf(f, ", nth: %d}\n    do: ", x->nth);
-	if (x->action == HARNESS_TORN)
-		fprintf(f, "{torn: %ld, then: kill}\n", x->arg);
-	else if (x->action == HARNESS_ERRNO && x->times)
-		fprintf(f, "{errno: %s, times: %d}\n", harness_errno_name(x->err), x->times);
-	else if (x->action == HARNESS_ERRNO)
-		fprintf(f, "{errno: %s}\n", harness_errno_name(x->err));
-	else
-		fprintf(f, "%s\n", x->action == HARNESS_POWER_LOSS ? "power_loss" : "kill");
-	fprintf(f, "expect: {outcome: resume_bitwise}\nmax_attempts: %d\ntimeout_s: %d\n", s->max_attempts, s->timeout_s);
-	fclose(f);
 }
 
 int harness_crashstates_replay(const harness_replay_opts *ro, const harness_opts *o)
