@@ -22,7 +22,7 @@
 #include "workdir.h"
 
 const char *const harness_chaos_kind_names[HARNESS_CHAOS_NKINDS] = {
-	"kill", "errno", "transient", "short", "torn", "power_loss", "damage", "delay",
+	"kill", "errno", "transient", "short", "torn", "power_loss", "damage", "delay", "node_loss",
 };
 
 unsigned harness_chaos_parse_kinds(const char *list, const char **bad)
@@ -217,6 +217,32 @@ static int draw_kind(crng *g, drawer *d, harness_scenario *s, int k)
 	const site *x = pick_site(g, d, want);
 	if (!x || s->nfaults == HARNESS_MAX_FAULTS)
 		return -1;
+	if (k == HARNESS_CHAOS_NODE_LOSS) {
+		/*
+		 * A node lost in attempt 1 at a save's phase or a step, and replaced
+		 * in the next attempt (the same world size): the run must resume bit
+		 * for bit. Without a replacement the right outcome depends on
+		 * elastic resume, which a random plan cannot state.
+		 */
+		if (t->nodes < 2 || is_restore(x) || (d->shim && x->phase[0] == '\0'))
+			return -1;
+		harness_fault *f = &s->faults[s->nfaults++];
+		memset(f, 0, sizeof *f);
+		f->attempt = 1;
+		f->rank = -1;
+		f->rpn = t->world_size / t->nodes;
+		f->node = below(g, t->nodes);
+		f->nth = below(g, x->nth) + 1;
+		snprintf(f->phase, sizeof f->phase, "%s", x->phase);
+		snprintf(f->op, sizeof f->op, "%s", x->op);
+		f->step = is_train(x) ? below(g, (int)t->steps) + 1 : save_step(g, t);
+		if (f->step < 0)
+			return -1;
+		f->action = HARNESS_NODE_LOSS;
+		f->arg = 1;
+		d->has_crash_in_1 = 1;
+		return 0;
+	}
 	harness_fault *f = &s->faults[s->nfaults++];
 	memset(f, 0, sizeof *f);
 	/* errors and short writes in attempt 1 only: a later attempt begins with a restore, under the shim too */
@@ -288,8 +314,8 @@ int harness_chaos_draw(const harness_chaos_opts *co, const harness_opts *o, long
 	size_t len;
 
 	for (int k = 0; k < HARNESS_CHAOS_NKINDS; k++)
-		if (co->kinds & (1u << k))
-			kinds[nk++] = k;
+		if ((co->kinds & (1u << k)) && (k != HARNESS_CHAOS_NODE_LOSS || t->nodes > 1))
+			kinds[nk++] = k;     /* node_loss only for a trainer on 2 or more nodes */
 	if (!nk) {
 		snprintf(err, errlen, "no fault kind to draw");
 		return -EINVAL;
@@ -383,6 +409,7 @@ static int kind_of(const harness_fault *f)
 	case HARNESS_POWER_LOSS: return HARNESS_CHAOS_POWER_LOSS;
 	case HARNESS_DAMAGE: return HARNESS_CHAOS_DAMAGE;
 	case HARNESS_DELAY: return HARNESS_CHAOS_DELAY;
+	case HARNESS_NODE_LOSS: return HARNESS_CHAOS_NODE_LOSS;
 	default: return -1;
 	}
 }
@@ -739,7 +766,8 @@ const char harness_chaos_usage[] =
 "                   [--scenario BASE.yaml | --preset P --world-size N --steps N --every N --ckpt-keep N]\n"
 "                   [--out DIR] [--json FILE] [--junit FILE] [--html FILE] [--keep] [--no-shrink] [--shrink-budget N]\n"
 "                   [--first] [--plans] [--print-plans] [--inject fiu|shim] [--cache DIR]\n"
-"KINDS: all, or a comma list of kill, errno, transient, short, torn, power_loss, damage, delay.\n"
+"KINDS: all, or a comma list of kill, errno, transient, short, torn, power_loss, damage, delay, node_loss\n"
+"       (node_loss: a trainer on 2 or more nodes; the node is replaced in the next attempt).\n"
 "DURATION: seconds, or a number with s, m or h (90s, 5m, 1h).";
 
 static int chaos_usage(const char *fmt, const char *arg)

@@ -17,13 +17,15 @@
 #include "run.h"
 
 /*
- * The fault kinds a plan may draw. To add one (node_loss): a name in
+ * The fault kinds a plan may draw. To add one: a name in
  * harness_chaos_kind_names (chaos.c), a case in draw_kind that fills the
  * fault, and what the shrinker may simplify it to (shrink.c, simpler()).
  */
 enum harness_chaos_kind {
 	HARNESS_CHAOS_KILL, HARNESS_CHAOS_ERRNO, HARNESS_CHAOS_TRANSIENT, HARNESS_CHAOS_SHORT, HARNESS_CHAOS_TORN,
-	HARNESS_CHAOS_POWER_LOSS, HARNESS_CHAOS_DAMAGE, HARNESS_CHAOS_DELAY, HARNESS_CHAOS_NKINDS
+	HARNESS_CHAOS_POWER_LOSS, HARNESS_CHAOS_DAMAGE, HARNESS_CHAOS_DELAY,
+	HARNESS_CHAOS_NODE_LOSS,   /* every rank of one node killed, its local directory wiped; a trainer of 2+ nodes */
+	HARNESS_CHAOS_NKINDS
 };
 extern const char *const harness_chaos_kind_names[HARNESS_CHAOS_NKINDS];
 

@@ -134,6 +134,10 @@ static int candidate(const harness_scenario *cur, int k, harness_scenario *c)
 		if (f->action == HARNESS_TORN || f->action == HARNESS_POWER_LOSS) {
 			f->action = HARNESS_KILL;
 			f->arg = 0;
+		} else if (f->action == HARNESS_NODE_LOSS && f->rpn > 0) {
+			f->action = HARNESS_KILL;           /* one rank of the node, not all of it */
+			f->arg = 0;
+			f->rank = f->node * f->rpn;
 		} else if (f->action == HARNESS_ERRNO && f->times != 1) {
 			f->times = 1;
 		} else {
@@ -163,12 +167,21 @@ static int candidate(const harness_scenario *cur, int k, harness_scenario *c)
 	k -= cur->nfaults;
 	/* fewer ranks: half as many (a fault's rank folded into them) */
 	if (k == 0) {
-		if (t->world_size < 2 || t->world_size % 2 || (t->ncommand && strcmp(t->launcher, "single") == 0))
+		int nodes = t->nodes > 1 ? t->nodes : 1;
+		if (t->world_size < 2 || t->world_size % 2 || (t->world_size / 2) % nodes ||
+		    (t->ncommand && strcmp(t->launcher, "single") == 0))
 			return -1;
 		c->trainer.world_size = t->world_size / 2;
-		for (int i = 0; i < c->nfaults; i++)
-			if (c->faults[i].rank >= c->trainer.world_size)
-				c->faults[i].rank %= c->trainer.world_size;
+		for (int i = 0; i < c->nfaults; i++) {
+			harness_fault *f = &c->faults[i];
+			if (f->rpn > 0) {       /* node faults: the same node, fewer ranks on it */
+				f->rpn = c->trainer.world_size / nodes;
+				if (f->rank >= 0)
+					f->rank = f->node * f->rpn + f->rank % f->rpn;
+			} else if (f->rank >= c->trainer.world_size) {
+				f->rank %= c->trainer.world_size;
+			}
+		}
 		return 1;
 	}
 	k--;

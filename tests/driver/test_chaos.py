@@ -58,6 +58,22 @@ def test_the_same_seed_draws_the_same_plans_and_a_run_alone_draws_its_own():
     assert "name: chaos-9-7" in runs[7]
 
 
+def test_node_loss_is_drawn_for_a_trainer_on_several_nodes_and_correct_code_survives_it(tmp_path):
+    """node_loss: every rank of one node killed and its local directory wiped, a replacement node in the
+    next attempt; drawn only when the trainer runs on 2 or more nodes."""
+    base = REPO / "scenarios" / "ci" / "node-loss-during-save-replaced.yaml"
+    text = plans(5, "--runs", 12, "--faults", "node_loss,kill", "--scenario", base)
+    assert "do: {node_loss: true, replace: true}" in text and re.search(r"when: \{attempt: 1, node: [01],", text)
+    # on one node there is nothing to lose: the kind is not drawn
+    assert "node_loss" not in plans(5, "--runs", 12, "--faults", "node_loss,kill")
+    res = harness("chaos", "--seed", 5, "--runs", 12, "-j", 2, "--faults", "node_loss,kill", "--scenario", base,
+                  "--out", tmp_path / "found", "--cache", tmp_path / "cache")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"seed 5: 12 runs, 0 failed, 0 errors", res.stdout), res.stdout
+    fired = int(re.search(r"node_loss=(\d+)", res.stdout).group(1))
+    assert fired > 0, res.stdout
+
+
 def test_a_drawn_plan_replays_through_run(tmp_path):
     text = re.split(r"^# run \d+\n", plans(9, "--run", 3), flags=re.M)[1]
     (tmp_path / "p.yaml").write_text(text)
