@@ -406,6 +406,13 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 			XXH3_64bits_update(st, d + off, n);
 			if ((rc = ckpt__io_write_all(&c->io, fd, d + off, n, path)) < 0)
 				goto out;
+			/*
+			 * Start writing this piece back now (no wait, and no
+			 * durability claimed: the fsync below is the one that
+			 * counts), so the device works while the next piece is
+			 * hashed and copied instead of all at the fsync.
+			 */
+			sync_file_range(fd, (off64_t)(size + off), (off64_t)n, SYNC_FILE_RANGE_WRITE);
 			off += n;
 		}
 		size += c->te[k].nbytes;
