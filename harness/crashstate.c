@@ -577,13 +577,9 @@ static cs_verdict *check_states(const cs_ctx *x, const cs_item *items, int n, co
 			_exit(0);
 		}
 		if (pids[w] < 0) {
-			/* the ones not forked are checked here */
+			/* the shares of the processes not forked are checked here */
 			for (int v = w; v < nw; v++)
-				for (int i = v; i < n; i += nw)
-					if (!res[i].done) {
-						check_share(x, items, n, v, nw, base, res);
-						break;
-					}
+				check_share(x, items, n, v, nw, base, res);
 			nw = w;
 			break;
 		}
