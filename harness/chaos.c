@@ -206,12 +206,7 @@ static int draw_kind(crng *g, drawer *d, harness_scenario *s, int k)
 		f->step = below(g, (int)t->steps) + 1;
 		f->nth = 1;
 		strcpy(f->phase, "train.step");
-		f->action = HARNESS_DAMAGE;
-		f->dkind = (int)dm.kind;
-		snprintf(f->target, sizeof f->target, "%s/%s", dm.generation, dm.file);
-		f->doff = dm.offset;
-		f->dseed = dm.seed;
-		f->dsize = dm.size;
+		harness_fault_set_damage(f, &dm);
 		return 0;
 	}
 	const site *x = pick_site(g, d, want);

@@ -702,12 +702,7 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 				    "when: {step: N, phase: train.step} (or use after_attempt)");
 		if (load_damage_do(c, d, &g))
 			return -EINVAL;
-		f->action = HARNESS_DAMAGE;
-		f->dkind = (int)g.kind;
-		snprintf(f->target, sizeof f->target, "%s/%s", g.generation, g.file);
-		f->doff = g.offset;
-		f->dseed = g.seed;
-		f->dsize = g.size;
+		harness_fault_set_damage(f, &g);
 		if (f->rank < 0)
 			f->rank = 0;       /* one rank does it, once */
 		return 0;
@@ -789,6 +784,16 @@ static int load_expect_steps(ctx *c, const harness_scenario *s, const ynode *ex,
 		at[a] = v;
 	}
 	return 0;
+}
+
+void harness_fault_set_damage(harness_fault *f, const harness_damage *d)
+{
+	f->action = HARNESS_DAMAGE;
+	f->dkind = (int)d->kind;
+	snprintf(f->target, sizeof f->target, "%s/%s", d->generation, d->file);
+	f->doff = d->offset;
+	f->dseed = d->seed;
+	f->dsize = d->size;
 }
 
 bool harness_foreign_backend(const harness_scenario *s)

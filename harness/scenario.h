@@ -80,6 +80,9 @@ typedef struct harness_scenario {
  */
 int harness_scenario_load(const char *path, harness_scenario *s, char *err, size_t errlen);
 
+/* f becomes damage at rest d, done at a step boundary by the injector (when: {step, phase: train.step}). */
+void harness_fault_set_damage(harness_fault *f, const harness_damage *d);
+
 /* reftrain checkpoints with a backend other than libckpt (no libfiu points, its own layout). */
 bool harness_foreign_backend(const harness_scenario *s);
 /* The same from memory (buf need not be NUL-terminated); name is the file name in messages. */
