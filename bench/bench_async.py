@@ -21,11 +21,13 @@ steps. From libckpt's journal (rank 0):
                            (reftrain --stats, the step loop including the
                            final wait); target >= 0.95 when the disk keeps up
   sync_throughput_ratio_P  the same for synchronous saves, for comparison
-  async_snapshot_ratio_P   the copy into staging alone over the synchronous
-                           save (the floor of the blocking ratio; the rest is
-                           the agreement rounds of the polls, a few
-                           microseconds each on an idle machine, much more
-                           when ranks are descheduled)
+  async_snapshot_ratio_P   the part of the copy made by the call itself (the
+                           stages reftrain does not defer: schedule, scaler,
+                           RNG, data cursor; the model and optimizer are
+                           copied by the writer while the next step computes)
+                           over the synchronous save
+  async_P_polls_per_save   step boundaries the slowest save was in flight for
+                           (E must exceed it, or a save waits for the last)
 
 With --repeat R each run is repeated and the best throughput (and the median
 per-save times) kept: this machine's load drifts between runs.
@@ -41,8 +43,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "driver"))
 from mpi import reftrain  # noqa: E402
 
-# steps and the save interval per preset: a few saves, the disk keeping up with E steps of training
-PLAN = {"tiny": (200, 20), "small": (16, 4), "large": (8, 2)}
+# steps and the save interval per preset: a few saves, each finished before the next one (a background
+# save is in flight for about 5 step boundaries: one per collective of the save protocol, see
+# ckpt/async.h), so that a new save never waits for the previous one when the disk keeps up
+PLAN = {"tiny": (200, 20), "small": (48, 12), "large": (24, 8)}
 
 
 def journal(ck, event):
@@ -75,7 +79,8 @@ def one(np, preset, mode):
             final_wait = [j["blocked_seconds"] for j in done if j["step"] == steps]
             per_save = per_save or final_wait
             snaps = [j["seconds"] for j in journal(ck, "async_snapshot") if j["result"] == 0]
-            per_save = (per_save, snaps)
+            polls = [j["polls"] for j in done if j["step"] != steps]
+            per_save = (per_save, snaps, polls)
         return sps, per_save
 
 
@@ -90,14 +95,15 @@ def main():
             sys.exit(f"--presets: '{preset}' is not one of {', '.join(PLAN)}")
         best = {}
         saves = {"sync": [], "async": []}
-        snaps = []
+        snaps, polls = [], []
         for _ in range(args.repeat):
             for mode in ("none", "sync", "async"):
                 sps, per_save = one(args.np, preset, mode)
                 best[mode] = max(best.get(mode, 0.0), sps)
                 if mode == "async":
-                    per_save, snap = per_save
+                    per_save, snap, poll = per_save
                     snaps.extend(snap)
+                    polls.extend(poll)
                 saves.get(mode, []).extend(per_save)
         sync_save = statistics.median(saves["sync"])
         async_blocked = statistics.median(saves["async"])
@@ -107,6 +113,7 @@ def main():
         print(f"async_{preset}_sync_save_seconds={sync_save:.6f}")
         print(f"async_{preset}_blocked_seconds_per_save={async_blocked:.6f}")
         print(f"async_{preset}_snapshot_seconds={statistics.median(snaps):.6f}")
+        print(f"async_{preset}_polls_per_save={max(polls) if polls else 0}")
         print(f"async_blocking_ratio_{preset}={async_blocked / sync_save:.4f}")
         # the copy alone: the floor of the blocking (the rest is the polls' agreement rounds)
         print(f"async_snapshot_ratio_{preset}={statistics.median(snaps) / sync_save:.4f}")

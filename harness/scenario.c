@@ -375,8 +375,9 @@ const char *const harness_phases[] = {
 	"restore.read", "restore.verify", "train.step", "train.reduce", "open.cleanup",
 	/* incremental checkpoints (libckpt's chunk store) */
 	"save.chunk_write", "save.chunk_sync", "save.gc", "open.gc",
-	/* asynchronous saves: libckpt's snapshot on the training thread, reftrain's acknowledgement */
-	"save.snapshot", "save.acked", NULL,
+	/* asynchronous saves: libckpt's snapshot on the training thread, the writer's copy of the model
+	   and optimizer, reftrain's acknowledgement */
+	"save.snapshot", "save.stage", "save.acked", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
 				    "ftruncate", "close", "read", "opendir", "link", "phase", "any", NULL };
@@ -576,7 +577,8 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 	if (pa && (train || strcmp(f->op, "phase") == 0))
 		return fail(c, key_of(w, "path"), "a phase point has no file: path never matches at %s%s; valid: an op "
 			    "that is an I/O call, or no path", f->phase, train ? "" : " with op: phase");
-	bool async_only = strcmp(f->phase, "save.snapshot") == 0 || strcmp(f->phase, "save.acked") == 0;
+	bool async_only = strcmp(f->phase, "save.snapshot") == 0 || strcmp(f->phase, "save.stage") == 0 ||
+			  strcmp(f->phase, "save.acked") == 0;
 	if (async_only && !s->trainer.async)
 		return fail(c, ph, "%s happens only with background saves; valid: trainer: {checkpoint: {async: true}}, "
 			    "or another phase", f->phase);

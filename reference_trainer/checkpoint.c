@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,63 @@ static int mpi_bcast(void *ctx, void *buf, size_t bytes, int root)
 	if (bytes > INT32_MAX)
 		return -EFBIG;
 	return mpi_rc(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, *(MPI_Comm *)ctx));
+}
+
+/*
+ * Nonblocking collectives for background saves: channel 0 is the trainer's
+ * communicator, channel 1 its duplicate (see ckpt/comm.h). ctx is &k->mpi.
+ */
+static int mpi_istart(void *ctx, int chan, int op, const void *send, void *recv, size_t bytes, int root, void **req)
+{
+	const reftrain_ckpt *k = (const reftrain_ckpt *)((const char *)ctx - offsetof(reftrain_ckpt, mpi));
+	MPI_Comm comm = chan == 0 ? k->mpi : k->bg;
+	MPI_Request *r;
+	int n = (int)bytes, rc;
+
+	*req = NULL;
+	if (bytes > INT32_MAX)
+		return -EFBIG;
+	if ((chan != 0 && chan != 1) || comm == MPI_COMM_NULL)
+		return -EINVAL;
+	if (!(r = malloc(sizeof *r)))
+		return -ENOMEM;
+	switch (op) {
+	case 0:
+		rc = MPI_Ibarrier(comm, r);
+		break;
+	case 1:
+		rc = MPI_Igather(send, n, MPI_BYTE, recv, n, MPI_BYTE, root, comm, r);
+		break;
+	case 2:
+		rc = MPI_Ibcast(recv, n, MPI_BYTE, root, comm, r);
+		break;
+	case 3:
+		rc = MPI_Iallgather(send, n, MPI_BYTE, recv, n, MPI_BYTE, comm, r);
+		break;
+	default:
+		free(r);
+		return -EINVAL;
+	}
+	if (rc != MPI_SUCCESS) {
+		free(r);
+		return -EIO;
+	}
+	*req = r;
+	return 0;
+}
+
+static int mpi_ifinish(void *ctx, void *req, int block)
+{
+	MPI_Request *r = req;
+	int done = 1, rc;
+
+	(void)ctx;
+	rc = block ? MPI_Wait(r, MPI_STATUS_IGNORE) : MPI_Test(r, &done, MPI_STATUS_IGNORE);
+	if (rc != MPI_SUCCESS || done) {
+		free(r);
+		return rc == MPI_SUCCESS ? 1 : -EIO;
+	}
+	return 0;
 }
 
 /*
@@ -145,6 +203,7 @@ int reftrain_ckpt_load(reftrain_ckpt *k, const char *spec, char *err, size_t len
 	size_t sl;
 
 	memset(k, 0, sizeof *k);
+	k->bg = MPI_COMM_NULL;
 	if (!spec) {
 		k->b = reftrain_backend_libckpt();
 		snprintf(k->path, sizeof k->path, "built-in libckpt");
@@ -287,9 +346,16 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 
 	k->h = NULL;
 	k->mpi = t->comm;
+	k->bg = MPI_COMM_NULL;
+	if (t->cfg.ckpt_async && MPI_Comm_dup(t->comm, &k->bg) != MPI_SUCCESS) {
+		snprintf(err, len, "cannot duplicate the communicator for background saves");
+		return -EIO;
+	}
 	k->comm = (reftrain_backend_comm){ .ctx = &k->mpi, .rank = t->rank, .size = t->world,
 					   .barrier = mpi_barrier, .allreduce_i64 = mpi_allreduce_i64,
-					   .bcast = mpi_bcast, .gather = mpi_gather };
+					   .bcast = mpi_bcast, .gather = mpi_gather,
+					   .istart = k->bg != MPI_COMM_NULL ? mpi_istart : NULL,
+					   .ifinish = k->bg != MPI_COMM_NULL ? mpi_ifinish : NULL };
 	k->ntensors = 0;
 	for (int i = 0; i < t->reg.ncomps; i++) {
 		const reftrain_component *c = &t->reg.comps[i];
@@ -337,6 +403,8 @@ void reftrain_ckpt_close(reftrain_ckpt *k)
 		dlclose(k->dl);
 	k->dl = NULL;
 	k->b = NULL;
+	if (k->bg != MPI_COMM_NULL)
+		MPI_Comm_free(&k->bg);
 }
 
 /* The backend's sentence for a failure, or the errno's if it left none. */

@@ -25,7 +25,8 @@ typedef struct reftrain_ckpt {
 	size_t ntensors;
 	reftrain_backend_comm comm;
 	reftrain_backend_config cfg;
-	MPI_Comm mpi;
+	MPI_Comm mpi;                    /* the trainer's communicator: channel 0 */
+	MPI_Comm bg;                     /* channel 1, a duplicate (--ckpt-async), else MPI_COMM_NULL */
 } reftrain_ckpt;
 
 /*

@@ -195,6 +195,12 @@ static int async_outcome(int fd, int rank, const reftrain_config *cfg, const ref
 	return -EIO;
 }
 
+/* Before the optimizer update: the save in flight has copied the model and optimizer (train.h). */
+static void async_fence(void *h)
+{
+	reftrain_libckpt_async_fence(h);
+}
+
 /* --ckpt-async at a save step: snapshot and go on (a failed snapshot is reported like a failed save). */
 static int async_save(reftrain_ckpt *k, reftrain_trainer *t, int fd, int rank, const reftrain_config *cfg, char *err,
 		      size_t len)
@@ -324,6 +330,8 @@ int main(int argc, char **argv)
 				rc = -ENOMEM;
 				goto failed;
 			}
+			t.before_update = async_fence;
+			t.before_update_arg = k.h;
 		}
 		if (cfg.resume == REFTRAIN_RESUME_AUTO) {
 			rc = reftrain_ckpt_restore(&k, &t, &info, err, sizeof err);

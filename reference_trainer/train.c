@@ -299,6 +299,8 @@ int reftrain_trainer_step(reftrain_trainer *t, reftrain_step_out *out)
 		float clip = norm > (double)c->clip_norm ? (float)((double)c->clip_norm / (norm + 1e-6)) : 1.0f;
 
 		out->grad_norm = (float)norm;
+		if (t->before_update)
+			t->before_update(t->before_update_arg);
 		t->adam_step++;
 		/* frozen parameters (fine-tuning): the first ones of the vector are never updated */
 		size_t frozen_end = (size_t)((uint64_t)t->nparams * c->frozen_pct / 100u);

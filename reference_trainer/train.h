@@ -61,6 +61,14 @@ typedef struct reftrain_trainer {
 	float *losses, *losses_all;
 	uint32_t *batch;
 	float *x, *y;
+
+	/*
+	 * Optional: called before the optimizer update changes the model and
+	 * optimizer state (params, master, opt): a background save that copies
+	 * them while the step computes waits there until it has (--ckpt-async).
+	 */
+	void (*before_update)(void *arg);
+	void *before_update_arg;
 } reftrain_trainer;
 
 /* Outcome of one step, as recorded in the trajectory. */

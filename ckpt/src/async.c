@@ -73,6 +73,8 @@ struct ckpt_async {
 	uint32_t polls;
 	double t_start;
 	double blocked;             /* training-thread seconds spent on the save in flight so far */
+	double fence_wait;          /* of which waiting in ckpt_async_fence for the writer's copy */
+	double round_wait;          /* of which finishing the pipelined rounds */
 	double call_t0;             /* start of the current call (or of its part that belongs to this save) */
 	int *states;                /* rank 0: every rank's writer state in a round */
 
@@ -91,6 +93,16 @@ struct ckpt_async {
 
 	int pending;                /* an outcome not reported yet */
 	ckpt_async_done pending_done;
+
+	/* the pipelined protocol (the communicator offers istart/ifinish) */
+	int nb;
+	void *op_req;               /* the parked collective, started on channel 1 */
+	void *round_req;            /* the round started at the last poll, on channel 0 */
+	int round_mine;
+
+	/* the copy the writer makes (ckpt_async_set_deferred) */
+	unsigned deferred;          /* bit s: tensors of stage s */
+	int copied;                 /* under mu: the writer has copied them (or given up) */
 };
 
 static double now(void)
@@ -137,6 +149,40 @@ static int proxy_bcast(void *ctx, void *buf, size_t bytes, int root)
 	return park(ctx, Q_BCAST, buf, buf, bytes, root);
 }
 
+static int is_deferred(const struct ckpt_async *a, const ckpt_entry *e)
+{
+	return (a->deferred >> e->stage) & 1u;
+}
+
+static size_t entry_bytes(const ckpt_entry *e)
+{
+	return (size_t)e->local_elems * ckpt__dtype_size(e->dtype);
+}
+
+/*
+ * Writer thread, first thing: copy the deferred stages' tensors into
+ * staging (phase save.stage), then let ckpt_async_fence return. A failure
+ * here goes into the save as this rank's error at its barrier, so the ranks
+ * still make the same collectives and agree that it failed.
+ */
+static void stage_deferred(struct ckpt_async *a, ckpt_error *pre)
+{
+	ckpt_io io = { .rootfd = -1, .root = a->p.root, .rank = a->comm->rank, .step = a->step, .phase = "save.stage",
+		       .err = pre, .journal = NULL };
+	int n = 0;
+
+	for (int k = 0; k < a->n; k++)
+		n += is_deferred(a, a->p.dst[k]);
+	if (n > 0 && ckpt__io_phase(&io, "save.stage") == 0)
+		for (int k = 0; k < a->n; k++)
+			if (is_deferred(a, a->p.dst[k]) && a->dst[k] != a->p.dst[k])
+				memcpy(a->dst[k]->data, a->p.dst[k]->data, entry_bytes(a->p.dst[k]));
+	pthread_mutex_lock(&a->mu);
+	a->copied = 1;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
 /* Open the writer's gate (1), or cancel it (-1) and join it. */
 static void go(struct ckpt_async *a, int how)
 {
@@ -160,7 +206,10 @@ static void *writer(void *arg)
 	pthread_mutex_unlock(&a->mu);
 	if (rc < 0)
 		return NULL;
-	rc = ckpt__save_staged(a->c, &a->proxy, a->dst, a->step, a->tags);
+	ckpt_error pre;
+	ckpt__error_clear(&pre);
+	stage_deferred(a, &pre);
+	rc = ckpt__save_staged(a->c, &a->proxy, a->dst, a->step, a->tags, &pre);
 
 	pthread_mutex_lock(&a->mu);
 	a->result = rc;
@@ -172,6 +221,45 @@ static void *writer(void *arg)
 }
 
 /* ---- the training thread's side ------------------------------------------ */
+
+/* Hand the parked writer its collective's result. */
+static void release(struct ckpt_async *a, int rc)
+{
+	pthread_mutex_lock(&a->mu);
+	a->q.rc = rc;
+	a->q.served = 1;
+	a->wstate = W_BUSY;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/*
+ * The writer's state, once it is parked or finished (block > 0), within a
+ * short grace (block < 0: a writer just released usually parks again within
+ * microseconds), or as it is (0).
+ */
+static int settle(struct ckpt_async *a, int block)
+{
+	int st;
+
+	pthread_mutex_lock(&a->mu);
+	while (block > 0 && a->wstate == W_BUSY)
+		pthread_cond_wait(&a->cv, &a->mu);
+	if (block < 0 && a->wstate == W_BUSY) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += GRACE_NS;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (a->wstate == W_BUSY && pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0)
+			;
+	}
+	st = a->wstate;
+	pthread_mutex_unlock(&a->mu);
+	return st;
+}
 
 static int serve(struct ckpt_async *a)
 {
@@ -190,12 +278,7 @@ static int serve(struct ckpt_async *a)
 		rc = m->bcast(m->ctx, a->q.recv, a->q.bytes, a->q.root);
 		break;
 	}
-	pthread_mutex_lock(&a->mu);
-	a->q.rc = rc;
-	a->q.served = 1;
-	a->wstate = W_BUSY;
-	pthread_cond_broadcast(&a->cv);
-	pthread_mutex_unlock(&a->mu);
+	release(a, rc);
 	return rc;
 }
 
@@ -213,13 +296,13 @@ static void finish(struct ckpt_async *a)
 #endif
 	a->pending = 1;
 	*a->p.err = a->err;
-	double blocked = a->blocked + (now() - a->call_t0);
-	a->blocked = 0;
+	double blocked = a->blocked + (now() - a->call_t0), fence_wait = a->fence_wait, round_wait = a->round_wait;
+	a->blocked = a->fence_wait = a->round_wait = 0;
 	/* blocked_seconds: what this save cost the training thread (its ckpt_save_async call, every poll and wait) */
 	ckpt__journal_add(a->p.journal,
 			  "\"event\":\"async_done\",\"step\":%" PRIu64 ",\"result\":%d,\"error\":\"%s\",\"polls\":%" PRIu32
-			  ",\"seconds\":%.6f,\"blocked_seconds\":%.6f", a->step, a->result, ckpt_strerror(a->result), a->polls,
-			  now() - a->t_start, blocked);
+			  ",\"seconds\":%.6f,\"blocked_seconds\":%.6f,\"fence_seconds\":%.6f,\"round_seconds\":%.6f", a->step,
+			  a->result, ckpt_strerror(a->result), a->polls, now() - a->t_start, blocked, fence_wait, round_wait);
 }
 
 /*
@@ -233,25 +316,8 @@ static void finish(struct ckpt_async *a)
 static int round_once(struct ckpt_async *a, int block)
 {
 	ckpt_comm *m = a->comm;
-	int mine, verdict = V_WAIT, rc;
+	int mine = settle(a, block), verdict = V_WAIT, rc;
 
-	pthread_mutex_lock(&a->mu);
-	while (block > 0 && a->wstate == W_BUSY)
-		pthread_cond_wait(&a->cv, &a->mu);
-	if (block < 0 && a->wstate == W_BUSY) {
-		/* a short grace: a writer just served usually parks again within microseconds */
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += GRACE_NS;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		while (a->wstate == W_BUSY && pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0)
-			;
-	}
-	mine = a->wstate;
-	pthread_mutex_unlock(&a->mu);
 	if ((rc = m->gather(m->ctx, &mine, sizeof mine, a->states, 0)) < 0)
 		return rc;
 	if (m->rank == 0) {
@@ -287,13 +353,139 @@ static void leave_call(struct ckpt_async *a)
 		a->blocked += now() - a->call_t0;
 }
 
+/*
+ * The pipelined protocol, when the communicator offers nonblocking
+ * collectives (ckpt_comm istart/ifinish). Two changes take the agreement off
+ * the training path:
+ *
+ * - The writer's collectives go to channel 1, a communicator of their own:
+ *   at each call the training thread starts the one its writer is parked at
+ *   and, at later calls, sees whether it finished, never waiting. The
+ *   writer's program fixes their order, the same on every rank, so no
+ *   agreement is needed to serve them.
+ * - Whether the save is finished is agreed by a round started at one poll
+ *   (an allgather of "my writer is done" on channel 0) and finished at the
+ *   next, which every rank reaches at the same call: by then the round has
+ *   long completed, so finishing it costs microseconds. A save is reported
+ *   one poll after every writer is done, at the same call on every rank.
+ */
+static const int comm_op[] = { [Q_BARRIER] = CKPT_COMM_BARRIER, [Q_GATHER] = CKPT_COMM_GATHER,
+			       [Q_BCAST] = CKPT_COMM_BCAST };
+
+/* Start the collective the writer is parked at, or finish the started one (block: wait). 1: the writer was released. */
+static int serve_nb(struct ckpt_async *a, int block)
+{
+	ckpt_comm *m = a->comm;
+	int rc;
+
+	if (settle(a, 0) != W_PARKED)
+		return 0;
+	if (!a->op_req && (rc = m->istart(m->ctx, 1, comm_op[a->q.kind], a->q.send, a->q.recv, a->q.bytes,
+					  a->q.root, &a->op_req)) < 0) {
+		a->op_req = NULL;
+		release(a, rc);         /* the writer's save fails and says why */
+		return 1;
+	}
+	if ((rc = m->ifinish(m->ctx, a->op_req, block)) == 0)
+		return 0;
+	a->op_req = NULL;
+	release(a, rc < 0 ? rc : 0);
+	return 1;
+}
+
+/*
+ * What this rank's writer is ready for, without waiting for the other ranks
+ * or for the writer: no grace here, since a thread that sleeps even 100 us
+ * on a busy machine may not run again for milliseconds.
+ */
+static void progress(struct ckpt_async *a)
+{
+	while (serve_nb(a, 0))
+		;
+}
+
+/* Finish the round started at the previous call: 1 if every writer was done (the save is finished), 0 if not. */
+static int round_finish(struct ckpt_async *a)
+{
+	ckpt_comm *m = a->comm;
+	int rc;
+
+	double t0 = now();
+
+	if (!a->round_req)
+		return 0;
+	rc = m->ifinish(m->ctx, a->round_req, 1);
+	a->round_req = NULL;
+	a->round_wait += now() - t0;
+	if (rc < 0)
+		return rc;
+	for (int r = 0; r < m->size; r++)
+		if (a->states[r] != W_DONE)
+			return 0;
+	finish(a);
+	return 1;
+}
+
+static int round_begin(struct ckpt_async *a)
+{
+	ckpt_comm *m = a->comm;
+	int rc;
+
+	a->round_mine = settle(a, 0) == W_DONE ? W_DONE : W_BUSY;
+	rc = m->istart(m->ctx, 0, CKPT_COMM_ALLGATHER, &a->round_mine, a->states, sizeof a->round_mine, 0,
+		       &a->round_req);
+	if (rc < 0)
+		a->round_req = NULL;
+	return rc;
+}
+
+/* A step boundary: progress, the verdict of the last round, the next round. */
+static int poll_nb(struct ckpt_async *a)
+{
+	int rc;
+
+	progress(a);
+	if ((rc = round_finish(a)) < 0)
+		return rc;
+	return a->running ? round_begin(a) : 0;
+}
+
+/* Until the save is finished: every rank is in this collective call, serving its own writer. */
+static int drain_nb(struct ckpt_async *a)
+{
+	int rc = 0;
+
+	while (a->running) {
+		while (settle(a, 1) != W_DONE)
+			serve_nb(a, 1);
+		if ((rc = round_finish(a)) < 0 || (a->running && (rc = round_begin(a)) < 0))
+			break;
+	}
+	return rc;
+}
+
+/* A step boundary's worth of progress; with the blocking protocol, rounds while each serves a collective. */
+static int poll_once(struct ckpt_async *a)
+{
+	int rc = 0;
+
+	if (a->nb)
+		return poll_nb(a);
+	for (int grace = 0; a->running && (rc = round_once(a, grace)) == 2; grace = -1)
+		;
+	return rc < 0 ? rc : 0;
+}
+
 static int drain(struct ckpt_async *a)
 {
 	int rc = 0;
 
 	enter_call(a);
-	while (a->running && (rc = round_once(a, 1)) >= 0)
-		;
+	if (a->nb)
+		rc = drain_nb(a);
+	else
+		while (a->running && (rc = round_once(a, 1)) >= 0)
+			;
 	leave_call(a);
 	return rc < 0 ? rc : 0;
 }
@@ -350,6 +542,7 @@ static int get(ckpt *c, struct ckpt_async **out)
 	a->comm = p.comm;
 	a->proxy = (ckpt_comm){ .ctx = a, .rank = p.comm->rank, .size = p.comm->size, .barrier = proxy_barrier,
 				.gather = proxy_gather, .bcast = proxy_bcast };
+	a->nb = p.comm->istart && p.comm->ifinish;
 	a->n = p.state->n;
 	a->staged = calloc((size_t)a->n + 1, sizeof *a->staged);
 	a->dst = calloc((size_t)a->n + 1, sizeof *a->dst);
@@ -413,9 +606,8 @@ static int snapshot(struct ckpt_async *a, ckpt_io *io)
 	if ((rc = ckpt__io_phase(io, "save.snapshot")) < 0)
 		return rc;
 	for (int k = 0; k < a->n; k++)
-		if (a->dst[k] != a->p.dst[k])
-			memcpy(a->dst[k]->data, a->p.dst[k]->data,
-			       (size_t)a->p.dst[k]->local_elems * ckpt__dtype_size(a->p.dst[k]->dtype));
+		if (a->dst[k] != a->p.dst[k] && !is_deferred(a, a->p.dst[k]))
+			memcpy(a->dst[k]->data, a->p.dst[k]->data, entry_bytes(a->p.dst[k]));
 	a->stats.snapshot_bytes = bytes;
 	return 0;
 }
@@ -459,8 +651,7 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 		if (a->policy == CKPT_ASYNC_SKIP) {
 			/* a poll's worth of progress, then skip if still in flight (agreed: all ranks alike) */
 			enter_call(a);
-			for (int grace = 0; a->running && (rc = round_once(a, grace)) == 2; grace = -1)
-				;
+			rc = poll_once(a);
 			leave_call(a);
 			if (rc < 0)
 				return rc;
@@ -477,7 +668,7 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 	report(a, done);        /* the save waited for, if any */
 
 	t1 = now();
-	a->blocked = 0;
+	a->blocked = a->fence_wait = a->round_wait = 0;
 	a->call_t0 = t1;
 	snapshot(a, &io);
 	a->stats.snapshot_seconds = now() - t1;
@@ -488,10 +679,12 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 	a->t_start = now();
 	a->wstate = W_BUSY;
 	a->gate = 0;
+	a->copied = 0;
 	if ((rc = pthread_create(&a->thread, NULL, writer, a)) != 0)
 		ckpt__io_fail(&io, -rc, NULL, "cannot start the checkpoint writer thread: %s", strerror(rc));
 	else
 		created = 1;
+	double ta = now();
 	if ((rc = ckpt__agree(a->comm, &local, &agreed)) < 0) {
 		if (created)
 			go(a, -1);
@@ -512,7 +705,8 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 		return agreed.code;
 	}
 	ckpt__journal_add(a->p.journal, "\"event\":\"async_snapshot\",\"step\":%" PRIu64 ",\"result\":0,\"bytes\":%"
-			  PRIu64 ",\"seconds\":%.6f", step, a->stats.snapshot_bytes, a->stats.snapshot_seconds);
+			  PRIu64 ",\"seconds\":%.6f,\"agree_seconds\":%.6f,\"call_seconds\":%.6f", step,
+			  a->stats.snapshot_bytes, a->stats.snapshot_seconds, now() - ta, now() - t0);
 	a->running = 1;
 	go(a, 1);
 	leave_call(a);          /* the snapshot, the agreement and starting the writer */
@@ -541,12 +735,10 @@ int ckpt_async_poll(ckpt *c, ckpt_async_done *done)
 		return 0;
 	a->polls++;
 	enter_call(a);
-	/* serve what is ready; after each collective, a short grace for the next one (or the end) */
-	for (int grace = 0; a->running && (rc = round_once(a, grace)) == 2; grace = -1)
-		;
+	rc = poll_once(a);
 	leave_call(a);
 	report(a, done);
-	return rc < 0 ? rc : 0;
+	return rc;
 }
 
 int ckpt_async_wait(ckpt *c, ckpt_async_done *done)
@@ -564,6 +756,46 @@ int ckpt_async_wait(ckpt *c, ckpt_async_done *done)
 	rc = drain(a);
 	report(a, done);
 	return rc;
+}
+
+int ckpt_async_set_deferred(ckpt *c, unsigned stages)
+{
+	struct ckpt_async *a;
+	int rc;
+
+	if (stages >> CKPT_STAGE_COUNT)
+		return -EINVAL;
+	if ((rc = get(c, &a)) < 0)
+		return rc;
+	if (a->running)
+		return -EBUSY;
+	a->deferred = stages;
+	return 0;
+}
+
+int ckpt_async_fence(ckpt *c)
+{
+	struct ckpt_async *a = *ckpt__async_of(c);
+
+	if (!a || !a->running)
+		return 0;
+	enter_call(a);
+	if (a->nb)
+		progress(a);    /* local: between two polls, the writer gets its next collective started */
+	if (!a->deferred) {
+		leave_call(a);
+		return 0;
+	}
+	double t0 = now();
+#ifndef CKPT_MUTANT_ASYNC_NO_FENCE
+	pthread_mutex_lock(&a->mu);
+	while (!a->copied)
+		pthread_cond_wait(&a->cv, &a->mu);
+	pthread_mutex_unlock(&a->mu);
+#endif
+	a->fence_wait += now() - t0;
+	leave_call(a);
+	return 0;
 }
 
 int ckpt_async_in_flight(const ckpt *c)

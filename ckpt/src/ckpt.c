@@ -587,7 +587,7 @@ out:
 	return rc;
 }
 
-static int save_now(ckpt *c, uint64_t step, unsigned tags)
+static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre)
 {
 	ckpt_comm *comm = c->comm;
 	char tmp[CKPT_PATH_MAX], name[32];
@@ -621,7 +621,10 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags)
 	if (final.code != 0)
 		goto out;
 
-	write_shard(c, tmp, step, &rep.file);
+	if (pre && pre->code != 0)
+		c->err = *pre;          /* the writer's copy failed: this rank's error at the barrier, as a write's */
+	else
+		write_shard(c, tmp, step, &rep.file);
 	if (c->err.code == 0)
 		enter(c, PH_BARRIER);
 	if ((rc = comm->barrier(comm->ctx)) < 0)
@@ -692,11 +695,12 @@ out:
 int ckpt_save(ckpt *c, uint64_t step, unsigned tags)
 {
 	ckpt__async_drain(c);
-	return save_now(c, step, tags);
+	return save_now(c, step, tags, NULL);
 }
 
 /* async.c's writer thread: the same save, on the staged copy, over its proxy communicator. */
-int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step, unsigned tags)
+int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step, unsigned tags,
+		      const ckpt_error *pre)
 {
 	ckpt_comm *comm0 = c->comm;
 	ckpt_entry **dst0 = c->dst;
@@ -704,7 +708,7 @@ int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step,
 
 	c->comm = comm;
 	c->dst = dst;
-	rc = save_now(c, step, tags);
+	rc = save_now(c, step, tags, pre);
 	c->comm = comm0;
 	c->dst = dst0;
 	return rc;

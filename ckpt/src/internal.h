@@ -343,8 +343,13 @@ typedef struct ckpt_parts {
 void ckpt__parts(ckpt *c, ckpt_parts *p);
 /* c->async alone: the writer swaps c->comm and c->dst while it saves, never this. */
 struct ckpt_async **ckpt__async_of(ckpt *c);
-/* The ordinary save, with another communicator and other tensor data (the writer thread's). */
-int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step, unsigned tags);
+/*
+ * The ordinary save, with another communicator and other tensor data (the
+ * writer thread's); pre: an error of this rank found before the save (its
+ * shard is not written, and the save fails as for a write error), or NULL.
+ */
+int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step, unsigned tags,
+		      const ckpt_error *pre);
 /* Finish a save in flight (its outcome kept for the next report). Collective; no-op if none. */
 void ckpt__async_drain(ckpt *c);
 /* Drain, then free the async machinery. */

@@ -19,8 +19,14 @@ typedef struct reftrain_async_done {
 	char err[512];
 } reftrain_async_done;
 
-/* Local, after open: the staging copy allocated now, not in the first save. 0 or -ENOMEM. */
+/*
+ * Local, after open: the staging copy allocated now, not in the first save;
+ * the model and optimizer stages copied by the writer while the next step
+ * computes (reftrain_libckpt_async_fence before the update). 0 or -ENOMEM.
+ */
 int reftrain_libckpt_async_prepare(void *h);
+/* Local: before the optimizer update, wait until the save in flight has copied what it defers. */
+void reftrain_libckpt_async_fence(void *h);
 /* 0 started, 1 skipped (a save in flight), < 0 the snapshot failed (message in the backend's last_error). */
 int reftrain_libckpt_save_async(void *h, uint64_t step, unsigned flags, reftrain_async_done *done);
 /* At a step boundary: progress without waiting for the disk. 0 or < 0. */

@@ -34,7 +34,11 @@ typedef struct rank_ctx {
 	int restored_ok;
 	uint64_t restored_step;
 	int ack_before_dir;         /* a committed report came while the generation was not there */
+	int deferred;               /* the writer copies the model stage; the loop fences before changing it */
 } rank_ctx;
+
+/* Each test runs twice: over a communicator with only blocking collectives, and one that offers nonblocking ones. */
+static int nonblocking;
 
 typedef struct st {
 	float w[N];
@@ -109,13 +113,16 @@ static void rank_main(ckpt_comm *comm, void *p)
 	ckpt_async_done d;
 
 	x->rank = comm->rank;
-	if (ckpt_async_set_policy(c, x->policy) < 0)
+	if (ckpt_async_set_policy(c, x->policy) < 0 ||
+	    (x->deferred && ckpt_async_set_deferred(c, 1u << CKPT_STAGE_MODEL) < 0))
 		abort();
 	fill(s, comm->rank, 10);
 	x->rc[0] = ckpt_save_async(c, 10, 0, &x->done[0]);
 	check_ack(x, &x->done[0]);
 	/* training goes on: the live state changes while the save is in flight */
 	for (uint64_t step = 11; step <= 13; step++) {
+		if (x->deferred)
+			ckpt_async_fence(c);     /* the update of the model stage: after the writer copied it */
 		fill(s, comm->rank, step);
 		x->rc[1] = ckpt_async_poll(c, &d);
 		check_ack(x, &d);
@@ -152,7 +159,7 @@ static void rank_main(ckpt_comm *comm, void *p)
 	restore_check(comm, x);
 }
 
-static void run(rank_ctx *x, const char *root, int scenario, ckpt_async_policy policy)
+static void run_deferred(rank_ctx *x, const char *root, int scenario, ckpt_async_policy policy, int deferred)
 {
 	void *args[WORLD];
 
@@ -161,9 +168,15 @@ static void run(rank_ctx *x, const char *root, int scenario, ckpt_async_policy p
 		x[r].root = root;
 		x[r].scenario = scenario;
 		x[r].policy = policy;
+		x[r].deferred = deferred;
 		args[r] = &x[r];
 	}
-	assert_int_equal(fake_comm_run(WORLD, rank_main, args), 0);
+	assert_int_equal(fake_comm_run_ex(WORLD, rank_main, args, nonblocking), 0);
+}
+
+static void run(rank_ctx *x, const char *root, int scenario, ckpt_async_policy policy)
+{
+	run_deferred(x, root, scenario, policy, 0);
 }
 
 /* The outcome of generation 10 on this rank, wherever it was reported. */
@@ -313,6 +326,42 @@ static void test_async__sync_save_keeps_the_background_outcome(void **state)
 	}
 }
 
+/* Guards against: the update not waiting for the writer's copy of the deferred stages (async_no_fence). */
+static void test_async__deferred_copy_is_fenced_before_the_update(void **state)
+{
+	rank_ctx x[WORLD];
+
+	/* rank 1's writer is held before it copies: the loop's fence must wait for it */
+	fx_arm(&(fx_fault){ .rank = 1, .op = "phase", .phase = "save.stage", .nth = 1, .times = 1,
+			    .action = { .kind = CKPT_FAULT_DELAY, .delay_ms = 300 } });
+	run_deferred(x, *state, SC_BASIC, CKPT_ASYNC_WAIT, 1);
+	assert_int_equal(fx_fired(), 1);
+	for (int r = 0; r < WORLD; r++) {
+		assert_int_equal(x[r].rc[0], 0);
+		assert_int_equal(outcome(&x[r], 10)->code, 0);
+		assert_int_equal(x[r].restored_step, 10);
+		assert_true(x[r].restored_ok);      /* step 10's bytes, copied after the save call returned */
+	}
+}
+
+/* Guards against: a failed copy on one rank committed by the others, or a fence that never returns. */
+static void test_async__deferred_copy_error_fails_the_save_everywhere(void **state)
+{
+	rank_ctx x[WORLD];
+
+	fx_arm(&(fx_fault){ .rank = 2, .op = "phase", .phase = "save.stage", .nth = 1, .times = 1,
+			    .action = { .kind = CKPT_FAULT_ERRNO, .err = EIO } });
+	run_deferred(x, *state, SC_BASIC, CKPT_ASYNC_WAIT, 1);
+	assert_int_equal(fx_fired(), 1);
+	for (int r = 0; r < WORLD; r++) {
+		assert_int_equal(x[r].rc[0], 0);     /* the call's own snapshot was fine */
+		assert_int_equal(outcome(&x[r], 10)->code, -EIO);
+		assert_int_equal(outcome(&x[r], 10)->err.rank, 2);
+		assert_int_equal(x[r].restored_step, 0);
+	}
+	assert_false(fx_exists(fx_path(*state, "step-%08d", 10)));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -323,6 +372,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_async__skip_policy_skips_while_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async__wait_policy_waits_before_reusing_staging, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async__sync_save_keeps_the_background_outcome, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async__deferred_copy_is_fenced_before_the_update, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async__deferred_copy_error_fails_the_save_everywhere, setup,
+						teardown),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	int failed = cmocka_run_group_tests_name("blocking collectives", tests, NULL, NULL);
+
+	nonblocking = 1;
+	return failed + cmocka_run_group_tests_name("nonblocking collectives (pipelined)", tests, NULL, NULL);
 }

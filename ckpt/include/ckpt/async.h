@@ -12,13 +12,18 @@
  *
  * Collectives stay on the calling (training) thread: the writer's save talks
  * to a proxy communicator that parks each collective until the training
- * thread serves it. At each poll the ranks agree (gather + bcast of one int)
- * whether every writer is parked at its next collective, or finished; only
- * then do they serve the collective (or report the outcome) together. So the
- * writer never calls the job's communicator (no MPI_THREAD_MULTIPLE), every
- * rank makes the same sequence of collectives (deadlock-free), and the
- * training state is never touched by timing: only when a save is reported
- * depends on how fast the disk is.
+ * thread serves it, so the writer never calls the job's communicator (no
+ * MPI_THREAD_MULTIPLE). If the communicator offers nonblocking collectives
+ * (ckpt_comm istart/ifinish), a poll starts the writer's parked collective
+ * on a second channel and later sees it finish, never waiting for the other
+ * ranks, and whether every writer is done is agreed by a round started at
+ * one poll and finished at the next (pipelined: a few microseconds on the
+ * training path). Otherwise, at each poll the ranks agree (gather + bcast of
+ * one int) whether every writer is parked at its next collective, or
+ * finished; only then do they serve it (or report the outcome) together.
+ * Either way every rank makes the same sequence of collectives on each
+ * channel (deadlock-free), and the training state is never touched by
+ * timing: only when a save is reported depends on how fast the disk is.
  *
  * At most one save is in flight. A new ckpt_save_async while one is in
  * flight waits for it (CKPT_ASYNC_WAIT, the default) or, with
@@ -82,6 +87,26 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 int ckpt_async_poll(ckpt *c, ckpt_async_done *done);
 /* Collective. Wait until no save is in flight; report it in *done. */
 int ckpt_async_wait(ckpt *c, ckpt_async_done *done);
+/*
+ * Local; the same on every rank, while no save is in flight (else -EBUSY).
+ * The tensors of the stages in `stages` (bit 1u << CKPT_STAGE_x) are copied
+ * into staging by the writer thread (phase save.stage) instead of by
+ * ckpt_save_async, so the copy overlaps the caller's next computation. The
+ * caller then must call ckpt_async_fence before it next changes any of them
+ * (a trainer: before its optimizer update, since forward and backward only
+ * read the weights and moments). Default 0: everything is copied by
+ * ckpt_save_async. -EINVAL for an unknown stage.
+ */
+int ckpt_async_set_deferred(ckpt *c, unsigned stages);
+/*
+ * Local. Wait until the writer has copied the deferred stages of the save
+ * in flight (ckpt_async_set_deferred); returns at once if there is nothing
+ * to wait for. With nonblocking collectives it also starts (or sees finish)
+ * the writer's next collective, never waiting for other ranks: called
+ * between two polls, it shortens the save's time in flight. Always 0: a
+ * failed copy fails the save, reported as usual.
+ */
+int ckpt_async_fence(ckpt *c);
 /* Local: 1 while a save is in flight. */
 int ckpt_async_in_flight(const ckpt *c);
 const ckpt_async_stats *ckpt_async_last_stats(const ckpt *c);

@@ -106,6 +106,14 @@ typedef struct reftrain_backend_comm {
 	int (*bcast)(void *ctx, void *buf, size_t bytes, int root);
 	/* root receives size * bytes in rank order into recv (ignored on other ranks) */
 	int (*gather)(void *ctx, const void *send, size_t bytes, void *recv, int root);
+	/*
+	 * Optional (NULL if not offered; reftrain offers them): nonblocking
+	 * collectives on channel 0 (the calls above) or 1 (a communicator of its
+	 * own), with the semantics of libckpt's ckpt_comm istart/ifinish
+	 * (ckpt/comm.h); op is 0 barrier, 1 gather, 2 bcast, 3 allgather.
+	 */
+	int (*istart)(void *ctx, int chan, int op, const void *send, void *recv, size_t bytes, int root, void **req);
+	int (*ifinish)(void *ctx, void *req, int block);
 } reftrain_backend_comm;
 
 typedef struct reftrain_backend_config {
