@@ -1,9 +1,9 @@
 /* ckpt-harness: the command line; each command is a few calls into the modules. */
 #include <dirent.h>
 #include <errno.h>
-#include "plan.h"
 #include <limits.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +23,8 @@
 #include "workdir.h"
 #include "launch.h"
 #include "oracle.h"
+#include "plan.h"
+#include "pool.h"
 #include "report.h"
 #include "run.h"
 #include "scenario.h"
@@ -323,119 +325,92 @@ static int write_reports(const cli *c, const harness_result *r, int n, double se
 	return rc;
 }
 
+/* A suite's scenarios through the pool, in order; the results land at their index. */
+typedef struct suite_run {
+	const harness_scenario *s;
+	harness_result *r;
+	char *ran;
+	int n, fail_fast, stop, done, tty;
+} suite_run;
+
+static int suite_next(void *arg, long idx, harness_scenario *s)
+{
+	suite_run *u = arg;
+
+	if (u->stop || idx >= u->n)
+		return 1;
+	*s = u->s[idx];
+	return 0;
+}
+
+static void suite_done(void *arg, long idx, const harness_scenario *s, const harness_result *r, harness_fired fired)
+{
+	suite_run *u = arg;
+
+	(void)s;
+	(void)fired;
+	u->r[idx] = *r;
+	u->ran[idx] = 1;
+	u->done++;
+	fprintf(stderr, "%s[%d/%d] %-40s %-5s %5.1fs%s", u->tty ? "\r" : "", u->done, u->n, r->name,
+		harness_verdict_name(r->verdict), r->seconds, u->tty ? "\033[K\n" : "\n");
+	if (u->fail_fast && r->verdict == HARNESS_FAIL)
+		u->stop = 1;
+}
+
+static void not_run(harness_result *r, const harness_scenario *s, const char *why, ...)
+{
+	va_list ap;
+
+	memset(r, 0, sizeof *r);
+	snprintf(r->name, sizeof r->name, "%s", s->name);
+	snprintf(r->file, sizeof r->file, "%s", s->file);
+	r->verdict = HARNESS_ERROR;
+	r->harness_error = 1;
+	va_start(ap, why);
+	vsnprintf(r->sentence, sizeof r->sentence, why, ap);
+	va_end(ap);
+}
+
 /*
  * Run scenarios, up to jobs at a time, each in a child process of its own.
  * With fail_fast, nothing new starts after the first scenario that FAILs (a
  * regression found); an ERROR (the scenario could not test this build, e.g.
- * its fault never fired) does not stop the suite. Returns how many ran;
- * their results are first in r.
+ * its fault never fired) does not stop the suite. Returns how many ran (and,
+ * if interrupted, those that did not, as errors); their results are first in
+ * r, in order.
  */
 static int run_many(const harness_scenario *s, int n, const harness_opts *o, int jobs, int fail_fast, harness_result *r)
 {
-	int stop = 0, forwarded = 0;
-	pid_t *pid = calloc((size_t)n, sizeof *pid), self = getpid();
+	suite_run u = { .s = s, .r = r, .n = n, .fail_fast = fail_fast, .tty = isatty(2) };
 	char dir[PATH_MAX];
-	int next = 0, running = 0, done = 0, tty = isatty(2);
+	long rc;
+	int k = 0;
 
-	int rc = harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), "ckpt-harness-suite");
-	if (rc < 0) {
+	if ((rc = harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), "ckpt-harness-suite")) < 0 ||
+	    !(u.ran = calloc((size_t)n + 1, 1))) {
 		/* nothing can run: every scenario is an infrastructure error (exit 3), not a silent pass */
-		for (int i = 0; i < n; i++) {
-			memset(&r[i], 0, sizeof r[i]);
-			snprintf(r[i].name, sizeof r[i].name, "%s", s[i].name);
-			snprintf(r[i].file, sizeof r[i].file, "%s", s[i].file);
-			r[i].verdict = HARNESS_ERROR;
-			r[i].harness_error = 1;
-			snprintf(r[i].sentence, sizeof r[i].sentence, "cannot create the suite directory %s: %s", dir,
-				 strerror(-rc));
-		}
-		free(pid);
+		for (int i = 0; i < n; i++)
+			not_run(&r[i], &s[i], "cannot create the suite directory %s: %s", dir,
+				strerror(rc < 0 ? (int)-rc : ENOMEM));
+		if (rc == 0)
+			rmdir(dir);
 		return n;
 	}
-
-	while (done < n) {
-		if (stop && running == 0)
-			break;
-		while (!stop && running < jobs && next < n && !harness_interrupted()) {
-			pid[next] = fork();
-			if (pid[next] == 0) {
-				harness_result res;
-				char path[PATH_MAX + 16];
-				/* a runner dies with the harness (its guard then kills its job) */
-				if (harness_launch_die_with_parent(self) < 0)
-					_exit(0);
-				harness_launch_init();
-				harness_run_scenario(&s[next], o, &res);
-				snprintf(path, sizeof path, "%s/%d", dir, next);
-				FILE *f = fopen(path, "wb");
-				if (f) {
-					fwrite(&res, sizeof res, 1, f);
-					fclose(f);
-				}
-				_exit(0);
-			}
-			running++;
-			next++;
-		}
-		if (harness_interrupted() && !forwarded) {
-			/* a signal to the harness alone (not its process group) still stops every runner */
-			for (int i = 0; i < next; i++)
-				if (pid[i] > 0)
-					kill(pid[i], harness_interrupted());
-			forwarded = 1;
-		}
-		int status;
-		pid_t w = wait(&status);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (int i = 0; i < next; i++) {
-			if (pid[i] != w)
-				continue;
-			pid[i] = 0;
-			char path[PATH_MAX + 16];
-			snprintf(path, sizeof path, "%s/%d", dir, i);
-			FILE *f = fopen(path, "rb");
-			if (!f || fread(&r[i], sizeof r[i], 1, f) != 1) {
-				memset(&r[i], 0, sizeof r[i]);
-				snprintf(r[i].name, sizeof r[i].name, "%s", s[i].name);
-				snprintf(r[i].file, sizeof r[i].file, "%s", s[i].file);
-				r[i].verdict = HARNESS_ERROR;
-				r[i].harness_error = 1;
-				snprintf(r[i].sentence, sizeof r[i].sentence, "the scenario's runner died (status %d)", status);
-			}
-			if (f)
-				fclose(f);
-			unlink(path);
-			running--;
-			done++;
-			fprintf(stderr, "%s[%d/%d] %-40s %-5s %5.1fs%s", tty ? "\r" : "", done, n, r[i].name,
-				harness_verdict_name(r[i].verdict), r[i].seconds, tty ? "\033[K\n" : "\n");
-			if (fail_fast && r[i].verdict == HARNESS_FAIL)
-				stop = 1;
-		}
-		if (harness_interrupted() && next < n) {
-			for (int i = next; i < n; i++) {
-				memset(&r[i], 0, sizeof r[i]);
-				snprintf(r[i].name, sizeof r[i].name, "%s", s[i].name);
-				r[i].verdict = HARNESS_ERROR;
-				r[i].harness_error = 1;
-				snprintf(r[i].sentence, sizeof r[i].sentence, "not run: interrupted");
-			}
-			done += n - next;
-			next = n;
-		}
-	}
+	harness_pool p = { .o = o, .root = dir, .jobs = jobs, .own_workdir = 1, .next = suite_next, .done = suite_done,
+			   .arg = &u };
+	rc = harness_pool_run(&p);
 	rmdir(dir);
-	free(pid);
-	/* keep what ran, in order */
-	int k = 0;
-	for (int i = 0; i < next; i++)
-		if (r[i].name[0])
-			r[k++] = r[i];
-	return stop ? k : n;
+	for (int i = 0; i < n; i++) {
+		if (!u.ran[i]) {
+			if (rc >= 0 && !harness_interrupted())
+				continue;       /* after a FAIL with fail_fast: not run, not reported */
+			not_run(&r[i], &s[i], rc < 0 ? "not run: out of memory" : "not run: interrupted");
+		}
+		r[k++] = r[i];
+	}
+	free(u.ran);
+	return k;
 }
 
 static int cmd_run(int argc, char **argv, int suite)

@@ -1,4 +1,4 @@
-/* Concurrent scenario runs for chaos and shrinking (pool.h). */
+/* Concurrent scenario runs for the suite, chaos and shrinking (pool.h). */
 #include "pool.h"
 
 #include <errno.h>
@@ -62,14 +62,19 @@ static void child(const harness_pool *p, const slot *sl, pid_t parent)
 	if (harness_launch_die_with_parent(parent) < 0)
 		_exit(0);
 	harness_launch_init();
-	snprintf(work, sizeof work, "%s/%ld", p->root, sl->idx);
-	o.work = work;
-	o.keep = 1;
-	harness_run_scenario(&sl->s, &o, &out.r);
-	out.fired = harness_pool_fired(&sl->s, work);
-	if (out.r.verdict == HARNESS_PASS && !p->keep) {
-		harness_workdir_remove(work);
-		out.r.workdir[0] = '\0';
+	memset(&out, 0, sizeof out);
+	if (p->own_workdir) {
+		harness_run_scenario(&sl->s, &o, &out.r);
+	} else {
+		snprintf(work, sizeof work, "%s/%ld", p->root, sl->idx);
+		o.work = work;
+		o.keep = 1;
+		harness_run_scenario(&sl->s, &o, &out.r);
+		out.fired = harness_pool_fired(&sl->s, work);
+		if (out.r.verdict == HARNESS_PASS && !p->keep) {
+			harness_workdir_remove(work);
+			out.r.workdir[0] = '\0';
+		}
 	}
 	snprintf(path, sizeof path, "%s/%ld.result", p->root, sl->idx);
 	FILE *f = fopen(path, "wb");
@@ -91,6 +96,7 @@ static void collect(const harness_pool *p, slot *sl, int status)
 		if (out) {
 			memset(out, 0, sizeof *out);
 			snprintf(out->r.name, sizeof out->r.name, "%s", sl->s.name);
+			snprintf(out->r.file, sizeof out->r.file, "%s", sl->s.file);
 			out->r.verdict = HARNESS_ERROR;
 			out->r.harness_error = 1;
 			snprintf(out->r.sentence, sizeof out->r.sentence, "the scenario's runner died (status %d)", status);

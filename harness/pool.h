@@ -1,7 +1,9 @@
 /*
  * Scenarios run concurrently, each in a child process of its own with its
- * own work directory, for chaos and shrinking: a stream of scenarios (next)
- * and a callback per result (done), with which faults of the plan fired.
+ * own work directory, for the suite, chaos and shrinking: a stream of
+ * scenarios (next) and a callback per result (done), with which faults of
+ * the plan fired. A runner dies with the harness; SIGINT/SIGTERM reach
+ * every runner and start nothing new.
  */
 #ifndef HARNESS_POOL_H
 #define HARNESS_POOL_H
@@ -19,6 +21,11 @@ typedef struct harness_pool {
 	const char *root;        /* work directories go to ROOT/N */
 	int jobs;
 	int keep;                /* keep the work directory of a pass too */
+	/*
+	 * 1: each run makes its work directory where o says, as a single run
+	 * does (the suite's), and fired stays 0; 0: ROOT/N, kept unless it passed.
+	 */
+	int own_workdir;
 	/* the next scenario into *s (its index idx); 0, or 1 when there is none */
 	int (*next)(void *arg, long idx, harness_scenario *s);
 	void (*done)(void *arg, long idx, const harness_scenario *s, const harness_result *r, harness_fired fired);
