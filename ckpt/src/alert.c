@@ -147,11 +147,12 @@ int ckpt__detector_ok(ckpt_detector *d, uint64_t step, int rank, double seconds,
 		double med, mad;
 		ckpt__median_mad(b->secs, (int)b->n, d->tmp, &med, &mad);
 		double margin = fmax(fmax(c->k * mad, c->floor_seconds), (c->floor_ratio - 1) * med);
-#ifndef CKPT_MUTANT_ALERT_NEVER_RAISED
+#ifdef CKPT_MUTANT_ALERT_NEVER_RAISED
+		margin = INFINITY;      /* mutant: the duration bound can never be crossed */
+#endif
 		if (seconds > med + margin)
 			n = emit(out, cap, n, &(ckpt_alert){ .step = step, .rank = rank, .metric = CKPT_ALERT_DURATION,
 				 .value = seconds, .median = med, .mad = mad, .threshold = med + margin, .samples = b->n });
-#endif
 		ckpt__median_mad(b->mibs, (int)b->n, d->tmp, &med, &mad);
 		double bound = fmin(med - c->k * mad, med / c->floor_ratio);
 		/* the time lost against the median rate: a tiny shard's rate is noise, its lost time is not */

@@ -38,6 +38,10 @@ int ckpt__labels_parse(ckpt_jr *j, ckpt_manifest *m)
 				return -1;
 		} else if (ckpt__jr_string(j, dst, CKPT_LABEL_MAX) < 0) {
 			return -1;
+		} else {
+			for (char *p = dst; *p; p++)      /* read from disk: shown as printable ASCII only */
+				if (*p < 0x20 || *p > 0x7e)
+					*p = '?';
 		}
 	}
 	return rc < 0 ? -1 : 0;
