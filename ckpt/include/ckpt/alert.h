@@ -35,7 +35,7 @@ typedef struct ckpt_alert_config {
 	uint32_t warmup;            /* samples needed before the first outlier alert, 2 to window (default 5) */
 	double k;                   /* MADs above the median (default 6) */
 	double floor_seconds;       /* an outlier is at least this much slower than the median (default 2.0) */
-	double floor_ratio;         /* ... and at least this many times the median (default 3.0) */
+	double floor_ratio;         /* ... and at least this many times the median (default 1.5) */
 	uint32_t fail_streak;       /* failed saves in a row, attributed to a rank, that alert (default 3) */
 } ckpt_alert_config;
 
@@ -43,7 +43,7 @@ typedef struct ckpt_alert_config {
 #define CKPT_ALERT_DEFAULT_WARMUP 5
 #define CKPT_ALERT_DEFAULT_K 6.0
 #define CKPT_ALERT_DEFAULT_FLOOR_SECONDS 2.0
-#define CKPT_ALERT_DEFAULT_FLOOR_RATIO 3.0
+#define CKPT_ALERT_DEFAULT_FLOOR_RATIO 1.5
 #define CKPT_ALERT_DEFAULT_FAIL_STREAK 3
 
 typedef enum ckpt_alert_metric { CKPT_ALERT_DURATION, CKPT_ALERT_THROUGHPUT, CKPT_ALERT_FAILURES } ckpt_alert_metric;
