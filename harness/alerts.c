@@ -1,5 +1,6 @@
 /* The oracle's check of libckpt's save alerts (alerts.h). */
 #include "alerts.h"
+#include "scenario.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -56,12 +57,32 @@ int harness_alerts_judge(const harness_expect *exp, json_t *const *recs, int n, 
 			found = is_alert(recs[i]) && json_integer_value(json_object_get(recs[i], "rank")) == exp->alerts[k].rank &&
 				(exp->alerts[k].metric < 0 || metric_of(recs[i]) == exp->alerts[k].metric);
 		if (!found) {
-			snprintf(why, len, "the scenario expects a save alert for rank %d%s%s (line %d), but none was raised",
+			snprintf(why, len, "the scenario expects a save alert for rank %d%s%s, but none was raised",
 				 exp->alerts[k].rank, exp->alerts[k].metric >= 0 ? " on " : "",
-				 exp->alerts[k].metric >= 0 ? harness_alert_metrics[exp->alerts[k].metric] : "",
-				 exp->alerts[k].line);
+				 exp->alerts[k].metric >= 0 ? harness_alert_metrics[exp->alerts[k].metric] : "");
 			return 1;
 		}
 	}
 	return 0;
+}
+
+void harness_alerts_write(FILE *out, const harness_scenario *s)
+{
+	const harness_expect *e = &s->expect;
+	int timing = 0;
+
+	for (int i = 0; i < s->nfaults; i++)
+		timing |= s->faults[i].action == HARNESS_DELAY || s->faults[i].action == HARNESS_ERRNO;
+	if (e->alerts_mode == HARNESS_ALERTS_NONE && timing)
+		fputs(", alerts: []", out);
+	if (e->alerts_mode != HARNESS_ALERTS_LISTED)
+		return;
+	fputs(", alerts: [", out);
+	for (int k = 0; k < e->nalerts; k++) {
+		fprintf(out, "%s{rank: %d", k ? ", " : "", e->alerts[k].rank);
+		if (e->alerts[k].metric >= 0)
+			fprintf(out, ", metric: %s", harness_alert_metrics[e->alerts[k].metric]);
+		fputs("}", out);
+	}
+	fputs("]", out);
 }

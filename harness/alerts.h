@@ -7,6 +7,7 @@
 #define HARNESS_ALERTS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -20,5 +21,12 @@ extern const char *const harness_alert_metrics[];
  * 0 if the alerts meet exp, 1 with a sentence in why if not.
  */
 int harness_alerts_judge(const harness_expect *exp, json_t *const *recs, int n, char *why, size_t len);
+
+struct harness_scenario;
+/*
+ * The scenario's expect.alerts as YAML (", alerts: [...]"), when loading the
+ * text without it would not give the same expectation back.
+ */
+void harness_alerts_write(FILE *out, const struct harness_scenario *s);
 
 #endif

@@ -53,7 +53,6 @@ typedef struct harness_expect {
 	struct {
 		int rank;
 		int metric;            /* index into harness_alert_metrics, or -1 */
-		int line;              /* in the scenario, for messages */
 	} alerts[HARNESS_MAX_EXPECTED_ALERTS];
 
 	/*

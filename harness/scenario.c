@@ -845,7 +845,6 @@ static int load_expect_alerts(ctx *c, const ynode *ex, harness_scenario *s)
 			return -EINVAL;
 		e->alerts[i].rank = (int)r;
 		e->alerts[i].metric = -1;
-		e->alerts[i].line = it->line;
 		if ((m = get(it, "metric")) && (e->alerts[i].metric = one_of(c, m, "metric", harness_alert_metrics)) < 0)
 			return -EINVAL;
 	}
