@@ -17,6 +17,10 @@
 #include "alerts.h"
 #include "scenario.h"
 #include "scenario_write.h"
+#include "telemetry.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int judge(const harness_expect *e, const char *const *lines, int n, char *why, size_t len)
 {
@@ -113,12 +117,62 @@ static void test_alerts__none_by_default_only_without_delay_or_errno(void **stat
 	free(s);
 }
 
+static void put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* The report's plot: each rank's saves from the journal, alerts ringed; a link in journal/ is never followed. */
+static void test_telemetry__journal_to_svg(void **state)
+{
+	(void)state;
+	char root[] = "/tmp/test_harness_alerts.XXXXXX", path[256];
+	assert_non_null(mkdtemp(root));
+	snprintf(path, sizeof path, "%s/journal", root);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/journal/rank-00000.jsonl", root);
+	put(path, "{\"event\":\"save\",\"step\":10,\"result\":0,\"seconds\":0.5,\"own_seconds\":0.002}\n"
+		  "{\"op\":\"write\"}\n{\"event\":\"alert\",\"step\":10,\"rank\":1,\"metric\":\"dura<b>\",\"value\":3}\n");
+	snprintf(path, sizeof path, "%s/journal/rank-00001.jsonl", root);
+	put(path, "{\"event\":\"save\",\"step\":10,\"result\":0,\"seconds\":3.1,\"own_seconds\":3.0}\n");
+	char outside[300];
+	snprintf(outside, sizeof outside, "%s/elsewhere.jsonl", root);
+	put(outside, "{\"event\":\"save\",\"step\":20,\"result\":0,\"seconds\":9}\n");
+	snprintf(path, sizeof path, "%s/journal/rank-00002.jsonl", root);
+	assert_int_equal(symlink(outside, path), 0);
+
+	harness_telemetry *t = malloc(sizeof *t);
+	assert_non_null(t);
+	harness_telemetry_collect(t, root);
+	assert_int_equal(t->npoints, 2);          /* not the linked file's */
+	assert_int_equal(t->nranks, 2);
+	assert_true(t->seconds[0] == 0.002f && t->seconds[1] == 3.0f);
+	assert_int_equal(t->nalerts, 1);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	harness_telemetry_svg(f, t);
+	fclose(f);
+	assert_non_null(strstr(buf, "<circle class=\"alert\" data-rank=\"1\""));
+	assert_non_null(strstr(buf, "dura&lt;b&gt;"));
+	assert_null(strstr(buf, "<script"));
+	free(buf);
+	free(t);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_alerts__a_false_alarm_fails_a_run_that_must_raise_none),
 		cmocka_unit_test(test_alerts__listed_alerts_must_name_the_right_rank),
 		cmocka_unit_test(test_alerts__none_by_default_only_without_delay_or_errno),
+		cmocka_unit_test(test_telemetry__journal_to_svg),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
