@@ -244,6 +244,8 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 
 	*out = NULL;
 	ckpt__error_clear(&agreed);
+	if (err)
+		ckpt__error_clear(err);       /* a refused configuration leaves no stale message */
 	if (!cfg->root || !*cfg->root || strlen(cfg->root) >= CKPT_PATH_MAX - 256 || cfg->keep_last == 0 ||
 	    (cfg->file_mode & ~07777u) || (cfg->dir_mode & ~07777u))
 		return -EINVAL;
@@ -280,9 +282,13 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 	}
 	for (int k = 0; k < n; k++)
 		c->dst[k] = &state->e[c->order[k]];
-	if ((rc = ckpt__alert_config_resolve(&cfg->alert, &c->cfg.alert, NULL, 0)) < 0 ||
+	char why[160] = "";
+	if ((rc = ckpt__alert_config_resolve(&cfg->alert, &c->cfg.alert, why, sizeof why)) < 0 ||
 	    (rc = ckpt__labels_check(cfg)) < 0 ||
 	    (comm->rank == 0 && !c->cfg.alert.off && (rc = ckpt__detector_new(&c->detector, &c->cfg.alert, comm->size)) < 0)) {
+		if (err)
+			ckpt__error_set(err, rc, "%s", why[0] ? why : rc == -EINVAL ? "experiment and code_version labels "
+					"must be printable ASCII, at most 127 bytes" : "out of memory");
 		ckpt_close(c);
 		return rc;
 	}
