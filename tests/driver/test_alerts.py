@@ -101,3 +101,45 @@ def test_stats_reads_the_journal_as_untrusted(tmp_path):
     res = tool("stats", linked)
     assert res.returncode == 2 and "link is never followed" in res.stderr
     assert tool("stats", tmp_path / "nothing").returncode == 2
+
+
+HARNESS = BIN / "ckpt-harness"
+STREAK = """name: eio-streak-%s
+trainer: {preset: tiny, world_size: 4, steps: 40, checkpoint: {every: 5, keep: 3}}
+faults:
+  - when: {rank: 2, step: 20, phase: save.shard_sync, op: fsync}
+    do: {errno: EIO, times: 3}
+  - when: {rank: 2, step: 25, phase: save.shard_sync, op: fsync}
+    do: {errno: EIO, times: 3}
+  - when: {rank: 2, step: 30, phase: save.shard_sync, op: fsync}
+    do: {errno: EIO, times: 3}
+expect: {outcome: resume_bitwise, alerts: [%s]}
+"""
+
+
+def test_three_failed_saves_in_a_row_alert_on_the_failing_rank(tmp_path):
+    ok, wrong = tmp_path / "ok.yaml", tmp_path / "wrong.yaml"
+    ok.write_text(STREAK % ("ok", "{rank: 2, metric: failures}"))
+    wrong.write_text(STREAK % ("wrong", "{rank: 1, metric: failures}"))
+    res = subprocess.run([str(HARNESS), "suite", ok, wrong, "-j", "2", "--json", tmp_path / "r.json"],
+                         capture_output=True, text=True, timeout=300)
+    verdicts = {s["file"].rsplit("/", 1)[1]: s for s in json.loads((tmp_path / "r.json").read_text())["scenarios"]}
+    assert verdicts["ok.yaml"]["verdict"] == "PASS", verdicts["ok.yaml"]["sentence"]
+    assert verdicts["wrong.yaml"]["verdict"] == "FAIL"
+    assert "rank 2, failures, step 30" in verdicts["wrong.yaml"]["sentence"]
+    assert res.returncode == 1
+
+
+def test_expect_alerts_is_validated(tmp_path):
+    base = "name: v\ntrainer: {preset: tiny, world_size: 4, steps: 20}\nexpect: {alerts: %s}\n"
+    for value, words in [("{rank: 1}", "alerts is a list"), ("[{rank: 4}]", "from 0 to 3"),
+                         ("[{rank: 1, metric: durtion}]", "did you mean 'duration'"),
+                         ("[{metric: duration}]", "needs its rank"), ("[{rank: 1, when: 2}]", "unknown key 'when'")]:
+        p = tmp_path / "v.yaml"
+        p.write_text(base % value)
+        res = subprocess.run([str(HARNESS), "validate", p], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and f"{p}:3:" in res.stderr and words in res.stderr, (value, res.stderr)
+    p.write_text("name: v\ntrainer: {preset: tiny, world_size: 2, steps: 20, checkpoint: {async: true}}\n"
+                 "expect: {alerts: [{rank: 1}]}\n")
+    res = subprocess.run([str(HARNESS), "validate", p], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "synchronous saves" in res.stderr
