@@ -121,13 +121,18 @@ def test_three_failed_saves_in_a_row_alert_on_the_failing_rank(tmp_path):
     ok, wrong = tmp_path / "ok.yaml", tmp_path / "wrong.yaml"
     ok.write_text(STREAK % ("ok", "{rank: 2, metric: failures}"))
     wrong.write_text(STREAK % ("wrong", "{rank: 1, metric: failures}"))
-    res = subprocess.run([str(HARNESS), "suite", ok, wrong, "-j", "2", "--json", tmp_path / "r.json"],
+    res = subprocess.run([str(HARNESS), "suite", ok, wrong, "-j", "2", "--json", tmp_path / "r.json",
+                          "--html", tmp_path / "r.html"],
                          capture_output=True, text=True, timeout=300)
     verdicts = {s["file"].rsplit("/", 1)[1]: s for s in json.loads((tmp_path / "r.json").read_text())["scenarios"]}
     assert verdicts["ok.yaml"]["verdict"] == "PASS", verdicts["ok.yaml"]["sentence"]
     assert verdicts["wrong.yaml"]["verdict"] == "FAIL"
     assert "rank 2, failures, step 30" in verdicts["wrong.yaml"]["sentence"]
     assert res.returncode == 1
+    # the report plots each rank's saves from the journal and rings the alert (no script)
+    page = (tmp_path / "r.html").read_text()
+    assert "Save time per rank" in page and '<circle class="alert" data-rank="2"' in page
+    assert '<circle class="save failed" data-rank="2"' in page and "<script" not in page
 
 
 def test_expect_alerts_is_validated(tmp_path):
