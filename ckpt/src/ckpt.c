@@ -760,7 +760,8 @@ out:
 			  ",\"seconds\":%.6f,\"own_seconds\":%.6f,\"mib_per_s\":%.1f,\"phase_seconds\":{%s}",
 			  step, final.code, ckpt_strerror(final.code), c->stats.bytes, c->stats.total_bytes,
 			  c->stats.chunk_bytes_written, c->stats.chunk_bytes_shared,
-			  c->stats.seconds, c->stats.own_seconds, c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
+			  c->stats.seconds, c->stats.own_seconds,
+			  c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
 			  phases);
 	free(reps);
 	free(all_te);
