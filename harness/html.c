@@ -12,6 +12,7 @@
 
 #include "ckpt_version.h"
 #include "report.h"
+#include "telemetry.h"
 
 /* The phases and ops of the contract (DESIGN.md), in its order: the coverage grid's rows and columns. */
 static const char *const phases[] = {
@@ -686,6 +687,10 @@ static void scenario_section(FILE *f, const harness_result *r, int i)
 	if (st->resumed_dropped)
 		fprintf(f, "<p class=\"note\">%d points of the resumed curve did not fit and are not drawn.</p>\n",
 			st->resumed_dropped);
+	if (st->tele.npoints) {     /* libckpt's journal: each rank's save time, alerts ringed */
+		fprintf(f, "<h3>Save time per rank</h3>\n");
+		harness_telemetry_svg(f, &st->tele);
+	}
 	fprintf(f, "</section>\n");
 }
 

@@ -15,6 +15,7 @@
 
 #define HARNESS_MAX_ATTEMPTS 16
 #define HARNESS_MAX_DAMAGED 256
+#define HARNESS_MAX_EXPECTED_ALERTS 16
 
 enum harness_outcome { HARNESS_RESUME_BITWISE, HARNESS_CLEAN_FAILURE };
 
@@ -41,6 +42,18 @@ typedef struct harness_expect {
 	int64_t restored_from_at[HARNESS_MAX_ATTEMPTS + 1];
 	int64_t max_lost_at[HARNESS_MAX_ATTEMPTS + 1];
 	int damaged_newest;        /* the scenario damages checkpoints at rest (informational) */
+	/*
+	 * libckpt's save alerts in the trajectories ({"event":"alert"}; alerts.c):
+	 * UNCHECKED, NONE (none may be raised: `alerts: []`, or by default a
+	 * reftrain scenario without delay_ms or errno faults), or LISTED: each
+	 * entry must be raised (metric -1: any), and no rank outside the list.
+	 */
+	enum { HARNESS_ALERTS_UNCHECKED, HARNESS_ALERTS_NONE, HARNESS_ALERTS_LISTED } alerts_mode;
+	int nalerts;
+	struct {
+		int rank;
+		int metric;            /* index into harness_alert_metrics, or -1 */
+	} alerts[HARNESS_MAX_EXPECTED_ALERTS];
 
 	/*
 	 * Filled in by the run, not the scenario. Retention keeps the newest

@@ -1118,6 +1118,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 	r->verdict = r->oracle.verdict;
 	harness_transitions_find(gold, trajs, k, ck, &r->transitions);
 	harness_story_collect(&r->story, s, gold, trajs, k, faultlog);
+	harness_telemetry_collect(&r->story.tele, ck);
 	snprintf(r->sentence, sizeof r->sentence, "%s", r->oracle.sentence);
 	if (r->oracle.lost_acked > 0) {
 		/* say why, when the evidence does: the library's own retention removed it */

@@ -1,4 +1,5 @@
 #include "scenario.h"
+#include "alerts.h"
 #include "launch.h"
 #include "suggest.h"
 
@@ -364,7 +365,7 @@ static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "
 static const char *const do_keys[] = { "kill", "errno", "times", "short", "torn", "then", "delay_ms", "node_loss",
 				       "replace", NULL };
 static const char *const damage_keys[] = { "bitflip", "truncate", "delete", "offset", "seed", "size", NULL };
-static const char *const expect_keys[] = { "outcome", "error", "restored_from", "max_lost_steps", NULL };
+static const char *const expect_keys[] = { "outcome", "error", "restored_from", "max_lost_steps", "alerts", NULL };
 static const char *const presets[] = { "tiny", "small", "large", NULL };
 static const char *const outcomes[] = { "resume_bitwise", "clean_failure", NULL };
 static const char *const components[] = { "params", "master", "opt", "rng", "data", "sched", "scaler", "user",
@@ -808,6 +809,51 @@ bool harness_foreign_backend(const harness_scenario *s)
  * a name (libckpt, naive: build/lib/reftrain-backend-NAME.so) or the path of
  * a backend .so, relative to the scenario's folder.
  */
+/*
+ * expect.alerts (alerts.c judges them): [] for none, or a list of {rank, metric}.
+ * Unstated: none, unless a delay_ms or errno fault may make a save slow or fail.
+ */
+static int load_expect_alerts(ctx *c, const ynode *ex, harness_scenario *s)
+{
+	static const char *const keys[] = { "rank", "metric", NULL };
+	const ynode *al = get(ex, "alerts");
+	harness_expect *e = &s->expect;
+	bool timing = false;
+
+	for (int i = 0; i < s->nfaults; i++)
+		timing |= s->faults[i].action == HARNESS_DELAY || s->faults[i].action == HARNESS_ERRNO;
+	bool libckpt = !s->trainer.ncommand && !s->trainer.ckpt_backend[0] && !s->trainer.async;
+	e->alerts_mode = !al && libckpt && !timing ? HARNESS_ALERTS_NONE : HARNESS_ALERTS_UNCHECKED;
+	if (!al)
+		return 0;
+	if (al->kind != Y_SEQ)
+		return fail(c, al, "alerts is a list of {rank: N, metric: NAME} (or [] for none)");
+	if (!libckpt)
+		return fail(c, al, "alerts are raised by libckpt's synchronous saves in reftrain; valid: no ckpt_backend, "
+			    "no command, no checkpoint.async");
+	if (al->n > HARNESS_MAX_EXPECTED_ALERTS)
+		return fail(c, al, "at most %d alerts may be expected", HARNESS_MAX_EXPECTED_ALERTS);
+	e->alerts_mode = al->n ? HARNESS_ALERTS_LISTED : HARNESS_ALERTS_NONE;
+	for (int i = 0; i < al->n; i++) {
+		const ynode *it = al->items[i], *m;
+		int64_t r;
+		if (it->kind != Y_MAP)
+			return fail(c, it, "an expected alert is {rank: N, metric: NAME}");
+		if (check_keys(c, it, "an expected alert", keys))
+			return -EINVAL;
+		if (!get(it, "rank"))
+			return fail(c, it, "an expected alert needs its rank");
+		if (get_int(c, it, "rank", 0, s->trainer.world_size - 1, &r) < 0)
+			return -EINVAL;
+		e->alerts[i].rank = (int)r;
+		e->alerts[i].metric = -1;
+		if ((m = get(it, "metric")) && (e->alerts[i].metric = one_of(c, m, "metric", harness_alert_metrics)) < 0)
+			return -EINVAL;
+	}
+	e->nalerts = al->n;
+	return 0;
+}
+
 static int load_backend(ctx *c, const ynode *cb, harness_scenario *s)
 {
 	char *tr = s->trainer.ckpt_backend;
@@ -1113,6 +1159,8 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 		return -EINVAL;
 	if (s->expect.outcome == HARNESS_CLEAN_FAILURE && !s->expect.error[0])
 		return fail(c, ex, "clean_failure needs 'error': the words the failure must say");
+	if (load_expect_alerts(c, ex, s))
+		return -EINVAL;
 	return c->failed ? -EINVAL : 0;
 }
 

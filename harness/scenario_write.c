@@ -4,6 +4,7 @@
  * depend on the loader's defaults staying what they are today.
  */
 #include "scenario_write.h"
+#include "alerts.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -222,6 +223,7 @@ int harness_scenario_write(FILE *out, const harness_scenario *s, const char *com
 	}
 	write_expect_steps(out, "restored_from", e->restored_from, e->restored_from_at);
 	write_expect_steps(out, "max_lost_steps", e->max_lost_steps, e->max_lost_at);
+	harness_alerts_write(out, s);
 	fputs("}\n", out);
 	return ferror(out) ? -EIO : 0;
 }

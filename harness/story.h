@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "oracle.h"
+#include "telemetry.h"
 
 #define HARNESS_STORY_POINTS 240      /* points of the uninterrupted loss curve; the resumed one gets twice */
 #define HARNESS_STORY_FIRES 32        /* distinct fires kept (repeats of one are folded into `count`) */
@@ -91,6 +92,8 @@ typedef struct harness_story {
 	int64_t loss_diff_step;
 	int loss_diff_attempt;
 	char loss_golden[24], loss_resumed[24];
+	/* save times per rank and the alerts, from libckpt's journal (telemetry.h; empty without one) */
+	harness_telemetry tele;
 } harness_story;
 
 struct harness_scenario;

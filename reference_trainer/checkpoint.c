@@ -1,4 +1,5 @@
 #include "checkpoint.h"
+#include "traj.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -532,6 +533,23 @@ int reftrain_ckpt_save(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 	if ((rc = k->b->save(k->h, t->step, flags)) < 0)
 		backend_error(k, rc, "save", err, len);
 	return agree(k->mpi, rc < 0 ? rc : 0, err, len);
+}
+
+int reftrain_ckpt_write_alerts(reftrain_ckpt *k, int fd)
+{
+	const ckpt_alert *a;
+	int n = k->b == reftrain_backend_libckpt() ? reftrain_libckpt_alerts(k->h, &a) : 0, rc = 0;
+
+	for (int i = 0; i < n && rc == 0; i++) {
+		reftrain_line l;
+		reftrain_line_reset(&l);
+		reftrain_line_add(&l, "{\"event\":\"alert\",\"step\":%" PRIu64 ",\"rank\":%d,\"metric\":\"%s\",\"value\":%.6f,"
+				  "\"median\":%.6f,\"mad\":%.6f,\"threshold\":%.6f,\"samples\":%u}", a[i].step, a[i].rank,
+				  ckpt_alert_metric_name(a[i].metric), a[i].value, a[i].median, a[i].mad, a[i].threshold,
+				  a[i].samples);
+		rc = reftrain_traj_write(fd, &l);
+	}
+	return rc;
 }
 
 int reftrain_ckpt_list(reftrain_ckpt *k, reftrain_backend_generation *gens, int max, char *err, size_t len)

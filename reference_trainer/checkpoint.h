@@ -53,6 +53,13 @@ int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, reftrain_backen
 
 /* Collective. Save the state after step `step`. */
 int reftrain_ckpt_save(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t len);
+/*
+ * Rank 0, after a save: write the alerts libckpt raised for it to the
+ * trajectory, one {"event":"alert",...} record each (the built-in libckpt
+ * backend only; other backends raise none). Timing-dependent, so the oracle
+ * never compares them. 0 or -errno.
+ */
+int reftrain_ckpt_write_alerts(reftrain_ckpt *k, int fd);
 
 /* Local: the backend's generations, newest first (see reftrain_backend.list). */
 int reftrain_ckpt_list(reftrain_ckpt *k, reftrain_backend_generation *gens, int max, char *err, size_t len);

@@ -381,7 +381,10 @@ int main(int argc, char **argv)
 		if (reftrain_ckpt_save(&k, &t, err, sizeof err) == 0)
 			continue;
 #else
-		if (reftrain_ckpt_save(&k, &t, err, sizeof err) == 0) {
+		rc = reftrain_ckpt_save(&k, &t, err, sizeof err);
+		if (rank == 0 && reftrain_ckpt_write_alerts(&k, fd) < 0)     /* before the acknowledgement or failure */
+			MPI_Abort(MPI_COMM_WORLD, 1);
+		if (rc == 0) {
 			/* the acknowledgement: written only once every rank has it committed */
 			if (rank == 0 && acknowledge(fd, t.step, name) < 0)
 				MPI_Abort(MPI_COMM_WORLD, 1);

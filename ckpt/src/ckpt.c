@@ -31,6 +31,7 @@
 
 #include "internal.h"
 #include "chunks.h"
+#include "alert.h"
 
 /* Bytes per write of a tensor: the hash of a piece runs while it is in cache. */
 #define WRITE_PIECE (8u << 20)
@@ -68,6 +69,11 @@ struct ckpt {
 	uint64_t retention_step;
 	ckpt_chunks *chunks;        /* incremental checkpoints (chunks.c); NULL: off */
 	struct ckpt_async *async;   /* async.c; NULL until the first ckpt_save_async */
+	double wait;                /* this save's time in collectives (alert.c: not the rank's own work) */
+	ckpt_detector *detector;    /* rank 0; NULL with alerts off */
+	ckpt_alert alerts[CKPT_ALERTS_MAX];
+	char experiment[CKPT_LABEL_MAX], code_version[CKPT_LABEL_MAX];     /* the caller's labels, copied */
+	int nalerts;
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	int deferred_fd;
 	char deferred_path[CKPT_PATH_MAX];
@@ -79,6 +85,7 @@ typedef struct shard_report {
 	ckpt_error err;
 	ckpt_file_entry file;
 	double phase_seconds[PH_COUNT];
+	double own_seconds;         /* up to the gather: the rank's work is done by then */
 } shard_report;
 
 static double now(void)
@@ -86,6 +93,17 @@ static double now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A collective of the save began at t: the time since was spent waiting for peers. */
+static void waited(ckpt *c, double t)
+{
+#ifndef CKPT_MUTANT_ALERT_COUNTS_WAIT
+	c->wait += now() - t;
+#else
+	(void)c;      /* mutant: a rank waiting for a slow peer looks slow itself */
+	(void)t;
+#endif
 }
 
 /* Enter phase ph: closes the timing of the previous one, evaluates the point. */
@@ -226,6 +244,8 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 
 	*out = NULL;
 	ckpt__error_clear(&agreed);
+	if (err)
+		ckpt__error_clear(err);       /* a refused configuration leaves no stale message */
 	if (!cfg->root || !*cfg->root || strlen(cfg->root) >= CKPT_PATH_MAX - 256 || cfg->keep_last == 0 ||
 	    (cfg->file_mode & ~07777u) || (cfg->dir_mode & ~07777u))
 		return -EINVAL;
@@ -262,6 +282,20 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 	}
 	for (int k = 0; k < n; k++)
 		c->dst[k] = &state->e[c->order[k]];
+	char why[160] = "";
+	if ((rc = ckpt__alert_config_resolve(&cfg->alert, &c->cfg.alert, why, sizeof why)) < 0 ||
+	    (rc = ckpt__labels_check(cfg)) < 0 ||
+	    (comm->rank == 0 && !c->cfg.alert.off && (rc = ckpt__detector_new(&c->detector, &c->cfg.alert, comm->size)) < 0)) {
+		if (err)
+			ckpt__error_set(err, rc, "%s", why[0] ? why : rc == -EINVAL ? "experiment and code_version labels "
+					"must be printable ASCII, at most 127 bytes" : "out of memory");
+		ckpt_close(c);
+		return rc;
+	}
+	snprintf(c->experiment, sizeof c->experiment, "%s", cfg->experiment ? cfg->experiment : "");
+	snprintf(c->code_version, sizeof c->code_version, "%s", cfg->code_version ? cfg->code_version : "");
+	c->cfg.experiment = c->experiment;
+	c->cfg.code_version = c->code_version;
 
 	if (comm->rank == 0) {
 		if ((rc = mkdir_p(&c->io, c->root, c->cfg.dir_mode)) == 0 && (rc = open_root(c)) == 0 &&
@@ -324,6 +358,7 @@ void ckpt_close(ckpt *c)
 	free(c->te);
 	free(c->dst);
 	ckpt__chunks_free(c->chunks);
+	ckpt__detector_free(c->detector);
 	free(c);
 }
 
@@ -335,6 +370,12 @@ const ckpt_error *ckpt_last_error(const ckpt *c)
 const ckpt_save_stats *ckpt_last_save_stats(const ckpt *c)
 {
 	return &c->stats;
+}
+
+int ckpt_last_save_alerts(const ckpt *c, const ckpt_alert **out)
+{
+	*out = c->alerts;
+	return c->nalerts;
 }
 
 /* ---- save --------------------------------------------------------------- */
@@ -518,6 +559,8 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 	    (rc = path_in(gen, sizeof gen, ".", name)) < 0)
 		goto out;
 	telemetry_json(c, reps, &m.telemetry_json);
+	memcpy(m.experiment, c->experiment, sizeof m.experiment);
+	memcpy(m.code_version, c->code_version, sizeof m.code_version);
 	if ((rc = ckpt__manifest_render(&m, &text, &len)) < 0) {
 		ckpt__io_fail(&c->io, rc, path, rc == -CKPT_ECONFIG ? "cannot render the manifest: ranks registered "
 			      "different tensors (names, dtypes or global sizes)" : "cannot render the manifest");
@@ -587,6 +630,24 @@ out:
 	return rc;
 }
 
+/* Rank 0: every rank's save against its baseline (alert.c); reps is NULL or gathered (committed). */
+static void judge(ckpt *c, uint64_t step, const shard_report *reps, int failed_rank)
+{
+	int W = c->comm->size;
+	double *secs = calloc((size_t)W, sizeof *secs);
+	uint64_t *bytes = calloc((size_t)W, sizeof *bytes);
+
+	for (int r = 0; secs && bytes && reps && r < W; r++) {
+		secs[r] = r == 0 ? c->stats.own_seconds : reps[r].own_seconds;
+		bytes[r] = reps[r].file.size;
+	}
+	if (secs && bytes)
+		c->nalerts = ckpt__alerts_after_save(c->detector, &c->journal, step, W, secs, bytes, failed_rank, c->alerts,
+						     CKPT_ALERTS_MAX);
+	free(secs);
+	free(bytes);
+}
+
 static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre)
 {
 	ckpt_comm *comm = c->comm;
@@ -594,10 +655,12 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre
 	shard_report rep, *reps = NULL;
 	ckpt_tensor_entry *all_te = NULL;
 	ckpt_error final;
-	double t0 = now();
+	double t0 = now(), tw;
 	int rc;
 
 	retention_join(c);
+	c->wait = 0;
+	c->nalerts = 0;
 	ckpt__error_clear(&c->err);
 	memset(&c->stats, 0, sizeof c->stats);
 	memset(&rep, 0, sizeof rep);
@@ -616,9 +679,10 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre
 	}
 	/* nobody writes into a directory rank 0 failed to make */
 	final = c->err;
-	if ((rc = comm->bcast(comm->ctx, &final, sizeof final, 0)) < 0)
-		goto out;
-	if (final.code != 0)
+	tw = now();
+	rc = comm->bcast(comm->ctx, &final, sizeof final, 0);
+	waited(c, tw);
+	if (rc < 0 || final.code != 0)
 		goto out;
 
 	if (pre && pre->code != 0)
@@ -627,13 +691,21 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre
 		write_shard(c, tmp, step, &rep.file);
 	if (c->err.code == 0)
 		enter(c, PH_BARRIER);
-	if ((rc = comm->barrier(comm->ctx)) < 0)
+	tw = now();
+	rc = comm->barrier(comm->ctx);
+	waited(c, tw);
+	if (rc < 0)
 		goto out;
 	enter(c, PH_COUNT);   /* close the timing of the barrier */
 	rep.err = c->err;
 	memcpy(rep.phase_seconds, c->stats.phase_seconds, sizeof rep.phase_seconds);
-	if ((rc = comm->gather(comm->ctx, &rep, sizeof rep, reps, 0)) < 0 ||
-	    (rc = comm->gather(comm->ctx, c->te, sizeof *c->te * (size_t)c->state->n, all_te, 0)) < 0)
+	rep.own_seconds = now() - t0 - c->wait;
+	tw = now();
+	rc = comm->gather(comm->ctx, &rep, sizeof rep, reps, 0);
+	if (rc == 0)
+		rc = comm->gather(comm->ctx, c->te, sizeof *c->te * (size_t)c->state->n, all_te, 0);
+	waited(c, tw);
+	if (rc < 0)
 		goto out;
 
 	if (comm->rank == 0) {
@@ -647,7 +719,10 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre
 			final = c->err;
 		}
 	}
-	if ((rc = comm->bcast(comm->ctx, &final, sizeof final, 0)) < 0)
+	tw = now();
+	rc = comm->bcast(comm->ctx, &final, sizeof final, 0);
+	waited(c, tw);
+	if (rc < 0)
 		goto out;
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	if (c->deferred_fd >= 0) {     /* the shard, renamed into place already; its path moved with it */
@@ -662,6 +737,9 @@ out:
 	}
 	c->err = final;
 	c->stats.seconds = now() - t0;
+	c->stats.own_seconds = c->stats.seconds - c->wait;
+	if (c->detector)
+		judge(c, step, reps, final.code ? final.rank : -1);
 	if (c->chunks) {
 		ckpt__chunks_bytes(c->chunks, &c->stats.chunk_bytes_written, &c->stats.chunk_bytes_shared);
 		ckpt__chunks_settle(c->chunks, final.code == 0);     /* the base of the next save: only a committed one */
@@ -682,10 +760,11 @@ out:
 	ckpt__journal_add(&c->journal,
 			  "\"event\":\"save\",\"step\":%" PRIu64 ",\"result\":%d,\"error\":\"%s\",\"bytes\":%" PRIu64
 			  ",\"total_bytes\":%" PRIu64 ",\"chunk_bytes_written\":%" PRIu64 ",\"chunk_bytes_shared\":%" PRIu64
-			  ",\"seconds\":%.6f,\"mib_per_s\":%.1f,\"phase_seconds\":{%s}",
+			  ",\"seconds\":%.6f,\"own_seconds\":%.6f,\"mib_per_s\":%.1f,\"phase_seconds\":{%s}",
 			  step, final.code, ckpt_strerror(final.code), c->stats.bytes, c->stats.total_bytes,
 			  c->stats.chunk_bytes_written, c->stats.chunk_bytes_shared,
-			  c->stats.seconds, c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
+			  c->stats.seconds, c->stats.own_seconds,
+			  c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
 			  phases);
 	free(reps);
 	free(all_te);

@@ -282,6 +282,13 @@ int ckpt__manifest_render(const ckpt_manifest *m, char **out, size_t *len)
 		if (m->tags & (1u << i))
 			sb_printf(&b, ",\"%s\"", tag_names[i]);
 	sb_printf(&b, "]");
+	if (*m->experiment || *m->code_version) {      /* catalog labels (catalog.c) */
+		sb_printf(&b, ",\"labels\":{\"experiment\":");
+		sb_jstr(&b, m->experiment);
+		sb_printf(&b, ",\"code_version\":");
+		sb_jstr(&b, m->code_version);
+		sb_printf(&b, "}");
+	}
 	if (m->chunk_size)
 		sb_printf(&b, ",\"chunk_size\":%" PRIu32 ",\"chain_depth\":%" PRIu32 ",\"chain_base\":%" PRIu64,
 			  m->chunk_size, m->chain_depth, m->chain_base);
@@ -729,7 +736,7 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 
 	static const char *const members[] = { "schema_version", "step", "world_size", "config_hash", "tags", "files",
 					       "tensors", "telemetry", "checksum", "chunk_size", "chain_depth",
-					       "chain_base" };
+					       "chain_base", "labels" };
 	unsigned seen = 0;
 
 	ckpt__jr_init(&j, text, len);
@@ -827,6 +834,9 @@ int ckpt__manifest_parse(const char *text, size_t len, ckpt_manifest *m, char *w
 			if ((m->schema_version == 1 ? parse_tensors_v1(&j, m) : parse_tensors_v2(&j, m)) < 0)
 				break;
 			have |= 32;
+		} else if (strcmp(k, "labels") == 0) {
+			if (ckpt__labels_parse(&j, m) < 0)
+				break;
 		} else if (strcmp(k, "telemetry") == 0) {
 			const char *start = j.p;
 			if (ckpt__jr_skip(&j) < 0)

@@ -111,6 +111,9 @@ static int verify_at(int rootfd, const char *root, const char *name, ckpt_gen_re
 	rep->step = m.step;
 	rep->world_size = m.world_size;
 	rep->tags = m.tags;
+	rep->config_hash = m.config_hash;
+	snprintf(rep->experiment, sizeof rep->experiment, "%s", m.experiment);
+	snprintf(rep->code_version, sizeof rep->code_version, "%s", m.code_version);
 	for (int i = 0; i < m.nfiles; i++)
 		rep->bytes += m.files[i].size;
 	for (int r = 0; r < m.world_size; r++) {
@@ -234,6 +237,9 @@ int ckpt_inspect_show(const char *gen_dir, FILE *out)
 	if (m.chunk_size)      /* incremental: where its chain starts and how deep it is */
 		fprintf(out, "chunks         %" PRIu32 " bytes each, chain of step %" PRIu64 ", depth %" PRIu32 "%s\n",
 			m.chunk_size, m.chain_base, m.chain_depth, m.chain_depth ? "" : " (full)");
+	if (*m.experiment || *m.code_version)      /* catalog labels: printable ASCII once parsed */
+		fprintf(out, "experiment     %s\ncode_version   %s\n", *m.experiment ? m.experiment : "-",
+			*m.code_version ? m.code_version : "-");
 	if (m.telemetry_json) {
 		char tel[4096 * 4];
 		ckpt__escape(tel, sizeof tel, m.telemetry_json);

@@ -25,6 +25,8 @@
 #define CKPT_RECIPE_MAX ((size_t)256 << 20)         /* a rank's rank-R.chunks */
 #define CKPT_DEFAULT_FILE_MODE 0600
 #define CKPT_DEFAULT_DIR_MODE 0700
+#define CKPT_LABEL_MAX 128                          /* a manifest label, with its NUL */
+#define CKPT_ALERTS_MAX 64                          /* alerts kept per save (alert.c) */
 
 /* ---- error helpers (error.c) -------------------------------------------- */
 
@@ -184,6 +186,8 @@ typedef struct ckpt_manifest {
 	uint64_t *pool;
 	size_t npool, cappool;
 	char *telemetry_json;       /* compact JSON object, may be NULL */
+	char experiment[CKPT_LABEL_MAX];    /* labels (catalog.c); "" if none */
+	char code_version[CKPT_LABEL_MAX];
 	uint32_t chunk_size;        /* version 3 (chunked): > 0 */
 	uint32_t chain_depth;       /* version 3: saves since the last full one (0: full) */
 	uint64_t chain_base;        /* version 3: the step of that full one, the seed of the chunk addresses */
@@ -319,6 +323,13 @@ int ckpt__jr_u64(ckpt_jr *j, uint64_t *v);
 int ckpt__jr_skip(ckpt_jr *j);
 /* Expect the end of the text (only spaces left). */
 int ckpt__jr_end(ckpt_jr *j);
+
+/* ---- catalog labels (catalog.c) ----------------------------------------- */
+
+/* experiment and code_version: printable ASCII under CKPT_LABEL_MAX bytes. 0 or -EINVAL. */
+int ckpt__labels_check(const ckpt_config *cfg);
+/* The value of a manifest's "labels" member into m. 0, or -1 with the reader failed. */
+int ckpt__labels_parse(ckpt_jr *j, ckpt_manifest *m);
 
 /* ---- agreement (agree.c) ------------------------------------------------ */
 

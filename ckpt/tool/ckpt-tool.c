@@ -13,9 +13,15 @@
 #include "ckpt/ckpt.h"
 #include "ckpt/inspect.h"
 #include "ckpt_version.h"
+#include "stats.h"
+
+#include <jansson.h>
 
 static const char usage[] =
-"usage: ckpt-tool ls ROOT           generations: step, tags, size (own, shared), valid or why not\n"
+"usage: ckpt-tool ls ROOT [--json]  generations: step, tags, size (own, shared), valid or why not\n"
+"                                    (--json: the catalog, with world size, config hash and labels)\n"
+"       ckpt-tool stats ROOT [--json] save times and throughput per generation and per rank, and\n"
+"                                    the alerts raised, from ROOT/journal\n"
 "       ckpt-tool verify ROOT/step-N  full integrity check; names each damaged file\n"
 "       ckpt-tool show ROOT/step-N    the manifest, readable\n"
 "       ckpt-tool --version           the version and the commit built from\n"
@@ -41,7 +47,49 @@ static void fail_path(const char *path, const char *what, int rc)
 	fprintf(stderr, ": %s%s\n", what, ckpt_describe(rc));
 }
 
-static int cmd_ls(const char *root)
+/* The tags ls shows: restore (the generation restore would take), LATEST, best, interim. */
+static void tag_list(const ckpt_gen_report *r, int is_restore, const char *latest, char *tags, size_t len)
+{
+	snprintf(tags, len, "%s%s%s%s", is_restore ? "restore," : "", strcmp(latest, r->name) == 0 ? "LATEST," : "",
+		 r->tags & CKPT_TAG_BEST ? "best," : "", r->tags & CKPT_TAG_INTERIM ? "interim," : "");
+	if (*tags)
+		tags[strlen(tags) - 1] = '\0';
+}
+
+/* ls --json: every generation, newest first; names and labels are printable ASCII already. */
+static void ls_json(const ckpt_gen_report *reps, int n, int newest_valid, const char *latest)
+{
+	json_t *gens = json_array();
+	for (int i = 0; i < n; i++) {
+		char tags[64], hash[20];
+		const ckpt_gen_report *r = &reps[i];
+		json_t *t = json_array(), *labels = json_object();
+		tag_list(r, i == newest_valid, latest, tags, sizeof tags);
+		for (char *p = strtok(tags, ","); p; p = strtok(NULL, ","))
+			json_array_append_new(t, json_string(p));
+		if (*r->experiment)
+			json_object_set_new(labels, "experiment", json_string(r->experiment));
+		if (*r->code_version)
+			json_object_set_new(labels, "code_version", json_string(r->code_version));
+		snprintf(hash, sizeof hash, "%016" PRIx64, r->config_hash);
+		json_t *g = json_pack("{ss sI si sI sI sI so so ss}", "name", r->name, "step", (json_int_t)r->step,
+				      "world_size", r->world_size, "bytes", (json_int_t)r->bytes, "own_bytes",
+				      (json_int_t)r->own_bytes, "shared_bytes", (json_int_t)r->shared_bytes, "tags", t,
+				      "labels", labels, "status", r->valid ? "valid" : "invalid");
+		if (r->valid || r->world_size)
+			json_object_set_new(g, "config_hash", json_string(hash));
+		if (!r->valid && r->nproblems)
+			json_object_set_new(g, "why", json_pack("{ss ss}", "file", r->problems[0].file, "why",
+							       r->problems[0].why));
+		json_array_append_new(gens, g);
+	}
+	json_t *doc = json_pack("{so}", "generations", gens);
+	json_dumpf(doc, stdout, JSON_INDENT(1) | JSON_ENSURE_ASCII);
+	putchar('\n');
+	json_decref(doc);
+}
+
+static int cmd_ls(const char *root, int as_json)
 {
 	ckpt_gen_report *reps;
 	char latest[256] = "";
@@ -52,23 +100,19 @@ static int cmd_ls(const char *root)
 		return 2;
 	}
 	ckpt_inspect_latest(root, latest, sizeof latest);
-	printf("%-16s %10s %-20s %14s %14s %14s  %s\n", "generation", "step", "tags", "bytes", "own", "shared", "status");
 	int newest_valid = -1;
 	for (int i = 0; i < n; i++)
 		if (reps[i].valid && newest_valid < 0)
 			newest_valid = i;
+	if (as_json) {
+		ls_json(reps, n, newest_valid, latest);
+		free(reps);
+		return 0;
+	}
+	printf("%-16s %10s %-20s %14s %14s %14s  %s\n", "generation", "step", "tags", "bytes", "own", "shared", "status");
 	for (int i = 0; i < n; i++) {
-		char tags[64] = "";
-		if (i == newest_valid)
-			strcat(tags, "restore,");
-		if (strcmp(latest, reps[i].name) == 0)
-			strcat(tags, "LATEST,");
-		if (reps[i].tags & CKPT_TAG_BEST)
-			strcat(tags, "best,");
-		if (reps[i].tags & CKPT_TAG_INTERIM)
-			strcat(tags, "interim,");
-		if (*tags)
-			tags[strlen(tags) - 1] = '\0';
+		char tags[64];
+		tag_list(&reps[i], i == newest_valid, latest, tags, sizeof tags);
 		printf("%-16s %10" PRIu64 " %-20s %14" PRIu64 " %14" PRIu64 " %14" PRIu64 "  ", reps[i].name, reps[i].step,
 		       *tags ? tags : "-", reps[i].bytes, reps[i].own_bytes, reps[i].shared_bytes);
 		if (reps[i].valid)
@@ -118,12 +162,22 @@ int main(int argc, char **argv)
 		fputs(usage, stdout);
 		return 0;
 	}
-	if (argc != 3) {
-		fprintf(stderr, "ckpt-tool: expected a command and one path\n%s", usage);
+	int as_json = argc == 4 && strcmp(argv[3], "--json") == 0;
+	if (argc != 3 && !(as_json && (strcmp(argv[1], "ls") == 0 || strcmp(argv[1], "stats") == 0))) {
+		fprintf(stderr, "ckpt-tool: expected a command and one path (ls and stats also take --json)\n%s", usage);
 		return 2;
 	}
 	if (strcmp(argv[1], "ls") == 0)
-		return cmd_ls(argv[2]);
+		return cmd_ls(argv[2], as_json);
+	if (strcmp(argv[1], "stats") == 0) {
+		char err[256];
+		if (ckpt_tool_stats(argv[2], as_json, err, sizeof err) == 0)
+			return 0;
+		fputs("ckpt-tool: ", stderr);
+		print_escaped(stderr, argv[2]);
+		fprintf(stderr, ": %s\n", err);
+		return 2;
+	}
 	if (strcmp(argv[1], "verify") == 0)
 		return cmd_verify(argv[2]);
 	if (strcmp(argv[1], "show") == 0) {
@@ -138,6 +192,6 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "ckpt-tool: unknown command '");
 	print_escaped(stderr, argv[1]);
-	fprintf(stderr, "'; valid: ls, verify, show\n%s", usage);
+	fprintf(stderr, "'; valid: ls, stats, verify, show\n%s", usage);
 	return 2;
 }

@@ -2,6 +2,7 @@
 #ifndef REFTRAIN_BACKENDS_BUILTIN_H
 #define REFTRAIN_BACKENDS_BUILTIN_H
 
+#include "ckpt/alert.h"
 #include "reftrain/backend.h"
 
 /* libckpt, the same source as reftrain-backend-libckpt.so. */
@@ -18,6 +19,9 @@ typedef struct reftrain_async_done {
 	int code;                   /* 0 committed; < 0 failed, err says why */
 	char err[512];
 } reftrain_async_done;
+
+/* Rank 0, after a save: the alerts libckpt raised (ckpt/alert.h); *out valid until the next save. */
+int reftrain_libckpt_alerts(void *h, const ckpt_alert **out);
 
 /*
  * Local, after open: the staging copy allocated now, not in the first save;

@@ -15,6 +15,9 @@
 #include "ckpt/ckpt.h"
 #include "ckpt/inspect.h"
 #include "reftrain/backend.h"
+#if __has_include("ckpt_version.h")
+#include "ckpt_version.h"
+#endif
 
 typedef struct lk {
 	ckpt *c;
@@ -86,6 +89,62 @@ static void lk_close(void *h)
 	free(k);
 }
 
+/*
+ * The environment's part of the configuration (reftrain(1), ENVIRONMENT):
+ * CKPT_EXPERIMENT and CKPT_CODE_VERSION (default: the commit this was built
+ * from) label each manifest; CKPT_ALERT tunes the save alerts, "off" or
+ * "window=N,warmup=N,k=X,floor=SECONDS,ratio=X,fails=N" (any subset).
+ */
+static int lk_env(ckpt_config *c, char *err, size_t len)
+{
+	const char *spec = getenv("CKPT_ALERT"), *cv = getenv("CKPT_CODE_VERSION");
+
+	c->experiment = getenv("CKPT_EXPERIMENT");
+#if __has_include("ckpt_version.h")
+	c->code_version = cv ? cv : CKPT_COMMIT;
+#else
+	c->code_version = cv;
+#endif
+	if (!spec || !*spec)
+		return 0;
+	if (strcmp(spec, "off") == 0) {
+		c->alert.off = 1;
+		return 0;
+	}
+	for (const char *p = spec; *p;) {
+		char key[16], *end;
+		size_t n = strcspn(p, "=");
+		double v;
+		if (n == 0 || n >= sizeof key || p[n] != '=')
+			goto bad;
+		memcpy(key, p, n);
+		key[n] = '\0';
+		v = strtod(p + n + 1, &end);
+		if (end == p + n + 1 || (*end && *end != ',') || !(v > 0 && v <= 1e6))
+			goto bad;
+		if (strcmp(key, "window") == 0)
+			c->alert.window = (uint32_t)v;
+		else if (strcmp(key, "warmup") == 0)
+			c->alert.warmup = (uint32_t)v;
+		else if (strcmp(key, "k") == 0)
+			c->alert.k = v;
+		else if (strcmp(key, "floor") == 0)
+			c->alert.floor_seconds = v;
+		else if (strcmp(key, "ratio") == 0)
+			c->alert.floor_ratio = v;
+		else if (strcmp(key, "fails") == 0)
+			c->alert.fail_streak = (uint32_t)v;
+		else
+			goto bad;
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+bad:
+	snprintf(err, len, "CKPT_ALERT='%.100s': expected off or KEY=VALUE,... with KEY window, warmup, k, floor, ratio "
+		 "or fails and VALUE a positive number", spec);
+	return -EINVAL;
+}
+
 static int lk_open(void **out, const reftrain_backend_config *cfg, char *err, size_t len)
 {
 	lk *k = calloc(1, sizeof *k);
@@ -119,6 +178,8 @@ static int lk_open(void **out, const reftrain_backend_config *cfg, char *err, si
 	ckpt_config c = { .root = cfg->root, .keep_last = cfg->keep, .keep_best = 1, .config_hash = cfg->config_hash,
 			  .validate = cfg->validate, .validate_arg = cfg->validate_arg, .incremental = cfg->incremental,
 			  .full_every = cfg->full_every, .chunk_bytes = cfg->chunk_bytes };
+	if ((rc = lk_env(&c, err, len)) < 0)
+		goto fail;
 	if ((rc = ckpt_open(&k->c, &c, &k->comm, k->state, &e)) < 0) {
 		snprintf(err, len, "%s", e.msg[0] ? e.msg : ckpt_describe(rc));
 		goto fail;
@@ -214,6 +275,11 @@ const reftrain_backend *reftrain_backend_v1(void)
 const reftrain_backend *reftrain_backend_libckpt(void)
 {
 	return &table;
+}
+
+int reftrain_libckpt_alerts(void *h, const ckpt_alert **out)
+{
+	return ckpt_last_save_alerts(((lk *)h)->c, out);
 }
 #endif
 

@@ -26,7 +26,7 @@ TOOLS = ("ckpt-harness", "reftrain", "ckpt-tool")
 PRIVATE = ("libckpt-fault-shim.so", "ckpt_beacon.py", "ckpt_trajectory.py", "reftrain-backend-libckpt.so",
            "reftrain-backend-naive.so")
 MAN = ("man1/ckpt-harness.1", "man1/reftrain.1", "man1/ckpt-tool.1", "man5/ckpt-harness-scenario.5")
-HEADERS = ("ckpt/async.h", "ckpt/ckpt.h", "ckpt/comm.h", "ckpt/error.h", "ckpt/fault.h", "ckpt/inspect.h", "reftrain/backend.h",
+HEADERS = ("ckpt/alert.h", "ckpt/async.h", "ckpt/ckpt.h", "ckpt/comm.h", "ckpt/error.h", "ckpt/fault.h", "ckpt/inspect.h", "reftrain/backend.h",
            "ckpt-harness/beacon.h")
 # what the package must depend on: the archive's packages the installed tools use at run time
 DEB_DEPENDS = ("openmpi-bin", "libopenmpi3", "libfiu0", "libyaml-0-2", "libjansson4", "libxxhash0")

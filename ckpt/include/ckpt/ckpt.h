@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ckpt/alert.h"
 #include "ckpt/comm.h"
 #include "ckpt/error.h"
 
@@ -95,6 +96,15 @@ typedef struct ckpt_config {
 	int incremental;
 	uint32_t full_every;
 	uint32_t chunk_bytes;       /* 0: 1 MiB; 4 KiB to 256 MiB */
+	/* save anomaly alerts (ckpt/alert.h); all zero: on, with the defaults */
+	ckpt_alert_config alert;
+	/*
+	 * Catalog labels written into each manifest's "labels" (NULL or "": none):
+	 * the experiment's name and the code version (e.g. the git commit).
+	 * Printable ASCII, at most 127 bytes each.
+	 */
+	const char *experiment;
+	const char *code_version;
 } ckpt_config;
 
 typedef struct ckpt ckpt;
@@ -108,6 +118,7 @@ typedef struct ckpt_save_stats {
 	/* incremental saves, this rank: bytes of chunks written, and reused from the base */
 	uint64_t chunk_bytes_written;
 	uint64_t chunk_bytes_shared;
+	double own_seconds;         /* seconds minus the time waiting in the save's collectives */
 } ckpt_save_stats;
 
 #define CKPT_MAX_FALLBACKS 32
@@ -141,6 +152,12 @@ int ckpt_save(ckpt *c, uint64_t step, unsigned tags);
 /* Wait for background work (retention) to finish. */
 void ckpt_wait(ckpt *c);
 const ckpt_save_stats *ckpt_last_save_stats(const ckpt *c);
+
+/*
+ * The alerts the latest save raised (ckpt/alert.h): on rank 0, which judges
+ * every rank; elsewhere none. *out stays valid until the next save.
+ */
+int ckpt_last_save_alerts(const ckpt *c, const ckpt_alert **out);
 
 /*
  * Restore the newest valid generation into the state. Collective.

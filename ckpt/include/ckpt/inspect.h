@@ -29,6 +29,10 @@ typedef struct ckpt_gen_report {
 	 * its files included, is its own. Filled by ckpt_inspect_list.
 	 */
 	uint64_t own_bytes, shared_bytes;
+	/* the catalog (manifest): the job's configuration hash and labels ("" if none; printable ASCII) */
+	uint64_t config_hash;
+	char experiment[128];
+	char code_version[128];
 	int valid;
 	int nproblems;
 	struct {
