@@ -26,6 +26,7 @@
 #include "parts.h"
 #include "powerloss.h"
 #include "workdir.h"
+#include "sealkey.h"
 
 static double now(void)
 {
@@ -317,6 +318,15 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	 */
 	if (s->trainer.async && !golden_running)
 		argv[n++] = "--ckpt-async";
+	char key[1100];
+	if (s->trainer.encrypt) {      /* sealed checkpoints: one key per run directory, made private */
+		int rc = harness_seal_key(dir, key, sizeof key);
+		if (rc < 0) {
+			harness_fail(r, "cannot make the checkpoint key in %s: %s", dir, strerror(-rc));
+			return rc;
+		}
+		argv[n++] = "--ckpt-key-file"; argv[n++] = key;
+	}
 	if (s->trainer.ckpt_backend[0]) {
 		argv[n++] = "--ckpt-backend";
 		argv[n++] = s->trainer.ckpt_backend;

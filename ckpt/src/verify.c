@@ -198,25 +198,28 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 		rc = ckpt__io_fail(io, -errno, path, "%s: fstat: %s", disp, strerror(errno));
 		goto out;
 	}
-	if ((uint64_t)sb.st_size != f->size) {
-		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: size %lld bytes, the manifest says %" PRIu64
-				   " (truncated or overwritten)", disp, (long long)sb.st_size, f->size);
-		goto out;
-	}
 	src.fd = fd;
 	src.path = path;
-	size = f->size;     /* of the safetensors bytes: the plaintext's, when sealed */
+	size = (uint64_t)sb.st_size;     /* of the safetensors bytes: the plaintext's, when sealed */
 	if (m->sealed) {
 		uint64_t ident;
-		/* the first chunk is authenticated (step, rank, name) before its identity is compared */
-		if ((rc = ckpt__sealr_begin(&src.sr, io->seal, io, fd, NULL, path, f->size, m->step, rank, f->name,
-					    &size, &ident)) < 0)
+		/*
+		 * Authenticated first (step, rank, name bound to the first chunk),
+		 * so a file moved here says so; then its identity and size.
+		 */
+		if ((rc = ckpt__sealr_begin(&src.sr, io->seal, io, fd, NULL, path, size, m->step, rank, f->name, &size,
+					    &ident)) < 0)
 			goto out;
 		if (ident != f->hash) {
 			rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: stream identity %016" PRIx64 ", the manifest says %016"
 					   PRIx64 " (a sealed file of another save: replayed or swapped)", disp, ident, f->hash);
 			goto out;
 		}
+	}
+	if ((uint64_t)sb.st_size != f->size) {
+		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: size %lld bytes, the manifest says %" PRIu64
+				   " (truncated or overwritten)", disp, (long long)sb.st_size, f->size);
+		goto out;
 	}
 	/* the header: its length bounded by the file and by CKPT_SHARD_HEADER_MAX before anything is allocated */
 	if (size < 8) {
