@@ -1,4 +1,4 @@
-/* The key of a scenario with checkpoint.encrypt (sealed checkpoints, README "Sealed checkpoints"). */
+/* Scenarios with checkpoint.encrypt (sealed checkpoints, README "Sealed checkpoints"): the key, the nonce audit. */
 #ifndef HARNESS_SEALKEY_H
 #define HARNESS_SEALKEY_H
 
@@ -10,5 +10,13 @@
  * its name. 0 or -errno.
  */
 int harness_seal_key(const char *dir, char *path, size_t len);
+
+/*
+ * Nonce reuse, audited from outside: every sealed file of every committed
+ * generation under root must have its own secretstream header (bytes 16 to
+ * 40; the same key and header encrypt two files with one keystream). 1 with
+ * why naming two files that share one, else 0.
+ */
+int harness_seal_audit(const char *root, char *why, size_t len);
 
 #endif

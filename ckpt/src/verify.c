@@ -28,24 +28,6 @@
 /* Bytes per read when hashing: large enough for throughput, small for cache. */
 #define HASH_PIECE (4u << 20)
 
-/*
- * The files of a sealed generation must be distinct streams: two with one
- * stream header were written with the same (key, nonce), whose keystreams
- * XOR to the XOR of their plaintexts. Refused, named.
- */
-static int seal_unique(ckpt_io *io, const ckpt_manifest *m, const char *path)
-{
-	for (int i = 0; i < m->nfiles; i++)
-		for (int j = -1; j < i; j++) {
-			uint64_t other = j < 0 ? m->seal_ident : m->files[j].hash;
-			if (m->files[i].hash == other)
-				return ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: %s and %s share a stream header: a nonce "
-						     "was reused (the writer's bug; their plaintexts leak)", path,
-						     m->files[i].name, j < 0 ? "manifest.json" : m->files[j].name);
-		}
-	return 0;
-}
-
 int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_manifest *m, bool restore)
 {
 	char path[CKPT_PATH_MAX], disp[CKPT_PATH_MAX], why[400], *text = NULL;
@@ -83,10 +65,6 @@ int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_man
 		return ckpt__io_fail(io, rc, path, "%s: %s", ckpt__io_display(io, path, disp, sizeof disp), why);
 	m->sealed = sealed;
 	m->seal_ident = ident;
-	if (sealed && (rc = seal_unique(io, m, path)) < 0) {
-		ckpt__manifest_free(m);
-		return rc;
-	}
 	if (step && m->step != *step) {
 		ckpt__manifest_free(m);
 		return ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: manifest is for step %" PRIu64 ", the directory for %" PRIu64,
