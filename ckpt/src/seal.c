@@ -18,6 +18,7 @@
 #define TAG_FINAL crypto_secretstream_xchacha20poly1305_TAG_FINAL
 #define TAG_MESSAGE crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 #define AD_MAX (16 + 64 + CKPT_NAME_MAX)
+#define READAHEAD ((off_t)8 << 20)
 
 typedef crypto_secretstream_xchacha20poly1305_state sstate;
 
@@ -295,7 +296,7 @@ struct ckpt_sealr {
 	ckpt_io *io;
 	int fd;
 	const unsigned char *mem;
-	uint64_t mem_pos;
+	uint64_t pos_in;            /* bytes consumed from the file or memory */
 	const char *path;
 	unsigned char ad[AD_MAX];
 	size_t adlen;
@@ -309,15 +310,18 @@ struct ckpt_sealr {
 
 static int src_read(ckpt_sealr *r, void *buf, size_t len)
 {
+	r->pos_in += len;
 	if (r->mem) {
-		memcpy(buf, r->mem + r->mem_pos, len);
-		r->mem_pos += len;
+		memcpy(buf, r->mem + r->pos_in - len, len);
 		return 0;
 	}
+	/* the device reads the next chunks while this one is authenticated and decrypted */
+	posix_fadvise(r->fd, (off_t)r->pos_in, READAHEAD, POSIX_FADV_WILLNEED);
 	return ckpt__io_read_all(r->io, r->fd, buf, len, r->path);
 }
 
-static int pull(ckpt_sealr *r)
+/* The next chunk, verified, into out (r->plain or the caller's buffer, chunk bytes of room). */
+static int pull_into(ckpt_sealr *r, unsigned char *out)
 {
 	char disp[CKPT_PATH_MAX];
 	bool last = r->next + 1 == r->nchunks;
@@ -331,17 +335,17 @@ static int pull(ckpt_sealr *r)
 #ifdef CKPT_MUTANT_SEAL_MAC_AFTER_USE
 	if (!last) {    /* mutant: decrypted and handed out now, its tag left for "later" (never comes) */
 		const unsigned char *mac = r->cipher + 1 + mlen;
-		crypto_stream_chacha20_ietf_xor_ic(r->plain, r->cipher + 1, mlen, r->st.nonce, 2U, r->st.k);
+		crypto_stream_chacha20_ietf_xor_ic(out, r->cipher + 1, mlen, r->st.nonce, 2U, r->st.k);
 		for (int i = 0; i < 8; i++)
 			r->st.nonce[4 + i] ^= mac[i];
 		sodium_increment(r->st.nonce, 4);
 		r->next++;
 		r->pos = 0;
-		r->avail = mlen;
+		r->avail = out == r->plain ? mlen : 0;
 		return 0;
 	}
 #endif
-	if (crypto_secretstream_xchacha20poly1305_pull(&r->st, r->plain, &got, &tag, r->cipher, mlen + ABYTES, r->ad,
+	if (crypto_secretstream_xchacha20poly1305_pull(&r->st, out, &got, &tag, r->cipher, mlen + ABYTES, r->ad,
 						       r->adlen) != 0)
 		return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: authentication failed at chunk %" PRIu64 " of %"
 				     PRIu64 " (tampered, or moved from another generation, rank or file)",
@@ -353,8 +357,13 @@ static int pull(ckpt_sealr *r)
 	r->final_seen = last;
 	r->next++;
 	r->pos = 0;
-	r->avail = (size_t)got;
+	r->avail = out == r->plain ? (size_t)got : 0;
 	return 0;
+}
+
+static int pull(ckpt_sealr *r)
+{
+	return pull_into(r, r->plain);
 }
 
 int ckpt__sealr_begin(ckpt_sealr **out, const ckpt_seal_key *k, ckpt_io *io, int fd, const unsigned char *mem,
@@ -429,8 +438,14 @@ int ckpt__sealr_read(ckpt_sealr *r, void *buf, size_t len)
 		if (r->pos == r->avail) {
 			if (r->next == r->nchunks)
 				return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: read past the sealed data", r->path);
-			if ((rc = pull(r)) < 0)
+			/* a whole chunk wanted: straight into the caller's buffer, verified there before return */
+			bool whole = r->next + 1 < r->nchunks && len >= r->chunk;
+			if ((rc = pull_into(r, whole ? p : r->plain)) < 0)
 				return rc;
+			if (whole) {
+				p += r->chunk;
+				len -= r->chunk;
+			}
 			continue;
 		}
 		size_t n = r->avail - r->pos < len ? r->avail - r->pos : len;
