@@ -236,6 +236,24 @@ static void test_seal__key_policy_both_ways(void **state)
 	assert_true(f->job.r[3].content_ok);
 }
 
+/* A generation written before sealing existed (schema_version 1) still reads: without a key, or with allow_unsealed. */
+static void test_seal__old_plain_fixture_reads_with_allow_unsealed(void **state)
+{
+	fx *f = *state;
+	char cmd[4096];
+
+	snprintf(cmd, sizeof cmd, "cp -r '%s/.' '%s/'", CKPT_FIXTURES_DIR "/v1-fixture-2ranks", f->root);
+	assert_int_equal(system(cmd), 0);
+	f->job.world = 2;
+	assert_int_equal(fx_restore(&f->job), -CKPT_ENOVALID);          /* a key, and no word about plain ones */
+	f->job.allow_unsealed = 1;
+	assert_int_equal(fx_restore(&f->job), 0);
+	assert_int_equal(f->job.r[1].info.step, 10);
+	f->job.key_file = NULL;
+	f->job.allow_unsealed = 0;
+	assert_int_equal(fx_restore(&f->job), 0);
+}
+
 /* The key file must be private, of a key's size; a hex key is the same key. */
 static void test_seal__key_file_permissions_and_format(void **state)
 {
@@ -395,6 +413,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seal__retry_makes_new_streams_and_an_earlier_try_is_refused, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_seal__key_policy_both_ways, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__old_plain_fixture_reads_with_allow_unsealed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__key_file_permissions_and_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open__root_owned_by_another_user_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__associated_data_binds_step_rank_and_name, setup, teardown),
