@@ -122,14 +122,14 @@ void ckpt__seal_key_free(ckpt_seal_key *k)
 }
 
 static ckpt_seal_key *env_key;
+static char env_why[400];       /* why CKPT_KEY_FILE was not loaded, for the reader's message */
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 
 static void env_load(void)
 {
 	const char *p = getenv("CKPT_KEY_FILE");
-	char why[256];
 
-	if (p && *p && ckpt__seal_key_load(&env_key, p, why, sizeof why) == 0) {
+	if (p && *p && ckpt__seal_key_load(&env_key, p, env_why, sizeof env_why) == 0) {
 		const char *a = getenv("CKPT_ALLOW_UNSEALED");
 		env_key->allow_unsealed = a && strcmp(a, "1") == 0;
 	}
@@ -431,13 +431,15 @@ fail:
 
 int ckpt__sealr_read(ckpt_sealr *r, void *buf, size_t len)
 {
+	char disp[CKPT_PATH_MAX];
 	unsigned char *p = buf;
 	int rc;
 
 	while (len > 0) {
 		if (r->pos == r->avail) {
 			if (r->next == r->nchunks)
-				return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: read past the sealed data", r->path);
+				return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: read past the sealed data",
+						     ckpt__io_display(r->io, r->path, disp, sizeof disp));
 			/* a whole chunk wanted: straight into the caller's buffer, verified there before return */
 			bool whole = r->next + 1 < r->nchunks && len >= r->chunk;
 			if ((rc = pull_into(r, whole ? p : r->plain)) < 0)
@@ -459,6 +461,7 @@ int ckpt__sealr_read(ckpt_sealr *r, void *buf, size_t len)
 
 int ckpt__sealr_end(ckpt_sealr *r)
 {
+	char disp[CKPT_PATH_MAX];
 	int rc;
 
 	while (r->next < r->nchunks)    /* an empty final chunk may remain */
@@ -466,7 +469,7 @@ int ckpt__sealr_end(ckpt_sealr *r)
 			return rc;
 	if (!r->final_seen || r->pos != r->avail)
 		return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: sealed data not consumed to its final tag",
-				     r->path);
+				     ckpt__io_display(r->io, r->path, disp, sizeof disp));
 	return 0;
 }
 
@@ -495,6 +498,8 @@ int ckpt__seal_manifest_open(ckpt_io *io, const char *name, const char *path, ch
 	*sealed = ckpt__seal_is_sealed(*text, *len);
 	*ident = 0;
 	ckpt__io_display(io, path, disp, sizeof disp);
+	if (*sealed && !io->seal && env_why[0])     /* ckpt-tool: CKPT_KEY_FILE was given and refused */
+		return ckpt__io_fail(io, -EACCES, path, "manifest.json is sealed, and CKPT_KEY_FILE was not used: %s", env_why);
 	if (*sealed && !io->seal)
 		return ckpt__io_fail(io, -EACCES, path, "%s is sealed (encrypted and authenticated by libckpt): reading it "
 				     "needs its key (ckpt_config.key_file, CKPT_KEY_FILE, reftrain --ckpt-key-file)", disp);

@@ -39,6 +39,10 @@ def test_sealed_run_and_ckpt_tool_with_and_without_the_key(tmp_path):
     assert res.returncode == 1 and "needs its key" in res.stdout + res.stderr
     res = run(BIN / "ckpt-tool", "verify", ck / "step-00000020", env={"CKPT_KEY_FILE": str(k)})
     assert res.returncode == 0, res.stdout + res.stderr
+    k.chmod(0o640)                                        # a key others may read is not used, and it says so
+    res = run(BIN / "ckpt-tool", "verify", ck / "step-00000020", env={"CKPT_KEY_FILE": str(k)})
+    assert res.returncode == 1 and "mode 0640" in res.stdout + res.stderr
+    k.chmod(0o600)
     # and a job without the key refuses every generation, saying why
     res = reftrain(2, tmp_path / "u.jsonl", *ARGS, "--ckpt-dir", ck, "--resume", "auto")
     assert res.returncode != 0
