@@ -95,14 +95,86 @@ static int list_generations(const char *root, const char *pattern, generation **
 	return n;
 }
 
+/* A regular file's bytes (never through a link), at most 1 GiB. Caller frees. */
+static char *slurp_at(int dfd, const char *name, size_t *len)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	char *buf = NULL;
+
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= (1 << 30) &&
+	    (buf = malloc((size_t)st.st_size + 1)) && pread(fd, buf, (size_t)st.st_size, 0) != st.st_size) {
+		free(buf);
+		buf = NULL;
+	}
+	if (buf)
+		*len = (size_t)st.st_size;
+	if (fd >= 0)
+		close(fd);
+	return buf;
+}
+
+static int spill_at(int dfd, const char *name, const char *buf, size_t len)
+{
+	int fd = openat(dfd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), ok;
+
+	if (fd < 0)
+		return 0;
+	ok = write(fd, buf, len) == (ssize_t)len && fsync(fd) == 0;
+	return close(fd) == 0 && ok;
+}
+
+/* Overwrite the 16 hex digits after key (searched from at) with v; 0 if there are none. */
+static int put_hex(char *text, size_t len, const char *from, const char *key, uint64_t v)
+{
+	char hex[17], *p = from ? memmem(from, len - (size_t)(from - text), key, strlen(key)) : NULL;
+
+	if (!p || (size_t)(p - text) + strlen(key) + 16 > len)
+		return 0;
+	snprintf(hex, sizeof hex, "%016" PRIx64, v);
+	memcpy(p + strlen(key), hex, 16);
+	return 1;
+}
+
+/*
+ * What an attacker who can write the root does after flipping a bit in a
+ * plain generation's file: its xxh3 in the manifest, then the manifest's
+ * checksum (the xxh3 of every byte before "checksum":), recomputed in place
+ * (same widths, the size unchanged). A sealed manifest has no such text: 0.
+ */
+static int recompute_hashes(int dfd, const char *name)
+{
+	size_t len, flen;
+	char *text = slurp_at(dfd, "manifest.json", &len), *data = slurp_at(dfd, name, &flen), key[160];
+	int ok = 0;
+
+	snprintf(key, sizeof key, "\"name\":\"%s\"", name);
+	if (text && data && put_hex(text, len, memmem(text, len, key, strlen(key)), "\"xxh3\":\"", XXH3_64bits(data, flen))) {
+		char *c = memmem(text, len, "\"checksum\":\"", 12);
+		ok = c && put_hex(text, len, c, "\"checksum\":\"", XXH3_64bits(text, (size_t)(c - text))) &&
+		     spill_at(dfd, "manifest.json", text, len);
+	}
+	free(text);
+	free(data);
+	return ok;
+}
+
 /* Damage one regular file (never through a link); 1 if it was damaged. */
-static int damage_file(const harness_damage *g, int dfd, const char *name, const char *shown, FILE *log)
+static int damage_file(const harness_damage *g, const char *src, int dfd, const char *name, const char *shown, FILE *log)
 {
 	struct stat st;
 	int fd, hit = 0;
 
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 		return 0;
+	if (g->kind == HARNESS_OVERWRITE) {     /* src: the path of g->from, resolved */
+		size_t n;
+		char *buf = src ? slurp_at(AT_FDCWD, src, &n) : NULL;
+		if (buf && strcmp(src, shown) != 0 && spill_at(dfd, name, buf, n))
+			hit = 1, fprintf(log, "overwrite %s with the bytes of %s\n", shown, src);
+		free(buf);
+		return hit;
+	}
 	if (g->kind == HARNESS_DELETE) {
 		if (unlinkat(dfd, name, 0) == 0)
 			hit = 1, fprintf(log, "delete %s\n", shown);
@@ -126,7 +198,9 @@ static int damage_file(const harness_damage *g, int dfd, const char *name, const
 		if (off >= 0 && off < st.st_size && pread(fd, &b, 1, off) == 1) {
 			b ^= 0x01;
 			if (pwrite(fd, &b, 1, off) == 1 && fsync(fd) == 0)
-				hit = 1, fprintf(log, "bitflip %s at byte %" PRId64 "\n", shown, off);
+				hit = 1, fprintf(log, "bitflip %s at byte %" PRId64 "%s\n", shown, off, !g->recompute ? "" :
+						 recompute_hashes(dfd, name) ? ", hashes recomputed" : ", hashes not recomputed (a sealed "
+						 "or unreadable manifest)");
 		}
 	}
 	close(fd);
@@ -134,7 +208,7 @@ static int damage_file(const harness_damage *g, int dfd, const char *name, const
 }
 
 /* The files of one directory generation that FILE matches. */
-static int damage_dir(const harness_damage *g, const char *dir, FILE *log)
+static int damage_dir(const harness_damage *g, const char *src, const char *dir, FILE *log)
 {
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), hit = 0;
 	DIR *gd;
@@ -151,7 +225,7 @@ static int damage_dir(const harness_damage *g, const char *dir, FILE *log)
 		if (de->d_name[0] == '.' || fnmatch(g->file, de->d_name, 0) != 0)
 			continue;
 		snprintf(shown, sizeof shown, "%s/%s", dir, de->d_name);
-		hit += damage_file(g, dirfd(gd), de->d_name, shown, log);
+		hit += damage_file(g, src, dirfd(gd), de->d_name, shown, log);
 	}
 	closedir(gd);
 	return hit;
@@ -175,7 +249,7 @@ static int damage_shared_chunk(const harness_damage *g, const char *root, genera
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0)
 		return 0;
-	hit = damage_file(g, dfd, rel + 10, shown, log);
+	hit = damage_file(g, NULL, dfd, rel + 10, shown, log);
 	close(dfd);
 	/* the recipes still name it, deleted or not */
 	for (int k = 0; hit && k < n; k++)
@@ -184,17 +258,32 @@ static int damage_shared_chunk(const harness_damage *g, const char *root, genera
 	return hit;
 }
 
+static int picks(const char *sel, const generation *gens, int n, int i)
+{
+	int64_t want = strncmp(sel, "step-", 5) == 0 ? strtoll(sel + 5, NULL, 10) : -1;
+	return strcmp(sel, "all") == 0 || (strcmp(sel, "newest") == 0 && i == n - 1) ||
+	       (strcmp(sel, "oldest") == 0 && i == 0) || gens[i].step == want;
+}
+
 int harness_damage_apply(const harness_damage *g, const char *root, const char *pattern, FILE *log)
 {
 	generation *gens;
-	int n = list_generations(root, pattern, &gens), hit = 0, rfd = -1;
-	int64_t want = -1;
+	int n = list_generations(root, pattern, &gens), hit = 0, rfd = -1, upto = n;
+	char src[PATH_MAX + 256] = "";
 
-	if (strncmp(g->generation, "step-", 5) == 0)
-		want = strtoll(g->generation + 5, NULL, 10);
-	for (int i = 0; i < n; i++) {
-		int pick = strcmp(g->generation, "all") == 0 || (strcmp(g->generation, "newest") == 0 && i == n - 1) ||
-			   (strcmp(g->generation, "oldest") == 0 && i == 0) || gens[i].step == want;
+	if (g->kind == HARNESS_OVERWRITE) {     /* the source: FILE in the oldest generation its selector picks */
+		const char *slash = strchr(g->from, '/');
+		char sel[32];
+		int from = -1;
+		snprintf(sel, sizeof sel, "%.*s", slash ? (int)(slash - g->from) : 0, g->from);
+		for (int i = 0; slash && i < n && from < 0; i++)
+			if (gens[i].dir && picks(sel, gens, n, i))
+				from = i;
+		if (from < 0 || snprintf(src, sizeof src, "%s/%s/%s", root, gens[from].name, slash + 1) >= (int)sizeof src)
+			upto = 0;      /* no source: the damage does not fire */
+	}
+	for (int i = 0; i < upto; i++) {
+		int pick = picks(g->generation, gens, n, i);
 		char path[PATH_MAX];
 		if (!pick || snprintf(path, sizeof path, "%s/%s", root, gens[i].name) >= (int)sizeof path)
 			continue;
@@ -204,12 +293,12 @@ int harness_damage_apply(const harness_damage *g, const char *root, const char *
 			continue;
 		}
 		if (gens[i].dir) {
-			hit += damage_dir(g, path, log);
+			hit += damage_dir(g, src, path, log);
 		} else if (fnmatch(g->file, gens[i].name, 0) == 0) {
 			if (rfd < 0)
 				rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 			if (rfd >= 0)
-				hit += damage_file(g, rfd, gens[i].name, path, log);
+				hit += damage_file(g, src, rfd, gens[i].name, path, log);
 		}
 	}
 	if (rfd >= 0)
@@ -244,8 +333,8 @@ int harness_damage_scan_log(const char *log_path, const char *root, const char *
 	if (!f)
 		return errno == ENOENT ? 0 : -errno;
 	while (getline(&line, &cap, f) > 0) {
-		static const char *const verbs[] = { "bitflip ", "truncate ", "delete " };
-		for (int v = 0; v < 3; v++) {
+		static const char *const verbs[] = { "bitflip ", "truncate ", "delete ", "overwrite " };
+		for (int v = 0; v < 4; v++) {
 			size_t vl = strlen(verbs[v]);
 			const char *p = line + vl;
 			char name[NAME_MAX + 1];

@@ -10,7 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum harness_damage_kind { HARNESS_BITFLIP, HARNESS_TRUNCATE, HARNESS_DELETE };
+/* OVERWRITE: tampering, not decay: a file's bytes replaced by another committed file's (`from`). */
+enum harness_damage_kind { HARNESS_BITFLIP, HARNESS_TRUNCATE, HARNESS_DELETE, HARNESS_OVERWRITE };
 
 typedef struct harness_damage {
 	int after_attempt;      /* 0: at a step boundary instead (see the fault that carries it) */
@@ -20,6 +21,8 @@ typedef struct harness_damage {
 	int64_t offset;         /* bitflip: byte offset (negative: from the end); INT64_MIN = seeded */
 	int64_t seed;
 	int64_t size;           /* truncate: new size */
+	char from[128];         /* overwrite: GENERATION/FILE whose bytes are copied over the target */
+	int recompute;          /* bitflip: then recompute the plain manifest's hashes, as an attacker would */
 	int line;
 } harness_damage;
 
@@ -38,7 +41,7 @@ int harness_generation_step(const char *pattern, const char *name, int64_t *step
  * returns how many files were damaged. GENERATION step-NNNNNNNN picks the
  * generation of that step; FILE is a glob on the files of a directory
  * generation, or on the name of a generation that is itself a file. Each
- * damaged file gets a line in log: "bitflip|truncate|delete ROOT/GEN[/FILE] ...".
+ * damaged file gets a line in log: "bitflip|truncate|delete|overwrite ROOT/GEN[/FILE] ...".
  */
 int harness_damage_apply(const harness_damage *g, const char *root, const char *pattern, FILE *log);
 

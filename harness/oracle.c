@@ -157,6 +157,27 @@ static int is_reftrain(const json_t *start)
 	return start && json_object_get(start, "preset") && json_object_get(start, "virtual_workers");
 }
 
+/* expect.refused: at least one generation passed over, each for a reason that contains the words. */
+static void check_refused(harness_oracle_result *o, const char *words, int att, json_t *fallbacks)
+{
+	size_t i;
+	json_t *f;
+
+	if (json_array_size(fallbacks) == 0)
+		say(o, HARNESS_FAIL, "attempt %d passed over no generation, but the scenario expects one refused for "
+		    "\"%s\"", att, words);
+	json_array_foreach(fallbacks, i, f) {
+		const char *why = json_string_value(json_object_get(f, "why"));
+		if (!why || !strstr(why, words)) {
+			say(o, HARNESS_FAIL, "attempt %d passed over %s for \"%s\", but the scenario expects it refused for "
+			    "\"%s\"", att, json_string_value(json_object_get(f, "checkpoint")) ?
+			    json_string_value(json_object_get(f, "checkpoint")) : "a generation", why ? why : "no reason",
+			    words);
+			break;
+		}
+	}
+}
+
 void harness_expect_init(harness_expect *e)
 {
 	memset(e, 0, sizeof *e);
@@ -322,6 +343,8 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 			if (exp->restored_from >= 0 && !first_checked && R != exp->restored_from)
 				say(o, HARNESS_FAIL, "attempt %d, the first restart to get through its restore, restored %s, "
 				    "but the scenario expects step %" PRId64, att, restored_name(start, R), exp->restored_from);
+			if (exp->refused[0] && !first_checked)
+				check_refused(o, exp->refused, att, json_object_get(start, "fallbacks"));
 			first_checked = 1;
 			int64_t want = att <= HARNESS_MAX_ATTEMPTS ? exp->restored_from_at[att] : -1;
 			if (want == HARNESS_EXPECT_FRESH && json_is_integer(rf))

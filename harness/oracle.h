@@ -26,6 +26,12 @@ typedef struct harness_expect {
 	enum harness_outcome outcome;
 	char error[256];           /* clean_failure: a substring of the error */
 	/*
+	 * `refused: WORDS`: the first restart that gets through its restore must
+	 * have passed over at least one generation, each with a reason that
+	 * contains WORDS (e.g. "authentication failed"). Empty: not stated.
+	 */
+	char refused[128];
+	/*
 	 * `restored_from: N`: the first restart that gets through its restore
 	 * (writes its start record) must restore step N; if none does, the
 	 * scenario is an ERROR (the expectation could not be checked). -1: not stated.

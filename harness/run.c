@@ -26,6 +26,7 @@
 #include "parts.h"
 #include "powerloss.h"
 #include "workdir.h"
+#include "sealkey.h"
 
 static double now(void)
 {
@@ -317,6 +318,15 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	 */
 	if (s->trainer.async && !golden_running)
 		argv[n++] = "--ckpt-async";
+	char key[1100];
+	if (s->trainer.encrypt) {      /* sealed checkpoints: one key per run directory, made private */
+		int rc = harness_seal_key(dir, key, sizeof key);
+		if (rc < 0) {
+			harness_fail(r, "cannot make the checkpoint key in %s: %s", dir, strerror(-rc));
+			return rc;
+		}
+		argv[n++] = "--ckpt-key-file"; argv[n++] = key;
+	}
 	if (s->trainer.ckpt_backend[0]) {
 		argv[n++] = "--ckpt-backend";
 		argv[n++] = s->trainer.ckpt_backend;
@@ -1010,7 +1020,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 		goto out;
 	}
 	int k, power = 0, since_power_cut = 0;
-	char latest_bad[512] = "";
+	char latest_bad[512] = "", seal_bad[1024] = "";
 	const char *gens = s->trainer.generations[0] ? s->trainer.generations : NULL;
 	harness_expect exp = s->expect;
 	exp.keep = s->trainer.keep;      /* 0 for a foreign program that did not say: every acknowledgement counts */
@@ -1096,6 +1106,8 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 		/* libckpt's LATEST, not a name another program or backend may use */
 		if (!latest_bad[0] && !s->trainer.ncommand && !harness_foreign_backend(s))
 			check_latest(ck, latest_bad, sizeof latest_bad);
+		if (!seal_bad[0] && s->trainer.encrypt)      /* sealed: no two files may share a stream header */
+			harness_seal_audit(ck, seal_bad, sizeof seal_bad);
 		/* ... damage at rest strikes, then the scheduler restarts the job */
 		char dlog[1200];
 		snprintf(dlog, sizeof dlog, "%s/damage-after-%d.log", dir, k + 1);
@@ -1133,6 +1145,10 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 	if (latest_bad[0] && r->verdict == HARNESS_PASS) {
 		r->verdict = HARNESS_FAIL;
 		snprintf(r->sentence, sizeof r->sentence, "%s", latest_bad);
+	}
+	if (seal_bad[0] && r->verdict == HARNESS_PASS) {
+		r->verdict = HARNESS_FAIL;
+		snprintf(r->sentence, sizeof r->sentence, "%s", seal_bad);
 	}
 
 	read_fault_logs(s, faultlog, r, fired);

@@ -358,14 +358,16 @@ static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
 static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", "frozen",
 					     NULL };
-static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", "async", NULL };
+static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", "async", "encrypt", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
 					 "after_attempt", "node", NULL };
 static const char *const do_keys[] = { "kill", "errno", "times", "short", "torn", "then", "delay_ms", "node_loss",
 				       "replace", NULL };
-static const char *const damage_keys[] = { "bitflip", "truncate", "delete", "offset", "seed", "size", NULL };
-static const char *const expect_keys[] = { "outcome", "error", "restored_from", "max_lost_steps", "alerts", NULL };
+static const char *const damage_keys[] = { "bitflip", "truncate", "delete", "overwrite", "offset", "seed", "size",
+					   "from", "recompute", NULL };
+static const char *const expect_keys[] = { "outcome", "error", "restored_from", "max_lost_steps", "refused",
+					   "alerts", NULL };
 static const char *const presets[] = { "tiny", "small", "large", NULL };
 static const char *const outcomes[] = { "resume_bitwise", "clean_failure", NULL };
 static const char *const components[] = { "params", "master", "opt", "rng", "data", "sched", "scaler", "user",
@@ -472,10 +474,44 @@ static int load_do(ctx *c, const ynode *d, harness_fault *f, bool train_phase, c
 	return 0;
 }
 
+/*
+ * Tampering (README "Sealed checkpoints"): overwrite's `from`, the
+ * GENERATION/FILE whose bytes replace the target's (a shard moved between
+ * ranks or generations, an older manifest put back), and bitflip's
+ * `recompute: true` (the plain manifest's hashes recomputed).
+ */
+static int load_tamper(ctx *c, const ynode *d, harness_damage *g)
+{
+	const ynode *fr = get(d, "from"), *rc = get(d, "recompute");
+
+	if (fr && g->kind != HARNESS_OVERWRITE)
+		return fail(c, key_of(d, "from"), "from goes with overwrite");
+	if (g->kind == HARNESS_OVERWRITE) {
+		if (!fr)
+			return fail(c, d, "overwrite needs 'from': the GENERATION/FILE whose bytes replace the target's, "
+				    "e.g. newest/rank-00001.safetensors");
+		if (get_str(c, d, "from", g->from, sizeof g->from))
+			return -EINVAL;
+		const char *sl = strchr(g->from, '/');
+		size_t gl = sl ? (size_t)(sl - g->from) : 0;
+		if (!sl || !sl[1] || strchr(sl + 1, '/') || strpbrk(sl + 1, "*?[") || !plain_word(g->from) ||
+		    !((gl == 6 && strncmp(g->from, "newest", 6) == 0) || (gl == 6 && strncmp(g->from, "oldest", 6) == 0) ||
+		      (gl == 13 && strncmp(g->from, "step-", 5) == 0 && strspn(g->from + 5, "0123456789") == 8)))
+			return fail(c, fr, "'%s' is not GENERATION/FILE with GENERATION newest, oldest or step-NNNNNNNN and "
+				    "one file name (no glob); e.g. newest/rank-00001.safetensors", CLIP(g->from));
+	}
+	if (rc && (rc->kind != Y_SCALAR || (strcmp(rc->value, "true") && strcmp(rc->value, "false"))))
+		return fail(c, rc, "recompute is true or false");
+	if (rc && g->kind != HARNESS_BITFLIP)
+		return fail(c, key_of(d, "recompute"), "recompute goes with bitflip");
+	g->recompute = rc && strcmp(rc->value, "true") == 0;
+	return 0;
+}
+
 /* "newest/rank-00001.safetensors": a generation selector, then a file-name glob. */
 static int load_damage_do(ctx *c, const ynode *d, harness_damage *g)
 {
-	static const char *const kinds[] = { "bitflip", "truncate", "delete", NULL };
+	static const char *const kinds[] = { "bitflip", "truncate", "delete", "overwrite", NULL };
 	int64_t v;
 	char target[128];
 
@@ -488,7 +524,7 @@ static int load_damage_do(ctx *c, const ynode *d, harness_damage *g)
 			count++;
 		}
 	if (count != 1)
-		return fail(c, d, "damage needs exactly one of bitflip, truncate, delete");
+		return fail(c, d, "damage needs exactly one of bitflip, truncate, delete, overwrite");
 	g->kind = (enum harness_damage_kind)found;
 	if (get_str(c, d, kinds[found], target, sizeof target))
 		return -EINVAL;
@@ -521,7 +557,7 @@ static int load_damage_do(ctx *c, const ynode *d, harness_damage *g)
 		return fail(c, d, "truncate needs 'size' (bytes to keep)");
 	if (get(d, "size") && g->kind != HARNESS_TRUNCATE)
 		return fail(c, key_of(d, "size"), "size goes with truncate");
-	return 0;
+	return load_tamper(c, d, g);
 }
 
 static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g, const harness_scenario *s)
@@ -548,7 +584,7 @@ static int load_damage(ctx *c, const ynode *w, const ynode *d, harness_damage *g
 
 static bool is_damage(const ynode *d)
 {
-	return d && d->kind == Y_MAP && (get(d, "bitflip") || get(d, "truncate") || get(d, "delete"));
+	return d && d->kind == Y_MAP && (get(d, "bitflip") || get(d, "truncate") || get(d, "delete") || get(d, "overwrite"));
 }
 
 /*
@@ -705,6 +741,9 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 				    "when: {step: N, phase: train.step} (or use after_attempt)");
 		if (load_damage_do(c, d, &g))
 			return -EINVAL;
+		if (g.kind == HARNESS_OVERWRITE || g.recompute)
+			return fail(c, d, "%s is applied between attempts only; valid: when: {after_attempt: N}",
+				    g.recompute ? "recompute" : "overwrite");
 		harness_fault_set_damage(f, &g);
 		if (f->rank < 0)
 			f->rank = 0;       /* one rank does it, once */
@@ -1065,6 +1104,17 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 						    "drop ckpt_backend, or async: false");
 				s->trainer.async = 1;
 			}
+			const ynode *en = get(ck, "encrypt");   /* reftrain --ckpt-key-file, a key made per run */
+			if (en && (en->kind != Y_SCALAR || (strcmp(en->value, "true") != 0 && strcmp(en->value, "false") != 0)))
+				return fail(c, en, "checkpoint.encrypt is true or false (true: sealed checkpoints, reftrain "
+					    "--ckpt-key-file with a key the harness makes for the run)");
+			if (en && strcmp(en->value, "true") == 0) {
+				if (s->trainer.ckpt_backend[0] || s->trainer.incremental)
+					return fail(c, en, "checkpoint.encrypt needs the built-in libckpt backend without "
+						    "incremental checkpoints; valid: drop %s, or encrypt: false",
+						    s->trainer.ckpt_backend[0] ? "ckpt_backend" : "incremental");
+				s->trainer.encrypt = 1;
+			}
 		}
 		if (get_int(c, t, "frozen", 0, 95, &v) == 0)
 			s->trainer.frozen = (int)v;
@@ -1161,6 +1211,11 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 		return fail(c, ex, "clean_failure needs 'error': the words the failure must say");
 	if (load_expect_alerts(c, ex, s))
 		return -EINVAL;
+	/* refused: the words every generation the first restart passed over must be refused with */
+	if (get_str(c, ex, "refused", s->expect.refused, sizeof s->expect.refused) == 0 &&
+	    (s->max_attempts < 2 || first_without_crash(s, 2)))
+		return fail(c, key_of(ex, "refused"), "'refused' judges a restart's restore, but there is no restart; "
+			    "valid: a kill, torn or power_loss fault in attempt 1");
 	return c->failed ? -EINVAL : 0;
 }
 

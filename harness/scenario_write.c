@@ -89,6 +89,8 @@ static void write_trainer(FILE *out, const harness_scenario *s, const char *dir)
 			fprintf(out, ", full_every: %d", t->full_every);
 		if (t->async)
 			fputs(", async: true", out);
+		if (t->encrypt)
+			fputs(", encrypt: true", out);
 		fprintf(out, "}\n  accum_steps: %d\n", t->accum_steps);
 		if (t->frozen)
 			fprintf(out, "  frozen: %d\n", t->frozen);
@@ -105,11 +107,12 @@ static void write_trainer(FILE *out, const harness_scenario *s, const char *dir)
 		fprintf(out, "  nodes: %d\n", t->nodes);
 }
 
-static void write_damage_do(FILE *out, int kind, const char *target, int64_t off, int64_t seed, int64_t size)
+static void write_damage_do(FILE *out, int kind, const char *target, int64_t off, int64_t seed, int64_t size,
+			    const harness_damage *g)
 {
-	static const char *const kinds[] = { "bitflip", "truncate", "delete" };
+	static const char *const kinds[] = { "bitflip", "truncate", "delete", "overwrite" };
 
-	fprintf(out, "{%s: ", kinds[kind < 0 || kind > 2 ? 0 : kind]);
+	fprintf(out, "{%s: ", kinds[kind < 0 || kind > 3 ? 0 : kind]);
 	harness_yaml_string(out, target);
 	if (kind == HARNESS_BITFLIP) {
 		if (off != INT64_MIN)
@@ -118,6 +121,12 @@ static void write_damage_do(FILE *out, int kind, const char *target, int64_t off
 	} else if (kind == HARNESS_TRUNCATE) {
 		fprintf(out, ", size: %" PRId64, size);
 	}
+	if (g && g->kind == HARNESS_OVERWRITE) {     /* tampering: between attempts only */
+		fputs(", from: ", out);
+		harness_yaml_string(out, g->from);
+	}
+	if (g && g->recompute)
+		fputs(", recompute: true", out);
 	fputs("}\n", out);
 }
 
@@ -152,7 +161,7 @@ static void write_fault(FILE *out, const harness_fault *f)
 		fputs("}\n", out);
 		break;
 	case HARNESS_DAMAGE:
-		write_damage_do(out, f->dkind, f->target, f->doff, f->dseed, f->dsize);
+		write_damage_do(out, f->dkind, f->target, f->doff, f->dseed, f->dsize, NULL);
 		break;
 	case HARNESS_NODE_LOSS: fprintf(out, "{node_loss: true, replace: %s}\n", f->arg ? "true" : "false"); break;
 	default: fputs("kill\n", out); break;
@@ -214,7 +223,7 @@ int harness_scenario_write(FILE *out, const harness_scenario *s, const char *com
 		char target[160];
 		snprintf(target, sizeof target, "%s/%s", g->generation, g->file);
 		fprintf(out, "  - when: {after_attempt: %d}\n    do: ", g->after_attempt);
-		write_damage_do(out, (int)g->kind, target, g->offset, g->seed, g->size);
+		write_damage_do(out, (int)g->kind, target, g->offset, g->seed, g->size, g);
 	}
 	fprintf(out, "expect: {outcome: %s", e->outcome == HARNESS_CLEAN_FAILURE ? "clean_failure" : "resume_bitwise");
 	if (e->outcome == HARNESS_CLEAN_FAILURE) {
@@ -223,6 +232,10 @@ int harness_scenario_write(FILE *out, const harness_scenario *s, const char *com
 	}
 	write_expect_steps(out, "restored_from", e->restored_from, e->restored_from_at);
 	write_expect_steps(out, "max_lost_steps", e->max_lost_steps, e->max_lost_at);
+	if (e->refused[0]) {
+		fputs(", refused: ", out);
+		harness_yaml_string(out, e->refused);
+	}
 	harness_alerts_write(out, s);
 	fputs("}\n", out);
 	return ferror(out) ? -EIO : 0;

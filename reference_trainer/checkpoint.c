@@ -382,7 +382,9 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 		.config_hash = reftrain_config_hash(&t->cfg), .tensors = k->tensors, .ntensors = k->ntensors,
 		.comm = &k->comm, .validate = validate_restored, .validate_arg = t,
 		.incremental = t->cfg.ckpt_incremental, .full_every = t->cfg.ckpt_full_every,
-		.chunk_bytes = t->cfg.ckpt_chunk_bytes,
+		.chunk_bytes = t->cfg.ckpt_chunk_bytes, .key_file = t->cfg.ckpt_key_file,
+		/* the tiny preset's shards are a few KiB: small chunks, so a shard has several */
+		.seal_chunk_bytes = strcmp(t->cfg.preset, "tiny") == 0 ? 4096 : 0,
 	};
 	err[0] = '\0';
 	rc = k->b->open(&k->h, &k->cfg, err, len);

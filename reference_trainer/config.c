@@ -48,6 +48,9 @@ static const char usage[] =
 "                       default 4K for the tiny preset, 1M otherwise)\n"
 "  --frozen PCT         fine-tuning: the first PCT percent of the parameters are\n"
 "                       frozen (never updated), 0 to 95 (default 0)\n"
+"  --ckpt-key-file F   sealed checkpoints: shards and manifest encrypted and\n"
+"                       authenticated with the key in F (32 bytes or 64 hex\n"
+"                       digits; private: chmod 600); built-in libckpt only\n"
 "  --ckpt-async         save in the background (built-in libckpt backend only):\n"
 "                       snapshot at the step, write while training goes on;\n"
 "                       'committed' once the save is durable\n"
@@ -66,7 +69,7 @@ static const char *const flags[] = {
 	"--virtual-workers", "--micro-batch", "--accum", "--accum-steps", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-backend", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
 	"--stop-after", "--stats", "--test-skip-restore", "--help", "--version", "--ckpt-incremental",
-	"--ckpt-full-every", "--ckpt-chunk-bytes", "--frozen", NULL,
+	"--ckpt-full-every", "--ckpt-chunk-bytes", "--frozen", "--ckpt-key-file", NULL,
 };
 
 static void preset_tiny(reftrain_config *c)
@@ -326,6 +329,10 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			if (parse_u64(a, val, 4096, 256u << 20, 1, &v, err, len))
 				return -EINVAL;
 			c->ckpt_chunk_bytes = (uint32_t)v;
+		} else if (strcmp(a, "--ckpt-key-file") == 0) {
+			if (!*val)
+				return fail(err, len, "--ckpt-key-file: empty path");
+			c->ckpt_key_file = val;
 		} else if (strcmp(a, "--frozen") == 0) {
 			if (parse_u64(a, val, 0, 95, 0, &v, err, len))
 				return -EINVAL;
@@ -385,6 +392,10 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 		c->ckpt_full_every = 10;
 	if (c->ckpt_incremental && !c->ckpt_chunk_bytes)
 		c->ckpt_chunk_bytes = strcmp(c->preset, "tiny") == 0 ? 4096 : 0;
+	if (c->ckpt_key_file && (c->ckpt_backend || !c->ckpt_dir || c->ckpt_incremental))
+		return fail(err, len, "--ckpt-key-file needs --ckpt-dir and the built-in libckpt backend, without "
+			    "--ckpt-incremental (%s)", c->ckpt_backend ? "--ckpt-backend given" : c->ckpt_dir ?
+			    "--ckpt-incremental given" : "no --ckpt-dir");
 	if (c->ckpt_async && c->ckpt_backend)
 		return fail(err, len, "--ckpt-async needs the built-in libckpt backend; drop --ckpt-backend %s",
 			    c->ckpt_backend);

@@ -63,6 +63,7 @@ typedef struct reftrain_config {
 	int ckpt_incremental;         /* --ckpt-incremental: libckpt's chunked, differential saves */
 	uint32_t ckpt_full_every;     /* --ckpt-full-every M: every M-th incremental save is full */
 	uint32_t ckpt_chunk_bytes;    /* --ckpt-chunk-bytes; 0: 4 KiB for tiny, libckpt's default otherwise */
+	const char *ckpt_key_file;    /* --ckpt-key-file: sealed checkpoints (libckpt, seal.c) */
 	int ckpt_async;               /* --ckpt-async: background saves (not in the config hash) */
 	int stats;
 	uint64_t stop_after;          /* 0: run to steps */

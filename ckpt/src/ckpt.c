@@ -32,6 +32,7 @@
 #include "internal.h"
 #include "chunks.h"
 #include "alert.h"
+#include "seal.h"
 
 /* Bytes per write of a tensor: the hash of a piece runs while it is in cache. */
 #define WRITE_PIECE (8u << 20)
@@ -74,6 +75,7 @@ struct ckpt {
 	ckpt_alert alerts[CKPT_ALERTS_MAX];
 	char experiment[CKPT_LABEL_MAX], code_version[CKPT_LABEL_MAX];     /* the caller's labels, copied */
 	int nalerts;
+	ckpt_seal_key *seal;        /* seal.c: sealed files; NULL: plain */
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	int deferred_fd;
 	char deferred_path[CKPT_PATH_MAX];
@@ -296,8 +298,10 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 	snprintf(c->code_version, sizeof c->code_version, "%s", cfg->code_version ? cfg->code_version : "");
 	c->cfg.experiment = c->experiment;
 	c->cfg.code_version = c->code_version;
+	if (ckpt__seal_setup(&c->io, cfg, &c->seal) == 0)     /* a refusal is agreed below, like the root's */
+		c->io.seal = c->seal;
 
-	if (comm->rank == 0) {
+	if (comm->rank == 0 && c->err.code == 0) {
 		if ((rc = mkdir_p(&c->io, c->root, c->cfg.dir_mode)) == 0 && (rc = open_root(c)) == 0 &&
 		    (rc = check_root(c)) == 0 &&
 		    (rc = ckpt__journal_open(&c->journal, c->rootfd, c->root, 0, cfg->journal_max_bytes,
@@ -359,6 +363,7 @@ void ckpt_close(ckpt *c)
 	free(c->dst);
 	ckpt__chunks_free(c->chunks);
 	ckpt__detector_free(c->detector);
+	ckpt__seal_key_free(c->seal);
 	free(c);
 }
 
@@ -393,9 +398,19 @@ static int prepare(ckpt *c, const char *tmp)
 	return ckpt__io_fsync_dir(&c->io, ".");
 }
 
+/* A piece of the shard: sealed (seal.c), or hashed and written as it is. */
+static int shard_out(ckpt *c, ckpt_sealw *w, XXH3_state_t *st, int fd, const void *p, size_t n, const char *path)
+{
+	if (w)
+		return ckpt__sealw_write(w, p, n);
+	XXH3_64bits_update(st, p, n);
+	return ckpt__io_write_all(&c->io, fd, p, n, path);
+}
+
 static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry *fe)
 {
 	char path[CKPT_PATH_MAX], *hdr = NULL;
+	ckpt_sealw *sw = NULL;
 	size_t hdr_len;
 	XXH3_state_t *st = XXH3_createState();
 	int fd = -1, rc;
@@ -428,8 +443,9 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 		goto out;
 	}
 	XXH3_64bits_reset(st);
-	XXH3_64bits_update(st, hdr, hdr_len);
-	if ((rc = ckpt__io_write_all(&c->io, fd, hdr, hdr_len, path)) < 0)
+	if (c->seal && (rc = ckpt__sealw_begin(&sw, c->seal, &c->io, fd, path, step, c->comm->rank, fe->name)) < 0)
+		goto out;
+	if ((rc = shard_out(c, sw, st, fd, hdr, hdr_len, path)) < 0)
 		goto out;
 	size = hdr_len;
 	if (c->chunks) {
@@ -444,8 +460,7 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 		const char *d = c->dst[k]->data;
 		for (uint64_t off = 0; off < c->te[k].nbytes;) {
 			size_t n = c->te[k].nbytes - off < WRITE_PIECE ? (size_t)(c->te[k].nbytes - off) : WRITE_PIECE;
-			XXH3_64bits_update(st, d + off, n);
-			if ((rc = ckpt__io_write_all(&c->io, fd, d + off, n, path)) < 0)
+			if ((rc = shard_out(c, sw, st, fd, d + off, n, path)) < 0)
 				goto out;
 			/*
 			 * Start writing this piece back now (no wait, and no
@@ -453,10 +468,17 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 			 * counts), so the device works while the next piece is
 			 * hashed and copied instead of all at the fsync.
 			 */
-			sync_file_range(fd, (off64_t)(size + off), (off64_t)n, SYNC_FILE_RANGE_WRITE);
+			sync_file_range(fd, sw ? 0 : (off64_t)(size + off), sw ? 0 : (off64_t)n, SYNC_FILE_RANGE_WRITE);
 			off += n;
 		}
 		size += c->te[k].nbytes;
+	}
+	fe->hash = XXH3_64bits_digest(st);
+	if (sw) {      /* with a key the manifest lists the sealed file's size and stream identity */
+		rc = ckpt__sealw_end(sw, &size, &fe->hash);
+		sw = NULL;
+		if (rc < 0)
+			goto out;
 	}
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	if (c->comm->rank != 0) {      /* mutant: rank 0 commits before the others' shards are durable */
@@ -471,9 +493,9 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 	if (fd >= 0)
 		rc = ckpt__io_close(&c->io, &fd, path);
 	fe->size = size;
-	fe->hash = XXH3_64bits_digest(st);
 	c->stats.bytes = size;
 out:
+	ckpt__sealw_free(sw);
 	if (fd >= 0)
 		ckpt__io_close(&c->io, &fd, path);
 	XXH3_freeState(st);
@@ -507,6 +529,22 @@ static void telemetry_json(ckpt *c, const shard_report *reps, char **out)
 	snprintf(buf + n, sizeof buf - (size_t)n, "},\"shard_write_mib_per_s\":%.1f}",
 		 w > 0 ? (double)total / 1048576.0 / w : 0.0);
 	*out = strdup(buf);
+}
+
+/* The manifest, sealed: bound to this step, to no rank (-1) and to its name. */
+static int write_sealed(ckpt *c, int fd, const char *path, uint64_t step, const char *text, size_t len)
+{
+	ckpt_sealw *w;
+	uint64_t size, ident;
+	int rc;
+
+	if ((rc = ckpt__sealw_begin(&w, c->seal, &c->io, fd, path, step, -1, "manifest.json")) < 0)
+		return rc;
+	if ((rc = ckpt__sealw_write(w, text, len)) < 0) {
+		ckpt__sealw_free(w);
+		return rc;
+	}
+	return ckpt__sealw_end(w, &size, &ident);
 }
 
 /* Rank 0, once every shard is on disk: manifest, commit, LATEST, retention. */
@@ -570,7 +608,7 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		rc = fd;
 		goto out;
 	}
-	if ((rc = ckpt__io_write_all(&c->io, fd, text, len, path)) < 0)
+	if ((rc = c->seal ? write_sealed(c, fd, path, step, text, len) : ckpt__io_write_all(&c->io, fd, text, len, path)) < 0)
 		goto out;
 	if ((rc = enter(c, PH_MANIFEST_SYNC)) < 0 || (rc = ckpt__io_fsync(&c->io, fd, path)) < 0 ||
 	    (rc = ckpt__io_close(&c->io, &fd, path)) < 0 || (rc = ckpt__io_fsync_dir(&c->io, tmp)) < 0)
@@ -816,9 +854,12 @@ static bool tagged_best(ckpt *c, ckpt_io *io, uint64_t step)
 	ckpt__gen_name(name, sizeof name, step);
 	snprintf(path, sizeof path, "%s/manifest.json", name);
 	(void)c;
+	int sealed;
+	uint64_t ident;
 	if (ckpt__read_small_file(io, path, &text, &len, CKPT_MANIFEST_MAX) < 0)
 		return false;
-	if (ckpt__manifest_parse(text, len, &m, why, sizeof why) == 0) {
+	if (ckpt__seal_manifest_open(io, name, path, &text, &len, &sealed, &ident) == 0 &&
+	    ckpt__manifest_parse(text, len, &m, why, sizeof why) == 0) {
 		best = (m.tags & CKPT_TAG_BEST) != 0;
 		ckpt__manifest_free(&m);
 	}
@@ -845,7 +886,7 @@ static void *retention(void *arg)
 	uint64_t step = c->retention_step, *steps = NULL, latest_step = 0;
 	ckpt_error warn;
 	ckpt_io io = { .rootfd = c->rootfd, .root = c->root, .rank = c->io.rank, .step = step, .err = &warn,
-		       .journal = &c->journal };
+		       .journal = &c->journal, .seal = c->seal };
 	int n = 0, rc = 0, best_found = 0;
 	char latest[CKPT_LATEST_MAX];
 	bool have_latest;

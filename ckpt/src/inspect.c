@@ -10,6 +10,7 @@
 
 #include "ckpt/inspect.h"
 #include "internal.h"
+#include "seal.h"
 #include "chunks.h"
 
 static void problem(ckpt_gen_report *rep, const char *file, const char *fmt, ...)
@@ -81,7 +82,7 @@ static int open_parent(const char *gen_dir, char *root, size_t rlen, char *name,
 static int verify_at(int rootfd, const char *root, const char *name, ckpt_gen_report *rep)
 {
 	ckpt_error err;
-	ckpt_io io = { .rootfd = rootfd, .root = root, .rank = -1, .phase = "inspect", .err = &err };
+	ckpt_io io = { .rootfd = rootfd, .root = root, .rank = -1, .phase = "inspect", .err = &err, .seal = ckpt__seal_key_env() };
 	ckpt_manifest m;
 	uint64_t step;
 	bool canonical = ckpt__gen_parse(name, &step);
@@ -148,7 +149,7 @@ int ckpt_inspect_list(const char *root, ckpt_gen_report **out, int *n)
 {
 	ckpt_error err;
 	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc, k;
-	ckpt_io io = { .rootfd = fd, .root = root, .rank = -1, .phase = "inspect", .err = &err };
+	ckpt_io io = { .rootfd = fd, .root = root, .rank = -1, .phase = "inspect", .err = &err, .seal = ckpt__seal_key_env() };
 	uint64_t *steps = NULL;
 	ckpt_gen_report *reps = NULL;
 
@@ -217,7 +218,7 @@ int ckpt_inspect_show(const char *gen_dir, FILE *out)
 	ckpt_manifest m;
 	ckpt_error err;
 	int fd = open_parent(gen_dir, root, sizeof root, name, sizeof name);
-	ckpt_io io = { .rootfd = fd, .root = root, .rank = -1, .phase = "inspect", .err = &err };
+	ckpt_io io = { .rootfd = fd, .root = root, .rank = -1, .phase = "inspect", .err = &err, .seal = ckpt__seal_key_env() };
 
 	if (fd < 0)
 		return fd;
@@ -279,7 +280,7 @@ int ckpt_inspect_layout(const char *gen_dir, ckpt_inspect_tensor **out, int *n, 
 	ckpt_manifest m;
 	ckpt_error err;
 	int fd = open_parent(gen_dir, root, sizeof root, name, sizeof name), rc;
-	ckpt_io io = { .rootfd = fd, .root = root, .rank = -1, .phase = "inspect", .err = &err };
+	ckpt_io io = { .rootfd = fd, .root = root, .rank = -1, .phase = "inspect", .err = &err, .seal = ckpt__seal_key_env() };
 
 	*out = NULL;
 	*n = 0;

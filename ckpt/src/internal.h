@@ -78,6 +78,7 @@ typedef struct ckpt_io {
 	const char *phase;
 	ckpt_error *err;
 	ckpt_journal *journal;      /* may be NULL */
+	const struct ckpt_seal_key *seal;   /* seal.h: files are sealed with it; NULL: plain */
 } ckpt_io;
 
 /* Record a failure found by libckpt itself (not by a system call). */
@@ -191,6 +192,8 @@ typedef struct ckpt_manifest {
 	uint32_t chunk_size;        /* version 3 (chunked): > 0 */
 	uint32_t chain_depth;       /* version 3: saves since the last full one (0: full) */
 	uint64_t chain_base;        /* version 3: the step of that full one, the seed of the chunk addresses */
+	int sealed;                 /* seal.h: read from a sealed manifest; its files are sealed */
+	uint64_t seal_ident;        /* the sealed manifest's stream identity */
 	/* writer side only: every rank's entries, rank-major (ntensors * world_size) */
 	const ckpt_tensor_entry *all;
 } ckpt_manifest;

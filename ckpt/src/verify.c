@@ -23,6 +23,7 @@
 
 #include "internal.h"
 #include "chunks.h"
+#include "seal.h"
 
 /* Bytes per read when hashing: large enough for throughput, small for cache. */
 #define HASH_PIECE (4u << 20)
@@ -51,7 +52,10 @@ int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_man
 				      ckpt_describe(rc));
 		return rc;
 	}
-	if (restore && (rc = ckpt__io_phase(io, "restore.verify")) < 0) {
+	int sealed;
+	uint64_t ident;
+	if ((restore && (rc = ckpt__io_phase(io, "restore.verify")) < 0) ||
+	    (rc = ckpt__seal_manifest_open(io, name, path, &text, &len, &sealed, &ident)) < 0) {
 		free(text);
 		return rc;
 	}
@@ -59,6 +63,8 @@ int ckpt__gen_load(ckpt_io *io, const char *name, const uint64_t *step, ckpt_man
 	free(text);
 	if (rc < 0)
 		return ckpt__io_fail(io, rc, path, "%s: %s", ckpt__io_display(io, path, disp, sizeof disp), why);
+	m->sealed = sealed;
+	m->seal_ident = ident;
 	if (step && m->step != *step) {
 		ckpt__manifest_free(m);
 		return ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: manifest is for step %" PRIu64 ", the directory for %" PRIu64,
@@ -107,6 +113,26 @@ meta:
 
 static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest *m, int rank, ckpt_entry *const *dst);
 
+/* Shard bytes: verified plaintext of a sealed file (not hashed: its chunks are authenticated), or hashed as read. */
+typedef struct shard_src {
+	ckpt_io *io;
+	int fd;
+	const char *path;
+	ckpt_sealr *sr;
+	XXH3_state_t *xs;
+} shard_src;
+
+static int src_read(shard_src *s, void *buf, size_t len)
+{
+	int rc;
+
+	if (s->sr)
+		return ckpt__sealr_read(s->sr, buf, len);
+	if ((rc = ckpt__io_read_all(s->io, s->fd, buf, len, s->path)) == 0)
+		XXH3_64bits_update(s->xs, buf, len);
+	return rc;
+}
+
 int ckpt__shard_verify(ckpt_io *io, const char *name, const ckpt_manifest *m, int rank, ckpt_entry *const *dst)
 {
 	if (m->chunk_size)        /* a chunked generation: its recipe and chunks (chunks.c) */
@@ -122,8 +148,9 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 	XXH3_state_t *xs = XXH3_createState();
 	ckpt_st_header h = { 0 };
 	struct stat sb;
-	uint64_t hlen = 0, hash;
+	uint64_t hlen = 0, hash, size;
 	int fd = -1, rc;
+	shard_src src = { .io = io, .fd = -1, .xs = xs };
 
 	if (rank >= 0 && rank < m->nfiles && m->files[rank].rank == rank)    /* sorted by rank when parsed */
 		f = &m->files[rank];
@@ -149,36 +176,56 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 		rc = ckpt__io_fail(io, -errno, path, "%s: fstat: %s", disp, strerror(errno));
 		goto out;
 	}
+	src.fd = fd;
+	src.path = path;
+	size = (uint64_t)sb.st_size;     /* of the safetensors bytes: the plaintext's, when sealed */
+	if (m->sealed) {
+		uint64_t ident;
+		/*
+		 * Authenticated first (step, rank, name bound to the first chunk),
+		 * so a file moved here says so; then its identity and size.
+		 */
+		if ((rc = ckpt__sealr_begin(&src.sr, io->seal, io, fd, NULL, path, size, m->step, rank, f->name, &size,
+					    &ident)) < 0)
+			goto out;
+		if (ident != f->hash) {
+			rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: stream identity %016" PRIx64 ", the manifest says %016"
+					   PRIx64 " (a sealed file of another save: replayed or swapped)", disp, ident, f->hash);
+			goto out;
+		}
+	}
 	if ((uint64_t)sb.st_size != f->size) {
 		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: size %lld bytes, the manifest says %" PRIu64
 				   " (truncated or overwritten)", disp, (long long)sb.st_size, f->size);
 		goto out;
 	}
 	/* the header: its length bounded by the file and by CKPT_SHARD_HEADER_MAX before anything is allocated */
-	if (f->size < 8) {
+	if (size < 8) {
 		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: %" PRIu64 " bytes, shorter than a safetensors header",
-				   disp, f->size);
+				   disp, size);
 		goto out;
 	}
-	if ((rc = ckpt__io_read_all(io, fd, lenb, 8, path)) < 0)
+	if ((rc = src_read(&src, lenb, 8)) < 0)
 		goto out;
-	XXH3_64bits_update(xs, lenb, 8);
 	for (int i = 7; i >= 0; i--)
 		hlen = hlen << 8 | lenb[i];
-	if (hlen > f->size - 8 || hlen > CKPT_SHARD_HEADER_MAX) {
+	if (hlen > size - 8 || hlen > CKPT_SHARD_HEADER_MAX) {
 		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: safetensors header length %" PRIu64 " exceeds the file "
-				   "(%" PRIu64 " bytes) or the limit of %" PRIu64, disp, hlen, f->size, CKPT_SHARD_HEADER_MAX);
+				   "(%" PRIu64 " bytes) or the limit of %" PRIu64, disp, hlen, size, CKPT_SHARD_HEADER_MAX);
 		goto out;
 	}
 	if (!(hdr = malloc(hlen + 1))) {
 		rc = ckpt__io_fail(io, -ENOMEM, path, "out of memory");
 		goto out;
 	}
-	if ((rc = ckpt__io_read_all(io, fd, hdr, hlen, path)) < 0)
+	if ((rc = src_read(&src, hdr, hlen)) < 0)
 		goto out;
-	XXH3_64bits_update(xs, hdr, hlen);
-	if ((rc = ckpt__st_parse(hdr, hlen, f->size - 8 - hlen, &h, why, sizeof why)) < 0 ||
+	if ((rc = ckpt__st_parse(hdr, hlen, size - 8 - hlen, &h, why, sizeof why)) < 0 ||
 	    (rc = ckpt__st_check(&h, m, rank, why, sizeof why)) < 0) {
+		if (src.sr) {      /* authenticated bytes: the table itself is wrong */
+			rc = ckpt__io_fail(io, rc, path, "%s: %s", disp, why);
+			goto out;
+		}
 		/*
 		 * Nothing goes into the state. Hash the rest all the same: if the
 		 * bytes are not the ones saved, "contents damaged" is the news; if
@@ -207,13 +254,17 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 		for (uint64_t off = 0; off < n;) {
 			size_t piece = n - off < HASH_PIECE ? (size_t)(n - off) : HASH_PIECE;
 			char *to = d ? d + off : buf;
-			if ((rc = ckpt__io_read_all(io, fd, to, piece, path)) < 0)
+			if ((rc = src_read(&src, to, piece)) < 0)
 				goto out;
-			XXH3_64bits_update(xs, to, piece);
 			off += piece;
 		}
 	}
 	hash = XXH3_64bits_digest(xs);
+	if (src.sr) {      /* the final tag reached and nothing after it: no truncation, no extension */
+		if ((rc = ckpt__sealr_end(src.sr)) < 0)
+			goto out;
+		hash = f->hash;
+	}
 	if (dst && (rc = ckpt__io_phase(io, "restore.verify")) < 0)
 		goto out;
 #ifdef CKPT_MUTANT_NO_VERIFY_ON_RESTORE
@@ -228,6 +279,7 @@ out:
 		if (rc == 0)
 			rc = rc2;
 	}
+	ckpt__sealr_free(src.sr);
 	ckpt__st_free(&h);
 	XXH3_freeState(xs);
 	free(hdr);

@@ -177,7 +177,8 @@ static int lk_open(void **out, const reftrain_backend_config *cfg, char *err, si
 	}
 	ckpt_config c = { .root = cfg->root, .keep_last = cfg->keep, .keep_best = 1, .config_hash = cfg->config_hash,
 			  .validate = cfg->validate, .validate_arg = cfg->validate_arg, .incremental = cfg->incremental,
-			  .full_every = cfg->full_every, .chunk_bytes = cfg->chunk_bytes };
+			  .full_every = cfg->full_every, .chunk_bytes = cfg->chunk_bytes, .key_file = cfg->key_file,
+			  .seal_chunk_bytes = cfg->seal_chunk_bytes };
 	if ((rc = lk_env(&c, err, len)) < 0)
 		goto fail;
 	if ((rc = ckpt_open(&k->c, &c, &k->comm, k->state, &e)) < 0) {

@@ -99,7 +99,8 @@ static void rank_main(ckpt_comm *comm, void *p)
 	ckpt_config cfg = { .root = j->root, .keep_last = j->keep_last, .keep_every = j->keep_every,
 			    .keep_best = j->keep_best, .config_hash = j->config_hash, .file_mode = j->file_mode,
 			    .dir_mode = j->dir_mode, .allow_shared_root = j->allow_shared_root,
-			    .validate = j->validate, .validate_arg = &comm->rank };
+			    .validate = j->validate, .validate_arg = &comm->rank, .key_file = j->key_file,
+			    .allow_unsealed = j->allow_unsealed, .seal_chunk_bytes = j->seal_chunk_bytes };
 
 	if (!a->restore)
 		fill(s, comm->rank, j->step);

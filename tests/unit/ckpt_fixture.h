@@ -34,6 +34,9 @@ typedef struct fx_job {
 	uint64_t config_hash;
 	uint32_t file_mode, dir_mode;
 	int allow_shared_root;
+	const char *key_file;      /* sealed checkpoints (test_ckpt_seal.c) */
+	int allow_unsealed;
+	uint32_t seal_chunk_bytes;
 	int (*validate)(void *arg, uint64_t step, char *why, size_t len);   /* arg: the rank, as an int */
 	fx_rank_result r[FX_MAX_RANKS];
 } fx_job;

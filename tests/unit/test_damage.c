@@ -17,6 +17,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <xxhash.h>
+
 #include "damage.h"
 
 static char work[64], root[128], outside[128], logp[160];
@@ -191,6 +193,70 @@ static void test_shared_chunk_is_damaged_once_and_traced_to_every_generation(voi
 	assert_true((steps[0] == 20 && steps[1] == 30) || (steps[0] == 30 && steps[1] == 20));
 }
 
+static char *slurp_rel(const char *rel)
+{
+	char p[256], *buf = calloc(1, 4096);
+	snprintf(p, sizeof p, "%s/%s", root, rel);
+	FILE *f = fopen(p, "r");
+	assert_non_null(f);
+	assert_true(fread(buf, 1, 4095, f) > 0);
+	fclose(f);
+	return buf;
+}
+
+/* Tampering: overwrite takes its source from another generation; recompute rewrites the plain manifest's hashes. */
+static void test_overwrite_and_recomputed_hashes(void **state)
+{
+	char p[256];
+	int64_t steps[4];
+	(void)state;
+	for (const char *d = "step-00000010\0step-00000020\0"; *d; d += strlen(d) + 1) {
+		snprintf(p, sizeof p, "%s/%s", root, d);
+		assert_int_equal(mkdir(p, 0700), 0);
+	}
+	put("step-00000010/rank-00000.safetensors", "old bytes");
+	put("step-00000020/rank-00000.safetensors", "new bytes, longer");
+	harness_damage g = { .kind = HARNESS_OVERWRITE };
+	snprintf(g.generation, sizeof g.generation, "newest");
+	snprintf(g.file, sizeof g.file, "rank-*.safetensors");
+	snprintf(g.from, sizeof g.from, "oldest/rank-00000.safetensors");
+	FILE *log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&g, root, NULL, log), 1);
+	fclose(log);
+	char *got = slurp_rel("step-00000020/rank-00000.safetensors");
+	assert_string_equal(got, "old bytes");
+	free(got);
+	assert_int_equal(harness_damage_scan_log(logp, root, NULL, steps, 4), 1);
+	assert_int_equal(steps[0], 20);
+	/* a source that does not exist: nothing fires */
+	snprintf(g.from, sizeof g.from, "oldest/rank-00009.safetensors");
+	log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&g, root, NULL, log), 0);
+	fclose(log);
+
+	/* a plain manifest: the flipped file's xxh3 and the checksum recomputed in place */
+	put("step-00000020/manifest.json", "{\"files\":[{\"name\":\"rank-00000.safetensors\",\"size\":9,"
+	    "\"xxh3\":\"0000000000000000\"}],\"checksum\":\"0000000000000000\"}\n");
+	harness_damage f = { .kind = HARNESS_BITFLIP, .offset = 0, .recompute = 1 };
+	snprintf(f.generation, sizeof f.generation, "newest");
+	snprintf(f.file, sizeof f.file, "rank-00000.safetensors");
+	log = fopen(logp, "w");
+	assert_int_equal(harness_damage_apply(&f, root, NULL, log), 1);
+	fclose(log);
+	char *m = slurp_rel("step-00000020/manifest.json"), *shard = slurp_rel("step-00000020/rank-00000.safetensors");
+	char want[17];
+	snprintf(want, sizeof want, "%016llx", (unsigned long long)XXH3_64bits(shard, strlen(shard)));
+	assert_non_null(strstr(m, want));
+	char *c = strstr(m, "\"checksum\":\"");
+	snprintf(want, sizeof want, "%016llx", (unsigned long long)XXH3_64bits(m, (size_t)(c - m)));
+	assert_memory_equal(c + 12, want, 16);
+	char *text = slurp_rel("../damage.log");
+	assert_non_null(strstr(text, "hashes recomputed"));
+	free(text);
+	free(m);
+	free(shard);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -198,6 +264,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_a_programs_newest_file_is_damaged_and_traced_to_its_step, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_directory_generations_and_libckpts_layout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overwrite_and_recomputed_hashes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_chunk_is_damaged_once_and_traced_to_every_generation, setup,
 						teardown),
 	};

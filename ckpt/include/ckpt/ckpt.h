@@ -105,6 +105,18 @@ typedef struct ckpt_config {
 	 */
 	const char *experiment;
 	const char *code_version;
+	/*
+	 * Sealed checkpoints (README "Sealed checkpoints"): with a key file (or,
+	 * when key_file is NULL, the file the environment variable CKPT_KEY_FILE
+	 * names), every shard and manifest is encrypted and authenticated
+	 * (XChaCha20-Poly1305 secretstream, bound to step, rank and file name).
+	 * The key file must be private (no access for group or others). With a
+	 * key, generations written without one are refused unless allow_unsealed
+	 * (or CKPT_ALLOW_UNSEALED=1). Not with incremental.
+	 */
+	const char *key_file;
+	int allow_unsealed;
+	uint32_t seal_chunk_bytes;  /* plaintext bytes per sealed chunk; 0: 1 MiB; 4 KiB to 16 MiB */
 } ckpt_config;
 
 typedef struct ckpt ckpt;

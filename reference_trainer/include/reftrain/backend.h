@@ -142,6 +142,13 @@ typedef struct reftrain_backend_config {
 	int incremental;
 	uint32_t full_every;
 	uint32_t chunk_bytes;
+	/*
+	 * Sealed checkpoints (--ckpt-key-file, libckpt only: reftrain refuses it
+	 * with another backend): the key file, and the plaintext bytes per
+	 * sealed chunk (0: the backend's default).
+	 */
+	const char *key_file;
+	uint32_t seal_chunk_bytes;
 } reftrain_backend_config;
 
 /* save flags */

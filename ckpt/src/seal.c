@@ -1,0 +1,563 @@
+/* Sealed checkpoint files (seal.h): libsodium secretstream per file, bound to step, rank and name. */
+#include "seal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
+#define HBYTES crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define TAG_FINAL crypto_secretstream_xchacha20poly1305_TAG_FINAL
+#define TAG_MESSAGE crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+#define AD_MAX (16 + 64 + CKPT_NAME_MAX)
+#define READAHEAD ((off_t)8 << 20)
+
+typedef crypto_secretstream_xchacha20poly1305_state sstate;
+
+_Static_assert(8 + 4 + 4 + HBYTES == CKPT_SEAL_PREAMBLE, "preamble layout");
+
+static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
+static int sodium_ok;
+
+static void sodium_start(void)
+{
+	sodium_ok = sodium_init() >= 0;
+}
+
+static int sodium_ready(void)
+{
+	pthread_once(&sodium_once, sodium_start);
+	return sodium_ok ? 0 : -ENOSYS;
+}
+
+/* ---- keys --------------------------------------------------------------- */
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int ckpt__seal_key_load(ckpt_seal_key **out, const char *path, char *why, size_t wl)
+{
+	unsigned char buf[72];
+	struct stat st;
+	ssize_t n;
+	int fd, rc = -EINVAL;
+	ckpt_seal_key *k = NULL;
+
+	*out = NULL;
+	if (sodium_ready() < 0) {
+		snprintf(why, wl, "libsodium failed to initialize");
+		return -ENOSYS;
+	}
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		snprintf(why, wl, "key file %s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(why, wl, "key file %s is not a regular file", path);
+		goto out;
+	}
+	if (st.st_uid != geteuid()) {
+		rc = -EPERM;
+		snprintf(why, wl, "key file %s is owned by uid %u, not by this user (uid %u): refused", path,
+			 (unsigned)st.st_uid, (unsigned)geteuid());
+		goto out;
+	}
+	if (st.st_mode & 077) {
+		rc = -EPERM;
+		snprintf(why, wl, "key file %s is %s by its group or others (mode %04o): refused; make it private "
+			 "(chmod 600 %s)", path, st.st_mode & 044 ? "readable" : "accessible",
+			 (unsigned)(st.st_mode & 07777), path);
+		goto out;
+	}
+	n = read(fd, buf, sizeof buf);
+	if (!(k = calloc(1, sizeof *k))) {
+		rc = -ENOMEM;
+		snprintf(why, wl, "out of memory");
+		goto out;
+	}
+	if (n == 32) {
+		memcpy(k->k, buf, 32);
+	} else if (n == 64 || (n == 65 && buf[64] == '\n')) {
+		for (int i = 0; i < 32; i++) {
+			int hi = hexval(buf[2 * i]), lo = hexval(buf[2 * i + 1]);
+			if (hi < 0 || lo < 0)
+				goto bad;
+			k->k[i] = (unsigned char)(hi << 4 | lo);
+		}
+	} else {
+		goto bad;
+	}
+	k->chunk = CKPT_SEAL_CHUNK_DEFAULT;
+	*out = k;
+	k = NULL;
+	rc = 0;
+	goto out;
+bad:
+	snprintf(why, wl, "key file %s holds %zd bytes: a key is 32 raw bytes or 64 hex digits (e.g. head -c 32 "
+		 "/dev/urandom > KEY)", path, n);
+out:
+	sodium_memzero(buf, sizeof buf);
+	ckpt__seal_key_free(k);
+	close(fd);
+	return rc;
+}
+
+void ckpt__seal_key_free(ckpt_seal_key *k)
+{
+	if (!k)
+		return;
+	sodium_memzero(k, sizeof *k);
+	free(k);
+}
+
+static ckpt_seal_key *env_key;
+static char env_why[400];       /* why CKPT_KEY_FILE was not loaded, for the reader's message */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static void env_load(void)
+{
+	const char *p = getenv("CKPT_KEY_FILE");
+
+	if (p && *p && ckpt__seal_key_load(&env_key, p, env_why, sizeof env_why) == 0) {
+		const char *a = getenv("CKPT_ALLOW_UNSEALED");
+		env_key->allow_unsealed = a && strcmp(a, "1") == 0;
+	}
+}
+
+const ckpt_seal_key *ckpt__seal_key_env(void)
+{
+	pthread_once(&env_once, env_load);
+	return env_key;
+}
+
+bool ckpt__seal_is_sealed(const void *buf, size_t len)
+{
+	return len >= 8 && memcmp(buf, CKPT_SEAL_MAGIC, 8) == 0;
+}
+
+/* Associated data: the preamble's fixed part, then step, rank and name. */
+static size_t make_ad(unsigned char *ad, const unsigned char *pre16, uint64_t step, int rank, const char *name)
+{
+#ifdef CKPT_MUTANT_SEAL_AD_UNBOUND
+	(void)ad, (void)pre16, (void)step, (void)rank, (void)name;
+	return 0;                       /* mutant: nothing bound; writer and reader agree */
+#else
+	memcpy(ad, pre16, 16);
+	int n = snprintf((char *)ad + 16, AD_MAX - 16, "step=%" PRIu64 " rank=%d file=%s", step, rank, name);
+	return 16 + (size_t)(n < AD_MAX - 16 ? n : AD_MAX - 17);
+#endif
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- writer ------------------------------------------------------------- */
+
+struct ckpt_sealw {
+	sstate st;
+	ckpt_io *io;
+	int fd;
+	const char *path;
+	unsigned char pre[CKPT_SEAL_PREAMBLE];
+	unsigned char ad[AD_MAX];
+	size_t adlen;
+	uint32_t chunk;
+	size_t fill;                /* plaintext bytes waiting in plain */
+	uint64_t size;
+	unsigned char *plain, *cipher;
+};
+
+#ifdef CKPT_MUTANT_SEAL_NONCE_REUSE
+/* mutant: the stream made once per process is reused for every file, save and retry */
+static sstate reuse_st;
+static unsigned char reuse_hdr[HBYTES];
+static int reuse_have;
+static pthread_mutex_t reuse_mu = PTHREAD_MUTEX_INITIALIZER;
+#endif
+
+int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, int fd, const char *path,
+		      uint64_t step, int rank, const char *name)
+{
+	ckpt_sealw *w = calloc(1, sizeof *w);
+
+	*out = NULL;
+	if (!w || sodium_ready() < 0 || !(w->plain = malloc(k->chunk)) || !(w->cipher = malloc((size_t)k->chunk + ABYTES))) {
+		ckpt__sealw_free(w);
+		return ckpt__io_fail(io, -ENOMEM, path, "cannot start sealing %s: out of memory", path);
+	}
+	w->io = io;
+	w->fd = fd;
+	w->path = path;
+	w->chunk = k->chunk;
+	memcpy(w->pre, CKPT_SEAL_MAGIC, 8);
+	put32(w->pre + 8, 1);
+	put32(w->pre + 12, k->chunk);
+#ifdef CKPT_MUTANT_SEAL_NONCE_REUSE
+	pthread_mutex_lock(&reuse_mu);
+	if (!reuse_have)
+		crypto_secretstream_xchacha20poly1305_init_push(&reuse_st, reuse_hdr, k->k), reuse_have = 1;
+	w->st = reuse_st;
+	memcpy(w->pre + 16, reuse_hdr, HBYTES);
+	pthread_mutex_unlock(&reuse_mu);
+#else
+	/* a random header per file: no (key, nonce) pair is ever used twice, whatever is retried */
+	crypto_secretstream_xchacha20poly1305_init_push(&w->st, w->pre + 16, k->k);
+#endif
+	w->adlen = make_ad(w->ad, w->pre, step, rank, name);
+	int rc = ckpt__io_write_all(io, fd, w->pre, sizeof w->pre, path);
+	if (rc < 0) {
+		ckpt__sealw_free(w);
+		return rc;
+	}
+	w->size = sizeof w->pre;
+	*out = w;
+	return 0;
+}
+
+static int push(ckpt_sealw *w, unsigned char tag)
+{
+	unsigned long long clen;
+
+	crypto_secretstream_xchacha20poly1305_push(&w->st, w->cipher, &clen, w->plain, w->fill, w->ad, w->adlen, tag);
+	int rc = ckpt__io_write_all(w->io, w->fd, w->cipher, (size_t)clen, w->path);
+	w->size += clen;
+	w->fill = 0;
+	return rc;
+}
+
+int ckpt__sealw_write(ckpt_sealw *w, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	int rc;
+
+	while (len > 0) {
+		size_t n = w->chunk - w->fill < len ? w->chunk - w->fill : len;
+		memcpy(w->plain + w->fill, p, n);
+		w->fill += n;
+		p += n;
+		len -= n;
+		/* a full chunk goes out only once more follows: the last one, full or not, is FINAL */
+		if (w->fill == w->chunk && len > 0 && (rc = push(w, TAG_MESSAGE)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int ckpt__sealw_end(ckpt_sealw *w, uint64_t *size, uint64_t *ident)
+{
+	int rc;
+
+	if (w->fill == w->chunk && (rc = push(w, TAG_MESSAGE)) < 0)
+		goto out;
+	if ((rc = push(w, TAG_FINAL)) < 0)
+		goto out;
+	*size = w->size;
+	*ident = XXH3_64bits(w->pre, sizeof w->pre);
+out:
+	ckpt__sealw_free(w);
+	return rc;
+}
+
+void ckpt__sealw_free(ckpt_sealw *w)
+{
+	if (!w)
+		return;
+	sodium_memzero(&w->st, sizeof w->st);
+	if (w->plain)
+		sodium_memzero(w->plain, w->chunk);
+	free(w->plain);
+	free(w->cipher);
+	free(w);
+}
+
+/* ---- reader ------------------------------------------------------------- */
+
+struct ckpt_sealr {
+	sstate st;
+	ckpt_io *io;
+	int fd;
+	const unsigned char *mem;
+	uint64_t pos_in;            /* bytes consumed from the file or memory */
+	const char *path;
+	unsigned char ad[AD_MAX];
+	size_t adlen;
+	uint32_t chunk;
+	uint64_t nchunks, next;     /* chunks in the file; the next to pull */
+	uint64_t plain_len, last_len;
+	int final_seen;
+	unsigned char *plain, *cipher;
+	size_t avail, pos;          /* verified plaintext in plain[pos..avail) */
+};
+
+static int src_read(ckpt_sealr *r, void *buf, size_t len)
+{
+	r->pos_in += len;
+	if (r->mem) {
+		memcpy(buf, r->mem + r->pos_in - len, len);
+		return 0;
+	}
+	/* the device reads the next chunks while this one is authenticated and decrypted */
+	posix_fadvise(r->fd, (off_t)r->pos_in, READAHEAD, POSIX_FADV_WILLNEED);
+	return ckpt__io_read_all(r->io, r->fd, buf, len, r->path);
+}
+
+/* The next chunk, verified, into out (r->plain or the caller's buffer, chunk bytes of room). */
+static int pull_into(ckpt_sealr *r, unsigned char *out)
+{
+	char disp[CKPT_PATH_MAX];
+	bool last = r->next + 1 == r->nchunks;
+	size_t mlen = last ? (size_t)r->last_len : r->chunk;
+	unsigned long long got;
+	unsigned char tag = 0;
+	int rc;
+
+	if ((rc = src_read(r, r->cipher, mlen + ABYTES)) < 0)
+		return rc;
+#ifdef CKPT_MUTANT_SEAL_MAC_AFTER_USE
+	if (!last) {    /* mutant: decrypted and handed out now, its tag left for "later" (never comes) */
+		const unsigned char *mac = r->cipher + 1 + mlen;
+		crypto_stream_chacha20_ietf_xor_ic(out, r->cipher + 1, mlen, r->st.nonce, 2U, r->st.k);
+		for (int i = 0; i < 8; i++)
+			r->st.nonce[4 + i] ^= mac[i];
+		sodium_increment(r->st.nonce, 4);
+		r->next++;
+		r->pos = 0;
+		r->avail = out == r->plain ? mlen : 0;
+		return 0;
+	}
+#endif
+	if (crypto_secretstream_xchacha20poly1305_pull(&r->st, out, &got, &tag, r->cipher, mlen + ABYTES, r->ad,
+						       r->adlen) != 0)
+		return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: authentication failed at chunk %" PRIu64 " of %"
+				     PRIu64 " (tampered, or moved from another generation, rank or file)",
+				     ckpt__io_display(r->io, r->path, disp, sizeof disp), r->next, r->nchunks);
+	if (last != (tag == TAG_FINAL))
+		return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: chunk %" PRIu64 " of %" PRIu64 " is %s "
+				     "(truncated or extended)", ckpt__io_display(r->io, r->path, disp, sizeof disp), r->next,
+				     r->nchunks, last ? "not the final one" : "tagged final");
+	r->final_seen = last;
+	r->next++;
+	r->pos = 0;
+	r->avail = out == r->plain ? (size_t)got : 0;
+	return 0;
+}
+
+static int pull(ckpt_sealr *r)
+{
+	return pull_into(r, r->plain);
+}
+
+int ckpt__sealr_begin(ckpt_sealr **out, const ckpt_seal_key *k, ckpt_io *io, int fd, const unsigned char *mem,
+		      const char *path, uint64_t file_size, uint64_t step, int rank, const char *name,
+		      uint64_t *plain_len, uint64_t *ident)
+{
+	char disp[CKPT_PATH_MAX];
+	unsigned char pre[CKPT_SEAL_PREAMBLE];
+	ckpt_sealr *r = calloc(1, sizeof *r);
+	int rc;
+
+	*out = NULL;
+	ckpt__io_display(io, path, disp, sizeof disp);
+	if (!r || sodium_ready() < 0) {
+		free(r);
+		return ckpt__io_fail(io, -ENOMEM, path, "cannot open sealed %s: out of memory", disp);
+	}
+	r->io = io;
+	r->fd = fd;
+	r->mem = mem;
+	r->path = path;
+	if (file_size < CKPT_SEAL_PREAMBLE + ABYTES) {
+		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: %" PRIu64 " bytes, shorter than a sealed file", disp,
+				   file_size);
+		goto fail;
+	}
+	if ((rc = src_read(r, pre, sizeof pre)) < 0)
+		goto fail;
+	r->chunk = get32(pre + 12);
+	if (!ckpt__seal_is_sealed(pre, sizeof pre) || get32(pre + 8) != 1 || r->chunk < CKPT_SEAL_CHUNK_MIN ||
+	    r->chunk > CKPT_SEAL_CHUNK_MAX) {
+		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: not a sealed file of version 1 with a chunk size of %u "
+				   "to %u bytes", disp, CKPT_SEAL_CHUNK_MIN, CKPT_SEAL_CHUNK_MAX);
+		goto fail;
+	}
+	uint64_t body = file_size - CKPT_SEAL_PREAMBLE, unit = (uint64_t)r->chunk + ABYTES;
+	if (body % unit < ABYTES) {
+		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: %" PRIu64 " bytes is no whole number of sealed chunks "
+				   "(truncated or extended)", disp, file_size);
+		goto fail;
+	}
+	r->nchunks = body / unit + 1;
+	r->last_len = body % unit - ABYTES;
+	r->plain_len = (r->nchunks - 1) * r->chunk + r->last_len;
+	if (!(r->plain = malloc(r->chunk)) || !(r->cipher = malloc(unit))) {
+		rc = ckpt__io_fail(io, -ENOMEM, path, "%s: out of memory", disp);
+		goto fail;
+	}
+	r->adlen = make_ad(r->ad, pre, step, rank, name);
+	if (crypto_secretstream_xchacha20poly1305_init_pull(&r->st, pre + 16, k->k) != 0) {
+		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: invalid stream header", disp);
+		goto fail;
+	}
+	/* authenticated before anything else about the file is believed */
+	if ((rc = pull(r)) < 0)
+		goto fail;
+	*plain_len = r->plain_len;
+	*ident = XXH3_64bits(pre, sizeof pre);
+	*out = r;
+	return 0;
+fail:
+	ckpt__sealr_free(r);
+	return rc;
+}
+
+int ckpt__sealr_read(ckpt_sealr *r, void *buf, size_t len)
+{
+	char disp[CKPT_PATH_MAX];
+	unsigned char *p = buf;
+	int rc;
+
+	while (len > 0) {
+		if (r->pos == r->avail) {
+			if (r->next == r->nchunks)
+				return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: read past the sealed data",
+						     ckpt__io_display(r->io, r->path, disp, sizeof disp));
+			/* a whole chunk wanted: straight into the caller's buffer, verified there before return */
+			bool whole = r->next + 1 < r->nchunks && len >= r->chunk;
+			if ((rc = pull_into(r, whole ? p : r->plain)) < 0)
+				return rc;
+			if (whole) {
+				p += r->chunk;
+				len -= r->chunk;
+			}
+			continue;
+		}
+		size_t n = r->avail - r->pos < len ? r->avail - r->pos : len;
+		memcpy(p, r->plain + r->pos, n);
+		r->pos += n;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int ckpt__sealr_end(ckpt_sealr *r)
+{
+	char disp[CKPT_PATH_MAX];
+	int rc;
+
+	while (r->next < r->nchunks)    /* an empty final chunk may remain */
+		if ((rc = pull(r)) < 0)
+			return rc;
+	if (!r->final_seen || r->pos != r->avail)
+		return ckpt__io_fail(r->io, -CKPT_ECORRUPT, r->path, "%s: sealed data not consumed to its final tag",
+				     ckpt__io_display(r->io, r->path, disp, sizeof disp));
+	return 0;
+}
+
+void ckpt__sealr_free(ckpt_sealr *r)
+{
+	if (!r)
+		return;
+	sodium_memzero(&r->st, sizeof r->st);
+	if (r->plain)
+		sodium_memzero(r->plain, r->chunk);
+	free(r->plain);
+	free(r->cipher);
+	free(r);
+}
+
+/* ---- the manifest ------------------------------------------------------- */
+
+int ckpt__seal_manifest_open(ckpt_io *io, const char *name, const char *path, char **text, size_t *len,
+			     int *sealed, uint64_t *ident)
+{
+	char disp[CKPT_PATH_MAX], *plain = NULL;
+	ckpt_sealr *r = NULL;
+	uint64_t step = 0, plen = 0;
+	int rc;
+
+	*sealed = ckpt__seal_is_sealed(*text, *len);
+	*ident = 0;
+	ckpt__io_display(io, path, disp, sizeof disp);
+	if (*sealed && !io->seal && env_why[0])     /* ckpt-tool: CKPT_KEY_FILE was given and refused */
+		return ckpt__io_fail(io, -EACCES, path, "manifest.json is sealed, and CKPT_KEY_FILE was not used: %s", env_why);
+	if (*sealed && !io->seal)
+		return ckpt__io_fail(io, -EACCES, path, "%s is sealed (encrypted and authenticated by libckpt): reading it "
+				     "needs its key (ckpt_config.key_file, CKPT_KEY_FILE, reftrain --ckpt-key-file)", disp);
+	if (!*sealed) {
+		if (io->seal && !io->seal->allow_unsealed)
+			return ckpt__io_fail(io, -EACCES, path, "%s is not sealed, and a key is configured: refused, since "
+					     "anyone who can write the root can recompute a plain generation's xxh3 (set "
+					     "ckpt_config.allow_unsealed or CKPT_ALLOW_UNSEALED=1 to read generations "
+					     "written before the key)", disp);
+		return 0;
+	}
+	if (!ckpt__gen_parse(name, &step))
+		return ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: a sealed manifest outside a step-NNNNNNNN generation",
+				     disp);
+	if ((rc = ckpt__sealr_begin(&r, io->seal, io, -1, (const unsigned char *)*text, path, *len, step, -1,
+				    "manifest.json", &plen, ident)) < 0)
+		return rc;
+	if (!(plain = malloc(plen + 1))) {
+		rc = ckpt__io_fail(io, -ENOMEM, path, "%s: out of memory", disp);
+		goto out;
+	}
+	if ((rc = ckpt__sealr_read(r, plain, plen)) < 0 || (rc = ckpt__sealr_end(r)) < 0)
+		goto out;
+	plain[plen] = '\0';
+	free(*text);
+	*text = plain;
+	*len = plen;
+	plain = NULL;
+out:
+	free(plain);
+	ckpt__sealr_free(r);
+	return rc;
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+int ckpt__seal_setup(ckpt_io *io, const ckpt_config *cfg, ckpt_seal_key **out)
+{
+	const char *path = cfg->key_file, *a;
+	char why[400];
+	int rc;
+
+	*out = NULL;
+	if (!path || !*path)
+		path = getenv("CKPT_KEY_FILE");
+	if (!path || !*path)
+		return 0;
+	if (cfg->incremental)
+		return ckpt__io_fail(io, -EINVAL, path, "sealed checkpoints (a key file) and incremental checkpoints "
+				     "cannot be combined yet: chunks are addressed by the hash of their plaintext");
+	if (cfg->seal_chunk_bytes && (cfg->seal_chunk_bytes < CKPT_SEAL_CHUNK_MIN || cfg->seal_chunk_bytes > CKPT_SEAL_CHUNK_MAX))
+		return ckpt__io_fail(io, -EINVAL, path, "seal_chunk_bytes %u is out of range: %u to %u", cfg->seal_chunk_bytes,
+				     CKPT_SEAL_CHUNK_MIN, CKPT_SEAL_CHUNK_MAX);
+	if ((rc = ckpt__seal_key_load(out, path, why, sizeof why)) < 0)
+		return ckpt__io_fail(io, rc, path, "%s", why);
+	a = getenv("CKPT_ALLOW_UNSEALED");
+	(*out)->allow_unsealed = cfg->allow_unsealed || (a && strcmp(a, "1") == 0);
+	if (cfg->seal_chunk_bytes)
+		(*out)->chunk = cfg->seal_chunk_bytes;
+	return 0;
+}

@@ -1,0 +1,424 @@
+/*
+ * Sealed checkpoints (issue 14): xxh3 detects accidents, not attackers. With
+ * a key, every file is an authenticated secretstream bound to its step, rank
+ * and name, and the sealed manifest binds each shard's stream: a tampered,
+ * swapped, replayed or truncated file must be refused with its reason and
+ * restore must fall back. On 4 threaded ranks, and on the seal layer itself.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <setjmp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "ckpt_fixture.h"
+#include "seal.h"
+
+#define W 4
+
+typedef struct fx {
+	char *root;
+	char *dir;             /* beside the root: key files, copies */
+	char key[1024];
+	fx_job job;
+} fx;
+
+static void write_key(const char *path, const char *bytes, size_t n, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, bytes, n), (ssize_t)n);
+	close(fd);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static int setup(void **state)
+{
+	fx *f = calloc(1, sizeof *f);
+	f->root = fx_tmpdir();
+	f->dir = fx_tmpdir();
+	snprintf(f->key, sizeof f->key, "%s/key", f->dir);
+	write_key(f->key, "0123456789abcdef0123456789abcdef", 32, 0600);
+	fx_job_init(&f->job, f->root, W);
+	f->job.key_file = f->key;
+	f->job.seal_chunk_bytes = 4096;     /* several chunks per shard */
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx *f = *state;
+	fx_rmrf(f->root);
+	fx_rmrf(f->dir);
+	free(f->root);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+#define save_ok(f, step) fx_save_ok(&(f)->job, (step))
+#define path(f, ...) fx_path((f)->root, __VA_ARGS__)
+
+static void expect_fallback_to_10(fx *f, const char *why)
+{
+	assert_int_equal(fx_restore(&f->job), 0);
+	assert_int_equal(f->job.r[0].info.step, 10);
+	assert_true(f->job.r[0].content_ok);
+	assert_int_equal(f->job.r[0].info.nfallbacks, 1);
+	assert_string_equal(f->job.r[0].info.fallbacks[0].name, "step-00000020");
+	if (!strstr(f->job.r[0].info.fallbacks[0].why, why))
+		fail_msg("fallback reason \"%s\" does not say \"%s\"", f->job.r[0].info.fallbacks[0].why, why);
+}
+
+static size_t slurp(const char *p, unsigned char *buf, size_t cap)
+{
+	FILE *fp = fopen(p, "rb");
+	assert_non_null(fp);
+	size_t n = fread(buf, 1, cap, fp);
+	fclose(fp);
+	return n;
+}
+
+static bool contains(const unsigned char *hay, size_t n, const char *needle)
+{
+	size_t k = strlen(needle);
+	for (size_t i = 0; i + k <= n; i++)
+		if (memcmp(hay + i, needle, k) == 0)
+			return true;
+	return false;
+}
+
+/* Saved sealed, restored bit for bit; nothing of the plaintext format shows on disk. */
+static void test_seal__save_and_restore_round_trip_nothing_readable(void **state)
+{
+	fx *f = *state;
+	static unsigned char buf[1 << 20];
+
+	save_ok(f, 10);
+	save_ok(f, 20);
+	assert_int_equal(fx_restore(&f->job), 0);
+	assert_int_equal(f->job.r[2].info.step, 20);
+	for (int r = 0; r < W; r++)
+		assert_true(f->job.r[r].content_ok);
+	size_t n = slurp(path(f, "step-00000020/rank-00001.safetensors"), buf, sizeof buf);
+	assert_true(ckpt__seal_is_sealed(buf, n));
+	assert_false(contains(buf, n, "dtype") || contains(buf, n, "__metadata__"));
+	n = slurp(path(f, "step-00000020/manifest.json"), buf, sizeof buf);
+	assert_true(ckpt__seal_is_sealed(buf, n));
+	assert_false(contains(buf, n, "schema_version") || contains(buf, n, "rank-0000"));
+	struct stat st;
+	assert_int_equal(stat(path(f, "step-00000020/rank-00001.safetensors"), &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(stat(path(f, "step-00000020"), &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+}
+
+/* A bit flipped in a middle chunk of a shard: authentication fails, restore falls back. */
+static void test_seal__bitflip_in_a_shard_is_refused(void **state)
+{
+	fx *f = *state;
+
+	save_ok(f, 10);
+	save_ok(f, 20);
+	fx_flip(path(f, "step-00000020/rank-00002.safetensors"), 6000);
+	expect_fallback_to_10(f, "authentication failed at chunk 1");
+}
+
+/* The limitation sealing removes: without a key, a flip with recomputed hashes restores as valid. */
+static void test_seal__plain_bitflip_with_recomputed_hashes_restores_as_valid(void **state)
+{
+	fx *f = *state;
+
+	f->job.key_file = NULL;
+	save_ok(f, 10);
+	save_ok(f, 20);
+	fx_flip(path(f, "step-00000020/rank-00002.safetensors"), -100);
+	fx_reseal(path(f, "step-00000020"));
+	assert_int_equal(fx_restore(&f->job), 9998);       /* accepted, with the attacker's bytes (the fixture's code) */
+	assert_int_equal(f->job.r[2].rc, 0);
+	assert_int_equal(f->job.r[2].info.step, 20);
+	assert_false(f->job.r[2].content_ok);
+}
+
+/* Rank 1's shard in rank 0's place: the associated data (rank, name) does not match. */
+static void test_seal__shard_swapped_between_ranks_is_refused(void **state)
+{
+	fx *f = *state;
+
+	save_ok(f, 10);
+	save_ok(f, 20);
+	fx_copy(path(f, "step-00000020/rank-00001.safetensors"), path(f, "step-00000020/rank-00000.safetensors"));
+	expect_fallback_to_10(f, "authentication failed at chunk 0");
+}
+
+/* Generation 10's shard in generation 20: the step is bound. */
+static void test_seal__shard_swapped_between_generations_is_refused(void **state)
+{
+	fx *f = *state;
+
+	save_ok(f, 10);
+	save_ok(f, 20);
+	fx_copy(path(f, "step-00000010/rank-00003.safetensors"), path(f, "step-00000020/rank-00003.safetensors"));
+	expect_fallback_to_10(f, "authentication failed at chunk 0");
+}
+
+/* Generation 10's manifest in generation 20. */
+static void test_seal__manifest_replaced_by_an_older_one_is_refused(void **state)
+{
+	fx *f = *state;
+
+	save_ok(f, 10);
+	save_ok(f, 20);
+	fx_copy(path(f, "step-00000010/manifest.json"), path(f, "step-00000020/manifest.json"));
+	expect_fallback_to_10(f, "manifest.json: authentication failed");
+}
+
+/*
+ * A save of step 20 made again (a retry): every file gets a new stream
+ * header (no nonce reused), and the first save's shard or manifest put back
+ * is refused by the second's manifest.
+ */
+static void test_seal__retry_makes_new_streams_and_an_earlier_try_is_refused(void **state)
+{
+	fx *f = *state;
+	char old_shard[1100], old_manifest[1100];
+	unsigned char a[64], b[64];
+
+	snprintf(old_shard, sizeof old_shard, "%s/old-shard", f->dir);
+	snprintf(old_manifest, sizeof old_manifest, "%s/old-manifest", f->dir);
+	save_ok(f, 10);
+	save_ok(f, 20);
+	fx_copy(path(f, "step-00000020/rank-00000.safetensors"), old_shard);
+	fx_copy(path(f, "step-00000020/manifest.json"), old_manifest);
+	save_ok(f, 20);
+	slurp(old_shard, a, sizeof a);
+	slurp(path(f, "step-00000020/rank-00000.safetensors"), b, sizeof b);
+	assert_memory_not_equal(a + 16, b + 16, 24);
+	slurp(old_manifest, a, sizeof a);
+	slurp(path(f, "step-00000020/manifest.json"), b, sizeof b);
+	assert_memory_not_equal(a + 16, b + 16, 24);
+	/* every file of one save its own stream, too */
+	slurp(path(f, "step-00000020/rank-00000.safetensors"), a, sizeof a);
+	assert_memory_not_equal(a + 16, b + 16, 24);
+
+	fx_copy(old_shard, path(f, "step-00000020/rank-00000.safetensors"));
+	expect_fallback_to_10(f, "a sealed file of another save");
+	save_ok(f, 20);
+	fx_copy(old_manifest, path(f, "step-00000020/manifest.json"));
+	expect_fallback_to_10(f, "a sealed file of another save");
+}
+
+/* A reader without the key says why it cannot read; one with the key refuses plain generations unless told. */
+static void test_seal__key_policy_both_ways(void **state)
+{
+	fx *f = *state;
+
+	save_ok(f, 10);
+	f->job.key_file = NULL;
+	assert_int_equal(fx_restore(&f->job), -CKPT_ENOVALID);
+	assert_non_null(strstr(f->job.r[1].err.msg, "needs its key"));
+	fx_rmrf(f->root);
+	assert_int_equal(mkdir(f->root, 0700), 0);
+	save_ok(f, 10);                                    /* plain */
+	f->job.key_file = f->key;
+	assert_int_equal(fx_restore(&f->job), -CKPT_ENOVALID);
+	assert_non_null(strstr(f->job.r[0].err.msg, "is not sealed, and a key is configured"));
+	f->job.allow_unsealed = 1;
+	assert_int_equal(fx_restore(&f->job), 0);
+	assert_true(f->job.r[3].content_ok);
+}
+
+/* A generation written before sealing existed (schema_version 1) still reads: without a key, or with allow_unsealed. */
+static void test_seal__old_plain_fixture_reads_with_allow_unsealed(void **state)
+{
+	fx *f = *state;
+	char cmd[4096];
+
+	snprintf(cmd, sizeof cmd, "cp -r '%s/.' '%s/'", CKPT_FIXTURES_DIR "/v1-fixture-2ranks", f->root);
+	assert_int_equal(system(cmd), 0);
+	f->job.world = 2;
+	assert_int_equal(fx_restore(&f->job), -CKPT_ENOVALID);          /* a key, and no word about plain ones */
+	f->job.allow_unsealed = 1;
+	assert_int_equal(fx_restore(&f->job), 0);
+	assert_int_equal(f->job.r[1].info.step, 10);
+	f->job.key_file = NULL;
+	f->job.allow_unsealed = 0;
+	assert_int_equal(fx_restore(&f->job), 0);
+}
+
+/* The key file must be private, of a key's size; a hex key is the same key. */
+static void test_seal__key_file_permissions_and_format(void **state)
+{
+	fx *f = *state;
+	static const mode_t bad[] = { 0644, 0640, 0604, 0620, 0602 };
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_int_equal(chmod(f->key, bad[i]), 0);
+		f->job.step = 10;
+		assert_int_equal(fx_save(&f->job), -EPERM);
+		assert_non_null(strstr(f->job.r[2].err.msg, "chmod 600"));
+		assert_false(fx_exists(path(f, "step-00000010")));
+	}
+	write_key(f->key, "0123456789abcdef0123456789abcde", 31, 0600);
+	assert_int_equal(fx_save(&f->job), -EINVAL);
+	assert_non_null(strstr(f->job.r[0].err.msg, "32 raw bytes or 64 hex digits"));
+	write_key(f->key, "0123456789abcdef0123456789abcdef", 32, 0600);
+	save_ok(f, 10);
+	/* the same 32 bytes in hex read the raw key's generation */
+	write_key(f->key, "30313233343536373839616263646566" "30313233343536373839616263646566\n", 65, 0400);
+	assert_int_equal(fx_restore(&f->job), 0);
+	assert_int_equal(f->job.r[0].info.step, 10);
+}
+
+/* A root owned by another user is refused with its reason (as root: chown to nobody). */
+static void test_open__root_owned_by_another_user_is_refused(void **state)
+{
+	fx *f = *state;
+
+	if (geteuid() != 0)
+		skip();         /* cmocka reports it as skipped: only root can give a directory away */
+	assert_int_equal(chown(f->root, 65534, 65534), 0);
+	f->job.step = 10;
+	assert_int_equal(fx_save(&f->job), -EPERM);
+	assert_non_null(strstr(f->job.r[0].err.msg, "owned by uid 65534"));
+	assert_false(fx_exists(path(f, "step-00000010")));
+	assert_int_equal(chown(f->root, 0, 0), 0);
+	save_ok(f, 10);
+}
+
+/* ---- the seal layer on its own ------------------------------------------ */
+
+static ckpt_seal_key test_key = { .k = "0123456789abcdef0123456789abcdef", .chunk = 4096 };
+
+/* Seal len bytes (pattern) as (step, rank, name) into path; returns the file's size. */
+static uint64_t seal_file(const char *p, size_t len, uint64_t step, int rank, const char *name)
+{
+	ckpt_error e;
+	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = &e };
+	ckpt_sealw *w;
+	uint64_t size, ident;
+	unsigned char *buf = malloc(len);
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (unsigned char)(i * 7 + 1);
+	assert_true(fd >= 0);
+	assert_int_equal(ckpt__sealw_begin(&w, &test_key, &io, fd, p, step, rank, name), 0);
+	assert_int_equal(ckpt__sealw_write(w, buf, len / 2), 0);
+	assert_int_equal(ckpt__sealw_write(w, buf + len / 2, len - len / 2), 0);
+	assert_int_equal(ckpt__sealw_end(w, &size, &ident), 0);
+	close(fd);
+	free(buf);
+	return size;
+}
+
+/* Open and read it all as (step, rank, name) into out (len bytes): 0 or the error. */
+static int unseal_file(const char *p, unsigned char *out, size_t len, uint64_t step, int rank, const char *name,
+		       ckpt_error *e)
+{
+	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = e };
+	ckpt_sealr *r = NULL;
+	struct stat st;
+	uint64_t plain, ident;
+	int fd = open(p, O_RDONLY), rc;
+
+	memset(e, 0, sizeof *e);
+	assert_true(fd >= 0);
+	fstat(fd, &st);
+	if ((rc = ckpt__sealr_begin(&r, &test_key, &io, fd, NULL, p, (uint64_t)st.st_size, step, rank, name, &plain,
+				    &ident)) == 0) {
+		rc = plain != len ? -EINVAL : ckpt__sealr_read(r, out, len);
+		if (rc == 0)
+			rc = ckpt__sealr_end(r);
+	}
+	ckpt__sealr_free(r);
+	close(fd);
+	return rc;
+}
+
+/* Step, rank and name are bound: each one changed is refused at the first chunk. */
+static void test_seal__associated_data_binds_step_rank_and_name(void **state)
+{
+	fx *f = *state;
+	char p[1100];
+	unsigned char out[10000];
+	ckpt_error e;
+
+	snprintf(p, sizeof p, "%s/f", f->dir);
+	seal_file(p, sizeof out, 40, 1, "rank-00001.safetensors");
+	assert_int_equal(unseal_file(p, out, sizeof out, 40, 1, "rank-00001.safetensors", &e), 0);
+	for (size_t i = 0; i < sizeof out; i++)
+		assert_int_equal(out[i], (unsigned char)(i * 7 + 1));
+	assert_int_equal(unseal_file(p, out, sizeof out, 50, 1, "rank-00001.safetensors", &e), -CKPT_ECORRUPT);
+	assert_non_null(strstr(e.msg, "authentication failed at chunk 0"));
+	assert_int_equal(unseal_file(p, out, sizeof out, 40, 2, "rank-00001.safetensors", &e), -CKPT_ECORRUPT);
+	assert_int_equal(unseal_file(p, out, sizeof out, 40, 1, "rank-00002.safetensors", &e), -CKPT_ECORRUPT);
+}
+
+/* Cut at a chunk boundary (no final chunk left): truncation, named. */
+static void test_seal__truncation_at_a_chunk_boundary_is_detected(void **state)
+{
+	fx *f = *state;
+	char p[1100];
+	unsigned char out[10000];
+	ckpt_error e;
+
+	snprintf(p, sizeof p, "%s/f", f->dir);
+	uint64_t size = seal_file(p, sizeof out, 40, 1, "x");
+	assert_int_equal(truncate(p, (off_t)(CKPT_SEAL_PREAMBLE + 2 * (4096 + 17))), 0);
+	assert_true(size > CKPT_SEAL_PREAMBLE + 2 * (4096 + 17));
+	assert_int_equal(unseal_file(p, out, 2 * 4096, 40, 1, "x", &e), -CKPT_ECORRUPT);
+	assert_non_null(strstr(e.msg, "(truncated or extended)"));
+	/* and an exact multiple of the chunk size ends with an empty final chunk */
+	seal_file(p, 2 * 4096, 40, 1, "x");
+	assert_int_equal(unseal_file(p, out, 2 * 4096, 40, 1, "x", &e), 0);
+}
+
+/* A tampered chunk hands out nothing: the caller's buffer keeps what it had there. */
+static void test_seal__nothing_handed_out_before_its_tag_is_verified(void **state)
+{
+	fx *f = *state;
+	char p[1100];
+	unsigned char out[3 * 4096 + 100];
+	ckpt_error e;
+
+	snprintf(p, sizeof p, "%s/f", f->dir);
+	seal_file(p, sizeof out, 40, 1, "x");
+	fx_flip(p, CKPT_SEAL_PREAMBLE + (4096 + 17) + 100);        /* chunk 1 */
+	memset(out, 0xee, sizeof out);
+	assert_int_equal(unseal_file(p, out, sizeof out, 40, 1, "x", &e), -CKPT_ECORRUPT);
+	assert_non_null(strstr(e.msg, "authentication failed at chunk 1"));
+	for (size_t i = 4096; i < sizeof out; i++)
+		assert_int_equal(out[i], 0xee);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_seal__save_and_restore_round_trip_nothing_readable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__bitflip_in_a_shard_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__plain_bitflip_with_recomputed_hashes_restores_as_valid, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_seal__shard_swapped_between_ranks_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__shard_swapped_between_generations_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__manifest_replaced_by_an_older_one_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__retry_makes_new_streams_and_an_earlier_try_is_refused, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_seal__key_policy_both_ways, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__old_plain_fixture_reads_with_allow_unsealed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__key_file_permissions_and_format, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open__root_owned_by_another_user_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__associated_data_binds_step_rank_and_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__truncation_at_a_chunk_boundary_is_detected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__nothing_handed_out_before_its_tag_is_verified, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
