@@ -315,7 +315,8 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 		.config_hash = reftrain_config_hash(&t->cfg), .tensors = k->tensors, .ntensors = k->ntensors,
 		.comm = &k->comm, .validate = validate_restored, .validate_arg = t,
 		.incremental = t->cfg.ckpt_incremental, .full_every = t->cfg.ckpt_full_every,
-		.chunk_bytes = t->cfg.ckpt_chunk_bytes,
+		.chunk_bytes = t->cfg.ckpt_chunk_bytes, .fast_root = t->cfg.ckpt_fast_dir,
+		.durable_keep_every = t->cfg.ckpt_durable_every,
 	};
 	err[0] = '\0';
 	rc = k->b->open(&k->h, &k->cfg, err, len);
