@@ -40,6 +40,7 @@ typedef struct harness_trainer {
 	int incremental;              /* checkpoint.incremental: reftrain --ckpt-incremental */
 	int full_every;               /* checkpoint.full_every (reftrain --ckpt-full-every), 0: its default */
 	int async;                    /* checkpoint.async: reftrain --ckpt-async */
+	int tiered;                   /* checkpoint.tiered: reftrain --ckpt-fast-dir <node-local dir> */
 	char test_skip_restore[16];   /* test only */
 	/*
 	 * A program that speaks the trainer protocol (DESIGN.md, "Any program
