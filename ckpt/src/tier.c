@@ -13,10 +13,12 @@
  *
  * The drain of generation N (collective start, collective finish):
  *   end of save N (all committed)  rank 0: drain.write mkdir DURABLE/step-N.tmp; agreed
- *   a thread per rank               drain.write copy its shard fast -> durable tmp, drain.sync fsync
+ *   a thread per rank               drain.write copy its shard fast -> durable tmp, drain.sync fsync;
+ *                                   rank 0 then copies the manifest the same way (and first runs the
+ *                                   durable retention the previous drain's commit left owed)
  *   next ckpt call (save, restore,  join the thread (blocks only if the copy is slower than the
- *   ckpt_wait, ckpt_close)          save interval); agree; rank 0: drain.commit manifest written and
- *                                   synced, rename step-N.tmp -> step-N, fsync DURABLE; agreed
+ *   ckpt_wait, ckpt_close)          save interval); agree; rank 0: drain.commit fsync step-N.tmp,
+ *                                   rename step-N.tmp -> step-N, fsync DURABLE; agreed
  * Only then is N drained: ckpt_drained_step() returns it and the journal has
  * {"event":"drained","step":N}. The on-disk marker that N is complete on a
  * tier is that tier's committed step-N directory (the rename is the commit,
@@ -64,8 +66,11 @@ struct ckpt_tier {
 	uint64_t bytes;
 	double t0;
 	uint64_t drained;           /* newest step this job drained (0: none) */
+	uint64_t retain;            /* rank 0: durable retention owed after the drain of this step (0: none) */
 	uint64_t durable_max;       /* fast retention: newest generation on the durable tier */
 };
+
+static void durable_retention(ckpt_tier *t, uint64_t step);
 
 static double now(void)
 {
@@ -211,6 +216,8 @@ void ckpt__tier_free(ckpt_tier *t, int *rootfd)
 		return;
 	if (t->running)
 		pthread_join(t->thread, NULL);
+	if (t->retain)
+		durable_retention(t, t->retain);
 	/* ckpt.c closes *rootfd (the fast root); the durable one is closed here */
 	if (t->durfd >= 0 && t->durfd != *rootfd)
 		close(t->durfd);
@@ -279,6 +286,49 @@ out:
 
 /* ---- the drain ------------------------------------------------------------ */
 
+/* Durable retention (rank 0, after a drain committed): keep_last newest, multiples of keep_every, `step`. */
+static void durable_retention(ckpt_tier *t, uint64_t step)
+{
+	ckpt_error warn;
+	ckpt_io d = dur_io(t, &warn, step, "drain.retention");
+	uint64_t *steps = NULL;
+	int n = 0;
+
+	ckpt__error_clear(&warn);
+	if (ckpt__scan(&d, &steps, &n) < 0)
+		return;
+	for (int i = 0; i < n; i++) {
+		char name[32], trash[48];
+		if (steps[i] == step || i < (int)t->keep_last || (t->keep_every && steps[i] % t->keep_every == 0))
+			continue;
+		ckpt__gen_name(name, sizeof name, steps[i]);
+		snprintf(trash, sizeof trash, "%s.trash", name);
+		if (ckpt__io_rename(&d, name, trash) < 0 || ckpt__io_fsync_dir(&d, ".") < 0 || ckpt__io_rmtree(&d, trash) < 0)
+			break;
+		ckpt__journal_add(t->journal, "\"event\":\"retention\",\"tier\":\"durable\",\"deleted\":\"%s\"", name);
+	}
+	free(steps);
+}
+
+/* The manifest, copied last: rank 0's thread, once its shard is synced. */
+static int copy_manifest(ckpt_tier *t, ckpt_io *src, ckpt_io *dst, const char *name)
+{
+	char from[CKPT_PATH_MAX], to[CKPT_PATH_MAX], *text = NULL;
+	size_t len;
+	int fd = -1, rc;
+
+	snprintf(from, sizeof from, "%s/manifest.json", name);
+	snprintf(to, sizeof to, "%s.tmp/manifest.json", name);
+	(void)((rc = ckpt__read_small_file(src, from, &text, &len, CKPT_MANIFEST_MAX)) == 0 &&
+	       (fd = rc = ckpt__io_open(dst, to, O_WRONLY | O_CREAT | O_EXCL, t->fmode)) >= 0 &&
+	       (rc = ckpt__io_write_all(dst, fd, text, len, to)) == 0 && (rc = ckpt__io_fsync(dst, fd, to)) == 0 &&
+	       (rc = ckpt__io_close(dst, &fd, to)) == 0);
+	if (fd >= 0)
+		ckpt__io_close(dst, &fd, to);
+	free(text);
+	return rc;
+}
+
 static void *copy_shard(void *arg)
 {
 	ckpt_tier *t = arg;
@@ -293,6 +343,10 @@ static void *copy_shard(void *arg)
 	ckpt__shard_name(shard, sizeof shard, t->comm->rank);
 	snprintf(from, sizeof from, "%s/%s", name, shard);
 	snprintf(to, sizeof to, "%s.tmp/%s", name, shard);
+	if (t->retain) {       /* rank 0: what the last drain's commit made old, off the training path */
+		durable_retention(t, t->retain);
+		t->retain = 0;
+	}
 	if (ckpt__io_phase(&dst, "drain.write") < 0)
 		goto out;
 	if (!(buf = malloc(COPY_PIECE))) {
@@ -315,8 +369,9 @@ static void *copy_shard(void *arg)
 	}
 	t->bytes = (uint64_t)st.st_size;
 	dst.phase = "drain.sync";
-	if (ckpt__io_phase(&dst, "drain.sync") == 0 && ckpt__io_fsync(&dst, out, to) == 0)
-		ckpt__io_close(&dst, &out, to);
+	if (ckpt__io_phase(&dst, "drain.sync") == 0 && ckpt__io_fsync(&dst, out, to) == 0 &&
+	    ckpt__io_close(&dst, &out, to) == 0 && t->comm->rank == 0)
+		copy_manifest(t, &src, &dst, name);
 out:
 	if (in >= 0)
 		ckpt__io_close(&src, &in, from);
@@ -365,49 +420,18 @@ int ckpt__tier_drain_start(ckpt_tier *t, uint64_t step)
 	return 0;
 }
 
-/* Durable retention (rank 0, after a drain committed): keep_last newest, multiples of keep_every, `step`. */
-static void durable_retention(ckpt_tier *t, uint64_t step)
-{
-	ckpt_error warn;
-	ckpt_io d = dur_io(t, &warn, step, "drain.retention");
-	uint64_t *steps = NULL;
-	int n = 0;
-
-	ckpt__error_clear(&warn);
-	if (ckpt__scan(&d, &steps, &n) < 0)
-		return;
-	for (int i = 0; i < n; i++) {
-		char name[32], trash[48];
-		if (steps[i] == step || i < (int)t->keep_last || (t->keep_every && steps[i] % t->keep_every == 0))
-			continue;
-		ckpt__gen_name(name, sizeof name, steps[i]);
-		snprintf(trash, sizeof trash, "%s.trash", name);
-		if (ckpt__io_rename(&d, name, trash) < 0 || ckpt__io_fsync_dir(&d, ".") < 0 || ckpt__io_rmtree(&d, trash) < 0)
-			break;
-		ckpt__journal_add(t->journal, "\"event\":\"retention\",\"tier\":\"durable\",\"deleted\":\"%s\"", name);
-	}
-	free(steps);
-}
-
-/* Rank 0: the manifest, then the commit of DURABLE/step-N. */
+/* Rank 0, every rank's copy (and its manifest) synced: the commit of DURABLE/step-N. */
 static int drain_commit(ckpt_tier *t, ckpt_error *err)
 {
-	char name[32], tmp[48], src[CKPT_PATH_MAX], dst[CKPT_PATH_MAX], aside[64], *text = NULL;
-	size_t len;
-	ckpt_io f = fast_io(t, err, t->step, "drain.commit"), d = dur_io(t, err, t->step, "drain.commit");
+	char name[32], tmp[48], aside[64];
+	ckpt_io d = dur_io(t, err, t->step, "drain.commit");
 	struct stat sb;
-	int fd = -1, rc;
+	int rc;
 
 	ckpt__gen_name(name, sizeof name, t->step);
 	snprintf(tmp, sizeof tmp, "%s.tmp", name);
 	snprintf(aside, sizeof aside, "%s.replaced", name);
-	snprintf(src, sizeof src, "%s/manifest.json", name);
-	snprintf(dst, sizeof dst, "%s/manifest.json", tmp);
-	if ((rc = ckpt__io_phase(&d, "drain.commit")) < 0 ||
-	    (rc = ckpt__read_small_file(&f, src, &text, &len, CKPT_MANIFEST_MAX)) < 0 ||
-	    (fd = rc = ckpt__io_open(&d, dst, O_WRONLY | O_CREAT | O_EXCL, t->fmode)) < 0 ||
-	    (rc = ckpt__io_write_all(&d, fd, text, len, dst)) < 0 || (rc = ckpt__io_fsync(&d, fd, dst)) < 0 ||
-	    (rc = ckpt__io_close(&d, &fd, dst)) < 0 || (rc = ckpt__io_fsync_dir(&d, tmp)) < 0)
+	if ((rc = ckpt__io_phase(&d, "drain.commit")) < 0 || (rc = ckpt__io_fsync_dir(&d, tmp)) < 0)
 		goto out;
 	if (ckpt__io_lstat(&d, name, &sb) == 0 &&
 	    ((rc = ckpt__io_rmtree(&d, aside)) < 0 || (rc = ckpt__io_rename(&d, name, aside)) < 0))
@@ -418,9 +442,6 @@ static int drain_commit(ckpt_tier *t, ckpt_error *err)
 	d.err = &ignored;
 	ckpt__io_rmtree(&d, aside);
 out:
-	if (fd >= 0)
-		ckpt__io_close(&d, &fd, dst);
-	free(text);
 	return rc;
 }
 
@@ -443,7 +464,7 @@ int ckpt__tier_drain_finish(ckpt_tier *t)
 		return rc;
 	local = agreed;
 	if (agreed.code == 0 && t->comm->rank == 0 && drain_commit(t, &local) == 0)
-		durable_retention(t, t->step);
+		t->retain = t->step;      /* by the next drain's thread, or at close */
 	if (t->comm->rank == 0 && local.code != 0) {
 		ckpt_error ignored;
 		char tmp[48];
