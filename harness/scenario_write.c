@@ -88,6 +88,8 @@ static void write_trainer(FILE *out, const harness_scenario *s, const char *dir)
 			fprintf(out, ", full_every: %d", t->full_every);
 		if (t->async)
 			fputs(", async: true", out);
+		if (t->tiered)
+			fputs(", tiered: true", out);
 		fprintf(out, "}\n  accum_steps: %d\n", t->accum_steps);
 		if (t->frozen)
 			fprintf(out, "  frozen: %d\n", t->frozen);
