@@ -164,9 +164,11 @@ int ckpt__tier_open(ckpt_tier **out, const ckpt_config *cfg, ckpt_comm *comm, ck
 	    (t->fastfd = open(t->fast, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || fstat(t->fastfd, &st) < 0)
 		ckpt__error_set(&local, rc < 0 ? rc : -errno, "rank %d: cannot open the fast tier %s: %s", comm->rank,
 				t->fast, strerror(rc < 0 ? -rc : errno));
-	else if (st.st_uid != geteuid() && !cfg->allow_shared_root)
-		ckpt__error_set(&local, -EPERM, "rank %d: fast tier %s is owned by uid %u, not by this user", comm->rank,
-				t->fast, (unsigned)st.st_uid);
+	else if (!cfg->allow_shared_root && (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))))
+		ckpt__error_set(&local, -EPERM, "rank %d: fast tier %s is %s: another user could plant links or replace "
+				"files there; use a private directory of your own, or set ckpt_config.allow_shared_root",
+				comm->rank, t->fast, st.st_uid != geteuid() ? "owned by another user" :
+				"writable by its group or others");
 	else
 		me.dev = st.st_dev, me.ino = st.st_ino;
 	if ((rc = comm->gather(comm->ctx, &me, sizeof me, all, 0)) < 0 ||
@@ -196,8 +198,7 @@ int ckpt__tier_open(ckpt_tier **out, const ckpt_config *cfg, ckpt_comm *comm, ck
 	snprintf(root, CKPT_PATH_MAX, "%s", t->fast);
 	io->rootfd = t->fastfd;
 	io->root = root;
-	ckpt__journal_add(journal, "\"event\":\"tiers\",\"fast\":\"%s\",\"durable\":\"%s\",\"groups\":%d,\"leader\":%d",
-			  t->fast, t->durable, t->groups, t->leader);
+	ckpt__journal_add(journal, "\"event\":\"tiers\",\"groups\":%d,\"leader\":%d", t->groups, t->leader);
 	*out = t;
 	t = NULL;
 out:

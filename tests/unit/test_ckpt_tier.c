@@ -265,6 +265,45 @@ static void test_slow_durable_does_not_hold_the_save(void **unused)
 	job_free(&j);
 }
 
+static void open_only(ckpt_comm *comm, void *arg)
+{
+	rank_ctx *x = arg;
+	float w[4];
+	ckpt_state *s = NULL;
+	ckpt *c = NULL;
+	ckpt_config cfg = { .root = x->durable, .fast_root = x->fast, .keep_last = 1 };
+	ckpt_error e;
+
+	if (ckpt_state_new(&s) < 0 ||
+	    ckpt_state_add_tensor(s, "w", "params", CKPT_STAGE_MODEL, CKPT_F32, w, 4, 4 * (size_t)comm->size,
+				  4 * (size_t)comm->rank) < 0)
+		abort();
+	x->rc[0] = ckpt_open(&c, &cfg, comm, s, &e);
+	ckpt_close(c);
+	ckpt_state_free(s);
+}
+
+/* A fast root others can write to is refused on every rank (links or files could be planted there). */
+static void test_shared_fast_root_refused(void **unused)
+{
+	void *args[WORLD];
+	job j;
+	(void)unused;
+	job_init(&j, 0);
+	for (int r = 0; r < WORLD; r++) {
+		char parent[4300];
+		snprintf(parent, sizeof parent, "%s/node-%d", j.dir, r);
+		assert_int_equal(mkdir(parent, 0700), 0);
+		assert_int_equal(mkdir(j.r[r].fast, 0700), 0);
+		args[r] = &j.r[r];
+	}
+	assert_int_equal(chmod(j.r[1].fast, 0777), 0);
+	assert_int_equal(fake_comm_run(WORLD, open_only, args), 0);
+	for (int r = 0; r < WORLD; r++)
+		assert_int_equal(j.r[r].rc[0], -EPERM);
+	job_free(&j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -273,6 +312,7 @@ int main(void)
 		cmocka_unit_test(test_newer_durable_beats_older_fast),
 		cmocka_unit_test(test_fast_retention_keeps_undrained),
 		cmocka_unit_test(test_slow_durable_does_not_hold_the_save),
+		cmocka_unit_test(test_shared_fast_root_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
