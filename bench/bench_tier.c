@@ -2,12 +2,14 @@
  * Tiered storage: does the drain stay off the training path, and how much
  * faster is a restore from the fast tier than from a slow durable tier?
  *
- *   bench_tier [MIB_PER_RANK] [SAVES] [TRAIN_MS] [SLOW_MS_PER_MIB]
+ *   bench_tier [MIB_PER_RANK] [SAVES] [TRAIN_MS] [SLOW_MS_PER_MIB] [ROUNDS]
  *
  * Two threaded ranks (the fake communicator), MIB_PER_RANK of state each.
  * The durable tier is the fake slow tier (fakes/fake_slow_tier: every read
  * and write there costs SLOW_MS_PER_MIB per MiB). A "training step" of
- * TRAIN_MS separates the saves. Printed, from one run:
+ * TRAIN_MS separates the saves. ROUNDS (default 3) alternate the plain and
+ * the tiered run (the restores too), and each ratio is the median of the
+ * rounds' ratios. Printed, from one run:
  *   tier_save_seconds / plain_save_seconds: mean time in ckpt_save (the
  *     training path) with tiers (durable slow) and without (one root on the
  *     fast directory); tier_save_blocked_ratio = tiered / plain (1.0: the
@@ -97,6 +99,12 @@ static double run(const char *root, const char *fast, size_t elems, int saves, i
 	return worst;
 }
 
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
 int main(int argc, char **argv)
 {
 	size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 16;
@@ -115,23 +123,39 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_tier: needs a FIU_ENABLE build (the fake slow tier hooks libckpt's I/O points)\n");
 		return 2;
 	}
-	double plain_s = run(plain, NULL, elems, saves, train_ms, 0, &rc);
-	double tier_s = run(dur, fast, elems, saves, train_ms, 0, &rc);
-	double rfast = run(dur, fast, elems, 0, 0, 1, &rc);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", fast);
-	if (system(cmd) != 0)
-		rc = 1;
-	double rdur = run(dur, fast, elems, 0, 0, 1, &rc);
+	int rounds = argc > 5 ? atoi(argv[5]) : 3;
+	double plain_s = 0, tier_s = 0, rfast = 0, rdur = 0, sr[16], rr[16];
+	if (rounds < 1 || rounds > 16)
+		rounds = 3;
+	for (int k = 0; k < rounds; k++) {
+		snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", plain, fast, dur);
+		if (system(cmd) != 0)
+			rc = 1;
+		double p = run(plain, NULL, elems, saves, train_ms, 0, &rc);
+		double t = run(dur, fast, elems, saves, train_ms, 0, &rc);
+		double f = run(dur, fast, elems, 0, 0, 1, &rc);
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", fast);
+		if (system(cmd) != 0)
+			rc = 1;
+		double d = run(dur, fast, elems, 0, 0, 1, &rc);
+		sr[k] = t / p;
+		rr[k] = d / f;
+		plain_s += p / rounds, tier_s += t / rounds, rfast += f / rounds, rdur += d / rounds;
+	}
 	fake_slow_tier_disable();
+	qsort(sr, (size_t)rounds, sizeof *sr, cmp);
+	qsort(rr, (size_t)rounds, sizeof *rr, cmp);
 	printf("tier_mib_per_rank=%zu\ntier_saves=%d\ntier_train_ms=%d\ntier_durable_ms_per_mib=%u\n", mib, saves,
 	       train_ms, slow);
 	printf("plain_save_seconds=%.4f\ntier_save_seconds=%.4f\ntier_save_blocked_ratio=%.3f\n", plain_s, tier_s,
-	       tier_s / plain_s);
+	       sr[rounds / 2]);
+	printf("tier_save_blocked_ratio_min=%.3f\ntier_save_blocked_ratio_max=%.3f\n", sr[0], sr[rounds - 1]);
 	/* what the drain leaves on the training path: its commit (metadata only), whatever the state's size */
 	printf("tier_save_added_ms=%.1f\ntier_drain_copy_ms_per_rank=%.1f\n", (tier_s - plain_s) * 1e3,
 	       (double)mib * slow + 2.0 * (double)(mib / 4 + 1));
 	printf("tier_restore_fast_seconds=%.4f\ntier_restore_durable_seconds=%.4f\ntier_restore_durable_over_fast=%.2f\n",
-	       rfast, rdur, rdur / rfast);
+	       rfast, rdur, rr[rounds / 2]);
+	printf("tier_restore_durable_over_fast_min=%.2f\n", rr[0]);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0 || rc)
 		return 1;

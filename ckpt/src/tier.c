@@ -12,13 +12,14 @@
  * it broadcast and commit the same bytes: tier_replicate).
  *
  * The drain of generation N (collective start, collective finish):
- *   end of save N (all committed)  rank 0: drain.write mkdir DURABLE/step-N.tmp; agreed
- *   a thread per rank               drain.write copy its shard fast -> durable tmp, drain.sync fsync;
- *                                   rank 0 then copies the manifest the same way (and first runs the
- *                                   durable retention the previous drain's commit left owed)
+ *   end of save N (all committed)  a thread per rank starts; nothing else on the training path
+ *   the thread                      drain.write mkdir DURABLE/step-N.tmp (whoever is first), copy
+ *                                   its shard fast -> durable tmp; drain.sync fsync it; rank 0
+ *                                   then copies the manifest the same way; fsync step-N.tmp (rank 0
+ *                                   first runs the durable retention the last commit left owed)
  *   next ckpt call (save, restore,  join the thread (blocks only if the copy is slower than the
- *   ckpt_wait, ckpt_close)          save interval); agree; rank 0: drain.commit fsync step-N.tmp,
- *                                   rename step-N.tmp -> step-N, fsync DURABLE; agreed
+ *   ckpt_wait, ckpt_close)          save interval); agree; rank 0: drain.commit rename
+ *                                   step-N.tmp -> step-N, fsync DURABLE; agreed
  * Only then is N drained: ckpt_drained_step() returns it and the journal has
  * {"event":"drained","step":N}. The on-disk marker that N is complete on a
  * tier is that tier's committed step-N directory (the rename is the commit,
@@ -350,6 +351,24 @@ static void *copy_shard(void *arg)
 	}
 	if (ckpt__io_phase(&dst, "drain.write") < 0)
 		goto out;
+	/*
+	 * Every rank makes the directory, whoever comes first (no collective on
+	 * the training path): the rename at the commit makes its entry durable,
+	 * and each rank syncs it once its file is in. A stale one cannot be
+	 * here: start-up and a failed drain remove it (rank 0), and O_EXCL
+	 * below refuses a leftover file.
+	 */
+	ckpt_error mk;
+	char tmp[48];
+	ckpt__error_clear(&mk);
+	snprintf(tmp, sizeof tmp, "%s.tmp", name);
+	dst.err = &mk;
+	int rc = ckpt__io_mkdir(&dst, tmp, t->dmode);
+	dst.err = &t->terr;
+	if (rc < 0 && rc != -EEXIST) {
+		t->terr = mk;
+		goto out;
+	}
 	if (!(buf = malloc(COPY_PIECE))) {
 		ckpt__error_set(&t->terr, -ENOMEM, "out of memory");
 		goto out;
@@ -371,8 +390,8 @@ static void *copy_shard(void *arg)
 	t->bytes = (uint64_t)st.st_size;
 	dst.phase = "drain.sync";
 	if (ckpt__io_phase(&dst, "drain.sync") == 0 && ckpt__io_fsync(&dst, out, to) == 0 &&
-	    ckpt__io_close(&dst, &out, to) == 0 && t->comm->rank == 0)
-		copy_manifest(t, &src, &dst, name);
+	    ckpt__io_close(&dst, &out, to) == 0 && (t->comm->rank != 0 || copy_manifest(t, &src, &dst, name) == 0))
+		ckpt__io_fsync_dir(&dst, tmp);
 out:
 	if (in >= 0)
 		ckpt__io_close(&src, &in, from);
@@ -385,28 +404,9 @@ out:
 /* After save `step` committed on the fast tier (every rank): start its drain. Collective. */
 int ckpt__tier_drain_start(ckpt_tier *t, uint64_t step)
 {
-	ckpt_error local, agreed;
-	char tmp[48], name[32];
-	int rc;
-
 	if (!t)
 		return 0;
-	ckpt__error_clear(&local);
-	ckpt__gen_name(name, sizeof name, step);
-	snprintf(tmp, sizeof tmp, "%s.tmp", name);
 	t->t0 = now();
-	if (t->comm->rank == 0) {
-		ckpt_io d = dur_io(t, &local, step, "drain.write");
-		(void)(ckpt__io_phase(&d, "drain.write") == 0 && ckpt__io_rmtree(&d, tmp) == 0 &&
-		       ckpt__io_mkdir(&d, tmp, t->dmode) == 0 && ckpt__io_fsync_dir(&d, ".") == 0);
-	}
-	if ((rc = ckpt__agree(t->comm, &local, &agreed)) < 0)
-		return rc;
-	if (agreed.code != 0) {
-		ckpt__journal_add(t->journal, "\"event\":\"drain_failed\",\"step\":%" PRIu64 ",\"error\":\"%s\"", step,
-				  ckpt_strerror(agreed.code));
-		return 0;
-	}
 	t->pending = 1;
 	t->step = step;
 	t->bytes = 0;
@@ -432,7 +432,7 @@ static int drain_commit(ckpt_tier *t, ckpt_error *err)
 	ckpt__gen_name(name, sizeof name, t->step);
 	snprintf(tmp, sizeof tmp, "%s.tmp", name);
 	snprintf(aside, sizeof aside, "%s.replaced", name);
-	if ((rc = ckpt__io_phase(&d, "drain.commit")) < 0 || (rc = ckpt__io_fsync_dir(&d, tmp)) < 0)
+	if ((rc = ckpt__io_phase(&d, "drain.commit")) < 0)
 		goto out;
 	if (ckpt__io_lstat(&d, name, &sb) == 0 &&
 	    ((rc = ckpt__io_rmtree(&d, aside)) < 0 || (rc = ckpt__io_rename(&d, name, aside)) < 0))
