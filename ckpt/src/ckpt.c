@@ -968,7 +968,8 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 		const char *tier = ckpt__tier_name(c->tier, steps[i]);
 
 		ckpt__error_clear(&c->err);
-		steps[i] = ckpt__tier_pick(c->tier, &c->io, steps[i]);
+		uint64_t cand = steps[i];
+		steps[i] = ckpt__tier_pick(c->tier, &c->io, cand);
 		c->io.step = steps[i];
 		ckpt__chunks_settle(c->chunks, false);     /* only the generation restored becomes the base */
 		load_generation(c, steps[i]);
@@ -982,7 +983,9 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 			snprintf(info->name, sizeof info->name, "%s", name);
 			ckpt__journal_add(&c->journal, "\"event\":\"restore\",\"checkpoint\":\"%s\",\"fallbacks\":%d%s%s%s",
 					  name, info->nfallbacks, *tier ? ",\"tier\":\"" : "", tier, *tier ? "\"" : "");
-			rc = 0;
+			steps[i] = cand;
+			ckpt__tier_pick(c->tier, &c->io, 0);
+			rc = ckpt__tier_restored(c->tier, steps, n, i);      /* only on the fast tier: drain it */
 			goto out;
 		}
 #ifdef CKPT_MUTANT_NO_FALLBACK

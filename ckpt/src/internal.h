@@ -369,6 +369,8 @@ void ckpt__tier_retention_begin(ckpt_tier *t, ckpt_io *io);
 bool ckpt__tier_keep_fast(const ckpt_tier *t, uint64_t step);
 int ckpt__tier_candidates(ckpt_tier *t, ckpt_io *io, uint64_t **steps, int *n);
 uint64_t ckpt__tier_pick(const ckpt_tier *t, ckpt_io *io, uint64_t cand);
+/* Collective, after restoring candidate i: drain it again if only the fast tier has it. */
+int ckpt__tier_restored(ckpt_tier *t, const uint64_t *cands, int n, int i);
 const char *ckpt__tier_name(const ckpt_tier *t, uint64_t cand);
 
 #endif

@@ -562,6 +562,23 @@ int ckpt__tier_candidates(ckpt_tier *t, ckpt_io *io, uint64_t **steps, int *n)
 	return 0;
 }
 
+/*
+ * After restoring candidate i: a generation restored from the fast tier that
+ * the durable tier lacks (its drain never committed: the job crashed first,
+ * or the drain failed) is drained again. Collective (every rank has the same
+ * candidates).
+ */
+int ckpt__tier_restored(ckpt_tier *t, const uint64_t *cands, int n, int i)
+{
+	if (!t || cands[i] & DURABLE_BIT)
+		return 0;
+	for (int k = 0; k < n; k++)
+		if (cands[k] == (cands[i] | DURABLE_BIT))
+			return 0;
+	ckpt__journal_add(t->journal, "\"event\":\"drain_again\",\"step\":%" PRIu64, cands[i]);
+	return ckpt__tier_drain_start(t, cands[i]);
+}
+
 /* Point io at the candidate's tier; the plain step. cand 0: back to the fast tier. */
 uint64_t ckpt__tier_pick(const ckpt_tier *t, ckpt_io *io, uint64_t cand)
 {

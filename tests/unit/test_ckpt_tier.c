@@ -243,6 +243,32 @@ static void test_fast_retention_keeps_undrained(void **unused)
 }
 
 /*
+ * A generation only the fast tier has (its drain failed, or the job died
+ * first) is drained again once a restart restores it.
+ */
+static void test_restored_fast_only_generation_is_drained(void **unused)
+{
+	static const act save[] = { { ACT_SAVE, 10 }, { ACT_SAVE, 20 }, { ACT_END, 0 } };
+	static const act restore[] = { { ACT_RESTORE, 0 }, { ACT_WAIT, 0 }, { ACT_END, 0 } };
+	job j;
+	(void)unused;
+	job_init(&j, 0);
+	fiu_init(0);
+	fiu_enable_external("ckpt/phase/drain.write", 1, NULL, 0, fail_drain_20);
+	job_run(&j, save);
+	fiu_disable("ckpt/phase/drain.write");
+	assert_false(has(j.durable, 20, "manifest.json"));
+	job_run(&j, restore);
+	for (int r = 0; r < WORLD; r++) {
+		assert_int_equal(j.r[r].info.step, 20);
+		assert_int_equal(j.r[r].drained[0], 0);
+		assert_int_equal(j.r[r].drained[1], 20);
+	}
+	assert_true(has(j.durable, 20, "manifest.json") && has(j.durable, 20, "rank-00001.safetensors"));
+	job_free(&j);
+}
+
+/*
  * The fake slow tier: the drain's writes to the durable tier are slow (20 ms
  * each), and a save returns without waiting for them: the drain is still
  * running when save 10 returns, and the next save finishes it.
@@ -313,6 +339,7 @@ int main(void)
 		cmocka_unit_test(test_fast_retention_keeps_undrained),
 		cmocka_unit_test(test_slow_durable_does_not_hold_the_save),
 		cmocka_unit_test(test_shared_fast_root_refused),
+		cmocka_unit_test(test_restored_fast_only_generation_is_drained),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
