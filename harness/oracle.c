@@ -203,6 +203,15 @@ static void ack_drained(acks *a, int64_t step, int attempt)
 			a->v[i].drained = attempt;
 }
 
+/* Tiered storage: what the sentence adds about the lost acknowledgement. */
+static const char *tier_note(const acks *a, int64_t step)
+{
+	for (int i = 0; i < a->n; i++)
+		if (a->v[i].step == step && a->v[i].fast_only)
+			return a->v[i].drained ? " (and drained to the durable tier)" : " (on the fast tier)";
+	return "";
+}
+
 /* Only on a fast tier that a node loss wiped after it was acknowledged and before attempt started. */
 static int lost_with_fast_tier(const harness_expect *e, const ack *k, int attempt)
 {
@@ -339,9 +348,9 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 				o->lost_acked = bound;
 			if (R < bound)
 				say(o, HARNESS_FAIL,
-				    "attempt %d restored %s, but step %" PRId64 " had been committed and acknowledged before "
+				    "attempt %d restored %s, but step %" PRId64 " had been committed%s and acknowledged before "
 				    "the crash%s: a durable checkpoint was lost (a missing fsync or rename?)", att,
-				    restored_name(start, R), bound,
+				    restored_name(start, R), bound, tier_note(&ak, bound),
 				    skipped > bound ? " and was never damaged" : "");
 			if (exp->restored_from >= 0 && !first_checked && R != exp->restored_from)
 				say(o, HARNESS_FAIL, "attempt %d, the first restart to get through its restore, restored %s, "
