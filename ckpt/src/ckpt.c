@@ -701,8 +701,8 @@ out:
 			  c->stats.chunk_bytes_written, c->stats.chunk_bytes_shared,
 			  c->stats.seconds, c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
 			  phases);
-	if (final.code == 0 && ckpt__tier_drain_start(c->tier, step) < 0)
-		final.code = ckpt__io_fail(&c->io, -EIO, NULL, "communicator failed starting the drain");
+	if (final.code == 0)
+		ckpt__tier_drain_start(c->tier, step);      /* tiered: the copy to the durable tier, in the background */
 	free(reps);
 	free(all_te);
 	return final.code;

@@ -401,7 +401,7 @@ out:
 	return NULL;
 }
 
-/* After save `step` committed on the fast tier (every rank): start its drain. Collective. */
+/* After save `step` committed on the fast tier (every rank, so every rank has one in flight): start its drain. */
 int ckpt__tier_drain_start(ckpt_tier *t, uint64_t step)
 {
 	if (!t)
