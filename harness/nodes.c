@@ -20,6 +20,7 @@
 static enum harness_launch_kind kind = HARNESS_LAUNCH_MPIRUN;
 static const char *user_hostfile;
 static int gone[HARNESS_NODES_MAX];       /* 1: node k was lost without a replacement: later jobs run without it */
+static _Thread_local int wiped;              /* node-local directories wiped by node losses (harness_nodes_wiped) */
 
 int harness_launch_kind_parse(const char *name, enum harness_launch_kind *out)
 {
@@ -79,6 +80,11 @@ int harness_nodes_gone(void)
 	return n;
 }
 
+int harness_nodes_wiped(void)
+{
+	return wiped;
+}
+
 void harness_node_dir(char *out, size_t len, const char *ckdir, int k)
 {
 	snprintf(out, len, "%s.nodes/node-%d", ckdir, k);
@@ -126,6 +132,7 @@ int harness_nodes_after_attempt(const harness_scenario *s, const char *faultlog,
 		char dir[1300];
 		harness_node_dir(dir, sizeof dir, ckdir, k);
 		harness_workdir_remove(dir);
+		wiped++;
 		if (c.lost[k] == 2)
 			mkdir(dir, 0755);
 		else

@@ -71,6 +71,8 @@ void harness_nodes_begin(const harness_scenario *s);
 int harness_nodes_after_attempt(const harness_scenario *s, const char *faultlog, int attempt, const char *ckdir,
 				const char *logpath, char *err, size_t errlen);
 
+/* How many node-local directories node losses wiped in this process (replaced or not). */
+int harness_nodes_wiped(void);
 /* How many nodes were lost without a replacement since harness_nodes_begin. */
 int harness_nodes_gone(void);
 

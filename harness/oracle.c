@@ -192,6 +192,8 @@ void harness_expect_init(harness_expect *e)
 typedef struct ack {
 	int64_t step;
 	int attempt;
+	int fast_only;      /* "tier":"fast": committed on the node-local tier */
+	int drained;        /* the attempt whose "drained" record covers it (0: none) */
 } ack;
 
 typedef struct acks {
@@ -199,18 +201,48 @@ typedef struct acks {
 	int n;
 } acks;
 
-static void ack_add(acks *a, int64_t step, int attempt)
+static void ack_add(acks *a, int64_t step, int attempt, int fast_only)
 {
 	for (int i = 0; i < a->n; i++)
 		if (a->v[i].step == step) {
 			a->v[i].attempt = attempt;    /* a re-save acknowledges it again */
+			a->v[i].fast_only = fast_only;
+			a->v[i].drained = 0;
 			return;
 		}
 	ack *v = realloc(a->v, sizeof *v * (size_t)(a->n + 1));
 	if (!v)
 		return;
 	a->v = v;
-	a->v[a->n++] = (ack){ step, attempt };
+	a->v[a->n++] = (ack){ step, attempt, fast_only, 0 };
+}
+
+/* Tiered storage: step is on the durable tier too. */
+static void ack_drained(acks *a, int64_t step, int attempt)
+{
+	for (int i = 0; i < a->n; i++)
+		if (a->v[i].step == step && !a->v[i].drained)
+			a->v[i].drained = attempt;
+}
+
+/* Tiered storage: what the sentence adds about the lost acknowledgement. */
+static const char *tier_note(const acks *a, int64_t step)
+{
+	for (int i = 0; i < a->n; i++)
+		if (a->v[i].step == step && a->v[i].fast_only)
+			return a->v[i].drained ? " (and drained to the durable tier)" : " (on the fast tier)";
+	return "";
+}
+
+/* Only on a fast tier that a node loss wiped after it was acknowledged and before attempt started. */
+static int lost_with_fast_tier(const harness_expect *e, const ack *k, int attempt)
+{
+	if (!k->fast_only)
+		return 0;
+	for (int w = k->attempt + 1; w <= attempt && w <= HARNESS_MAX_ATTEMPTS; w++)
+		if (e->fast_wiped[w] && (!k->drained || k->drained >= w))
+			return 1;
+	return 0;
 }
 
 /* Damaged at rest after it was acknowledged, and before `attempt` started. */
@@ -246,6 +278,8 @@ static int64_t must_survive(const harness_expect *e, const acks *a, int attempt,
 		for (int j = 0; j < a->n; j++)
 			rank += a->v[j].attempt < attempt && a->v[j].step > a->v[i].step;
 		if (e->keep > 0 && rank >= e->keep)
+			continue;
+		if (lost_with_fast_tier(e, &a->v[i], attempt))
 			continue;
 		if (damaged_since_ack(e, &a->v[i], attempt)) {
 			if (a->v[i].step > *skipped)
@@ -336,9 +370,9 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 				o->lost_acked = bound;
 			if (R < bound)
 				say(o, HARNESS_FAIL,
-				    "attempt %d restored %s, but step %" PRId64 " had been committed and acknowledged before "
+				    "attempt %d restored %s, but step %" PRId64 " had been committed%s and acknowledged before "
 				    "the crash%s: a durable checkpoint was lost (a missing fsync or rename?)", att,
-				    restored_name(start, R), bound,
+				    restored_name(start, R), bound, tier_note(&ak, bound),
 				    skipped > bound ? " and was never damaged" : "");
 			if (exp->restored_from >= 0 && !first_checked && R != exp->restored_from)
 				say(o, HARNESS_FAIL, "attempt %d, the first restart to get through its restore, restored %s, "
@@ -405,9 +439,12 @@ int harness_oracle_compare(const char *golden, const char *const *attempts, int 
 			int64_t s = step_of(r);
 			if (ev && strcmp(ev, "committed") == 0) {
 				json_t *c = json_object_get(r, "step");
+				const char *tier = json_string_value(json_object_get(r, "tier"));
 				if (json_is_integer(c))
-					ack_add(&ak, (int64_t)json_integer_value(c), att);
+					ack_add(&ak, (int64_t)json_integer_value(c), att, tier && strcmp(tier, "fast") == 0);
 			}
+			if (ev && strcmp(ev, "drained") == 0 && json_is_integer(json_object_get(r, "step")))
+				ack_drained(&ak, (int64_t)json_integer_value(json_object_get(r, "step")), att);
 			if (ev && strcmp(ev, "end") == 0 && i == nattempts - 1)
 				last_end = r;
 			if (s < 0)

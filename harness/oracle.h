@@ -72,6 +72,13 @@ typedef struct harness_expect {
 	int keep;
 	/* Faults fired inside attempt A's restore (read errors...): it may refuse or fall back. */
 	unsigned char restore_faulted[HARNESS_MAX_ATTEMPTS + 1];
+	/*
+	 * Tiered storage: a node's node-local directory (its fast tier) was
+	 * wiped before attempt A started. A generation acknowledged with
+	 * "tier":"fast" survives that only if its "drained" record (committed
+	 * on the durable tier) came in an attempt before A.
+	 */
+	unsigned char fast_wiped[HARNESS_MAX_ATTEMPTS + 1];
 	int ndamaged;
 	int64_t damaged_step[HARNESS_MAX_DAMAGED];
 	int damaged_from_attempt[HARNESS_MAX_DAMAGED];

@@ -98,6 +98,14 @@ static int inside(const char *p, const char *root, size_t rootlen, int may_be_ro
 	}
 }
 
+/* Inside the root, or inside the node-local directories beside it (ROOT.nodes/: a tiered trainer's fast tier). */
+static int in_storage(const char *p, const char *root, size_t rootlen, int may_be_root)
+{
+	if (inside(p, root, rootlen, may_be_root))
+		return 1;
+	return strncmp(p, root, rootlen) == 0 && strncmp(p + rootlen, ".nodes/", 7) == 0 && inside(p + rootlen + 7, "", 0, 0);
+}
+
 /* A kept copy: PREFIX.keep/NAME, one component. */
 static int kept(const char *p, const char *prefix)
 {
@@ -191,12 +199,12 @@ static int parse_rec(const undo_in *in, const char *line, size_t len, const char
 	 * file in PREFIX.keep/. An fsync touches nothing (only its inode counts:
 	 * libckpt also syncs ROOT/.. after creating the root).
 	 */
-	if (strcmp(op, "fsync") != 0 && !inside(x->path, root, rootlen, !rename_op)) {
+	if (strcmp(op, "fsync") != 0 && !in_storage(x->path, root, rootlen, !rename_op)) {
 		rc = refuse(in, "%s %s '%s' is not inside the checkpoint root %s (no '..', '.' or empty components)", op,
 			    rename_op ? "from" : "path", x->path, root);
 		goto out;
 	}
-	if (rename_op && !inside(x->to, root, rootlen, 0)) {
+	if (rename_op && !in_storage(x->to, root, rootlen, 0)) {
 		rc = refuse(in, "rename to '%s' is not inside the checkpoint root %s", x->to, root);
 		goto out;
 	}

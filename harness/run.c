@@ -327,6 +327,16 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 		}
 		argv[n++] = "--ckpt-key-file"; argv[n++] = key;
 	}
+	/* checkpoint.tiered: the fast tier is each rank's node-local directory (ckpt-node-exec fills {node_dir}) */
+	char fast[4400];
+	if (s->trainer.tiered && !golden_running) {
+		if (s->trainer.nodes > 1)
+			snprintf(fast, sizeof fast, "{node_dir}/fast");
+		else
+			snprintf(fast, sizeof fast, "%s.nodes/node-0/fast", ckdir);
+		argv[n++] = "--ckpt-fast-dir";
+		argv[n++] = fast;
+	}
 	if (s->trainer.ckpt_backend[0]) {
 		argv[n++] = "--ckpt-backend";
 		argv[n++] = s->trainer.ckpt_backend;
@@ -1094,8 +1104,11 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 		/* a lost node takes its node-local directory with it; the next attempt runs without it or on a replacement */
 		char nerr[300], nlog[1200];
 		snprintf(nlog, sizeof nlog, "%s/nodes.log", dir);
-		int gone = harness_nodes_gone();
+		int gone = harness_nodes_gone(), wiped = harness_nodes_wiped();
 		int nrc = harness_nodes_after_attempt(s, faultlog, k + 1, ck, nlog, nerr, sizeof nerr);
+		/* tiered storage: what only the fast tier held is gone with the node */
+		if (harness_nodes_wiped() > wiped && k + 2 <= HARNESS_MAX_ATTEMPTS)
+			exp.fast_wiped[k + 2] = 1;
 		/* fewer ranks than the generations were saved by: the scenario took away what their restore needs */
 		for (int a = k + 2; nrc == 0 && harness_nodes_gone() > gone && a <= HARNESS_MAX_ATTEMPTS; a++)
 			exp.restore_faulted[a] = 1;

@@ -358,7 +358,8 @@ static const char *const launchers[] = { "mpirun", "single", "procs", NULL };
 /* reftrain's own settings: meaningless for a program named by command */
 static const char *const reftrain_only[] = { "preset", "accum_steps", "test_skip_restore", "ckpt_backend", "frozen",
 					     NULL };
-static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", "async", "encrypt", NULL };
+static const char *const checkpoint_keys[] = { "every", "keep", "incremental", "full_every", "async", "encrypt",
+					       "tiered", NULL };
 static const char *const fault_keys[] = { "when", "do", NULL };
 static const char *const when_keys[] = { "rank", "step", "phase", "op", "nth", "path", "attempt",
 					 "after_attempt", "node", NULL };
@@ -380,7 +381,9 @@ const char *const harness_phases[] = {
 	"save.chunk_write", "save.chunk_sync", "save.gc", "open.gc",
 	/* asynchronous saves: libckpt's snapshot on the training thread, the writer's copy of the model
 	   and optimizer, reftrain's acknowledgement */
-	"save.snapshot", "save.stage", "save.acked", NULL,
+	"save.snapshot", "save.stage", "save.acked",
+	/* tiered storage: the drain of a generation to the durable tier */
+	"drain.write", "drain.sync", "drain.commit", NULL,
 };
 const char *const harness_ops[] = { "open", "write", "fsync", "fdatasync", "rename", "mkdir", "unlink", "rmdir",
 				    "ftruncate", "close", "read", "opendir", "link", "phase", "any", NULL };
@@ -607,7 +610,10 @@ static int check_where(ctx *c, const ynode *w, const harness_fault *f, const har
 			    "trainer: {beacon: true} for a program that calls the beacon", ph ? "the phase" : "the step");
 	if (!ph)
 		return 0;
-	bool train = prefixed(f->phase, "train."), save = prefixed(f->phase, "save.");
+	bool train = prefixed(f->phase, "train."), save = prefixed(f->phase, "save.") || prefixed(f->phase, "drain.");
+	if (prefixed(f->phase, "drain.") && !s->trainer.tiered)
+		return fail(c, ph, "%s is a phase of tiered storage (the drain to the durable tier); valid: with "
+			    "trainer: {checkpoint: {tiered: true}}", f->phase);
 	if (train && op && strcmp(f->op, "phase") != 0)
 		return fail(c, op, "the trainer's phase %s makes no I/O call: op '%s' never happens there; valid: "
 			    "op: phase, or no op", f->phase, f->op);
@@ -1114,6 +1120,17 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 						    "incremental checkpoints; valid: drop %s, or encrypt: false",
 						    s->trainer.ckpt_backend[0] ? "ckpt_backend" : "incremental");
 				s->trainer.encrypt = 1;
+			}
+			const ynode *ti = get(ck, "tiered");     /* reftrain --ckpt-fast-dir on the node-local directory */
+			if (ti && (ti->kind != Y_SCALAR || (strcmp(ti->value, "true") != 0 && strcmp(ti->value, "false") != 0)))
+				return fail(c, ti, "checkpoint.tiered is true or false (true: saves commit on the node-local "
+					    "directory and drain to the checkpoint root)");
+			if (ti && strcmp(ti->value, "true") == 0) {
+				if (s->trainer.ckpt_backend[0] || s->trainer.async || s->trainer.incremental)
+					return fail(c, ti, "checkpoint.tiered needs the built-in libckpt backend without %s; valid: "
+						    "drop it, or tiered: false", s->trainer.ckpt_backend[0] ? "ckpt_backend" :
+						    s->trainer.async ? "async: true" : "incremental: true");
+				s->trainer.tiered = 1;
 			}
 		}
 		if (get_int(c, t, "frozen", 0, 95, &v) == 0)

@@ -41,6 +41,7 @@ typedef struct harness_trainer {
 	int full_every;               /* checkpoint.full_every (reftrain --ckpt-full-every), 0: its default */
 	int async;                    /* checkpoint.async: reftrain --ckpt-async */
 	int encrypt;                  /* checkpoint.encrypt: reftrain --ckpt-key-file (sealed checkpoints) */
+	int tiered;                   /* checkpoint.tiered: reftrain --ckpt-fast-dir <node-local dir> */
 	char test_skip_restore[16];   /* test only */
 	/*
 	 * A program that speaks the trainer protocol (DESIGN.md, "Any program

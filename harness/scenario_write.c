@@ -91,6 +91,8 @@ static void write_trainer(FILE *out, const harness_scenario *s, const char *dir)
 			fputs(", async: true", out);
 		if (t->encrypt)
 			fputs(", encrypt: true", out);
+		if (t->tiered)
+			fputs(", tiered: true", out);
 		fprintf(out, "}\n  accum_steps: %d\n", t->accum_steps);
 		if (t->frozen)
 			fprintf(out, "  frozen: %d\n", t->frozen);

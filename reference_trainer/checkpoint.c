@@ -385,6 +385,8 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 		.chunk_bytes = t->cfg.ckpt_chunk_bytes, .key_file = t->cfg.ckpt_key_file,
 		/* the tiny preset's shards are a few KiB: small chunks, so a shard has several */
 		.seal_chunk_bytes = strcmp(t->cfg.preset, "tiny") == 0 ? 4096 : 0,
+		.fast_root = t->cfg.ckpt_fast_dir,
+		.durable_keep_every = t->cfg.ckpt_durable_every,
 	};
 	err[0] = '\0';
 	rc = k->b->open(&k->h, &k->cfg, err, len);

@@ -54,6 +54,10 @@ static const char usage[] =
 "  --ckpt-async         save in the background (built-in libckpt backend only):\n"
 "                       snapshot at the step, write while training goes on;\n"
 "                       'committed' once the save is durable\n"
+"  --ckpt-fast-dir DIR  tiered storage (built-in libckpt backend): saves commit in\n"
+"                       DIR (node-local) and drain to --ckpt-dir (durable)\n"
+"  --ckpt-durable-every M  with --ckpt-fast-dir, the durable tier also keeps\n"
+"                       every generation whose step is a multiple of M\n"
 "  --help               this text\n"
 "  --version            the version and the commit built from\n"
 "\n"
@@ -69,7 +73,8 @@ static const char *const flags[] = {
 	"--virtual-workers", "--micro-batch", "--accum", "--accum-steps", "--width", "--depth", "--params",
 	"--overflow-steps", "--ckpt-dir", "--ckpt-backend", "--ckpt-every", "--keep", "--resume", "--ckpt-fatal",
 	"--stop-after", "--stats", "--test-skip-restore", "--help", "--version", "--ckpt-incremental",
-	"--ckpt-full-every", "--ckpt-chunk-bytes", "--frozen", "--ckpt-key-file", NULL,
+	"--ckpt-full-every", "--ckpt-chunk-bytes", "--frozen", "--ckpt-key-file", "--ckpt-fast-dir",
+	"--ckpt-durable-every", NULL,
 };
 
 static void preset_tiny(reftrain_config *c)
@@ -312,6 +317,14 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 			if (!*val)
 				return fail(err, len, "--ckpt-dir: empty path");
 			c->ckpt_dir = val;
+		} else if (strcmp(a, "--ckpt-fast-dir") == 0) {
+			if (!*val)
+				return fail(err, len, "--ckpt-fast-dir: empty path");
+			c->ckpt_fast_dir = val;
+		} else if (strcmp(a, "--ckpt-durable-every") == 0) {
+			if (parse_u64(a, val, 1, UINT32_MAX, 0, &v, err, len))
+				return -EINVAL;
+			c->ckpt_durable_every = (uint32_t)v;
 		} else if (strcmp(a, "--ckpt-backend") == 0) {
 			if (!*val)
 				return fail(err, len, "--ckpt-backend: empty; expected a backend .so path or a name "
@@ -399,6 +412,12 @@ int reftrain_config_parse(reftrain_config *c, int argc, char **argv, char *err, 
 	if (c->ckpt_async && c->ckpt_backend)
 		return fail(err, len, "--ckpt-async needs the built-in libckpt backend; drop --ckpt-backend %s",
 			    c->ckpt_backend);
+	if (c->ckpt_durable_every && !c->ckpt_fast_dir)
+		return fail(err, len, "--ckpt-durable-every configures the durable tier: it needs --ckpt-fast-dir");
+	if (c->ckpt_fast_dir && (!c->ckpt_dir || c->ckpt_backend || c->ckpt_async || c->ckpt_incremental))
+		return fail(err, len, "--ckpt-fast-dir %s", !c->ckpt_dir ? "needs --ckpt-dir (the durable tier)" :
+			    c->ckpt_backend ? "needs the built-in libckpt backend; drop --ckpt-backend" :
+			    c->ckpt_async ? "does not go with --ckpt-async yet" : "does not go with --ckpt-incremental yet");
 	if (c->ckpt_async && !c->ckpt_dir)
 		return fail(err, len, "--ckpt-async needs --ckpt-dir");
 	if ((have_every || c->resume == REFTRAIN_RESUME_AUTO || c->ckpt_backend) && !c->ckpt_dir)

@@ -65,6 +65,8 @@ typedef struct reftrain_config {
 	uint32_t ckpt_chunk_bytes;    /* --ckpt-chunk-bytes; 0: 4 KiB for tiny, libckpt's default otherwise */
 	const char *ckpt_key_file;    /* --ckpt-key-file: sealed checkpoints (libckpt, seal.c) */
 	int ckpt_async;               /* --ckpt-async: background saves (not in the config hash) */
+	const char *ckpt_fast_dir;    /* --ckpt-fast-dir: tiered storage, the fast tier (not in the config hash) */
+	uint32_t ckpt_durable_every;  /* --ckpt-durable-every M: the durable tier keeps multiples of M */
 	int stats;
 	uint64_t stop_after;          /* 0: run to steps */
 	const char *test_skip_restore; /* test only: component left at its initial state */

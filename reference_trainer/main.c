@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backends/builtin.h"
 #include "checkpoint.h"
 #include "ckpt/fault.h"
 #include "ckpt_async.h"
@@ -154,10 +155,38 @@ static int write_event(int fd, const char *event, const char *key, uint64_t valu
 	return reftrain_traj_write(fd, &l);
 }
 
+/*
+ * --ckpt-fast-dir: a committed record says "tier":"fast" (durable against a
+ * crash or power loss, not against the loss of the node), and a drained
+ * record follows once the durable tier has the generation committed (durable
+ * against the loss of a node's fast tier too). The oracle reads both.
+ */
+static int ack_tier;
+static uint64_t drained_seen;
+
+static int report_drained(reftrain_ckpt *k, int fd, int rank, int wait)
+{
+	uint64_t d = ack_tier ? reftrain_libckpt_drained(k->h, wait) : 0;     /* agreed: the same on every rank */
+
+	if (d <= drained_seen)
+		return 0;
+	drained_seen = d;
+	return rank == 0 ? write_event(fd, "drained", "step", d, NULL, NULL) : 0;
+}
+
 /* Rank 0: the acknowledgement, then its time on the ack clock (crashstates orders it among the save's operations). */
 static int acknowledge(int fd, uint64_t step, const char *name)
 {
-	int rc = write_event(fd, "committed", "step", step, "checkpoint", name);
+	int rc;
+	if (ack_tier) {
+		reftrain_line l;
+		reftrain_line_reset(&l);
+		reftrain_line_add(&l, "{\"event\":\"committed\",\"step\":%" PRIu64 ",\"checkpoint\":\"%s\",\"tier\":\"fast\"}",
+				  step, name);
+		rc = reftrain_traj_write(fd, &l);
+	} else {
+		rc = write_event(fd, "committed", "step", step, "checkpoint", name);
+	}
 	if (rc == 0)
 		reftrain_ack_note(step);
 	return rc;
@@ -321,6 +350,7 @@ int main(int argc, char **argv)
 		if ((rc = reftrain_ckpt_open(&k, &t, err, sizeof err)) < 0)
 			goto failed;
 		have_ckpt = 1;
+		ack_tier = cfg.ckpt_fast_dir != NULL;
 		if (cfg.ckpt_async) {      /* the staging copy now, not in the first background save */
 			int mine = reftrain_libckpt_async_prepare(k.h) == 0, all;
 			MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
@@ -388,8 +418,12 @@ int main(int argc, char **argv)
 			/* the acknowledgement: written only once every rank has it committed */
 			if (rank == 0 && acknowledge(fd, t.step, name) < 0)
 				MPI_Abort(MPI_COMM_WORLD, 1);
+			if (report_drained(&k, fd, rank, 0) < 0)      /* the previous save's drain, finished by this one */
+				MPI_Abort(MPI_COMM_WORLD, 1);
 			continue;
 		}
+		if (report_drained(&k, fd, rank, 0) < 0)
+			MPI_Abort(MPI_COMM_WORLD, 1);
 #endif
 		if (rank == 0) {
 			fprintf(stderr, "reftrain: checkpoint at step %" PRIu64 " failed: %s\n", t.step, err);
@@ -406,6 +440,8 @@ int main(int argc, char **argv)
 		    (rc = async_outcome(fd, rank, &cfg, &d, err, sizeof err)) < 0)
 			goto failed;
 	}
+	if (have_ckpt && report_drained(&k, fd, rank, 1) < 0)    /* the last save's drain, before the end record */
+		MPI_Abort(MPI_COMM_WORLD, 1);
 	double elapsed = now() - t0;
 
 	if (rank == 0) {

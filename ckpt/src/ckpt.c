@@ -76,6 +76,7 @@ struct ckpt {
 	char experiment[CKPT_LABEL_MAX], code_version[CKPT_LABEL_MAX];     /* the caller's labels, copied */
 	int nalerts;
 	ckpt_seal_key *seal;        /* seal.c: sealed files; NULL: plain */
+	ckpt_tier *tier;            /* tiered storage (tier.c); NULL: one tier */
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	int deferred_fd;
 	char deferred_path[CKPT_PATH_MAX];
@@ -249,7 +250,8 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 	if (err)
 		ckpt__error_clear(err);       /* a refused configuration leaves no stale message */
 	if (!cfg->root || !*cfg->root || strlen(cfg->root) >= CKPT_PATH_MAX - 256 || cfg->keep_last == 0 ||
-	    (cfg->file_mode & ~07777u) || (cfg->dir_mode & ~07777u))
+	    (cfg->file_mode & ~07777u) || (cfg->dir_mode & ~07777u) ||
+	    (cfg->fast_root && (!*cfg->fast_root || strlen(cfg->fast_root) >= CKPT_PATH_MAX - 256 || cfg->incremental)))
 		return -EINVAL;
 	if (!(c = calloc(1, sizeof *c)))
 		return -ENOMEM;
@@ -337,6 +339,9 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 	    (rc = ckpt__journal_open(&c->journal, c->rootfd, c->root, comm->rank, cfg->journal_max_bytes,
 				     c->cfg.file_mode, c->cfg.dir_mode)) == 0)
 		c->io.journal = &c->journal;
+	if (rc == 0 && cfg->fast_root &&      /* tiered: saves go to the fast root from here */
+	    (rc = ckpt__tier_open(&c->tier, &c->cfg, comm, &c->journal, &c->rootfd, c->root, &c->io)) < 0)
+		agreed = c->err;
 	if (rc < 0) {
 		if (err)
 			*err = agreed.code ? agreed : c->err;
@@ -354,7 +359,9 @@ void ckpt_close(ckpt *c)
 	if (!c)
 		return;
 	ckpt__async_free(c);
+	ckpt__tier_drain_finish(c->tier);
 	retention_join(c);
+	ckpt__tier_free(c->tier, &c->rootfd);
 	ckpt__journal_close(&c->journal);
 	if (c->rootfd >= 0)
 		close(c->rootfd);
@@ -697,6 +704,7 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre
 	int rc;
 
 	retention_join(c);
+	ckpt__tier_drain_finish(c->tier);     /* the previous save's drain commits before this save begins */
 	c->wait = 0;
 	c->nalerts = 0;
 	ckpt__error_clear(&c->err);
@@ -714,11 +722,13 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre
 			ckpt__io_fail(&c->io, -ENOMEM, NULL, "out of memory");
 		else
 			prepare(c, tmp);
+	} else if (ckpt__tier_leader(c->tier)) {
+		prepare(c, tmp);      /* tiered: each fast root shared by a group of ranks gets its own */
 	}
-	/* nobody writes into a directory rank 0 failed to make */
+	/* nobody writes into a directory rank 0 (or its group's leader) failed to make */
 	final = c->err;
 	tw = now();
-	rc = comm->bcast(comm->ctx, &final, sizeof final, 0);
+	rc = c->tier ? ckpt__agree(comm, &c->err, &final) : comm->bcast(comm->ctx, &final, sizeof final, 0);
 	waited(c, tw);
 	if (rc < 0 || final.code != 0)
 		goto out;
@@ -762,6 +772,13 @@ static int save_now(ckpt *c, uint64_t step, unsigned tags, const ckpt_error *pre
 	waited(c, tw);
 	if (rc < 0)
 		goto out;
+	if (c->tier) {      /* the other fast roots commit the same generation; then its drain starts */
+		if ((rc = ckpt__tier_replicate(c->tier, &c->io, step, tmp, &final)) < 0 && final.code == 0)
+			goto out;
+		rc = 0;
+		if (final.code == 0 && comm->rank != 0 && ckpt__tier_leader(c->tier))
+			retention_start(c, step);
+	}
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	if (c->deferred_fd >= 0) {     /* the shard, renamed into place already; its path moved with it */
 		ckpt__io_fsync(&c->io, c->deferred_fd, c->deferred_path);
@@ -804,6 +821,8 @@ out:
 			  c->stats.seconds, c->stats.own_seconds,
 			  c->stats.seconds > 0 ? (double)c->stats.bytes / 1048576.0 / c->stats.seconds : 0.0,
 			  phases);
+	if (final.code == 0)
+		ckpt__tier_drain_start(c->tier, step);      /* tiered: the copy to the durable tier, in the background */
 	free(reps);
 	free(all_te);
 	return final.code;
@@ -823,6 +842,9 @@ int ckpt__save_staged(ckpt *c, ckpt_comm *comm, ckpt_entry **dst, uint64_t step,
 	ckpt_entry **dst0 = c->dst;
 	int rc;
 
+	if (c->tier)      /* the drain's collectives run on the job's communicator: not from the writer thread */
+		return ckpt__io_fail(&c->io, -EINVAL, NULL, "background saves (ckpt_save_async) do not support tiered "
+				     "storage (ckpt_config.fast_root) yet");
 	c->comm = comm;
 	c->dst = dst;
 	rc = save_now(c, step, tags, pre);
@@ -895,6 +917,8 @@ static void *retention(void *arg)
 	ckpt__error_clear(&warn);
 	if (ckpt__io_phase(&io, save_phases[PH_RETENTION]) < 0)
 		return NULL;
+	if (c->tier)
+		ckpt__tier_retention_begin(c->tier, &io);
 	have_latest = ckpt__latest_read(c->rootfd, latest, sizeof latest) == 0 && ckpt__gen_parse(latest, &latest_step);
 	rc = ckpt__scan(&io, &steps, &n);
 	for (int i = 0; rc == 0 && i < n; i++) {
@@ -904,9 +928,10 @@ static void *retention(void *arg)
 #else
 		bool keep = steps[i] == step || i < (int)c->cfg.keep_last ||
 #endif
-			    (c->cfg.keep_every && steps[i] % c->cfg.keep_every == 0) ||
-			    (have_latest && steps[i] == latest_step);
-		if (c->cfg.keep_best && !best_found && tagged_best(c, &io, steps[i])) {
+			    (c->cfg.keep_every && !c->tier && steps[i] % c->cfg.keep_every == 0) ||
+			    (have_latest && steps[i] == latest_step) ||
+			    ckpt__tier_keep_fast(c->tier, steps[i]);      /* tiered: not drained yet */
+		if (c->cfg.keep_best && !c->tier && !best_found && tagged_best(c, &io, steps[i])) {
 			best_found = 1;
 			keep = true;
 		}
@@ -953,6 +978,12 @@ void ckpt_wait(ckpt *c)
 {
 	ckpt__async_drain(c);
 	retention_join(c);
+	ckpt__tier_drain_finish(c->tier);
+}
+
+uint64_t ckpt_drained_step(const ckpt *c)
+{
+	return ckpt__tier_drained(c->tier);
 }
 
 /* ---- restore ------------------------------------------------------------ */
@@ -1033,11 +1064,12 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 	ckpt__error_clear(&agreed);
 	ckpt__async_drain(c);
 	retention_join(c);
+	ckpt__tier_drain_finish(c->tier);
 	memset(info, 0, sizeof *info);
 	ckpt__error_clear(&c->err);
 	c->io.step = 0;
-	if (comm->rank == 0 && (rc = ckpt__io_phase(&c->io, "restore.scan")) == 0)
-		ckpt__scan(&c->io, &steps, &n);
+	if (comm->rank == 0 && (rc = ckpt__io_phase(&c->io, "restore.scan")) == 0 && ckpt__scan(&c->io, &steps, &n) == 0)
+		ckpt__tier_candidates(c->tier, &c->io, &steps, &n);     /* tiered: both tiers, newest first */
 	if ((rc = ckpt__agree(comm, &c->err, &agreed)) < 0 || (rc = agreed.code) < 0 ||
 	    (rc = comm->bcast(comm->ctx, &n, sizeof n, 0)) < 0) {
 		c->err = agreed;
@@ -1057,8 +1089,11 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 	}
 	for (int i = 0; i < n; i++) {
 		char name[32];
+		const char *tier = ckpt__tier_name(c->tier, steps[i]);
 
 		ckpt__error_clear(&c->err);
+		uint64_t cand = steps[i];
+		steps[i] = ckpt__tier_pick(c->tier, &c->io, cand);
 		c->io.step = steps[i];
 		ckpt__chunks_settle(c->chunks, false);     /* only the generation restored becomes the base */
 		load_generation(c, steps[i]);
@@ -1070,9 +1105,11 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 			ckpt__chunks_settle(c->chunks, true);
 			info->step = steps[i];
 			snprintf(info->name, sizeof info->name, "%s", name);
-			ckpt__journal_add(&c->journal, "\"event\":\"restore\",\"checkpoint\":\"%s\",\"fallbacks\":%d",
-					  name, info->nfallbacks);
-			rc = 0;
+			ckpt__journal_add(&c->journal, "\"event\":\"restore\",\"checkpoint\":\"%s\",\"fallbacks\":%d%s%s%s",
+					  name, info->nfallbacks, *tier ? ",\"tier\":\"" : "", tier, *tier ? "\"" : "");
+			steps[i] = cand;
+			ckpt__tier_pick(c->tier, &c->io, 0);
+			rc = ckpt__tier_restored(c->tier, steps, n, i);      /* only on the fast tier: drain it */
 			goto out;
 		}
 #ifdef CKPT_MUTANT_NO_FALLBACK
@@ -1085,10 +1122,11 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 			rc = agreed.code;
 			goto out;
 		}
-		ckpt__journal_add(&c->journal, "\"event\":\"fallback\",\"checkpoint\":\"%s\",\"error\":\"%s\"", name,
-				  ckpt_strerror(agreed.code));
+		ckpt__journal_add(&c->journal, "\"event\":\"fallback\",\"checkpoint\":\"%s\",\"error\":\"%s\"%s%s%s", name,
+				  ckpt_strerror(agreed.code), *tier ? ",\"tier\":\"" : "", tier, *tier ? "\"" : "");
 		if (info->nfallbacks < CKPT_MAX_FALLBACKS) {
-			snprintf(info->fallbacks[info->nfallbacks].name, sizeof info->fallbacks[0].name, "%s", name);
+			snprintf(info->fallbacks[info->nfallbacks].name, sizeof info->fallbacks[0].name, "%s%s%s", name,
+				 *tier ? "@" : "", tier);
 			snprintf(info->fallbacks[info->nfallbacks].why, sizeof info->fallbacks[0].why, "%s", agreed.msg);
 			info->nfallbacks++;
 		}
@@ -1099,6 +1137,7 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 out:
 	if (rc < 0 && c->err.code == 0)
 		ckpt__io_fail(&c->io, rc, c->root, "restore failed: %s (the communicator failed)", ckpt_describe(rc));
+	ckpt__tier_pick(c->tier, &c->io, 0);      /* saves go to the fast tier again */
 	free(steps);
 	return rc;
 }

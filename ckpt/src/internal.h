@@ -369,4 +369,27 @@ void ckpt__async_drain(ckpt *c);
 /* Drain, then free the async machinery. */
 void ckpt__async_free(ckpt *c);
 
+/* ---- tiered storage (tier.c), hooks in ckpt.c ----------------------------- */
+
+typedef struct ckpt_tier ckpt_tier;
+
+/* Collective: open the fast tier; *rootfd, root and io switch to it (the durable root stays the tier's). */
+int ckpt__tier_open(ckpt_tier **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_journal *journal, int *rootfd,
+		    char *root, ckpt_io *io);
+void ckpt__tier_free(ckpt_tier *t, int *rootfd);
+/* This rank makes and commits the generation directories of its fast root. */
+int ckpt__tier_leader(const ckpt_tier *t);
+/* Collective, after rank 0 committed: the other leaders commit the same manifest on their fast roots. */
+int ckpt__tier_replicate(ckpt_tier *t, ckpt_io *io, uint64_t step, const char *tmp, ckpt_error *final);
+int ckpt__tier_drain_start(ckpt_tier *t, uint64_t step);
+int ckpt__tier_drain_finish(ckpt_tier *t);
+uint64_t ckpt__tier_drained(const ckpt_tier *t);
+void ckpt__tier_retention_begin(ckpt_tier *t, ckpt_io *io);
+bool ckpt__tier_keep_fast(const ckpt_tier *t, uint64_t step);
+int ckpt__tier_candidates(ckpt_tier *t, ckpt_io *io, uint64_t **steps, int *n);
+uint64_t ckpt__tier_pick(const ckpt_tier *t, ckpt_io *io, uint64_t cand);
+/* Collective, after restoring candidate i: drain it again if only the fast tier has it. */
+int ckpt__tier_restored(ckpt_tier *t, const uint64_t *cands, int n, int i);
+const char *ckpt__tier_name(const ckpt_tier *t, uint64_t cand);
+
 #endif

@@ -35,6 +35,11 @@ void reftrain_libckpt_async_fence(void *h);
 int reftrain_libckpt_save_async(void *h, uint64_t step, unsigned flags, reftrain_async_done *done);
 /* At a step boundary: progress without waiting for the disk. 0 or < 0. */
 int reftrain_libckpt_async_poll(void *h, reftrain_async_done *done);
+/*
+ * Tiered storage: the newest step drained to the durable tier (0: none);
+ * wait (collective): finish the drain in flight first.
+ */
+uint64_t reftrain_libckpt_drained(void *h, int wait);
 /* Wait until no save is in flight. 0 or < 0. */
 int reftrain_libckpt_async_wait(void *h, reftrain_async_done *done);
 

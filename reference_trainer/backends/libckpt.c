@@ -178,7 +178,8 @@ static int lk_open(void **out, const reftrain_backend_config *cfg, char *err, si
 	ckpt_config c = { .root = cfg->root, .keep_last = cfg->keep, .keep_best = 1, .config_hash = cfg->config_hash,
 			  .validate = cfg->validate, .validate_arg = cfg->validate_arg, .incremental = cfg->incremental,
 			  .full_every = cfg->full_every, .chunk_bytes = cfg->chunk_bytes, .key_file = cfg->key_file,
-			  .seal_chunk_bytes = cfg->seal_chunk_bytes };
+			  .seal_chunk_bytes = cfg->seal_chunk_bytes, .fast_root = cfg->fast_root,
+			  .keep_every = cfg->durable_keep_every };
 	if ((rc = lk_env(&c, err, len)) < 0)
 		goto fail;
 	if ((rc = ckpt_open(&k->c, &c, &k->comm, k->state, &e)) < 0) {
@@ -311,6 +312,15 @@ int reftrain_libckpt_save_async(void *h, uint64_t step, unsigned flags, reftrain
 	if (rc < 0)
 		snprintf(k->err, sizeof k->err, "%s", ckpt_last_error(k->c)->msg);
 	return rc;
+}
+
+uint64_t reftrain_libckpt_drained(void *h, int wait)
+{
+	lk *k = h;
+
+	if (wait)
+		ckpt_wait(k->c);
+	return ckpt_drained_step(k->c);
 }
 
 int reftrain_libckpt_async_prepare(void *h)

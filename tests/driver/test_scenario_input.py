@@ -156,6 +156,16 @@ BAD = {
     "per-attempt-same-number-twice": (
         "name: a\n" + T + "faults:\n" + KILL1 + "expect: {restored_from: {2: 20, 02: none}}\n",
         ":6:33:", "attempt 2 is stated twice"),
+    # tiered storage: the drain phases need checkpoint.tiered, which needs the built-in synchronous libckpt
+    "drain-phase-without-tiered": (
+        "name: a\n" + T + "faults:\n  - when: {rank: 0, step: 20, phase: drain.write}\n    do: kill\nexpect: {}\n",
+        ":4:38:", "drain.write is a phase of tiered storage", "tiered: true"),
+    "tiered-with-async": (
+        "name: a\ntrainer: {steps: 40, checkpoint: {every: 10, async: true, tiered: true}}\nexpect: {}\n",
+        ":2:67:", "checkpoint.tiered needs the built-in libckpt backend without async: true"),
+    "tiered-not-a-boolean": (
+        "name: a\ntrainer: {steps: 40, checkpoint: {every: 10, tiered: yes}}\nexpect: {}\n",
+        ":2:54:", "checkpoint.tiered is true or false"),
     "per-attempt-attempt-that-never-runs": (
         "name: a\n" + T + "faults:\n" + KILL1 + "expect: {restored_from: {3: 20}}\n",
         ":6:26:", "attempt 3 never runs: nothing in attempt 2 can crash the job"),
@@ -173,6 +183,9 @@ GOOD = {
                  "expect: {}\n",
     "open-cleanup": "name: a\n" + T + "faults:\n  - when: {rank: 0, phase: open.cleanup, op: unlink}\n    do: kill\n"
                     "expect: {}\n",
+    "drain-phases-tiered": "name: a\ntrainer: {steps: 40, checkpoint: {every: 10, tiered: true}}\nfaults:\n"
+                           "  - when: {rank: 1, step: 20, phase: drain.sync, op: fsync}\n    do: power_loss\n"
+                           "  - when: {rank: 0, step: 30, phase: drain.commit, op: rename}\n    do: kill\nexpect: {}\n",
     "per-attempt": "name: a\n" + T + "faults:\n" + KILL1 +
                    "  - when: {rank: 1, phase: restore.read, op: read, attempt: 2}\n    do: kill\n"
                    "  - when: {rank: 0, step: 35, phase: train.step, attempt: 3}\n    do: kill\n"

@@ -19,7 +19,7 @@ from mpi import BIN, REPO
 
 CI, SHIM = REPO / "scenarios" / "ci", REPO / "scenarios" / "shim"
 NOFIU = REPO / "build-nofiu"
-LIBCKPT_PHASE = re.compile(r"phase: (save|restore|open)\.")
+LIBCKPT_PHASE = re.compile(r"phase: (save|restore|open|drain)\.")
 
 
 def needs_libckpt_phase(path):

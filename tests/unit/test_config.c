@@ -132,6 +132,30 @@ static void test_config__attempt_zero_is_an_uninterrupted_run(void **state)
 	assert_int_equal(c.attempt, 1);
 }
 
+/* Tiered storage: the fast tier needs a durable one and the built-in synchronous backend; it never changes the hash. */
+static void test_config__ckpt_fast_dir(void **state)
+{
+	reftrain_config a, b;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(parse(&a, err, 4, "--trajectory", "t", "--ckpt-dir", "ck"), 0);
+	assert_int_equal(parse(&b, err, 8, "--trajectory", "t", "--ckpt-dir", "ck", "--ckpt-fast-dir", "fast",
+			       "--ckpt-durable-every", "50"), 0);
+	assert_string_equal(b.ckpt_fast_dir, "fast");
+	assert_int_equal(b.ckpt_durable_every, 50);
+	assert_true(reftrain_config_hash(&a) == reftrain_config_hash(&b));
+	assert_int_equal(parse(&b, err, 4, "--trajectory", "t", "--ckpt-fast-dir", "fast"), -EINVAL);
+	assert_non_null(strstr(err, "--ckpt-fast-dir needs --ckpt-dir"));
+	assert_int_equal(parse(&b, err, 7, "--trajectory", "t", "--ckpt-dir", "ck", "--ckpt-fast-dir", "fast",
+			       "--ckpt-async"), -EINVAL);
+	assert_non_null(strstr(err, "does not go with --ckpt-async"));
+	assert_int_equal(parse(&b, err, 6, "--trajectory", "t", "--ckpt-dir", "ck", "--ckpt-durable-every", "5"), -EINVAL);
+	assert_non_null(strstr(err, "it needs --ckpt-fast-dir"));
+	assert_int_equal(parse(&b, err, 6, "--trajectory", "t", "--ckpt-dir", "ck", "--ckpt-fast-dir", ""), -EINVAL);
+	assert_non_null(strstr(err, "--ckpt-fast-dir: empty"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -143,6 +167,7 @@ int main(void)
 		cmocka_unit_test(test_config__hash_ignores_world_and_paths_not_seed),
 		cmocka_unit_test(test_config__ckpt_backend_needs_a_root_and_keeps_the_hash),
 		cmocka_unit_test(test_config__attempt_zero_is_an_uninterrupted_run),
+		cmocka_unit_test(test_config__ckpt_fast_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,6 +117,18 @@ typedef struct ckpt_config {
 	const char *key_file;
 	int allow_unsealed;
 	uint32_t seal_chunk_bytes;  /* plaintext bytes per sealed chunk; 0: 1 MiB; 4 KiB to 16 MiB */
+	/*
+	 * Tiered storage, off when NULL. Saves commit on this fast tier (a
+	 * node-local directory; ranks that share one form a group) and drain in
+	 * the background to `root`, the durable tier, with the same commit
+	 * protocol; the drain of a save is finished at the next ckpt call
+	 * (save, restore, ckpt_wait, ckpt_close). The fast tier keeps keep_last
+	 * generations and those not drained yet; the durable tier keeps
+	 * keep_last and the multiples of keep_every. Restore takes the newest
+	 * generation that verifies on either tier, the fast copy first for the
+	 * same step. Not with incremental checkpoints or ckpt_save_async.
+	 */
+	const char *fast_root;
 } ckpt_config;
 
 typedef struct ckpt ckpt;
@@ -161,8 +173,10 @@ void ckpt_close(ckpt *c);
  * by the next save or restore, ckpt_wait, or ckpt_close.
  */
 int ckpt_save(ckpt *c, uint64_t step, unsigned tags);
-/* Wait for background work (retention) to finish. */
+/* Wait for background work (retention, the drain to the durable tier) to finish. Collective. */
 void ckpt_wait(ckpt *c);
+/* Tiered storage: the newest step this job's drain committed on the durable tier (0: none). */
+uint64_t ckpt_drained_step(const ckpt *c);
 const ckpt_save_stats *ckpt_last_save_stats(const ckpt *c);
 
 /*

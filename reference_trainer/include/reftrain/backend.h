@@ -149,6 +149,13 @@ typedef struct reftrain_backend_config {
 	 */
 	const char *key_file;
 	uint32_t seal_chunk_bytes;
+	/*
+	 * Tiered storage (--ckpt-fast-dir), for a backend that has it (libckpt):
+	 * fast_root NULL is one tier; others may ignore it (root is durable).
+	 * durable_keep_every: the durable tier also keeps multiples of it.
+	 */
+	const char *fast_root;
+	uint32_t durable_keep_every;
 } reftrain_backend_config;
 
 /* save flags */
