@@ -15,6 +15,7 @@
  * into the state).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,15 @@ static void saved_slices(const ckpt_manifest *m, int k, uint64_t *off, uint64_t 
 	}
 }
 
+/* Every saved rank holds the tensor whole: replicated (or saved by one rank). */
+static bool held_whole_by_all(const uint64_t *off, const uint64_t *len, int n, const ckpt_entry *e)
+{
+	for (int s = 0; s < n; s++)
+		if (off[s] != 0 || len[s] != e->global_elems)
+			return false;
+	return e->global_offset + e->local_elems <= e->global_elems;
+}
+
 typedef struct plan {
 	ckpt_reshard_piece *p;
 	int n;
@@ -106,6 +116,8 @@ static int plan_all(ckpt_io *io, const char *path, const ckpt_manifest *m, ckpt_
 			goto out;
 		}
 		saved_slices(m, k, off, len);
+		if (held_whole_by_all(off, len, m->world_size, e))
+			continue;       /* replicated: from a shard read anyway (below) */
 		int n = ckpt_reshard_plan(off, len, m->world_size, e->global_offset, e->local_elems, NULL, 0);
 		if (n < 0) {
 			rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: tensor %s: elements %" PRIu64 " to %" PRIu64
@@ -121,6 +133,32 @@ static int plan_all(ckpt_io *io, const char *path, const ckpt_manifest *m, ckpt_
 		pl[k].n = ckpt_reshard_plan(off, len, m->world_size, e->global_offset, e->local_elems, pl[k].p, n);
 		for (int i = 0; i < pl[k].n; i++)
 			need[pl[k].p[i].src_rank] = 1;
+	}
+	/*
+	 * A tensor every saved rank holds whole (replicated) comes from the
+	 * lowest saved rank this rank reads anyway, rank 0 if none: the copies
+	 * are the same bytes (a same-size restore takes each rank's own), and
+	 * reading rank 0's shard on every rank for a few replicated bytes would
+	 * cost a whole shard each.
+	 */
+	int from = 0;
+	while (from < m->world_size && !need[from])
+		from++;
+	from = from == m->world_size ? 0 : from;
+	for (int k = 0; k < m->ntensors; k++) {
+		if (pl[k].p || dst[k]->local_elems == 0)
+			continue;
+		saved_slices(m, k, off, len);
+		if (!held_whole_by_all(off, len, m->world_size, dst[k]))
+			continue;
+		if (!(pl[k].p = calloc(1, sizeof *pl[k].p))) {
+			rc = ckpt__io_fail(io, -ENOMEM, path, "out of memory");
+			goto out;
+		}
+		pl[k].p[0] = (ckpt_reshard_piece){ .src_rank = from, .src_elem = dst[k]->global_offset - off[from],
+						   .dst_elem = 0, .elems = dst[k]->local_elems };
+		pl[k].n = 1;
+		need[from] = 1;
 	}
 out:
 	free(off);
@@ -139,10 +177,11 @@ static int copy_from(ckpt_io *io, const char *name, const ckpt_manifest *m, int 
 {
 	ckpt_entry *tmp = calloc((size_t)m->ntensors, sizeof *tmp);
 	ckpt_entry **tp = calloc((size_t)m->ntensors, sizeof *tp);
+	unsigned char *direct = calloc((size_t)m->ntensors, 1);
 	uint64_t total = 0;
 	int rc = 0;
 
-	if (!tmp || !tp) {
+	if (!tmp || !tp || !direct) {
 		rc = ckpt__io_fail(io, -ENOMEM, name, "out of memory");
 		goto out;
 	}
@@ -154,11 +193,21 @@ static int copy_from(ckpt_io *io, const char *name, const ckpt_manifest *m, int 
 		goto out;
 	}
 	for (int k = 0; k < m->ntensors; k++) {
+		const ckpt_reshard_piece *whole = NULL;
 		tmp[k] = *dst[k];
 		tmp[k].local_elems = ckpt__layout_local(m, k, s);
 		tmp[k].global_offset = ckpt__layout_goff(m, k, s);
-		tmp[k].data = malloc(tmp[k].local_elems * ckpt__dtype_size(tmp[k].dtype) + 1);
 		tp[k] = &tmp[k];
+		for (int i = 0; i < pl[k].n; i++)
+			if (pl[k].p[i].src_rank == s && pl[k].p[i].src_elem == 0 && pl[k].p[i].elems == tmp[k].local_elems &&
+			    pl[k].p[i].dst_elem + pl[k].p[i].elems <= dst[k]->local_elems)
+				whole = &pl[k].p[i];
+		if (whole) {      /* all of rank s's part is one piece of this rank's: read straight into the state */
+			tmp[k].data = (char *)dst[k]->data + whole->dst_elem * ckpt__dtype_size(dst[k]->dtype);
+			direct[k] = 1;
+			continue;
+		}
+		tmp[k].data = malloc(tmp[k].local_elems * ckpt__dtype_size(tmp[k].dtype) + 1);
 		if (!tmp[k].data) {
 			rc = ckpt__io_fail(io, -ENOMEM, name, "out of memory");
 			goto out;
@@ -170,7 +219,7 @@ static int copy_from(ckpt_io *io, const char *name, const ckpt_manifest *m, int 
 		size_t sz = ckpt__dtype_size(dst[k]->dtype);
 		for (int i = 0; i < pl[k].n; i++) {
 			const ckpt_reshard_piece *p = &pl[k].p[i];
-			if (p->src_rank != s)
+			if (p->src_rank != s || direct[k])
 				continue;
 			if (p->src_elem + p->elems > tmp[k].local_elems || p->dst_elem + p->elems > dst[k]->local_elems) {
 				rc = ckpt__io_fail(io, -CKPT_ECORRUPT, name, "%s: tensor %s: rank %d's part has %" PRIu64
@@ -183,10 +232,12 @@ static int copy_from(ckpt_io *io, const char *name, const ckpt_manifest *m, int 
 		}
 	}
 out:
-	for (int k = 0; tmp && k < m->ntensors; k++)
-		free(tmp[k].data);
+	for (int k = 0; tmp && direct && k < m->ntensors; k++)
+		if (!direct[k])
+			free(tmp[k].data);
 	free(tmp);
 	free(tp);
+	free(direct);
 	return rc;
 }
 
