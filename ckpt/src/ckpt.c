@@ -882,8 +882,9 @@ static int load_generation(ckpt *c, uint64_t step, int *saved_world)
 		}
 	}
 	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 ||
-	    (rc = reshard ? ckpt__reshard_read(&c->io, name, &m, c->dst) : m.chunk_size ? ckpt__chunks_verify(&c->io, name, &m, me, c->dst, c->chunks)
-			       : ckpt__shard_verify(&c->io, name, &m, me, c->dst)) < 0)
+	    (rc = reshard      ? ckpt__reshard_read(&c->io, name, &m, c->dst)
+		  : m.chunk_size ? ckpt__chunks_verify(&c->io, name, &m, me, c->dst, c->chunks)
+				 : ckpt__shard_verify(&c->io, name, &m, me, c->dst)) < 0)
 		goto out;
 	if (c->cfg.validate) {
 		char why[400] = "";
