@@ -59,7 +59,7 @@ int ckpt_reshard_plan(const uint64_t *off, const uint64_t *len, int nsaved, uint
 static void saved_slices(const ckpt_manifest *m, int k, uint64_t *off, uint64_t *len)
 {
 	for (int s = 0; s < m->world_size; s++) {
-#ifdef CKPT_MUTANT_RESHARD_WRONG_OFFSETS
+#ifdef CKPT_MUTANT_RESHARD_WRONG_SLICES
 		/* mutant: the saved ranks assumed to hold equal parts, not the slices the manifest records */
 		uint64_t g = m->layout[k].global_elems, u = ckpt__layout_local(m, k, s) == g ? 0 : 1;
 		off[s] = u ? g * (uint64_t)s / (uint64_t)m->world_size : 0;
