@@ -53,8 +53,8 @@ void harness_nodes_begin(const harness_scenario *s)
 
 int harness_nodes_override(harness_scenario *s, int nodes, char *err, size_t errlen)
 {
-	if (s->trainer.nodes > 1)
-		return 0;          /* the scenario says where its ranks run */
+	if (s->trainer.nodes > 1 || s->trainer.nrestart_ranks)
+		return 0;          /* the scenario says where its ranks run, or sizes its restarts itself (one node) */
 	for (int i = 0; i < s->nfaults; i++)
 		if (s->faults[i].rpn > 0)
 			return 0;

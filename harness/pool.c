@@ -1,5 +1,6 @@
 /* Concurrent scenario runs for the suite, chaos and shrinking (pool.h). */
 #include "pool.h"
+#include "elastic.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -32,7 +33,7 @@ harness_fired harness_pool_fired(const harness_scenario *s, const char *dir)
 {
 	fired_ctx c = { s->nfaults, 0 };
 
-	for (int rank = 0; rank < s->trainer.world_size; rank++) {
+	for (int rank = 0; rank < harness_ranks_max(s); rank++) {
 		char path[1200];
 		snprintf(path, sizeof path, "%s/faults.rank-%d.jsonl", dir, rank);
 		harness_jsonl_each(path, note_fired, &c);

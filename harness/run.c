@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "damage.h"
+#include "elastic.h"
 #include "hang.h"
 #include "jsonl.h"
 #include "launch.h"
@@ -379,6 +380,8 @@ static int job(const harness_scenario *s, const harness_opts *o, harness_result 
 	}
 	int np;
 	const harness_launcher *l = harness_nodes_launcher(s, o->bindir, ckdir, &harness_local_mpirun, &np);
+	if (!golden_running && s->trainer.nrestart_ranks)
+		np = harness_attempt_ranks(s, attempt);      /* restart: {ranks}: elastic resume on another world size */
 	int rc = harness_launch_run(l, np, dir, timeout_s, env, argv, log, jr);
 	r->launch_seconds += jr->seconds;
 	r->launches++;
@@ -738,7 +741,7 @@ static int count_fired(json_t *j, void *arg)
 static void read_fault_logs(const harness_scenario *s, const char *prefix, harness_result *r, int *fired)
 {
 	fired_ctx c = { s, r, fired };
-	for (int rank = 0; rank < s->trainer.world_size; rank++) {
+	for (int rank = 0; rank < harness_ranks_max(s); rank++) {
 		char path[1200];
 		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
 		harness_jsonl_each(path, count_fired, &c);
@@ -846,7 +849,7 @@ static int fire_matches(json_t *j, void *arg)
 static int fired_in_attempt(const harness_scenario *s, const char *prefix, int attempt, int (*pick)(json_t *j))
 {
 	fire_ctx c = { attempt, 0, pick };
-	for (int rank = 0; rank < s->trainer.world_size && !c.hit; rank++) {
+	for (int rank = 0; rank < harness_ranks_max(s) && !c.hit; rank++) {
 		char path[1200];
 		snprintf(path, sizeof path, "%s.rank-%d.jsonl", prefix, rank);
 		harness_jsonl_each(path, fire_matches, &c);
@@ -980,7 +983,7 @@ static void hang_verdict(const harness_scenario *s, harness_result *r, const cha
 			 int attempt, const harness_job_result *jr, double golden_s, int limit, const char *log)
 {
 	char where[800], why[200];
-	harness_hang_describe(trail, ck, s->trainer.world_size, attempt, jr->seconds, where, sizeof where);
+	harness_hang_describe(trail, ck, harness_attempt_ranks(s, attempt), attempt, jr->seconds, where, sizeof where);
 	watchdog_why(s, golden_s, limit, why, sizeof why);
 	r->verdict = HARNESS_FAIL;
 	snprintf(r->sentence, sizeof r->sentence, "%s (%s); see %s", where, why, log);
@@ -1091,7 +1094,7 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 			}
 			snprintf(p, sizeof p, "%s/damage.log", dir);
 			FILE *pl = fopen(p, "a");
-			int rc2 = harness_powerloss_apply(prefixes, np, s->trainer.world_size, ck, pl);
+			int rc2 = harness_powerloss_apply(prefixes, np, harness_ranks_max(s), ck, pl);
 			if (pl)
 				fclose(pl);
 			if (rc2 < 0) {
@@ -1104,14 +1107,14 @@ static void run_scenario(const harness_scenario *s, const harness_opts *o, harne
 		/* a lost node takes its node-local directory with it; the next attempt runs without it or on a replacement */
 		char nerr[300], nlog[1200];
 		snprintf(nlog, sizeof nlog, "%s/nodes.log", dir);
-		int gone = harness_nodes_gone(), wiped = harness_nodes_wiped();
+		int wiped = harness_nodes_wiped();
+		/* fewer ranks than the generations were saved by: libckpt reshards, so nothing acknowledged may be lost */
 		int nrc = harness_nodes_after_attempt(s, faultlog, k + 1, ck, nlog, nerr, sizeof nerr);
 		/* tiered storage: what only the fast tier held is gone with the node */
 		if (harness_nodes_wiped() > wiped && k + 2 <= HARNESS_MAX_ATTEMPTS)
 			exp.fast_wiped[k + 2] = 1;
-		/* fewer ranks than the generations were saved by: the scenario took away what their restore needs */
-		for (int a = k + 2; nrc == 0 && harness_nodes_gone() > gone && a <= HARNESS_MAX_ATTEMPTS; a++)
-			exp.restore_faulted[a] = 1;
+		if (nrc == 0 && k + 2 <= HARNESS_MAX_ATTEMPTS && harness_elastic_refused(s, k + 2))
+			exp.restore_faulted[k + 2] = 1;      /* a world size reftrain refuses: nothing to restore into */
 		if (nrc < 0) {
 			harness_fail(r, "%s", nerr);
 			goto out;

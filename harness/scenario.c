@@ -2,6 +2,7 @@
 #include "alerts.h"
 #include "launch.h"
 #include "suggest.h"
+#include "elastic.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -348,7 +349,8 @@ static bool plain_word(const char *s)
 /* ---- the schema --------------------------------------------------------- */
 
 static const char *const top_keys[] = { "name", "description", "trainer", "faults", "expect", "max_attempts",
-					"timeout_s", NULL };
+					"timeout_s", "restart", NULL };
+static const char *const restart_keys[] = { "ranks", NULL };
 static const char *const trainer_keys[] = { "preset", "world_size", "steps", "seed", "checkpoint",
 					    "accum_steps", "test_skip_restore", "command", "launcher", "beacon",
 					    "checkpoint_root", "generations", "ckpt_backend", "nodes", "frozen", NULL };
@@ -708,7 +710,7 @@ static int load_fault(ctx *c, const ynode *y, harness_fault *f, const harness_sc
 		return fail(c, y, "a fault needs both 'when' (where it strikes) and 'do' (what happens)");
 	if (check_keys(c, w, "when", when_keys))
 		return -EINVAL;
-	if (get_int(c, w, "rank", 0, s->trainer.world_size - 1, &v) == 0)
+	if (get_int(c, w, "rank", 0, harness_ranks_max(s) - 1, &v) == 0)
 		f->rank = (int)v;
 	if (get_int(c, w, "step", 0, s->trainer.steps, &v) == 0)
 		f->step = v;
@@ -998,6 +1000,34 @@ static int load_command(ctx *c, const ynode *t, harness_trainer *tr)
 	return c->failed ? -EINVAL : 0;
 }
 
+/* restart: {ranks: [...]}: the world size of each restart (elastic.h) */
+static int load_restart(ctx *c, const ynode *rs, harness_scenario *s)
+{
+	const ynode *r = get(rs, "ranks");
+	int64_t v;
+
+	if (check_keys(c, rs, "restart", restart_keys))
+		return -EINVAL;
+	if (!r || r->kind != Y_SEQ || r->n < 1 || r->n > s->max_attempts - 1)
+		return fail(c, r ? r : rs, "restart.ranks is a list of 1 to %d world sizes (max_attempts - 1), one per "
+			    "restart from attempt 2 on, e.g. restart: {ranks: [2, 8]}", s->max_attempts - 1);
+	if (s->trainer.ncommand)
+		return fail(c, rs, "restart.ranks restarts reftrain on other world sizes; a program named by command "
+			    "runs world_size throughout");
+	if (s->trainer.nodes > 1)
+		return fail(c, rs, "restart.ranks with nodes: %d: on many nodes a node_loss without a replacement "
+			    "shrinks the job; valid: one of the two", s->trainer.nodes);
+	for (int i = 0; i < r->n; i++) {
+		if (parse_int(r->items[i], 1, 64, &v) < 0)
+			return fail(c, r->items[i], "restart.ranks: '%s' is not valid; valid: a world size from 1 to 64 "
+				    "(reftrain refuses one that does not divide its 8 virtual workers)",
+				    r->items[i]->kind == Y_SCALAR ? CLIP(r->items[i]->value) : "a collection");
+		s->trainer.restart_ranks[i] = (int)v;
+	}
+	s->trainer.nrestart_ranks = r->n;
+	return 0;
+}
+
 static int load(ctx *c, const ynode *root, harness_scenario *s)
 {
 	const ynode *t, *ck, *fl, *ex;
@@ -1139,6 +1169,10 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 			return -EINVAL;
 	}
 
+	const ynode *rs = get(root, "restart");
+	if (rs && load_restart(c, rs, s))
+		return -EINVAL;
+
 	const ynode *attempt_node[HARNESS_MAX_FAULTS + HARNESS_MAX_DAMAGE];
 	if ((fl = get(root, "faults"))) {
 		if (fl->kind != Y_SEQ)
@@ -1199,6 +1233,16 @@ static int load(ctx *c, const ynode *root, harness_scenario *s)
 			s->expect.damaged_newest |= s->faults[i].action == HARNESS_DAMAGE;
 	}
 
+	if (rs && first_without_crash(s, 2))
+		return fail(c, rs, "restart.ranks sizes the restarts, but nothing in attempt 1 can crash the job; valid: a "
+			    "kill, torn or power_loss fault in attempt 1");
+	char why[200];
+	int bad = rs ? harness_elastic_check(s, why, sizeof why) : 0;
+	for (int i = 0, nf = 0; bad && i < fl->n; i++) {     /* the bad-th fault's rank (damage items are not faults) */
+		const ynode *w = get(fl->items[i], "when");
+		if (!get(w, "after_attempt") && ++nf == bad)
+			return fail(c, get(w, "rank"), "%s", why);
+	}
 	if (s->trainer.test_skip_restore[0] && (s->max_attempts < 2 || first_without_crash(s, 2)))
 		return fail(c, get(t, "test_skip_restore"), "test_skip_restore acts on a restore, but there is no restart "
 			    "(%s); valid: a kill, torn or power_loss fault in attempt 1", s->max_attempts < 2 ?

@@ -56,6 +56,9 @@ typedef struct harness_trainer {
 	char generations[96];         /* glob on its checkpoint names under the root ("" = libckpt's step-N) */
 	char ckpt_backend[512];       /* reftrain --ckpt-backend: a name or a .so path ("" = libckpt built in) */
 	int nodes;                    /* simulated (or real) nodes, world_size / nodes ranks each (nodes.h); default 1 */
+	/* restart: {ranks: [...]}: the world size of attempt 2, 3, ... (elastic.h); 0 entries: world_size throughout */
+	int restart_ranks[HARNESS_MAX_ATTEMPTS];
+	int nrestart_ranks;
 } harness_trainer;
 
 #define HARNESS_MAX_DAMAGE 8

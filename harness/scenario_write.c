@@ -107,6 +107,9 @@ static void write_trainer(FILE *out, const harness_scenario *s, const char *dir)
 	fprintf(out, "  world_size: %d\n  steps: %" PRId64 "\n  seed: %" PRId64 "\n", t->world_size, t->steps, t->seed);
 	if (t->nodes > 1)
 		fprintf(out, "  nodes: %d\n", t->nodes);
+	for (int i = 0; i < t->nrestart_ranks; i++)      /* elastic.h: the restarts' world sizes */
+		fprintf(out, "%s%d%s", i ? ", " : "restart: {ranks: [", t->restart_ranks[i],
+			i + 1 == t->nrestart_ranks ? "]}\n" : "");
 }
 
 static void write_damage_do(FILE *out, int kind, const char *target, int64_t off, int64_t seed, int64_t size,

@@ -1,4 +1,5 @@
 #include "story.h"
+#include "elastic.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -445,7 +446,7 @@ void harness_story_collect(harness_story *st, const harness_scenario *s, const c
 		const char *slash = strrchr(faultlog, '/');
 		if (slash)
 			snprintf(c.dir, sizeof c.dir, "%.*s", (int)(slash - faultlog), faultlog);
-		for (int rank = 0; rank < s->trainer.world_size; rank++) {
+		for (int rank = 0; rank < harness_ranks_max(s); rank++) {
 			char path[1200];
 			snprintf(path, sizeof path, "%s.rank-%d.jsonl", faultlog, rank);
 			harness_jsonl_each(path, add_fire, &c);

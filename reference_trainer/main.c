@@ -12,6 +12,7 @@
 #include "ckpt/fault.h"
 #include "ckpt_async.h"
 #include "ckpt_version.h"
+#include "elastic.h"
 #include "inject.h"
 #include "config.h"
 #include "train.h"
@@ -300,18 +301,8 @@ int main(int argc, char **argv)
 	int rank, world;
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &world);
-	if (cfg.virtual_workers % (uint32_t)world != 0) {
-		if (rank == 0) {
-			fprintf(stderr, "reftrain: world size %d does not divide --virtual-workers %u; valid world sizes:",
-				world, cfg.virtual_workers);
-			for (uint32_t d = 1; d <= cfg.virtual_workers; d++)
-				if (cfg.virtual_workers % d == 0)
-					fprintf(stderr, " %u", d);
-			fputc('\n', stderr);
-		}
-		MPI_Finalize();
-		return 2;
-	}
+	if (cfg.virtual_workers % (uint32_t)world != 0)
+		return reftrain_elastic_refuse(&cfg, world, rank);
 
 	/* the harness's fault plan, if any, for this rank and attempt */
 	if ((rc = harness_inject_arm_from_env(rank, (int)cfg.attempt)) < 0) {

@@ -60,8 +60,15 @@ static void build_registry(reftrain_trainer *t)
 	add_tensor(c, "opt.exp_avg_sq", REFTRAIN_F32, REFTRAIN_SHARDED, t->exp_avg_sq, sh, P, b);
 	add_tensor(c, "opt.step", REFTRAIN_U64, REFTRAIN_REPLICATED, &t->adam_step, 1, 1, 0);
 	c = add_component(r, "rng");
+#ifdef CKPT_MUTANT_WORKER_STATE_BY_RANK
+	/* mutant: the dropout streams placed by rank, not by worker id (same world size: no difference) */
+	add_tensor(c, "rng.dropout", REFTRAIN_U64, REFTRAIN_PER_WORKER, t->dropout,
+		   t->wpr * gen_words, V * gen_words, (size_t)t->rank * gen_words);
+#else
+	/* by worker id: worker w's stream is at w, on whichever rank hosts it (elastic.h) */
 	add_tensor(c, "rng.dropout", REFTRAIN_U64, REFTRAIN_PER_WORKER, t->dropout,
 		   t->wpr * gen_words, V * gen_words, t->first_worker * gen_words);
+#endif
 	c = add_component(r, "data");
 	add_tensor(c, "data.cursor", REFTRAIN_U64, REFTRAIN_REPLICATED, &t->sampler.st,
 		   sizeof t->sampler.st / 8, sizeof t->sampler.st / 8, 0);

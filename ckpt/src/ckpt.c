@@ -33,6 +33,7 @@
 #include "chunks.h"
 #include "alert.h"
 #include "seal.h"
+#include "reshard.h"
 
 /* Bytes per write of a tensor: the hash of a piece runs while it is in cache. */
 #define WRITE_PIECE (8u << 20)
@@ -994,22 +995,20 @@ uint64_t ckpt_drained_step(const ckpt *c)
  * and the caller's validation of the restored values. Every failure is
  * recorded in c->err with its reason; nothing is dropped.
  */
-static int load_generation(ckpt *c, uint64_t step)
+static int load_generation(ckpt *c, uint64_t step, int *saved_world)
 {
 	char name[32], path[CKPT_PATH_MAX];
 	ckpt_manifest m = { 0 };
 	int rc, me = c->comm->rank;
+	bool reshard;
 
 	ckpt__gen_name(name, sizeof name, step);
 	snprintf(path, sizeof path, "%s/manifest.json", name);
 	if ((rc = ckpt__gen_load(&c->io, name, &step, &m, true)) < 0)
 		goto out;
-	if (m.world_size != c->comm->size) {
-		rc = ckpt__io_fail(&c->io, -CKPT_EWORLD, path,
-				   "%s was saved by %d ranks and this job has %d: restore it with %d ranks "
-				   "(resharding is not supported yet)", name, m.world_size, c->comm->size, m.world_size);
-		goto out;
-	}
+	/* saved by another world size: elastic restore (reshard.c) instead of this rank's own shard */
+	reshard = m.world_size != c->comm->size;
+	*saved_world = m.world_size;
 	if (m.config_hash != c->cfg.config_hash) {
 		rc = ckpt__io_fail(&c->io, -CKPT_ECONFIG, path,
 				   "%s was saved with config hash %016" PRIx64 " and this job's is %016" PRIx64
@@ -1021,7 +1020,7 @@ static int load_generation(ckpt *c, uint64_t step)
 				   name, m.ntensors, c->state->n);
 		goto out;
 	}
-	for (int k = 0; k < m.ntensors; k++) {
+	for (int k = 0; !reshard && k < m.ntensors; k++) {
 		const ckpt_layout_entry *t = &m.layout[k];
 		const ckpt_entry *e = c->dst[k];
 		if (strcmp(e->name, t->name) != 0 || e->dtype != t->dtype || e->local_elems != ckpt__layout_local(&m, k, me) ||
@@ -1038,8 +1037,9 @@ static int load_generation(ckpt *c, uint64_t step)
 		}
 	}
 	if ((rc = ckpt__io_phase(&c->io, "restore.read")) < 0 ||
-	    (rc = m.chunk_size ? ckpt__chunks_verify(&c->io, name, &m, me, c->dst, c->chunks)
-			       : ckpt__shard_verify(&c->io, name, &m, me, c->dst)) < 0)
+	    (rc = reshard      ? ckpt__reshard_read(&c->io, name, &m, c->dst)
+		  : m.chunk_size ? ckpt__chunks_verify(&c->io, name, &m, me, c->dst, c->chunks)
+				 : ckpt__shard_verify(&c->io, name, &m, me, c->dst)) < 0)
 		goto out;
 	if (c->cfg.validate) {
 		char why[400] = "";
@@ -1059,7 +1059,7 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 	ckpt_comm *comm = c->comm;
 	uint64_t *steps = NULL;
 	ckpt_error agreed;
-	int n = 0, rc;
+	int n = 0, rc, saved_world = comm->size;
 
 	ckpt__error_clear(&agreed);
 	ckpt__async_drain(c);
@@ -1096,7 +1096,7 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 		steps[i] = ckpt__tier_pick(c->tier, &c->io, cand);
 		c->io.step = steps[i];
 		ckpt__chunks_settle(c->chunks, false);     /* only the generation restored becomes the base */
-		load_generation(c, steps[i]);
+		load_generation(c, steps[i], &saved_world);
 		if ((rc = ckpt__agree(comm, &c->err, &agreed)) < 0)
 			goto out;
 		c->err = agreed;
@@ -1107,6 +1107,9 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 			snprintf(info->name, sizeof info->name, "%s", name);
 			ckpt__journal_add(&c->journal, "\"event\":\"restore\",\"checkpoint\":\"%s\",\"fallbacks\":%d%s%s%s",
 					  name, info->nfallbacks, *tier ? ",\"tier\":\"" : "", tier, *tier ? "\"" : "");
+			if (saved_world != comm->size)
+				ckpt__journal_add(&c->journal, "\"event\":\"reshard\",\"checkpoint\":\"%s\",\"from\":%d,"
+						  "\"to\":%d", name, saved_world, comm->size);
 			steps[i] = cand;
 			ckpt__tier_pick(c->tier, &c->io, 0);
 			rc = ckpt__tier_restored(c->tier, steps, n, i);      /* only on the fast tier: drain it */

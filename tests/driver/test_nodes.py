@@ -148,15 +148,26 @@ def test_node_loss__replaced_node_resumes_bitwise(tmp_path, cache):
     assert start["world_size"] == 4 and start["restored_from"] == 20
 
 
-def test_node_loss__without_replacement_runs_on_fewer_ranks_and_is_refused_cleanly(tmp_path, cache):
+def test_node_loss__without_replacement_resumes_resharded_on_fewer_ranks(tmp_path, cache):
     work = tmp_path / "work"
-    res = harness("run", REPO / "scenarios" / "nodes" / "node-loss-shrink-refused.yaml", "--work", work, "--keep",
+    res = harness("run", REPO / "scenarios" / "ci" / "node-loss-shrink-resumes.yaml", "--work", work, "--keep",
                   "--cache", cache)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "the next attempt runs without it" in (work / "nodes.log").read_text()
     assert not (work / "ckpt.nodes" / "node-1").exists()
+    start = json.loads((work / "attempt-2.jsonl").read_text().splitlines()[0])
+    assert start["world_size"] == 2 and start["restored_from"] == 30, start
+    journal = (work / "ckpt" / "journal" / "rank-00001.jsonl").read_text()
+    assert '"event":"reshard","checkpoint":"step-00000030","from":4,"to":2' in journal
+
+
+def test_node_loss__to_a_world_size_that_does_not_divide_the_workers_is_refused_cleanly(tmp_path, cache):
+    work = tmp_path / "work"
+    res = harness("run", REPO / "scenarios" / "nodes" / "node-loss-to-3-ranks-refused.yaml", "--work", work,
+                  "--keep", "--cache", cache)
+    assert res.returncode == 0, res.stdout + res.stderr
     end = json.loads((work / "attempt-2.jsonl").read_text().splitlines()[-1])
-    assert end["status"] == "failed" and "this job has 2" in end["error"], end
+    assert end["status"] == "failed" and "valid world sizes: 1 2 4 8" in end["error"], end
 
 
 @pytest.fixture(scope="module")

@@ -188,8 +188,11 @@ int ckpt_last_save_alerts(const ckpt *c, const ckpt_alert **out);
 /*
  * Restore the newest valid generation into the state. Collective.
  * -CKPT_ENOGEN: nothing to restore; -CKPT_ENOVALID: generations exist but none
- * verifies (the state's contents are then unspecified); -CKPT_EWORLD,
- * -CKPT_ECONFIG: the newest generation was saved by another job shape.
+ * verifies (the state's contents are then unspecified); -CKPT_ECONFIG: the
+ * newest generation was saved by another configuration or state layout.
+ * A generation saved by another world size is resharded (ckpt/reshard.h):
+ * each rank's tensors are filled from the saved ranks that held their
+ * elements, every saved shard read verified in full; journal event reshard.
  */
 int ckpt_restore(ckpt *c, ckpt_restore_info *info);
 

@@ -12,7 +12,7 @@ enum {
 	CKPT_ECORRUPT = 1000,   /* a file or manifest failed its integrity check */
 	CKPT_ENOVALID,          /* generations exist, none is valid */
 	CKPT_ENOGEN,            /* no generation at all */
-	CKPT_EWORLD,            /* saved with another world size */
+	CKPT_EWORLD,            /* saved with another world size (ckpt_restore reshards instead) */
 	CKPT_ECONFIG,           /* saved by another configuration or state layout */
 	CKPT_EPEER,             /* another rank failed; see the error's rank */
 	CKPT_EREFUSED,          /* the caller's validation refused the restored state */
