@@ -539,10 +539,9 @@ int reftrain_ckpt_save(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 	return agree(k->mpi, rc < 0 ? rc : 0, err, len);
 }
 
-int reftrain_ckpt_write_alerts(reftrain_ckpt *k, int fd)
+static int write_alert_list(int fd, const ckpt_alert *a, int n)
 {
-	const ckpt_alert *a;
-	int n = k->b == reftrain_backend_libckpt() ? reftrain_libckpt_alerts(k->h, &a) : 0, rc = 0;
+	int rc = 0;
 
 	for (int i = 0; i < n && rc == 0; i++) {
 		reftrain_line l;
@@ -554,6 +553,22 @@ int reftrain_ckpt_write_alerts(reftrain_ckpt *k, int fd)
 		rc = reftrain_traj_write(fd, &l);
 	}
 	return rc;
+}
+
+int reftrain_ckpt_write_alerts(reftrain_ckpt *k, int fd)
+{
+	const ckpt_alert *a;
+	int n = k->b == reftrain_backend_libckpt() ? reftrain_libckpt_alerts(k->h, &a) : 0;
+
+	return write_alert_list(fd, a, n);
+}
+
+int reftrain_ckpt_write_async_alerts(reftrain_ckpt *k, int fd)
+{
+	const ckpt_alert *a;
+	int n = k->b == reftrain_backend_libckpt() ? reftrain_libckpt_async_alerts(k->h, &a) : 0;
+
+	return write_alert_list(fd, a, n);
 }
 
 int reftrain_ckpt_list(reftrain_ckpt *k, reftrain_backend_generation *gens, int max, char *err, size_t len)

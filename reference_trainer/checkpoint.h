@@ -60,6 +60,8 @@ int reftrain_ckpt_save(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
  * never compares them. 0 or -errno.
  */
 int reftrain_ckpt_write_alerts(reftrain_ckpt *k, int fd);
+/* The same for the background save just reported (--ckpt-async). */
+int reftrain_ckpt_write_async_alerts(reftrain_ckpt *k, int fd);
 
 /* Local: the backend's generations, newest first (see reftrain_backend.list). */
 int reftrain_ckpt_list(reftrain_ckpt *k, reftrain_backend_generation *gens, int max, char *err, size_t len);

@@ -199,14 +199,16 @@ static int acknowledge(int fd, uint64_t step, const char *name)
  * save's. After the acknowledgement, the trainer phase save.acked (faults
  * "right after the acknowledgement"). < 0: stop (--ckpt-fatal), err says why.
  */
-static int async_outcome(int fd, int rank, const reftrain_config *cfg, const reftrain_async_done *d, char *err,
-			 size_t len)
+static int async_outcome(reftrain_ckpt *k, int fd, int rank, const reftrain_config *cfg, const reftrain_async_done *d,
+			 char *err, size_t len)
 {
 	char name[32];
 
 	if (!d->completed)
 		return 0;
 	snprintf(name, sizeof name, "step-%08" PRIu64, d->step);
+	if (rank == 0 && reftrain_ckpt_write_async_alerts(k, fd) < 0)     /* before the acknowledgement or failure */
+		MPI_Abort(MPI_COMM_WORLD, 1);
 	if (d->code == 0) {
 #ifndef CKPT_MUTANT_ACK_BEFORE_SAVE
 		if (rank == 0 && acknowledge(fd, d->step, name) < 0)
@@ -246,7 +248,7 @@ static int async_save(reftrain_ckpt *k, reftrain_trainer *t, int fd, int rank, c
 		MPI_Abort(MPI_COMM_WORLD, 1);
 #endif
 	rc = reftrain_ckpt_save_async(k, t, &d, err, len);
-	if (async_outcome(fd, rank, cfg, &d, err, len) < 0)      /* the save waited for */
+	if (async_outcome(k, fd, rank, cfg, &d, err, len) < 0)      /* the save waited for */
 		return -EIO;
 	if (rc == 1 && rank == 0)
 		fprintf(stderr, "reftrain: checkpoint at step %" PRIu64 " skipped: a save is in flight\n", t->step);
@@ -378,7 +380,7 @@ int main(int argc, char **argv)
 		if (have_ckpt && cfg.ckpt_async) {      /* a step boundary: the background save progresses */
 			reftrain_async_done d;
 			if ((rc = reftrain_ckpt_async_poll(&k, &d, err, sizeof err)) < 0 ||
-			    (rc = async_outcome(fd, rank, &cfg, &d, err, sizeof err)) < 0)
+			    (rc = async_outcome(&k, fd, rank, &cfg, &d, err, sizeof err)) < 0)
 				goto failed;
 		}
 		reftrain_trainer_step(&t, &o);
@@ -428,7 +430,7 @@ int main(int argc, char **argv)
 	if (have_ckpt && cfg.ckpt_async) {      /* the last save is reported before the end record */
 		reftrain_async_done d;
 		if ((rc = reftrain_ckpt_async_wait(&k, &d, err, sizeof err)) < 0 ||
-		    (rc = async_outcome(fd, rank, &cfg, &d, err, sizeof err)) < 0)
+		    (rc = async_outcome(&k, fd, rank, &cfg, &d, err, sizeof err)) < 0)
 			goto failed;
 	}
 	if (have_ckpt && report_drained(&k, fd, rank, 1) < 0)    /* the last save's drain, before the end record */

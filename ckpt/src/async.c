@@ -95,6 +95,8 @@ struct ckpt_async {
 
 	int pending;                /* an outcome not reported yet */
 	ckpt_async_done pending_done;
+	ckpt_alert alerts[CKPT_ALERTS_MAX];   /* rank 0: the alerts of the save last finished */
+	int nalerts;
 
 	/* the pipelined protocol (the communicator offers istart/ifinish) */
 	int nb;
@@ -308,6 +310,9 @@ static void finish(struct ckpt_async *a)
 #endif
 	a->pending = 1;
 	*a->p.err = a->err;
+	const ckpt_alert *al;      /* the writer is joined: its save's alerts are stable until the next save */
+	a->nalerts = ckpt_last_save_alerts(a->c, &al);
+	memcpy(a->alerts, al, sizeof *al * (size_t)a->nalerts);
 	double blocked = a->blocked + (now() - a->call_t0), fence_wait = a->fence_wait, round_wait = a->round_wait,
 	       progress_wait = a->progress_wait;
 	a->blocked = a->fence_wait = a->round_wait = a->progress_wait = 0;
@@ -813,6 +818,14 @@ int ckpt_async_fence(ckpt *c)
 	a->fence_wait += now() - t0;
 	leave_call(a);
 	return 0;
+}
+
+int ckpt_async_last_alerts(const ckpt *c, const ckpt_alert **out)
+{
+	const struct ckpt_async *a = *ckpt__async_of((ckpt *)c);
+
+	*out = a ? a->alerts : NULL;
+	return a ? a->nalerts : 0;
 }
 
 int ckpt_async_in_flight(const ckpt *c)

@@ -22,6 +22,8 @@ typedef struct reftrain_async_done {
 
 /* Rank 0, after a save: the alerts libckpt raised (ckpt/alert.h); *out valid until the next save. */
 int reftrain_libckpt_alerts(void *h, const ckpt_alert **out);
+/* Rank 0, when a background save was reported: its alerts; *out valid until the next one finishes. */
+int reftrain_libckpt_async_alerts(void *h, const ckpt_alert **out);
 
 /*
  * Local, after open: the staging copy allocated now, not in the first save;

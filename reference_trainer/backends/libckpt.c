@@ -283,6 +283,11 @@ int reftrain_libckpt_alerts(void *h, const ckpt_alert **out)
 {
 	return ckpt_last_save_alerts(((lk *)h)->c, out);
 }
+
+int reftrain_libckpt_async_alerts(void *h, const ckpt_alert **out)
+{
+	return ckpt_async_last_alerts(((lk *)h)->c, out);
+}
 #endif
 
 #ifndef REFTRAIN_BACKEND_PLUGIN

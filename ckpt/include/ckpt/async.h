@@ -39,6 +39,7 @@
 
 #include <stdint.h>
 
+#include "ckpt/alert.h"
 #include "ckpt/ckpt.h"
 
 typedef enum ckpt_async_policy {
@@ -107,6 +108,12 @@ int ckpt_async_set_deferred(ckpt *c, unsigned stages);
  * failed copy fails the save, reported as usual.
  */
 int ckpt_async_fence(ckpt *c);
+/*
+ * Local. The save alerts (ckpt/alert.h; rank 0 only, else 0) of the last
+ * background save that finished; valid until the next one finishes, which
+ * is never before a call has reported this one.
+ */
+int ckpt_async_last_alerts(const ckpt *c, const ckpt_alert **out);
 /* Local: 1 while a save is in flight. */
 int ckpt_async_in_flight(const ckpt *c);
 const ckpt_async_stats *ckpt_async_last_stats(const ckpt *c);
