@@ -1,5 +1,7 @@
 #include "fake_comm.h"
 
+#include "ckpt/async.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -197,10 +199,10 @@ void fake_comm_init(ckpt_comm *c, fake_comm_group *g, int rank)
 			  .barrier = fbarrier, .gather = fgather, .bcast = fbcast };
 }
 
-void fake_comm_offer_nonblocking(ckpt_comm *c)
+const ckpt_comm_nonblocking *fake_comm_nonblocking(void)
 {
-	c->istart = fistart;
-	c->ifinish = fifinish;
+	static const ckpt_comm_nonblocking ops = { .istart = fistart, .ifinish = fifinish };
+	return &ops;
 }
 
 typedef struct thread_arg {
@@ -218,11 +220,6 @@ static void *thread_main(void *p)
 
 int fake_comm_run(int size, fake_rank_fn *fn, void **args)
 {
-	return fake_comm_run_ex(size, fn, args, 0);
-}
-
-int fake_comm_run_ex(int size, fake_rank_fn *fn, void **args, int nonblocking)
-{
 	fake_comm_group *g = fake_comm_group_new(size);
 	pthread_t *th = calloc((size_t)size, sizeof *th);
 	thread_arg *ta = calloc((size_t)size, sizeof *ta);
@@ -234,8 +231,6 @@ int fake_comm_run_ex(int size, fake_rank_fn *fn, void **args, int nonblocking)
 	}
 	for (int r = 0; r < size; r++) {
 		fake_comm_init(&ta[r].comm, g, r);
-		if (nonblocking)
-			fake_comm_offer_nonblocking(&ta[r].comm);
 		ta[r].fn = fn;
 		ta[r].arg = args ? args[r] : NULL;
 		pthread_create(&th[r], NULL, thread_main, &ta[r]);

@@ -8,6 +8,7 @@
 #ifndef FAKE_COMM_H
 #define FAKE_COMM_H
 
+#include "ckpt/async.h"
 #include "ckpt/comm.h"
 
 typedef struct fake_comm_group fake_comm_group;
@@ -17,17 +18,16 @@ void fake_comm_group_free(fake_comm_group *g);
 void fake_comm_init(ckpt_comm *c, fake_comm_group *g, int rank);
 
 /*
- * Also offer the nonblocking collectives (istart/ifinish, two channels): a
- * collective is done once every rank started it (the last one moves the
- * bytes), whatever each rank does meanwhile; ranks starting them in
- * different orders get -EPROTO.
+ * Nonblocking collectives over these communicators (two channels), for
+ * ckpt_async_set_nonblocking: a collective is done once every rank started
+ * it (the last one moves the bytes), whatever each rank does meanwhile;
+ * ranks starting them in different orders get -EPROTO.
  */
-void fake_comm_offer_nonblocking(ckpt_comm *c);
+const ckpt_comm_nonblocking *fake_comm_nonblocking(void);
 
 typedef void fake_rank_fn(ckpt_comm *comm, void *arg);
 /* Run fn on `size` threads, one per rank, with args[rank]; wait for all. */
 int fake_comm_run(int size, fake_rank_fn *fn, void **args);
-/* The same, the communicators offering nonblocking collectives if `nonblocking`. */
-int fake_comm_run_ex(int size, fake_rank_fn *fn, void **args, int nonblocking);
+
 
 #endif

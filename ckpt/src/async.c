@@ -98,8 +98,9 @@ struct ckpt_async {
 	ckpt_alert alerts[CKPT_ALERTS_MAX];   /* rank 0: the alerts of the save last finished */
 	int nalerts;
 
-	/* the pipelined protocol (the communicator offers istart/ifinish) */
+	/* the pipelined protocol (ckpt_async_set_nonblocking) */
 	int nb;
+	ckpt_comm_nonblocking ops;
 	void *op_req;               /* the parked collective, started on channel 1 */
 	void *round_req;            /* the round started at the last poll, on channel 0 */
 	int round_mine;
@@ -374,7 +375,7 @@ static void leave_call(struct ckpt_async *a)
 
 /*
  * The pipelined protocol, when the communicator offers nonblocking
- * collectives (ckpt_comm istart/ifinish). Two changes take the agreement off
+ * collectives (ckpt_async_set_nonblocking). Two changes take the agreement off
  * the training path:
  *
  * - The writer's collectives go to channel 1, a communicator of their own:
@@ -399,13 +400,13 @@ static int serve_nb(struct ckpt_async *a, int block)
 
 	if (settle(a, 0) != W_PARKED)
 		return 0;
-	if (!a->op_req && (rc = m->istart(m->ctx, 1, comm_op[a->q.kind], a->q.send, a->q.recv, a->q.bytes,
+	if (!a->op_req && (rc = a->ops.istart(m->ctx, 1, comm_op[a->q.kind], a->q.send, a->q.recv, a->q.bytes,
 					  a->q.root, &a->op_req)) < 0) {
 		a->op_req = NULL;
 		release(a, rc);         /* the writer's save fails and says why */
 		return 1;
 	}
-	if ((rc = m->ifinish(m->ctx, a->op_req, block)) == 0)
+	if ((rc = a->ops.ifinish(m->ctx, a->op_req, block)) == 0)
 		return 0;
 	a->op_req = NULL;
 	release(a, rc < 0 ? rc : 0);
@@ -436,7 +437,7 @@ static int round_finish(struct ckpt_async *a)
 
 	if (!a->round_req)
 		return 0;
-	rc = m->ifinish(m->ctx, a->round_req, 1);
+	rc = a->ops.ifinish(m->ctx, a->round_req, 1);
 	a->round_req = NULL;
 	a->round_wait += now() - t0;
 	if (rc < 0)
@@ -454,7 +455,7 @@ static int round_begin(struct ckpt_async *a)
 	int rc;
 
 	a->round_mine = settle(a, 0) == W_DONE ? W_DONE : W_BUSY;
-	rc = m->istart(m->ctx, 0, CKPT_COMM_ALLGATHER, &a->round_mine, a->states, sizeof a->round_mine, 0,
+	rc = a->ops.istart(m->ctx, 0, CKPT_COMM_ALLGATHER, &a->round_mine, a->states, sizeof a->round_mine, 0,
 		       &a->round_req);
 	if (rc < 0)
 		a->round_req = NULL;
@@ -564,7 +565,6 @@ static int get(ckpt *c, struct ckpt_async **out)
 	a->comm = p.comm;
 	a->proxy = (ckpt_comm){ .ctx = a, .rank = p.comm->rank, .size = p.comm->size, .barrier = proxy_barrier,
 				.gather = proxy_gather, .bcast = proxy_bcast };
-	a->nb = p.comm->istart && p.comm->ifinish;
 	a->n = p.state->n;
 	a->staged = calloc((size_t)a->n + 1, sizeof *a->staged);
 	a->dst = calloc((size_t)a->n + 1, sizeof *a->dst);
@@ -792,6 +792,23 @@ int ckpt_async_set_deferred(ckpt *c, unsigned stages)
 	if (a->running)
 		return -EBUSY;
 	a->deferred = stages;
+	return 0;
+}
+
+int ckpt_async_set_nonblocking(ckpt *c, const ckpt_comm_nonblocking *nb)
+{
+	struct ckpt_async *a;
+	int rc;
+
+	if (nb && (!nb->istart || !nb->ifinish))
+		return -EINVAL;
+	if ((rc = get(c, &a)) < 0)
+		return rc;
+	if (a->running)
+		return -EBUSY;
+	a->nb = nb != NULL;
+	if (nb)
+		a->ops = *nb;
 	return 0;
 }
 

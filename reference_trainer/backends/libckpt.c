@@ -48,18 +48,6 @@ static int lk_bcast(void *ctx, void *buf, size_t bytes, int root)
 	return bc->bcast(bc->ctx, buf, bytes, root);
 }
 
-static int lk_istart(void *ctx, int chan, int op, const void *send, void *recv, size_t bytes, int root, void **req)
-{
-	const reftrain_backend_comm *bc = ((lk *)ctx)->bc;
-	return bc->istart(bc->ctx, chan, op, send, recv, bytes, root, req);
-}
-
-static int lk_ifinish(void *ctx, void *req, int block)
-{
-	const reftrain_backend_comm *bc = ((lk *)ctx)->bc;
-	return bc->ifinish(bc->ctx, req, block);
-}
-
 /* Restore fills the model first, then the optimizer, the schedule and RNG, the data cursor last. */
 static ckpt_stage stage_of(const char *component)
 {
@@ -159,9 +147,7 @@ static int lk_open(void **out, const reftrain_backend_config *cfg, char *err, si
 	k->bc = cfg->comm;
 	k->root = cfg->root;
 	k->comm = (ckpt_comm){ .ctx = k, .rank = cfg->rank, .size = cfg->world_size,
-			       .barrier = lk_barrier, .gather = lk_gather, .bcast = lk_bcast,
-			       .istart = cfg->comm->istart && cfg->comm->ifinish ? lk_istart : NULL,
-			       .ifinish = cfg->comm->istart && cfg->comm->ifinish ? lk_ifinish : NULL };
+			       .barrier = lk_barrier, .gather = lk_gather, .bcast = lk_bcast };
 	if ((rc = ckpt_state_new(&k->state)) < 0) {
 		snprintf(err, len, "libckpt backend: cannot create the state registry: %s", strerror(-rc));
 		goto fail;
@@ -328,6 +314,19 @@ uint64_t reftrain_libckpt_drained(void *h, int wait)
 	return ckpt_drained_step(k->c);
 }
 
+/* reftrain's nonblocking collectives, for the pipelined background save */
+static int lk_istart(void *ctx, int chan, int op, const void *send, void *recv, size_t bytes, int root, void **req)
+{
+	const reftrain_backend_comm *bc = ((lk *)ctx)->bc;
+	return bc->istart(bc->ctx, chan, op, send, recv, bytes, root, req);
+}
+
+static int lk_ifinish(void *ctx, void *req, int block)
+{
+	const reftrain_backend_comm *bc = ((lk *)ctx)->bc;
+	return bc->ifinish(bc->ctx, req, block);
+}
+
 int reftrain_libckpt_async_prepare(void *h)
 {
 	lk *k = h;
@@ -335,6 +334,10 @@ int reftrain_libckpt_async_prepare(void *h)
 
 	if (rc == 0)
 		rc = ckpt_async_set_deferred(k->c, 1u << CKPT_STAGE_MODEL | 1u << CKPT_STAGE_OPTIMIZER);
+	if (rc == 0 && k->bc->istart && k->bc->ifinish) {
+		static const ckpt_comm_nonblocking ops = { .istart = lk_istart, .ifinish = lk_ifinish };
+		rc = ckpt_async_set_nonblocking(k->c, &ops);
+	}
 	if (rc < 0)
 		snprintf(k->err, sizeof k->err, "cannot allocate the staging copy for background saves: %s",
 			 ckpt_describe(rc));

@@ -114,6 +114,7 @@ static void rank_main(ckpt_comm *comm, void *p)
 
 	x->rank = comm->rank;
 	if (ckpt_async_set_policy(c, x->policy) < 0 ||
+	    (nonblocking && ckpt_async_set_nonblocking(c, fake_comm_nonblocking()) < 0) ||
 	    (x->deferred && ckpt_async_set_deferred(c, 1u << CKPT_STAGE_MODEL) < 0))
 		abort();
 	fill(s, comm->rank, 10);
@@ -171,7 +172,7 @@ static void run_deferred(rank_ctx *x, const char *root, int scenario, ckpt_async
 		x[r].deferred = deferred;
 		args[r] = &x[r];
 	}
-	assert_int_equal(fake_comm_run_ex(WORLD, rank_main, args, nonblocking), 0);
+	assert_int_equal(fake_comm_run(WORLD, rank_main, args), 0);
 }
 
 static void run(rank_ctx *x, const char *root, int scenario, ckpt_async_policy policy)

@@ -13,8 +13,8 @@
  * Collectives stay on the calling (training) thread: the writer's save talks
  * to a proxy communicator that parks each collective until the training
  * thread serves it, so the writer never calls the job's communicator (no
- * MPI_THREAD_MULTIPLE). If the communicator offers nonblocking collectives
- * (ckpt_comm istart/ifinish), a poll starts the writer's parked collective
+ * MPI_THREAD_MULTIPLE). Given nonblocking collectives
+ * (ckpt_async_set_nonblocking), a poll starts the writer's parked collective
  * on a second channel and later sees it finish, never waiting for the other
  * ranks, and whether every writer is done is agreed by a round started at
  * one poll and finished at the next (pipelined: a few microseconds on the
@@ -114,6 +114,34 @@ int ckpt_async_fence(ckpt *c);
  * is never before a call has reported this one.
  */
 int ckpt_async_last_alerts(const ckpt *c, const ckpt_alert **out);
+/* Nonblocking collectives for ckpt_async_set_nonblocking. */
+enum ckpt_comm_op { CKPT_COMM_BARRIER, CKPT_COMM_GATHER, CKPT_COMM_BCAST, CKPT_COMM_ALLGATHER };
+
+typedef struct ckpt_comm_nonblocking {
+	/*
+	 * Start `op` on channel `chan` of the communicator whose ctx it is given
+	 * (ckpt_comm.ctx) and return a request in *req: channel 0 is the one of
+	 * the communicator's blocking calls, channel 1 a second, independent one
+	 * (its own communicator); on each channel the calls, blocking or
+	 * started, come in the same order on every rank. Arguments as for the
+	 * blocking calls (bcast: recv is the buffer, send is ignored; allgather:
+	 * every rank receives size * bytes into recv).
+	 */
+	int (*istart)(void *ctx, int chan, int op, const void *send, void *recv, size_t bytes, int root, void **req);
+	/*
+	 * block = 0 never waits: 1 if the operation finished (the request is
+	 * then released), 0 if not yet; block = 1 waits. Both return < 0 if the
+	 * communicator failed (the request is released).
+	 */
+	int (*ifinish)(void *ctx, void *req, int block);
+} ckpt_comm_nonblocking;
+
+/*
+ * Local; the same on every rank, while no save is in flight (else -EBUSY).
+ * Background saves then use the pipelined protocol above (NULL: back to the
+ * agreement rounds). The functions are copied; -EINVAL if one is missing.
+ */
+int ckpt_async_set_nonblocking(ckpt *c, const ckpt_comm_nonblocking *nb);
 /* Local: 1 while a save is in flight. */
 int ckpt_async_in_flight(const ckpt *c);
 const ckpt_async_stats *ckpt_async_last_stats(const ckpt *c);

@@ -109,8 +109,8 @@ typedef struct reftrain_backend_comm {
 	/*
 	 * Optional (NULL if not offered; reftrain offers them): nonblocking
 	 * collectives on channel 0 (the calls above) or 1 (a communicator of its
-	 * own), with the semantics of libckpt's ckpt_comm istart/ifinish
-	 * (ckpt/comm.h); op is 0 barrier, 1 gather, 2 bcast, 3 allgather.
+	 * own), with the semantics of libckpt's ckpt_comm_nonblocking
+	 * (ckpt/async.h); op is 0 barrier, 1 gather, 2 bcast, 3 allgather.
 	 */
 	int (*istart)(void *ctx, int chan, int op, const void *send, void *recv, size_t bytes, int root, void **req);
 	int (*ifinish)(void *ctx, void *req, int block);
