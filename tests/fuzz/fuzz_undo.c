@@ -1,8 +1,9 @@
 /*
  * libFuzzer target: the undo-record loader (harness_undo_load_stream in
  * harness/powerloss.c), as one rank's file. What it accepts must be safe to
- * roll back: every path it will touch inside the root, every kept copy in
- * PREFIX.keep/.
+ * roll back: every path it will touch inside the root or inside the
+ * node-local directories beside it (ROOT.nodes/, a tiered trainer's fast
+ * tier), every kept copy in PREFIX.keep/.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,13 +17,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define ROOT "/r/ckpt"
 #define PREFIX "/p/undo"
 
-static int safe(const char *p)
+/* Components after a prefix: none empty, "." or "..". */
+static int components(const char *p)
 {
-	if (strcmp(p, ROOT) == 0)
-		return 1;
-	if (strncmp(p, ROOT "/", sizeof ROOT) != 0)
-		return 0;
-	for (p += sizeof ROOT;;) {
+	for (;;) {
 		size_t n = strcspn(p, "/");
 		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
 			return 0;
@@ -30,6 +28,17 @@ static int safe(const char *p)
 			return 1;
 		p += n + 1;
 	}
+}
+
+static int safe(const char *p)
+{
+	if (strcmp(p, ROOT) == 0)
+		return 1;
+	if (strncmp(p, ROOT "/", sizeof ROOT) == 0)
+		return components(p + sizeof ROOT);
+	if (strncmp(p, ROOT ".nodes/", sizeof ROOT + 6) == 0)
+		return components(p + sizeof ROOT + 6);
+	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
