@@ -407,18 +407,19 @@ static int prepare(ckpt *c, const char *tmp)
 }
 
 /* A piece of the shard: sealed (seal.c), or hashed and written as it is. */
-static int shard_out(ckpt *c, ckpt_sealw *w, XXH3_state_t *st, int fd, const void *p, size_t n, const char *path)
+static int shard_out(ckpt_sealw *w, XXH3_state_t *st, ckpt_wstream *ws, const void *p, size_t n)
 {
 	if (w)
 		return ckpt__sealw_write(w, p, n);
 	XXH3_64bits_update(st, p, n);
-	return ckpt__io_write_all(&c->io, fd, p, n, path);
+	return ckpt__wstream_write(ws, p, n);
 }
 
 static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry *fe)
 {
 	char path[CKPT_PATH_MAX], *hdr = NULL;
 	ckpt_sealw *sw = NULL;
+	ckpt_wstream *ws = NULL;
 	size_t hdr_len;
 	XXH3_state_t *st = XXH3_createState();
 	int fd = -1, rc;
@@ -451,16 +452,24 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 		goto out;
 	}
 	XXH3_64bits_reset(st);
-	if (c->seal && (rc = ckpt__sealw_begin(&sw, c->seal, &c->io, fd, path, step, c->comm->rank, fe->name)) < 0)
+	uint64_t plain_bytes = hdr_len;
+	for (int k = 0; !c->chunks && k < c->state->n; k++)
+		plain_bytes += c->te[k].nbytes;
+	if ((rc = ckpt__wstream_open(&ws, &c->io, fd, path, plain_bytes)) < 0)
 		goto out;
-	if ((rc = shard_out(c, sw, st, fd, hdr, hdr_len, path)) < 0)
+	if (c->seal && (rc = ckpt__sealw_begin(&sw, c->seal, &c->io, ws, path, step, c->comm->rank, fe->name,
+					       plain_bytes)) < 0)
+		goto out;
+	if (sw)
+		ckpt__sealw_stable(sw);     /* the header and the state's tensors stay put until sealw_end */
+	if ((rc = shard_out(sw, st, ws, hdr, hdr_len)) < 0)
 		goto out;
 	size = hdr_len;
 	if (c->chunks) {
 		size_t tlen;
 		const unsigned char *tab = ckpt__chunks_table(c->chunks, &tlen);
 		XXH3_64bits_update(st, tab, tlen);
-		if ((rc = ckpt__io_write_all(&c->io, fd, tab, tlen, path)) < 0)
+		if ((rc = ckpt__wstream_write(ws, tab, tlen)) < 0)
 			goto out;
 		size += tlen;
 	}
@@ -468,15 +477,8 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 		const char *d = c->dst[k]->data;
 		for (uint64_t off = 0; off < c->te[k].nbytes;) {
 			size_t n = c->te[k].nbytes - off < WRITE_PIECE ? (size_t)(c->te[k].nbytes - off) : WRITE_PIECE;
-			if ((rc = shard_out(c, sw, st, fd, d + off, n, path)) < 0)
+			if ((rc = shard_out(sw, st, ws, d + off, n)) < 0)
 				goto out;
-			/*
-			 * Start writing this piece back now (no wait, and no
-			 * durability claimed: the fsync below is the one that
-			 * counts), so the device works while the next piece is
-			 * hashed and copied instead of all at the fsync.
-			 */
-			sync_file_range(fd, sw ? 0 : (off64_t)(size + off), sw ? 0 : (off64_t)n, SYNC_FILE_RANGE_WRITE);
 			off += n;
 		}
 		size += c->te[k].nbytes;
@@ -488,6 +490,8 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 		if (rc < 0)
 			goto out;
 	}
+	if ((rc = ckpt__wstream_finish(ws)) < 0)
+		goto out;
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	if (c->comm->rank != 0) {      /* mutant: rank 0 commits before the others' shards are durable */
 		c->deferred_fd = fd;
@@ -504,6 +508,7 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 	c->stats.bytes = size;
 out:
 	ckpt__sealw_free(sw);
+	ckpt__wstream_close(ws);
 	if (fd >= 0)
 		ckpt__io_close(&c->io, &fd, path);
 	XXH3_freeState(st);
@@ -543,16 +548,20 @@ static void telemetry_json(ckpt *c, const shard_report *reps, char **out)
 static int write_sealed(ckpt *c, int fd, const char *path, uint64_t step, const char *text, size_t len)
 {
 	ckpt_sealw *w;
+	ckpt_wstream *ws;
 	uint64_t size, ident;
 	int rc;
 
-	if ((rc = ckpt__sealw_begin(&w, c->seal, &c->io, fd, path, step, -1, "manifest.json")) < 0)
+	if ((rc = ckpt__wstream_open(&ws, &c->io, fd, path, len)) < 0)
 		return rc;
-	if ((rc = ckpt__sealw_write(w, text, len)) < 0) {
-		ckpt__sealw_free(w);
-		return rc;
+	if ((rc = ckpt__sealw_begin(&w, c->seal, &c->io, ws, path, step, -1, "manifest.json", len)) == 0) {
+		if ((rc = ckpt__sealw_write(w, text, len)) < 0)
+			ckpt__sealw_free(w);
+		else if ((rc = ckpt__sealw_end(w, &size, &ident)) == 0)
+			rc = ckpt__wstream_finish(ws);
 	}
-	return ckpt__sealw_end(w, &size, &ident);
+	ckpt__wstream_close(ws);
+	return rc;
 }
 
 /* Rank 0, once every shard is on disk: manifest, commit, LATEST, retention. */

@@ -94,6 +94,13 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 /* Read exactly len bytes; a file that ends early is -CKPT_ECORRUPT. */
 int ckpt__io_read_all(ckpt_io *io, int fd, void *buf, size_t len, const char *path);
 int ckpt__io_fsync(ckpt_io *io, int fd, const char *path);
+/*
+ * One "read" operation of len bytes whose bytes come from fill(arg) rather
+ * than from read(2) (stream.c: a reader thread read them ahead): the fault
+ * point, the journal record and the error are ckpt__io_read_all's, on the
+ * calling thread. fill returns 0 or -errno (-CKPT_ECORRUPT: the file ends early).
+ */
+int ckpt__io_read_op(ckpt_io *io, int fd, const char *path, size_t len, int (*fill)(void *arg), void *arg);
 int ckpt__io_fdatasync(ckpt_io *io, int fd, const char *path);
 /* Closes *fd and sets it to -1, also on failure. */
 int ckpt__io_close(ckpt_io *io, int *fd, const char *path);
@@ -117,6 +124,61 @@ int ckpt__io_lstat(ckpt_io *io, const char *path, struct stat *st);
 const char *ckpt__io_display(const ckpt_io *io, const char *path, char *buf, size_t len);
 
 #include "undo.h"
+
+/* ---- read-ahead streams (stream.c) --------------------------------------- */
+
+/*
+ * A sealed shard read from start to end. From CKPT_STREAM_MIN_BYTES on, two
+ * reader threads read the file in order, with O_DIRECT where the file system
+ * allows it, into a ring of aligned buffers while the caller decrypts the
+ * bytes before them: the device works while the CPU authenticates, and the
+ * page cache's copy and bookkeeping are not paid. Each ckpt__stream_read is
+ * one "read" operation of the I/O layer (ckpt__io_read_op), faults and
+ * journal as before. Otherwise (a smaller file, or a plain one, which reads
+ * fastest straight into the state behind the kernel's readahead) the
+ * caller's thread reads with ckpt__io_read_all. The readers touch nothing but
+ * the file and the ring.
+ */
+#define CKPT_STREAM_MIN_BYTES ((uint64_t)8 << 20)
+typedef struct ckpt_stream ckpt_stream;
+
+/*
+ * CKPT_STREAM_MIN_BYTES, or the environment's (*forced: given there; then
+ * every file from that size on takes the streams, plain reads and small
+ * O_DIRECT writes too: CKPT_STREAM_MIN_BYTES=0 is how the tests send every
+ * shard through them).
+ */
+uint64_t ckpt__stream_min_bytes(bool *forced);
+/*
+ * Over fd (open for reading at offset 0, size bytes by fstat); ahead: read
+ * ahead (from CKPT_STREAM_MIN_BYTES on), else the caller's thread reads.
+ * 0, or -ENOMEM recorded in io.
+ */
+int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, uint64_t size, bool ahead);
+/* Exactly len bytes, or -errno; a file that ends early is -CKPT_ECORRUPT. */
+int ckpt__stream_read(ckpt_stream *s, void *buf, size_t len);
+/* Stops and joins the readers; the descriptor stays open. NULL is fine. */
+void ckpt__stream_close(ckpt_stream *s);
+/* Whether the readers read with O_DIRECT (for tests and benchmarks). */
+bool ckpt__stream_direct(const ckpt_stream *s);
+
+/*
+ * A shard written from start to end. From CKPT_STREAM_MIN_BYTES on
+ * (size_hint), and where the file system allows it, the bytes are staged in
+ * an aligned buffer and written with O_DIRECT in whole stages: the page
+ * cache's copy and writeback are not paid, which leaves the CPU to hash or
+ * seal; finish writes the tail through the cache. Otherwise each write goes
+ * through the cache and its writeback starts at once (sync_file_range). The
+ * writes are the I/O layer's (faults, journal, undo record); the caller's
+ * fsync makes them durable either way.
+ */
+typedef struct ckpt_wstream ckpt_wstream;
+int ckpt__wstream_open(ckpt_wstream **out, ckpt_io *io, int fd, const char *path, uint64_t size_hint);
+int ckpt__wstream_write(ckpt_wstream *s, const void *buf, size_t len);
+/* Every byte written: the tail goes out. Call before the fsync. */
+int ckpt__wstream_finish(ckpt_wstream *s);
+/* NULL is fine; the descriptor stays open. */
+void ckpt__wstream_close(ckpt_wstream *s);
 
 /* ---- formats (format.c) ------------------------------------------------- */
 

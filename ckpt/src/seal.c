@@ -18,7 +18,6 @@
 #define TAG_FINAL crypto_secretstream_xchacha20poly1305_TAG_FINAL
 #define TAG_MESSAGE crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 #define AD_MAX (16 + 64 + CKPT_NAME_MAX)
-#define READAHEAD ((off_t)8 << 20)
 
 typedef crypto_secretstream_xchacha20poly1305_state sstate;
 
@@ -172,18 +171,45 @@ static uint32_t get32(const unsigned char *p)
 
 /* ---- writer ------------------------------------------------------------- */
 
+/*
+ * A file of CKPT_STREAM_MIN_BYTES or more is sealed by a thread of its own
+ * while this one writes the chunks sealed before: WPIPE chunk buffers go
+ * round, filled here, sealed there, written here in order. Every write is
+ * still this thread's, through the I/O layer (faults, journal, undo record
+ * unchanged); the sealer touches only the stream state and the buffers.
+ * A smaller file is sealed chunk by chunk in the caller.
+ */
+#define WPIPE 16
+
+enum { SLOT_FREE, SLOT_READY, SLOT_SEALED };
+
+typedef struct wslot {
+	unsigned char *plain, *cipher;
+	const unsigned char *src;   /* the plaintext: plain, or a whole chunk of the caller's (stable input) */
+	size_t fill;                /* plaintext bytes */
+	unsigned long long clen;    /* ciphertext bytes, once sealed */
+	unsigned char tag;
+	int state;
+} wslot;
+
 struct ckpt_sealw {
 	sstate st;
 	ckpt_io *io;
-	int fd;
+	ckpt_wstream *ws;
 	const char *path;
 	unsigned char pre[CKPT_SEAL_PREAMBLE];
 	unsigned char ad[AD_MAX];
 	size_t adlen;
 	uint32_t chunk;
-	size_t fill;                /* plaintext bytes waiting in plain */
 	uint64_t size;
-	unsigned char *plain, *cipher;
+	wslot slot[WPIPE];
+	unsigned nslots;
+	unsigned cur, out;          /* the slot being filled; the next to write */
+	int threaded, stop;
+	int stable;                 /* the caller's buffers stay unchanged until end: sealed where they are */
+	pthread_t sealer;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
 };
 
 #ifdef CKPT_MUTANT_SEAL_NONCE_REUSE
@@ -194,20 +220,54 @@ static int reuse_have;
 static pthread_mutex_t reuse_mu = PTHREAD_MUTEX_INITIALIZER;
 #endif
 
-int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, int fd, const char *path,
-		      uint64_t step, int rank, const char *name)
+static void seal_slot(ckpt_sealw *w, wslot *sl)
+{
+	crypto_secretstream_xchacha20poly1305_push(&w->st, sl->cipher, &sl->clen, sl->src ? sl->src : sl->plain,
+						   sl->fill, w->ad, w->adlen, sl->tag);
+}
+
+static void *sealer(void *arg)
+{
+	ckpt_sealw *w = arg;
+
+	for (unsigned i = 0;; i = (i + 1) % w->nslots) {
+		wslot *sl = &w->slot[i];
+		pthread_mutex_lock(&w->mu);
+		while (sl->state != SLOT_READY && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
+		int stop = w->stop;
+		pthread_mutex_unlock(&w->mu);
+		if (stop)
+			break;
+		seal_slot(w, sl);       /* READY: only this thread touches it */
+		int final = sl->tag == TAG_FINAL;   /* once SEALED, the slot is the writer's again */
+		pthread_mutex_lock(&w->mu);
+		sl->state = SLOT_SEALED;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		if (final)
+			break;
+	}
+	return NULL;
+}
+
+int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, ckpt_wstream *ws, const char *path,
+		      uint64_t step, int rank, const char *name, uint64_t size_hint)
 {
 	ckpt_sealw *w = calloc(1, sizeof *w);
 
 	*out = NULL;
-	if (!w || sodium_ready() < 0 || !(w->plain = malloc(k->chunk)) || !(w->cipher = malloc((size_t)k->chunk + ABYTES))) {
-		ckpt__sealw_free(w);
-		return ckpt__io_fail(io, -ENOMEM, path, "cannot start sealing %s: out of memory", path);
-	}
-	w->io = io;
-	w->fd = fd;
-	w->path = path;
+	if (!w || sodium_ready() < 0)
+		goto nomem;
 	w->chunk = k->chunk;
+	bool forced;
+	w->nslots = size_hint >= ckpt__stream_min_bytes(&forced) && size_hint > k->chunk ? WPIPE : 1;
+	for (unsigned i = 0; i < w->nslots; i++)
+		if (!(w->slot[i].plain = malloc(k->chunk)) || !(w->slot[i].cipher = malloc((size_t)k->chunk + ABYTES)))
+			goto nomem;
+	w->io = io;
+	w->ws = ws;
+	w->path = path;
 	memcpy(w->pre, CKPT_SEAL_MAGIC, 8);
 	put32(w->pre + 8, 1);
 	put32(w->pre + 12, k->chunk);
@@ -223,24 +283,78 @@ int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, int
 	crypto_secretstream_xchacha20poly1305_init_push(&w->st, w->pre + 16, k->k);
 #endif
 	w->adlen = make_ad(w->ad, w->pre, step, rank, name);
-	int rc = ckpt__io_write_all(io, fd, w->pre, sizeof w->pre, path);
+	int rc = ckpt__wstream_write(ws, w->pre, sizeof w->pre);
 	if (rc < 0) {
 		ckpt__sealw_free(w);
 		return rc;
 	}
 	w->size = sizeof w->pre;
+	if (w->nslots > 1) {
+		pthread_mutex_init(&w->mu, NULL);
+		pthread_cond_init(&w->cv, NULL);
+		if (pthread_create(&w->sealer, NULL, sealer, w) == 0) {
+			w->threaded = 1;
+		} else {       /* no thread: seal in this one */
+			pthread_mutex_destroy(&w->mu);
+			pthread_cond_destroy(&w->cv);
+			w->nslots = 1;
+		}
+	}
 	*out = w;
 	return 0;
+nomem:
+	ckpt__sealw_free(w);
+	return ckpt__io_fail(io, -ENOMEM, path, "cannot start sealing %s: out of memory", path);
 }
 
-static int push(ckpt_sealw *w, unsigned char tag)
+static int write_slot(ckpt_sealw *w, wslot *sl)
 {
-	unsigned long long clen;
+	int rc = ckpt__wstream_write(w->ws, sl->cipher, (size_t)sl->clen);
+	w->size += sl->clen;
+	return rc;
+}
 
-	crypto_secretstream_xchacha20poly1305_push(&w->st, w->cipher, &clen, w->plain, w->fill, w->ad, w->adlen, tag);
-	int rc = ckpt__io_write_all(w->io, w->fd, w->cipher, (size_t)clen, w->path);
-	w->size += clen;
-	w->fill = 0;
+/*
+ * The slot being filled goes out with tag. Without a sealer: sealed and
+ * written now. With one: handed to it, and what it has sealed is written in
+ * order until the next slot to fill is free (FINAL: until every chunk is
+ * written).
+ */
+static int send(ckpt_sealw *w, unsigned char tag)
+{
+	wslot *sl = &w->slot[w->cur];
+	int rc = 0;
+
+	sl->tag = tag;
+	if (!w->threaded) {
+		seal_slot(w, sl);
+		sl->fill = 0;
+		sl->src = NULL;
+		return write_slot(w, sl);
+	}
+	pthread_mutex_lock(&w->mu);
+	sl->state = SLOT_READY;
+	pthread_cond_broadcast(&w->cv);
+	w->cur = (w->cur + 1) % w->nslots;
+	for (;;) {
+		wslot *o = &w->slot[w->out];
+		if (o->state == SLOT_SEALED) {
+			pthread_mutex_unlock(&w->mu);
+			rc = write_slot(w, o);      /* SEALED: the sealer is done with it */
+			pthread_mutex_lock(&w->mu);
+			o->fill = 0;
+			o->src = NULL;
+			o->state = SLOT_FREE;
+			w->out = (w->out + 1) % w->nslots;
+			if (rc < 0)
+				break;
+			continue;
+		}
+		if (tag == TAG_FINAL ? o->state == SLOT_FREE && w->out == w->cur : w->slot[w->cur].state == SLOT_FREE)
+			break;
+		pthread_cond_wait(&w->cv, &w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
 	return rc;
 }
 
@@ -250,25 +364,41 @@ int ckpt__sealw_write(ckpt_sealw *w, const void *buf, size_t len)
 	int rc;
 
 	while (len > 0) {
-		size_t n = w->chunk - w->fill < len ? w->chunk - w->fill : len;
-		memcpy(w->plain + w->fill, p, n);
-		w->fill += n;
+		wslot *sl = &w->slot[w->cur];
+		if (w->stable && sl->fill == 0 && len > w->chunk) {
+			/* a whole chunk with more to follow: sealed from the caller's memory, no copy */
+			sl->src = p;
+			sl->fill = w->chunk;
+			p += w->chunk;
+			len -= w->chunk;
+			if ((rc = send(w, TAG_MESSAGE)) < 0)
+				return rc;
+			continue;
+		}
+		size_t n = w->chunk - sl->fill < len ? w->chunk - sl->fill : len;
+		memcpy(sl->plain + sl->fill, p, n);
+		sl->fill += n;
 		p += n;
 		len -= n;
 		/* a full chunk goes out only once more follows: the last one, full or not, is FINAL */
-		if (w->fill == w->chunk && len > 0 && (rc = push(w, TAG_MESSAGE)) < 0)
+		if (sl->fill == w->chunk && len > 0 && (rc = send(w, TAG_MESSAGE)) < 0)
 			return rc;
 	}
 	return 0;
+}
+
+void ckpt__sealw_stable(ckpt_sealw *w)
+{
+	w->stable = 1;
 }
 
 int ckpt__sealw_end(ckpt_sealw *w, uint64_t *size, uint64_t *ident)
 {
 	int rc;
 
-	if (w->fill == w->chunk && (rc = push(w, TAG_MESSAGE)) < 0)
+	if (w->slot[w->cur].fill == w->chunk && (rc = send(w, TAG_MESSAGE)) < 0)
 		goto out;
-	if ((rc = push(w, TAG_FINAL)) < 0)
+	if ((rc = send(w, TAG_FINAL)) < 0)
 		goto out;
 	*size = w->size;
 	*ident = XXH3_64bits(w->pre, sizeof w->pre);
@@ -281,11 +411,22 @@ void ckpt__sealw_free(ckpt_sealw *w)
 {
 	if (!w)
 		return;
+	if (w->threaded) {
+		pthread_mutex_lock(&w->mu);
+		w->stop = 1;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->sealer, NULL);
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+	}
 	sodium_memzero(&w->st, sizeof w->st);
-	if (w->plain)
-		sodium_memzero(w->plain, w->chunk);
-	free(w->plain);
-	free(w->cipher);
+	for (unsigned i = 0; i < WPIPE; i++) {
+		if (w->slot[i].plain)
+			sodium_memzero(w->slot[i].plain, w->chunk);
+		free(w->slot[i].plain);
+		free(w->slot[i].cipher);
+	}
 	free(w);
 }
 
@@ -294,7 +435,7 @@ void ckpt__sealw_free(ckpt_sealw *w)
 struct ckpt_sealr {
 	sstate st;
 	ckpt_io *io;
-	int fd;
+	ckpt_stream *in;
 	const unsigned char *mem;
 	uint64_t pos_in;            /* bytes consumed from the file or memory */
 	const char *path;
@@ -315,9 +456,8 @@ static int src_read(ckpt_sealr *r, void *buf, size_t len)
 		memcpy(buf, r->mem + r->pos_in - len, len);
 		return 0;
 	}
-	/* the device reads the next chunks while this one is authenticated and decrypted */
-	posix_fadvise(r->fd, (off_t)r->pos_in, READAHEAD, POSIX_FADV_WILLNEED);
-	return ckpt__io_read_all(r->io, r->fd, buf, len, r->path);
+	/* a large file: the reader thread reads the next chunks while this one is authenticated and decrypted */
+	return ckpt__stream_read(r->in, buf, len);
 }
 
 /* The next chunk, verified, into out (r->plain or the caller's buffer, chunk bytes of room). */
@@ -366,7 +506,7 @@ static int pull(ckpt_sealr *r)
 	return pull_into(r, r->plain);
 }
 
-int ckpt__sealr_begin(ckpt_sealr **out, const ckpt_seal_key *k, ckpt_io *io, int fd, const unsigned char *mem,
+int ckpt__sealr_begin(ckpt_sealr **out, const ckpt_seal_key *k, ckpt_io *io, ckpt_stream *in, const unsigned char *mem,
 		      const char *path, uint64_t file_size, uint64_t step, int rank, const char *name,
 		      uint64_t *plain_len, uint64_t *ident)
 {
@@ -382,7 +522,7 @@ int ckpt__sealr_begin(ckpt_sealr **out, const ckpt_seal_key *k, ckpt_io *io, int
 		return ckpt__io_fail(io, -ENOMEM, path, "cannot open sealed %s: out of memory", disp);
 	}
 	r->io = io;
-	r->fd = fd;
+	r->in = in;
 	r->mem = mem;
 	r->path = path;
 	if (file_size < CKPT_SEAL_PREAMBLE + ABYTES) {
@@ -514,7 +654,7 @@ int ckpt__seal_manifest_open(ckpt_io *io, const char *name, const char *path, ch
 	if (!ckpt__gen_parse(name, &step))
 		return ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: a sealed manifest outside a step-NNNNNNNN generation",
 				     disp);
-	if ((rc = ckpt__sealr_begin(&r, io->seal, io, -1, (const unsigned char *)*text, path, *len, step, -1,
+	if ((rc = ckpt__sealr_begin(&r, io->seal, io, NULL, (const unsigned char *)*text, path, *len, step, -1,
 				    "manifest.json", &plen, ident)) < 0)
 		return rc;
 	if (!(plain = malloc(plen + 1))) {

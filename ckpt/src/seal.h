@@ -55,23 +55,30 @@ int ckpt__seal_setup(ckpt_io *io, const ckpt_config *cfg, ckpt_seal_key **out);
 /* Do these bytes start like a sealed file? */
 bool ckpt__seal_is_sealed(const void *buf, size_t len);
 
-/* Writing one sealed file through the I/O layer (its preamble at begin). */
+/*
+ * Writing one sealed file through a write stream (its preamble at begin;
+ * the caller finishes the stream after end).
+ * size_hint: the plaintext bytes to come; from CKPT_STREAM_MIN_BYTES on, a
+ * thread seals chunks while the caller's thread writes the ones before.
+ */
 typedef struct ckpt_sealw ckpt_sealw;
-int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, int fd, const char *path,
-		      uint64_t step, int rank, const char *name);
+int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, ckpt_wstream *ws, const char *path,
+		      uint64_t step, int rank, const char *name, uint64_t size_hint);
 int ckpt__sealw_write(ckpt_sealw *w, const void *buf, size_t len);
+/* Every buffer given to write stays unchanged until end: whole chunks are sealed in place, not copied. */
+void ckpt__sealw_stable(ckpt_sealw *w);
 /* The FINAL chunk; *size: bytes on disk, *ident: the stream identity. Frees w. */
 int ckpt__sealw_end(ckpt_sealw *w, uint64_t *size, uint64_t *ident);
 void ckpt__sealw_free(ckpt_sealw *w);
 
 /*
- * Reading one: from fd (file_size bytes) or, with mem, from memory. begin
+ * Reading one: from a read-ahead stream (file_size bytes) or, with mem, from memory. begin
  * reads the preamble and authenticates the first chunk; *plain_len is the
  * plaintext's length, *ident the stream identity. read hands out exactly len
  * verified bytes; end checks that the FINAL chunk was reached and nothing follows.
  */
 typedef struct ckpt_sealr ckpt_sealr;
-int ckpt__sealr_begin(ckpt_sealr **out, const ckpt_seal_key *k, ckpt_io *io, int fd, const unsigned char *mem,
+int ckpt__sealr_begin(ckpt_sealr **out, const ckpt_seal_key *k, ckpt_io *io, ckpt_stream *in, const unsigned char *mem,
 		      const char *path, uint64_t file_size, uint64_t step, int rank, const char *name,
 		      uint64_t *plain_len, uint64_t *ident);
 int ckpt__sealr_read(ckpt_sealr *r, void *buf, size_t len);

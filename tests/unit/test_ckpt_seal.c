@@ -315,6 +315,7 @@ static uint64_t seal_file(const char *p, size_t len, uint64_t step, int rank, co
 	ckpt_error e;
 	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = &e };
 	ckpt_sealw *w;
+	ckpt_wstream *ws;
 	uint64_t size, ident;
 	unsigned char *buf = malloc(len);
 	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -322,10 +323,13 @@ static uint64_t seal_file(const char *p, size_t len, uint64_t step, int rank, co
 	for (size_t i = 0; i < len; i++)
 		buf[i] = (unsigned char)(i * 7 + 1);
 	assert_true(fd >= 0);
-	assert_int_equal(ckpt__sealw_begin(&w, &test_key, &io, fd, p, step, rank, name), 0);
+	assert_int_equal(ckpt__wstream_open(&ws, &io, fd, p, len), 0);
+	assert_int_equal(ckpt__sealw_begin(&w, &test_key, &io, ws, p, step, rank, name, len), 0);
 	assert_int_equal(ckpt__sealw_write(w, buf, len / 2), 0);
 	assert_int_equal(ckpt__sealw_write(w, buf + len / 2, len - len / 2), 0);
 	assert_int_equal(ckpt__sealw_end(w, &size, &ident), 0);
+	assert_int_equal(ckpt__wstream_finish(ws), 0);
+	ckpt__wstream_close(ws);
 	close(fd);
 	free(buf);
 	return size;
@@ -337,6 +341,7 @@ static int unseal_file(const char *p, unsigned char *out, size_t len, uint64_t s
 {
 	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = e };
 	ckpt_sealr *r = NULL;
+	ckpt_stream *in = NULL;
 	struct stat st;
 	uint64_t plain, ident;
 	int fd = open(p, O_RDONLY), rc;
@@ -344,13 +349,15 @@ static int unseal_file(const char *p, unsigned char *out, size_t len, uint64_t s
 	memset(e, 0, sizeof *e);
 	assert_true(fd >= 0);
 	fstat(fd, &st);
-	if ((rc = ckpt__sealr_begin(&r, &test_key, &io, fd, NULL, p, (uint64_t)st.st_size, step, rank, name, &plain,
+	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true), 0);
+	if ((rc = ckpt__sealr_begin(&r, &test_key, &io, in, NULL, p, (uint64_t)st.st_size, step, rank, name, &plain,
 				    &ident)) == 0) {
 		rc = plain != len ? -EINVAL : ckpt__sealr_read(r, out, len);
 		if (rc == 0)
 			rc = ckpt__sealr_end(r);
 	}
 	ckpt__sealr_free(r);
+	ckpt__stream_close(in);
 	close(fd);
 	return rc;
 }
@@ -393,6 +400,39 @@ static void test_seal__truncation_at_a_chunk_boundary_is_detected(void **state)
 	assert_int_equal(unseal_file(p, out, 2 * 4096, 40, 1, "x", &e), 0);
 }
 
+/*
+ * A file past CKPT_STREAM_MIN_BYTES takes the sealer thread and the readers
+ * (a ring that wraps many times, two preads in flight, O_DIRECT where the
+ * file system has it): every byte comes back, a flip far into the file is
+ * found at its chunk, and a file cut mid-way ends in an error, not a hang.
+ */
+static void test_seal__large_file_through_the_streams(void **state)
+{
+	fx *f = *state;
+	char p[1100];
+	size_t len = (size_t)20 << 20;
+	unsigned char *out = malloc(len);
+	ckpt_error e;
+
+	assert_non_null(out);
+	snprintf(p, sizeof p, "%s/big", f->dir);
+	uint64_t size = seal_file(p, len, 40, 1, "big");
+	assert_int_equal(size, CKPT_SEAL_PREAMBLE + (len / 4096) * (4096 + 17) + 17);
+	assert_int_equal(unseal_file(p, out, len, 40, 1, "big", &e), 0);
+	for (size_t i = 0; i < len; i++)
+		if (out[i] != (unsigned char)(i * 7 + 1))
+			fail_msg("byte %zu differs", i);
+	fx_flip(p, CKPT_SEAL_PREAMBLE + 4000 * (4096 + 17) + 5);
+	assert_int_equal(unseal_file(p, out, len, 40, 1, "big", &e), -CKPT_ECORRUPT);
+	assert_non_null(strstr(e.msg, "authentication failed at chunk 4000"));
+	/* cut 100 bytes into chunk 2000: read to its end through the streams, refused there */
+	seal_file(p, len, 40, 1, "big");
+	assert_int_equal(truncate(p, (off_t)(CKPT_SEAL_PREAMBLE + 2000 * (4096 + 17) + 100)), 0);
+	assert_int_equal(unseal_file(p, out, 2000 * 4096 + 100 - 17, 40, 1, "big", &e), -CKPT_ECORRUPT);
+	assert_non_null(strstr(e.msg, "chunk 2000"));
+	free(out);
+}
+
 /* A tampered chunk hands out nothing: the caller's buffer keeps what it had there. */
 static void test_seal__nothing_handed_out_before_its_tag_is_verified(void **state)
 {
@@ -430,6 +470,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seal__associated_data_binds_step_rank_and_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__truncation_at_a_chunk_boundary_is_detected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__nothing_handed_out_before_its_tag_is_verified, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__large_file_through_the_streams, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,349 @@
+/* Streams over shards (internal.h): read-ahead with a reader thread and O_DIRECT; writes staged for O_DIRECT. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define RING 8                      /* buffers: one being checked, seven on their way */
+#define PIECE ((size_t)1 << 20)     /* bytes per pread: a multiple of any logical block size */
+#define ALIGN 4096
+#define READERS 2
+
+typedef struct slot {
+	unsigned char *buf;
+	size_t len;                 /* bytes read into buf */
+	int err;                    /* -errno of the read that filled it, or 0 */
+	int full;                   /* 1: the reader is done with it, the caller may take it */
+	int busy;                   /* a reader is filling it */
+} slot;
+
+struct ckpt_stream {
+	ckpt_io *io;
+	int fd;
+	const char *path;
+	uint64_t size;
+	int threaded, direct;
+	pthread_t thread[READERS];
+	pthread_mutex_t mu;
+	pthread_cond_t filled, emptied;
+	int stop;
+	int done;                   /* readers returned: once READERS, no slot fills any more */
+	uint64_t claim;             /* the next piece to read */
+	int last_set;               /* a piece ended short or failed: none after it is read */
+	slot ring[RING];
+	unsigned take;              /* the slot the caller reads from; pos within it */
+	size_t pos;
+	/* the current ckpt__io_read_op */
+	unsigned char *out;
+	size_t want;
+};
+
+uint64_t ckpt__stream_min_bytes(bool *forced)
+{
+	const char *e = getenv("CKPT_STREAM_MIN_BYTES");
+	char *end;
+
+	*forced = false;
+	if (e && *e) {
+		unsigned long long v = strtoull(e, &end, 10);
+		if (*end == '\0') {
+			*forced = true;
+			return v;
+		}
+	}
+	return CKPT_STREAM_MIN_BYTES;
+}
+
+/* pread until n bytes or the end of the file; O_DIRECT refused at run time: off, and again. */
+static int fill_slot(ckpt_stream *s, slot *sl, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < PIECE) {
+		ssize_t n = pread(s->fd, sl->buf + got, PIECE - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EINVAL && __atomic_load_n(&s->direct, __ATOMIC_RELAXED)) {
+			int fl = fcntl(s->fd, F_GETFL);
+			if (fl >= 0 && fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) == 0) {
+				__atomic_store_n(&s->direct, 0, __ATOMIC_RELAXED);
+				continue;
+			}
+		}
+		if (n < 0) {
+			sl->len = got;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		/* O_DIRECT reads stop short only at the end of the file; a buffered read may stop anywhere */
+		if (__atomic_load_n(&s->direct, __ATOMIC_RELAXED) && got % ALIGN)
+			break;
+	}
+	sl->len = got;
+	return 0;
+}
+
+/*
+ * Each reader claims the next piece in file order, waits for its slot to be
+ * free and reads it: READERS preads in flight keep the device busier than
+ * one. A piece that ends short (the end of the file) or fails is the last
+ * one claimed.
+ */
+static void *reader(void *arg)
+{
+	ckpt_stream *s = arg;
+
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		uint64_t i = s->claim;
+		slot *sl = &s->ring[i % RING];
+		while (!s->stop && !s->last_set && (sl->full || sl->busy || s->claim != i)) {
+			pthread_cond_wait(&s->emptied, &s->mu);
+			i = s->claim;
+			sl = &s->ring[i % RING];
+		}
+		/* an error, the end of the file, or every byte fstat promised: nothing more to read */
+		if (s->stop || s->last_set || i * PIECE >= s->size)
+			break;
+		s->claim++;
+		sl->busy = 1;
+		pthread_mutex_unlock(&s->mu);
+		int err = fill_slot(s, sl, i * PIECE);
+		pthread_mutex_lock(&s->mu);
+		sl->err = err;
+		sl->busy = 0;
+		sl->full = 1;
+		if (err < 0 || sl->len < PIECE)
+			s->last_set = 1;
+		pthread_cond_broadcast(&s->filled);
+		pthread_cond_broadcast(&s->emptied);
+	}
+	s->done++;
+	pthread_cond_broadcast(&s->filled);
+	pthread_cond_broadcast(&s->emptied);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, uint64_t size, bool ahead)
+{
+	ckpt_stream *s = calloc(1, sizeof *s);
+
+	*out = NULL;
+	if (!s)
+		return ckpt__io_fail(io, -ENOMEM, path, "out of memory");
+	s->io = io;
+	s->fd = fd;
+	s->path = path;
+	s->size = size;
+	*out = s;
+	bool forced;
+	if (size < ckpt__stream_min_bytes(&forced) || !(ahead || forced))
+		return 0;
+	for (int i = 0; i < RING; i++)
+		if (posix_memalign((void **)&s->ring[i].buf, ALIGN, PIECE) != 0) {
+			ckpt__stream_close(s);
+			*out = NULL;
+			return ckpt__io_fail(io, -ENOMEM, path, "out of memory for a read-ahead ring of %d x %zu bytes",
+					     RING, PIECE);
+		}
+	/* where the file system has no O_DIRECT (tmpfs), the thread still reads ahead through the cache */
+	int fl = fcntl(fd, F_GETFL);
+	s->direct = fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->filled, NULL);
+	pthread_cond_init(&s->emptied, NULL);
+	int started = 0;
+	while (started < READERS && pthread_create(&s->thread[started], NULL, reader, s) == 0)
+		started++;
+	s->threaded = started;
+	if (started == 0) {
+		/* no thread: read in the caller as a small file is */
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->filled);
+		pthread_cond_destroy(&s->emptied);
+		if (s->direct && fl >= 0)
+			fcntl(fd, F_SETFL, fl);
+		s->direct = 0;
+		return 0;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->done += READERS - started;     /* the ones that did not start are done */
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
+/* The bytes of one read operation, from the ring. */
+static int fill(void *arg)
+{
+	ckpt_stream *s = arg;
+	size_t done = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&s->mu);
+	while (done < s->want) {
+		slot *sl = &s->ring[s->take % RING];
+		while (!sl->full && s->done < READERS)
+			pthread_cond_wait(&s->filled, &s->mu);
+		if (!sl->full) {            /* read to the size fstat gave, and more is asked */
+			rc = -CKPT_ECORRUPT;
+			break;
+		}
+		if (s->pos == sl->len) {
+			if (sl->err < 0 || sl->len < PIECE) {   /* the reader stopped here */
+				rc = sl->err < 0 ? sl->err : -CKPT_ECORRUPT;
+				break;
+			}
+			sl->full = 0;
+			s->take++;
+			s->pos = 0;
+			pthread_cond_broadcast(&s->emptied);
+			continue;
+		}
+		size_t n = sl->len - s->pos < s->want - done ? sl->len - s->pos : s->want - done;
+		pthread_mutex_unlock(&s->mu);     /* the reader never touches a full slot */
+		memcpy(s->out + done, sl->buf + s->pos, n);
+		pthread_mutex_lock(&s->mu);
+		s->pos += n;
+		done += n;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int ckpt__stream_read(ckpt_stream *s, void *buf, size_t len)
+{
+	if (!s->threaded)
+		return ckpt__io_read_all(s->io, s->fd, buf, len, s->path);
+	if (len == 0)
+		return 0;
+	s->out = buf;
+	s->want = len;
+	return ckpt__io_read_op(s->io, s->fd, s->path, len, fill, s);
+}
+
+bool ckpt__stream_direct(const ckpt_stream *s)
+{
+	return s && s->threaded && __atomic_load_n(&s->direct, __ATOMIC_RELAXED);
+}
+
+void ckpt__stream_close(ckpt_stream *s)
+{
+	if (!s)
+		return;
+	if (s->threaded) {
+		pthread_mutex_lock(&s->mu);
+		s->stop = 1;
+		pthread_cond_broadcast(&s->emptied);
+		pthread_mutex_unlock(&s->mu);
+		for (int i = 0; i < s->threaded; i++)
+			pthread_join(s->thread[i], NULL);
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->filled);
+		pthread_cond_destroy(&s->emptied);
+	}
+	for (int i = 0; i < RING; i++)
+		free(s->ring[i].buf);
+	free(s);
+}
+
+/* ---- writes --------------------------------------------------------------- */
+
+#define STAGE ((size_t)4 << 20)     /* bytes per O_DIRECT write */
+
+struct ckpt_wstream {
+	ckpt_io *io;
+	int fd;
+	const char *path;
+	uint64_t off;               /* bytes handed to the I/O layer */
+	unsigned char *stage;       /* NULL: straight through the page cache */
+	size_t fill;
+};
+
+int ckpt__wstream_open(ckpt_wstream **out, ckpt_io *io, int fd, const char *path, uint64_t size_hint)
+{
+	ckpt_wstream *s = calloc(1, sizeof *s);
+
+	*out = NULL;
+	if (!s)
+		return ckpt__io_fail(io, -ENOMEM, path, "out of memory");
+	s->io = io;
+	s->fd = fd;
+	s->path = path;
+	*out = s;
+	bool forced;
+	if (size_hint < ckpt__stream_min_bytes(&forced) || (!forced && size_hint < STAGE))
+		return 0;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)     /* tmpfs: through the cache */
+		return 0;
+	if (posix_memalign((void **)&s->stage, ALIGN, STAGE) != 0) {
+		s->stage = NULL;
+		fcntl(fd, F_SETFL, fl);
+	}
+	return 0;
+}
+
+static int put(ckpt_wstream *s, const void *buf, size_t len)
+{
+	int rc = ckpt__io_write_all(s->io, s->fd, buf, len, s->path);
+	/*
+	 * Through the cache: start writing this piece back now (no wait, no
+	 * durability claimed: the caller's fsync is the one that counts), so the
+	 * device works while the next piece is prepared instead of all at the fsync.
+	 */
+	if (rc == 0 && !s->stage)
+		sync_file_range(s->fd, (off64_t)s->off, (off64_t)len, SYNC_FILE_RANGE_WRITE);
+	s->off += len;
+	return rc;
+}
+
+int ckpt__wstream_write(ckpt_wstream *s, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	int rc;
+
+	if (!s->stage)
+		return put(s, buf, len);
+	while (len > 0) {
+		size_t n = STAGE - s->fill < len ? STAGE - s->fill : len;
+		memcpy(s->stage + s->fill, p, n);
+		s->fill += n;
+		p += n;
+		len -= n;
+		if (s->fill == STAGE) {
+			s->fill = 0;
+			if ((rc = put(s, s->stage, STAGE)) < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+int ckpt__wstream_finish(ckpt_wstream *s)
+{
+	if (!s->stage || s->fill == 0)
+		return 0;
+	/* the tail is no whole number of blocks: written through the cache */
+	int fl = fcntl(s->fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(s->fd, F_SETFL, fl & ~O_DIRECT);
+	size_t n = s->fill;
+	s->fill = 0;
+	return put(s, s->stage, n);
+}
+
+void ckpt__wstream_close(ckpt_wstream *s)
+{
+	if (!s)
+		return;
+	free(s->stage);
+	free(s);
+}
