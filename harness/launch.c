@@ -506,6 +506,16 @@ int harness_launch_run(const harness_launcher *l, int np, const char *workdir, i
 			dup2(devnull, 0);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
+		/*
+		 * A job on this machine over shared memory needs no PCI devices:
+		 * without hwloc's PCI and I/O discovery (every device's config
+		 * space read through sysfs, in mpirun and in each rank at
+		 * MPI_Init), the CI suite takes 11% less wall time and 17% less
+		 * system time (ckpt-harness suite scenarios/ci -j 2, three pairs).
+		 * The ranks inherit it from mpirun. A value of the user's stays.
+		 */
+		if (l == &harness_local_mpirun)
+			setenv("HWLOC_COMPONENTS", "-pci,-linuxio", 0);
 		if (l->supervise)
 			l->supervise(l, np, argv);   /* never returns */
 		execvp(argv[0], argv);
