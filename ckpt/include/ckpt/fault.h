@@ -52,4 +52,15 @@ const ckpt_fault_ctx *ckpt_fault_current(void);
  */
 int ckpt_fault_phase(int rank, uint64_t step, const char *phase);
 
+/*
+ * The mutation gate's reach record (scripts/mutants): every place where a
+ * seeded bug (a CKPT_MUTANT_* site in libckpt or reftrain) would change what
+ * runs calls ckpt_mutant_reached with the bug's name, in every build. With
+ * CKPT_REACH_LOG naming a file, each name is appended to it once per process
+ * (one line, O_APPEND); without it, nothing happens. A scenario whose
+ * baseline run never reached a bug's sites runs the same with the bug: the
+ * gate takes its verdict from the baseline instead of running it again.
+ */
+void ckpt_mutant_reached(const char *name);
+
 #endif
