@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "backends/builtin.h"
+#include "ckpt/fault.h"
 
 /* ---- the backend's communicator over MPI ---- */
 
@@ -277,6 +278,9 @@ static reftrain_backend_dtype dtype_of(enum reftrain_dtype t)
 /* Mutants (test builds only): a whole component left out of the checkpoint. */
 static int mutant_unsaved(const char *component)
 {
+	ckpt_mutant_reached("rng_not_saved");
+	ckpt_mutant_reached("data_cursor_not_saved");
+	ckpt_mutant_reached("loss_scaler_not_saved");
 #if defined(CKPT_MUTANT_RNG_NOT_SAVED)
 	return strcmp(component, "rng") == 0;
 #elif defined(CKPT_MUTANT_DATA_CURSOR_NOT_SAVED)
@@ -364,6 +368,7 @@ int reftrain_ckpt_open(reftrain_ckpt *k, reftrain_trainer *t, char *err, size_t 
 			continue;
 		for (int j = 0; j < c->ntensors; j++) {
 			const reftrain_tensor *x = &c->tensors[j];
+			ckpt_mutant_reached("adam_moments_not_saved");
 #ifdef CKPT_MUTANT_ADAM_MOMENTS_NOT_SAVED
 			if (strncmp(x->name, "opt.exp_avg", 11) == 0)
 				continue;      /* mutant: the moments start from zero after a restart */
@@ -514,6 +519,9 @@ int reftrain_ckpt_restore(reftrain_ckpt *k, reftrain_trainer *t, reftrain_backen
 	free(initial);
 	if (rc == 0) {
 		t->step = info->step;
+		ckpt_mutant_reached("master_from_bf16");
+		if (t->sched.count > 0)
+			ckpt_mutant_reached("sched_off_by_one");
 #ifdef CKPT_MUTANT_MASTER_FROM_BF16
 		for (size_t i = t->shard.begin; i < t->shard.end; i++)      /* mutant: fp32 master from the bf16 copy */
 			t->master[i - t->shard.begin] = reftrain_bf16_to_f32(t->params[i]);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "ckpt/fault.h"
 #include "traj.h"
 
 int reftrain_elastic_refuse(const reftrain_config *cfg, int world, int rank)
@@ -18,6 +19,7 @@ int reftrain_elastic_refuse(const reftrain_config *cfg, int world, int rank)
 			n += (size_t)snprintf(msg + n, sizeof msg - n, " %u", d);
 	if (rank == 0) {
 		fprintf(stderr, "reftrain: %s\n", msg);
+		ckpt_mutant_reached("world_refused_silently");
 #ifdef CKPT_MUTANT_WORLD_REFUSED_SILENTLY
 		int fd = -1;      /* mutant: refused on stderr only, as if the job had been killed */
 #else

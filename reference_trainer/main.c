@@ -210,6 +210,7 @@ static int async_outcome(reftrain_ckpt *k, int fd, int rank, const reftrain_conf
 	if (rank == 0 && reftrain_ckpt_write_async_alerts(k, fd) < 0)     /* before the acknowledgement or failure */
 		MPI_Abort(MPI_COMM_WORLD, 1);
 	if (d->code == 0) {
+		ckpt_mutant_reached("ack_before_save");
 #ifndef CKPT_MUTANT_ACK_BEFORE_SAVE
 		if (rank == 0 && acknowledge(fd, d->step, name) < 0)
 			MPI_Abort(MPI_COMM_WORLD, 1);
@@ -242,6 +243,7 @@ static int async_save(reftrain_ckpt *k, reftrain_trainer *t, int fd, int rank, c
 	int rc;
 
 	snprintf(name, sizeof name, "step-%08" PRIu64, t->step);
+	ckpt_mutant_reached("ack_before_save");
 #ifdef CKPT_MUTANT_ACK_BEFORE_SAVE
 	/* mutant: the acknowledgement goes out before the save has made anything durable */
 	if (rank == 0 && acknowledge(fd, t->step, name) < 0)
@@ -397,6 +399,7 @@ int main(int argc, char **argv)
 		}
 		char name[32];
 		snprintf(name, sizeof name, "step-%08" PRIu64, t.step);
+		ckpt_mutant_reached("ack_before_save");
 #ifdef CKPT_MUTANT_ACK_BEFORE_SAVE
 		/* mutant: the acknowledgement goes out before the save has made anything durable */
 		if (rank == 0 && acknowledge(fd, t.step, name) < 0)

@@ -60,6 +60,8 @@ static void build_registry(reftrain_trainer *t)
 	add_tensor(c, "opt.exp_avg_sq", REFTRAIN_F32, REFTRAIN_SHARDED, t->exp_avg_sq, sh, P, b);
 	add_tensor(c, "opt.step", REFTRAIN_U64, REFTRAIN_REPLICATED, &t->adam_step, 1, 1, 0);
 	c = add_component(r, "rng");
+	if (t->first_worker != (uint32_t)t->rank)      /* else the mutant's offset is the same */
+		ckpt_mutant_reached("worker_state_by_rank");
 #ifdef CKPT_MUTANT_WORKER_STATE_BY_RANK
 	/* mutant: the dropout streams placed by rank, not by worker id (same world size: no difference) */
 	add_tensor(c, "rng.dropout", REFTRAIN_U64, REFTRAIN_PER_WORKER, t->dropout,
@@ -197,10 +199,25 @@ void reftrain_trainer_free(reftrain_trainer *t)
 	memset(t, 0, sizeof *t);
 }
 
+/*
+ * shuffle_seed_not_saved re-seeds the shuffle in reftrain_sampler_reload
+ * (reftrain_core, which links no libckpt: probed here, its one caller): that
+ * changes something only once the generator has moved on from the seed.
+ */
+static void reach_shuffle_seed(const reftrain_sampler *s)
+{
+	reftrain_gen g;
+
+	reftrain_gen_init(&g, s->seed, REFTRAIN_STREAM_SHUFFLE);
+	if (g.seed != s->st.epoch_gen.seed || g.stream != s->st.epoch_gen.stream || g.pos != s->st.epoch_gen.pos)
+		ckpt_mutant_reached("shuffle_seed_not_saved");
+}
+
 void reftrain_trainer_rederive(reftrain_trainer *t)
 {
 	for (size_t i = 0; i < t->nparams; i++)
 		t->wf[i] = reftrain_bf16_to_f32(t->params[i]);
+	reach_shuffle_seed(&t->sampler);
 	reftrain_sampler_reload(&t->sampler);
 }
 

@@ -297,6 +297,8 @@ static int serve(struct ckpt_async *a)
 	return rc;
 }
 
+static const ckpt_error no_error;       /* what ckpt__error_clear leaves */
+
 static void finish(struct ckpt_async *a)
 {
 	ckpt_async_done *d = &a->pending_done;
@@ -305,6 +307,8 @@ static void finish(struct ckpt_async *a)
 	a->running = 0;
 	a->wstate = W_IDLE;
 	*d = (ckpt_async_done){ .completed = 1, .step = a->step, .code = a->result, .err = a->err, .polls = a->polls };
+	if (d->code != 0 || memcmp(&d->err, &no_error, sizeof no_error) != 0)     /* else clearing them is a no-op */
+		ckpt_mutant_reached("async_error_dropped");
 #ifdef CKPT_MUTANT_ASYNC_ERROR_DROPPED
 	d->code = 0;          /* mutant: a failure in the background is reported as a commit */
 	ckpt__error_clear(&d->err);
@@ -616,6 +620,7 @@ static int snapshot(struct ckpt_async *a, ckpt_io *io)
 	uint64_t bytes = 0;
 	int rc;
 
+	ckpt_mutant_reached("async_no_snapshot");
 	for (int k = 0; k < a->n; k++) {
 		const ckpt_entry *e = a->p.dst[k];
 		size_t nb = (size_t)e->local_elems * ckpt__dtype_size(e->dtype);
@@ -662,6 +667,8 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 	ckpt__error_clear(&agreed);
 	io = (ckpt_io){ .rootfd = -1, .root = a->p.root, .rank = a->comm->rank, .step = step, .phase = "save.snapshot",
 			.err = &local, .journal = NULL };
+	if (a->running)
+		ckpt_mutant_reached("async_staging_reused");
 #ifdef CKPT_MUTANT_ASYNC_STAGING_REUSED
 	/* mutant: the staging buffers are refilled before the writer in flight is done with them */
 	for (int k = 0; k < a->n && a->running; k++)
@@ -712,6 +719,8 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 			go(a, -1);
 		return rc;
 	}
+	if (created && agreed.code != 0)      /* agreed is read only when its code is set */
+		ckpt_mutant_reached("async_error_dropped");
 #ifdef CKPT_MUTANT_ASYNC_ERROR_DROPPED
 	if (created)
 		ckpt__error_clear(&agreed);   /* mutant: a failed snapshot is written anyway */
@@ -732,6 +741,8 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 	a->running = 1;
 	go(a, 1);
 	leave_call(a);          /* the snapshot, the agreement and starting the writer */
+	if (done)
+		ckpt_mutant_reached("async_ack_at_enqueue");
 #ifdef CKPT_MUTANT_ASYNC_ACK_AT_ENQUEUE
 	/* mutant: reported committed as soon as it is queued (the real outcome comes too late to matter) */
 	if (done)
@@ -826,6 +837,7 @@ int ckpt_async_fence(ckpt *c)
 		return 0;
 	}
 	double t0 = now();
+	ckpt_mutant_reached("async_no_fence");
 #ifndef CKPT_MUTANT_ASYNC_NO_FENCE
 	pthread_mutex_lock(&a->mu);
 	while (!a->copied)

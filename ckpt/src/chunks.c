@@ -161,6 +161,8 @@ void ckpt__chunks_settle(ckpt_chunks *k, bool ok)
 {
 	if (!k)
 		return;
+	if (!ok && k->have_pend)
+		ckpt_mutant_reached("delta_wrong_base");
 #ifdef CKPT_MUTANT_DELTA_WRONG_BASE
 	ok = ok || k->have_pend;      /* mutant: a failed save's chunks become the base all the same */
 #endif
@@ -271,6 +273,7 @@ int ckpt__chunks_save(ckpt_chunks *k, ckpt_io *io, ckpt_entry *const *dst, int n
 		return rc;
 	if ((rc = ensure_dir(io, "chunks", k->dir_mode, &made_root)) < 0)
 		return rc;
+	ckpt_mutant_reached("chunk_hash_wrong_bytes");
 	for (int t = 0; t < n; t++) {
 		const unsigned char *d = dst[t]->data;
 		uint64_t nb = nbytes_of(dst[t]);
@@ -435,6 +438,7 @@ static int read_chunk(ckpt_io *io, int fd, const unsigned char h[HASH_LEN], uint
 				   " (truncated or overwritten)", disp, (long long)sb.st_size, len);
 		goto out;
 	}
+	ckpt_mutant_reached("chunk_hash_wrong_bytes");
 	XXH3_128bits_reset_withSeed(xs, seed);
 	for (uint64_t off = 0; off < len;) {
 		size_t piece = len - off < READ_PIECE ? (size_t)(len - off) : READ_PIECE;
@@ -452,6 +456,7 @@ static int read_chunk(ckpt_io *io, int fd, const unsigned char h[HASH_LEN], uint
 	memcpy(c.digest, h, HASH_LEN);      /* mutant: a chunk is trusted by its name */
 #endif
 	if (memcmp(c.digest, h, HASH_LEN) != 0) {
+		ckpt_mutant_reached("chunk_not_verified");      /* the mutant copied the name: no mismatch */
 		char got[2 * HASH_LEN + 1];
 		hex_of(c.digest, got);
 		rc = ckpt__io_fail(io, -CKPT_ECORRUPT, path, "%s: xxh3-128 of its bytes is %s, the recipe names %s "

@@ -102,6 +102,7 @@ static double now(void)
 /* A collective of the save began at t: the time since was spent waiting for peers. */
 static void waited(ckpt *c, double t)
 {
+	ckpt_mutant_reached("alert_counts_wait");
 #ifndef CKPT_MUTANT_ALERT_COUNTS_WAIT
 	c->wait += now() - t;
 #else
@@ -157,6 +158,7 @@ static int cleanup_abandoned(ckpt *c)
 			continue;
 		if (!ends_with(de->d_name, ".tmp") && !ends_with(de->d_name, ".replaced") &&
 		    !ends_with(de->d_name, ".trash")) {
+			ckpt_mutant_reached("cleanup_deletes_committed");
 #ifndef CKPT_MUTANT_CLEANUP_DELETES_COMMITTED
 			continue;
 #else
@@ -492,6 +494,8 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 	}
 	if ((rc = ckpt__wstream_finish(ws)) < 0)
 		goto out;
+	if (c->comm->rank != 0)      /* also covers save_now's deferred sync, which only follows this */
+		ckpt_mutant_reached("commit_without_barrier");
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	if (c->comm->rank != 0) {      /* mutant: rank 0 commits before the others' shards are durable */
 		c->deferred_fd = fd;
@@ -591,6 +595,7 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		m.chain_depth = ckpt__chunks_depth(c->chunks);
 		m.chain_base = ckpt__chunks_chain(c->chunks);
 	}
+	ckpt_mutant_reached("gc_before_commit");
 #ifdef CKPT_MUTANT_GC_BEFORE_COMMIT
 	{       /*
 		 * mutant: once retention has something to do, it "makes room" before the
@@ -656,6 +661,7 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		ckpt__io_rmtree(&c->io, aside);
 	char latest[40];
 	int n = snprintf(latest, sizeof latest, "%s\n", name);
+	ckpt_mutant_reached("latest_in_place");
 #ifndef CKPT_MUTANT_LATEST_IN_PLACE
 	if (enter(c, PH_LATEST) == 0)
 		ckpt__io_replace_file(&c->io, ".", "LATEST", latest, (size_t)n, (mode_t)c->cfg.file_mode);
@@ -933,6 +939,7 @@ static void *retention(void *arg)
 	rc = ckpt__scan(&io, &steps, &n);
 	for (int i = 0; rc == 0 && i < n; i++) {
 		char name[32], trash[48];
+		ckpt_mutant_reached("retention_deletes_newest");
 #ifdef CKPT_MUTANT_RETENTION_DELETES_NEWEST
 		bool keep = (i > 0 && i <= (int)c->cfg.keep_last) ||   /* mutant: the newest is "old" */
 #else
@@ -949,6 +956,7 @@ static void *retention(void *arg)
 			continue;
 		ckpt__gen_name(name, sizeof name, steps[i]);
 		snprintf(trash, sizeof trash, "%s.trash", name);
+		ckpt_mutant_reached("base_deleted_with_gen");
 #ifdef CKPT_MUTANT_BASE_DELETED_WITH_GEN
 		ckpt__chunks_mutant_drop(&io, name);   /* mutant: a generation's chunks go with it, shared or not */
 #endif
@@ -1124,6 +1132,7 @@ int ckpt_restore(ckpt *c, ckpt_restore_info *info)
 			rc = ckpt__tier_restored(c->tier, steps, n, i);      /* only on the fast tier: drain it */
 			goto out;
 		}
+		ckpt_mutant_reached("no_fallback");      /* here agreed.code != 0: the mutant stops */
 #ifdef CKPT_MUTANT_NO_FALLBACK
 		if (agreed.code != 0) {           /* mutant: the first damaged generation ends the search */
 			rc = -CKPT_ENOVALID;

@@ -420,6 +420,8 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 		}
 		if (end(io, &st, n, rc) < 0)
 			return rc;
+		if ((size_t)n != asked)
+			ckpt_mutant_reached("ignore_short_write");
 #ifdef CKPT_MUTANT_IGNORE_SHORT_WRITE
 		off += asked;      /* mutant: a short write is taken for a whole one */
 #else
@@ -485,18 +487,22 @@ static int fd_call(ckpt_io *io, const char *op, int fd, const char *path, int (*
 
 int ckpt__io_fsync(ckpt_io *io, int fd, const char *path)
 {
+	ckpt_mutant_reached("skip_file_fsync");
 #ifdef CKPT_MUTANT_SKIP_FILE_FSYNC
 	struct stat sb;
 	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
 		return 0;      /* mutant: file data is never made durable */
 #endif
+	int rc = fd_call(io, "fsync", fd, path, fsync);
+	/* the mutant changes the outcome only of a failed fsync, or after an earlier error */
+	if (rc != 0 || (io->err && io->err->code != 0))
+		ckpt_mutant_reached("ignore_fsync_error");
 #ifdef CKPT_MUTANT_IGNORE_FSYNC_ERROR
-	fd_call(io, "fsync", fd, path, fsync);
 	if (io->err && io->err->code != 0 && strcmp(io->err->op, "fsync") == 0)
 		ckpt__error_clear(io->err);       /* mutant: a failed fsync is taken for a success */
 	return 0;
 #endif
-	return fd_call(io, "fsync", fd, path, fsync);
+	return rc;
 }
 
 int ckpt__io_fdatasync(ckpt_io *io, int fd, const char *path)
@@ -657,6 +663,7 @@ int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out)
 
 int ckpt__io_fsync_dir(ckpt_io *io, const char *path)
 {
+	ckpt_mutant_reached("skip_dir_fsync");
 #ifdef CKPT_MUTANT_SKIP_DIR_FSYNC
 	(void)io;
 	(void)path;

@@ -58,6 +58,7 @@ int ckpt_reshard_plan(const uint64_t *off, const uint64_t *len, int nsaved, uint
 /* The saved slices of tensor k, one per saved rank. */
 static void saved_slices(const ckpt_manifest *m, int k, uint64_t *off, uint64_t *len)
 {
+	ckpt_mutant_reached("reshard_wrong_slices");
 	for (int s = 0; s < m->world_size; s++) {
 #ifdef CKPT_MUTANT_RESHARD_WRONG_SLICES
 		/* mutant: the saved ranks assumed to hold equal parts, not the slices the manifest records */

@@ -148,6 +148,7 @@ bool ckpt__seal_is_sealed(const void *buf, size_t len)
 /* Associated data: the preamble's fixed part, then step, rank and name. */
 static size_t make_ad(unsigned char *ad, const unsigned char *pre16, uint64_t step, int rank, const char *name)
 {
+	ckpt_mutant_reached("seal_ad_unbound");
 #ifdef CKPT_MUTANT_SEAL_AD_UNBOUND
 	(void)ad, (void)pre16, (void)step, (void)rank, (void)name;
 	return 0;                       /* mutant: nothing bound; writer and reader agree */
@@ -271,6 +272,7 @@ int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, ckp
 	memcpy(w->pre, CKPT_SEAL_MAGIC, 8);
 	put32(w->pre + 8, 1);
 	put32(w->pre + 12, k->chunk);
+	ckpt_mutant_reached("seal_nonce_reuse");
 #ifdef CKPT_MUTANT_SEAL_NONCE_REUSE
 	pthread_mutex_lock(&reuse_mu);
 	if (!reuse_have)
@@ -472,6 +474,8 @@ static int pull_into(ckpt_sealr *r, unsigned char *out)
 
 	if ((rc = src_read(r, r->cipher, mlen + ABYTES)) < 0)
 		return rc;
+	if (!last)
+		ckpt_mutant_reached("seal_mac_after_use");
 #ifdef CKPT_MUTANT_SEAL_MAC_AFTER_USE
 	if (!last) {    /* mutant: decrypted and handed out now, its tag left for "later" (never comes) */
 		const unsigned char *mac = r->cipher + 1 + mlen;

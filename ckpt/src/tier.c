@@ -415,6 +415,7 @@ int ckpt__tier_drain_start(ckpt_tier *t, uint64_t step)
 		t->running = 1;
 	else
 		copy_shard(t);
+	ckpt_mutant_reached("drain_ack_early");
 #ifdef CKPT_MUTANT_DRAIN_ACK_EARLY
 	t->drained = step;      /* mutant: reported drained once the copy is under way, before the durable commit */
 #endif
@@ -510,13 +511,14 @@ void ckpt__tier_retention_begin(ckpt_tier *t, ckpt_io *io)
 
 bool ckpt__tier_keep_fast(const ckpt_tier *t, uint64_t step)
 {
+	bool keep = t && step > t->durable_max;     /* not on the durable tier, and no newer one is */
+
+	if (keep)
+		ckpt_mutant_reached("fast_retention_undrained");
 #ifdef CKPT_MUTANT_FAST_RETENTION_UNDRAINED
-	(void)t;
-	(void)step;
-	return false;       /* mutant: the fast tier keeps K, drained or not */
-#else
-	return t && step > t->durable_max;     /* not on the durable tier, and no newer one is */
+	keep = false;       /* mutant: the fast tier keeps K, drained or not */
 #endif
+	return keep;
 }
 
 /* ---- restore -------------------------------------------------------------- */
@@ -554,6 +556,7 @@ int ckpt__tier_candidates(ckpt_tier *t, ckpt_io *io, uint64_t **steps, int *n)
 	*steps = v;
 	*n += dn;
 	free(ds);
+	ckpt_mutant_reached("restore_prefers_fast");
 #ifdef CKPT_MUTANT_RESTORE_PREFERS_FAST
 	(void)by_step_desc;      /* mutant: every fast generation before any durable one */
 #else

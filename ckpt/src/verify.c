@@ -271,6 +271,8 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 	}
 	if (dst && (rc = ckpt__io_phase(io, "restore.verify")) < 0)
 		goto out;
+	if (hash != f->hash)      /* with the hash right, the mutant's assignment changes nothing */
+		ckpt_mutant_reached("no_verify_on_restore");
 #ifdef CKPT_MUTANT_NO_VERIFY_ON_RESTORE
 	hash = f->hash;      /* mutant: whatever was read is trusted */
 #endif
