@@ -4,7 +4,10 @@
 # time goes (builds, crash states, suites), and, as the baseline from the same
 # run, the unmutated build's own check: the matrix costs about (mutants + 1)
 # of those, so matrix_over_baseline_ratio shows what the per-mutant overhead is.
-#   bench/bench_mutants.sh [--shim] [--disk] [-j N]   (target: matrix_seconds < 300 on 2 cores)
+# mutant_cells_inferred: mutant x scenario cells whose verdict came from the
+# baseline's reach records (the mutant's sites never reached there) instead
+# of a run; --no-reach runs them all, for the figure without inference.
+#   bench/bench_mutants.sh [--shim] [--disk] [--no-reach] [-j N]   (target: matrix_seconds < 300 on 2 cores)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=$(mktemp -d "${TMPDIR:-/tmp}/bench-mutants.XXXXXX")
@@ -23,6 +26,7 @@ print(f"mutants={len(rows)}")
 print(f"killed={sum(m['killed'] for m in rows)}")
 print(f"baseline_pass={r['baseline_pass']}")
 print(f"matrix_seconds={r['seconds']}")
+print(f"mutant_cells_inferred={r.get('inferred_cells', 0)}")
 for k, v in tot.items():
     print(f"mutants_{k}_seconds={v:.1f}")
 b = sum(base.values())

@@ -33,10 +33,10 @@
 static const char usage[] =
 "usage: ckpt-harness run SCENARIO.yaml [--work DIR] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
 "                        [--ckpt-backend NAME|PATH.so] [--html FILE] [--launcher mpirun|srun] [--hostfile FILE]\n"
-"                        [--nodes N]\n"
+"                        [--nodes N] [--reach DIR]\n"
 "       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
 "                          [--ckpt-backend NAME|PATH.so] [--html FILE] [--launcher mpirun|srun] [--hostfile FILE]\n"
-"                          [--nodes N]\n"
+"                          [--nodes N] [--reach DIR]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
@@ -68,7 +68,8 @@ static const char usage[] =
 "allocation (default mpirun). --hostfile FILE: mpirun places node K of a\n"
 "scenario's trainer.nodes on the K-th host of FILE (default: simulated nodes on\n"
 "this machine). --nodes N: every scenario that does not set trainer.nodes runs\n"
-"on N nodes (N divides its world_size).\n"
+"on N nodes (N divides its world_size). --reach DIR: each scenario's processes\n"
+"record the seeded bugs' sites they reach in DIR/NAME.reach (scripts/mutants).\n"
 "\n"
 "Exit status: 0 every scenario met its expectation; 1 at least one did not;\n"
 "2 bad input; 3 the harness could not do its job (launch, a nondeterministic\n"
@@ -78,6 +79,7 @@ static const char usage[] =
 typedef struct cli {
 	const char *json, *junit, *work, *cache;
 	const char *html;          /* --html FILE: the page people look at (html.h) */
+	const char *reach;         /* --reach DIR: the mutation gate's reach records (run.h) */
 	int keep, jobs, fail_fast;
 	enum harness_inject inject;
 	const char *ckpt_backend;
@@ -134,6 +136,14 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 			if (!v)
 				return bad_usage("%s needs a value", a);
 			c->html = argv[++i];
+		} else if (strcmp(a, "--reach") == 0) {
+			struct stat rs;
+			if (!v)
+				return bad_usage("%s needs a value", a);
+			if (stat(v, &rs) < 0 || !S_ISDIR(rs.st_mode))
+				return bad_usage("--reach: '%s' is not a directory; expected an existing directory for "
+						 "the reach records", v);
+			c->reach = argv[++i];
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
 			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || strcmp(a, "--ckpt-backend") == 0 ||
 			   strcmp(a, "--launcher") == 0 || strcmp(a, "--hostfile") == 0 || strcmp(a, "--nodes") == 0 ||
@@ -460,7 +470,7 @@ static int cmd_run(int argc, char **argv, int suite)
 	harness_nodes_configure(c.launcher, c.hostfile);
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache,
-			   .inject = c.inject, .ckpt_backend = c.ckpt_backend };
+			   .inject = c.inject, .ckpt_backend = c.ckpt_backend, .reach = c.reach };
 
 	harness_launch_init();
 	/* what killed harness processes left behind: their work, suite and golden directories */

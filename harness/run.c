@@ -557,6 +557,28 @@ static int plain_resume(const harness_scenario *s, const harness_opts *o, harnes
 	return 0;
 }
 
+/* Append the reach record src (or, if it is missing, "*": unknown) to the scenario's (CKPT_REACH_LOG). */
+static void reach_merge(const char *src)
+{
+	const char *dst = getenv("CKPT_REACH_LOG");
+	char buf[4096];
+	ssize_t n;
+	int in, out;
+
+	if (!dst || (out = open(dst, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
+		return;
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
+		if (write(out, "*\n", 2) != 2)
+			perror(dst);
+	} else {
+		while ((n = read(in, buf, sizeof buf)) > 0)
+			if (write(out, buf, (size_t)n) != n)
+				perror(dst);
+		close(in);
+	}
+	close(out);
+}
+
 /*
  * The uninterrupted trajectory, keyed by the trainer and library binaries and
  * what changes the trajectory: preset, world size, steps and seed (not the
@@ -571,7 +593,8 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		  double *seconds)
 {
 	XXH3_state_t *st = XXH3_createState();
-	char path[1024], cfg[256], lock[1100], secs[1100];
+	char path[1024], cfg[256], lock[1100], secs[1100], reach[1100], scen_reach[PATH_MAX] = "";
+	char tmp[1024], traj[2][1200], ck[1200], log[1200], part[1300];
 	uint64_t key;
 	int fd, rc = 0;
 
@@ -642,18 +665,29 @@ keyed:
 			close(fd);
 		return -errno;
 	}
+	snprintf(reach, sizeof reach, "%s/%016" PRIx64 ".reach", o->cache, key);
 	if (access(out, R_OK) == 0) {
 		*seconds = golden_seconds(secs);
+		if (o->reach)
+			reach_merge(reach);     /* cached before --reach: "*" */
 		goto done;
 	}
 
-	char tmp[1024], traj[2][1200], ck[1200], log[1200], part[1300];
 	double slowest = 0;
 	if ((rc = harness_workdir_create(tmp, sizeof tmp, o->cache, "golden")) < 0) {
 		harness_fail(r, "cannot create a directory in %s: %s", o->cache, strerror(-rc));
 		goto done;
 	}
 	golden_running = 1;
+	if (o->reach && getenv("CKPT_REACH_LOG")) {
+		/* the uninterrupted runs' reach, kept with the golden for every scenario that uses it */
+		int fd;
+		snprintf(scen_reach, sizeof scen_reach, "%s", getenv("CKPT_REACH_LOG"));
+		snprintf(part, sizeof part, "%s/golden.reach", tmp);
+		if ((fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) >= 0)
+			close(fd);
+		setenv("CKPT_REACH_LOG", part, 1);
+	}
 	for (int i = 0; i < 2 && rc == 0; i++) {
 		harness_job_result jr;
 		snprintf(traj[i], sizeof traj[i], "%s/golden-%d.jsonl", tmp, i);
@@ -679,6 +713,12 @@ keyed:
 	}
 	if (rc == 0 && (rc = plain_resume(s, o, r, tmp, traj[0])) < 0)
 		goto done;       /* keep the evidence */
+	if (rc == 0 && scen_reach[0]) {
+		/* before the trajectory appears: a golden stored under --reach always has its record */
+		snprintf(part, sizeof part, "%s/golden.reach", tmp);
+		if (rename(part, reach) < 0)
+			unlink(reach);          /* then "*" below */
+	}
 	if (rc == 0) {
 		FILE *f;
 		snprintf(part, sizeof part, "%s/golden.seconds", tmp);
@@ -700,6 +740,15 @@ keyed:
 	else
 		harness_workdir_keep(tmp);     /* the evidence the sentence points to */
 done:
+	if (scen_reach[0]) {
+		setenv("CKPT_REACH_LOG", scen_reach, 1);
+		if (rc == 0)
+			reach_merge(reach);
+		else {          /* what the failed runs reached */
+			snprintf(part, sizeof part, "%s/golden.reach", tmp);
+			reach_merge(part);
+		}
+	}
 	golden_running = 0;
 	flock(fd, LOCK_UN);
 	close(fd);
@@ -1202,8 +1251,19 @@ out:
 
 void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harness_result *r)
 {
+	if (o->reach) {
+		/* every job of this scenario records the seeded bugs' sites it reaches (run.h) */
+		char path[PATH_MAX];
+		int fd;
+		snprintf(path, sizeof path, "%s/%s.reach", o->reach, s->name);
+		if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) >= 0)
+			close(fd);
+		setenv("CKPT_REACH_LOG", path, 1);
+	}
 	if (!o->ckpt_backend || s->trainer.ncommand) {
 		run_scenario(s, o, r);
+		if (o->reach)
+			unsetenv("CKPT_REACH_LOG");
 		return;
 	}
 	/* --ckpt-backend: the same scenario with reftrain checkpointing through that backend */
@@ -1218,6 +1278,8 @@ void harness_run_scenario(const harness_scenario *s, const harness_opts *o, harn
 	snprintf(b->trainer.ckpt_backend, sizeof b->trainer.ckpt_backend, "%s", o->ckpt_backend);
 	run_scenario(b, o, r);
 	free(b);
+	if (o->reach)
+		unsetenv("CKPT_REACH_LOG");
 }
 
 int harness_record_run(const harness_scenario *s, const harness_opts *o, const char *dir, const char *traj,

@@ -26,6 +26,14 @@ typedef struct harness_opts {
 	const char *cache;         /* golden cache directory */
 	enum harness_inject inject;
 	const char *ckpt_backend;  /* --ckpt-backend: reftrain's checkpoint backend for every scenario, or NULL */
+	/*
+	 * --reach DIR (the mutation gate, scripts/mutants): every process of a
+	 * scenario's jobs appends the seeded bugs whose sites it reaches
+	 * (ckpt_mutant_reached, CKPT_REACH_LOG) to DIR/NAME.reach, the
+	 * uninterrupted run's included (kept beside it in the golden cache); a
+	 * line "*" says the record is incomplete: count every bug as reached.
+	 */
+	const char *reach;
 } harness_opts;
 
 /* o->inject with AUTO resolved for this build. */

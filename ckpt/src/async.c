@@ -667,8 +667,8 @@ int ckpt_save_async(ckpt *c, uint64_t step, unsigned tags, ckpt_async_done *done
 	ckpt__error_clear(&agreed);
 	io = (ckpt_io){ .rootfd = -1, .root = a->p.root, .rank = a->comm->rank, .step = step, .phase = "save.snapshot",
 			.err = &local, .journal = NULL };
-	if (a->running)
-		ckpt_mutant_reached("async_staging_reused");
+	/* not only when a writer is still in flight: whether one is depends on timing */
+	ckpt_mutant_reached("async_staging_reused");
 #ifdef CKPT_MUTANT_ASYNC_STAGING_REUSED
 	/* mutant: the staging buffers are refilled before the writer in flight is done with them */
 	for (int k = 0; k < a->n && a->running; k++)
