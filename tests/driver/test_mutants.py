@@ -10,7 +10,7 @@ import subprocess
 
 from mpi import REPO
 
-SUBSET = ["rng_not_saved", "no_verify_on_restore"]
+SUBSET = ["rng_not_saved", "no_verify_on_restore", "seal_ad_unbound"]
 
 
 def test_mutation_gate_subset(tmp_path):
@@ -30,6 +30,14 @@ def test_mutation_gate_subset(tmp_path):
     verify = next(m for m in report["mutants"] if m["name"] == "no_verify_on_restore")
     assert "crashstates" not in verify["killed_by"]
     assert set(verify["killed_by"]) & {"bitflip-at-step-boundary", "bitflip-newest-shard"}
+    # reach inference: a bug of sealed checkpoints is reached only by the seal-* scenarios, so the
+    # others take the baseline's verdict without a run, and a sealed scenario still catches it; a
+    # trainer component left out of every save is reached everywhere, so nothing is inferred
+    seal = next(m for m in report["mutants"] if m["name"] == "seal_ad_unbound")
+    assert seal["killed"] and all(n.startswith("seal-") for n in seal["killed_by"]), seal
+    assert "kill-commit-rank0" in seal["inferred"] and not any(n.startswith("seal-") for n in seal["inferred"])
+    assert rng["inferred"] == []
+    assert report["inferred_cells"] == sum(len(m["inferred"]) for m in report["mutants"])
 
 
 def test_unknown_mutant_is_refused():
