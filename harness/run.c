@@ -580,6 +580,43 @@ static void reach_merge(const char *src)
 }
 
 /*
+ * A trainer that does not resume bit for bit even without a fault fails so
+ * for every scenario with the same golden key (the same binaries, preset,
+ * world size, steps and seed): the finding is kept beside the key
+ * (KEY.failed, its sentence) and handed to the next scenario instead of
+ * three more runs that would end the same. Only that finding is kept; a
+ * launch failure or a nondeterministic trainer is computed again.
+ */
+static void store_failed_golden(const char *path, const char *sentence)
+{
+	char part[1200];
+	FILE *f;
+
+	snprintf(part, sizeof part, "%s.part", path);
+	if (!(f = fopen(part, "w")))
+		return;
+	fputs(sentence, f);
+	if (fclose(f) == 0)
+		rename(part, path);
+	else
+		unlink(part);
+}
+
+static int load_failed_golden(const char *path, harness_result *r)
+{
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	if (!f)
+		return 0;
+	n = fread(r->sentence, 1, sizeof r->sentence - 1, f);
+	fclose(f);
+	r->sentence[n] = '\0';
+	r->verdict = HARNESS_FAIL;
+	return 1;
+}
+
+/*
  * The uninterrupted trajectory, keyed by the trainer and library binaries and
  * what changes the trajectory: preset, world size, steps and seed (not the
  * checkpoint interval or retention: see store_golden). Computed once (twice
@@ -593,7 +630,7 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		  double *seconds)
 {
 	XXH3_state_t *st = XXH3_createState();
-	char path[1024], cfg[256], lock[1100], secs[1100], reach[1100], scen_reach[PATH_MAX] = "";
+	char path[1024], cfg[256], lock[1100], secs[1100], reach[1100], failed[1100], scen_reach[PATH_MAX] = "";
 	char tmp[1024], traj[2][1200], ck[1200], log[1200], part[1300];
 	uint64_t key;
 	int fd, rc = 0;
@@ -666,6 +703,13 @@ keyed:
 		return -errno;
 	}
 	snprintf(reach, sizeof reach, "%s/%016" PRIx64 ".reach", o->cache, key);
+	snprintf(failed, sizeof failed, "%s/%016" PRIx64 ".failed", o->cache, key);
+	if (load_failed_golden(failed, r)) {
+		if (o->reach)
+			reach_merge(failed);    /* no record kept with it: "*" */
+		rc = -EPROTO;
+		goto done;
+	}
 	if (access(out, R_OK) == 0) {
 		*seconds = golden_seconds(secs);
 		if (o->reach)
@@ -711,8 +755,11 @@ keyed:
 		rc = -EPROTO;
 		goto done;       /* keep the evidence */
 	}
-	if (rc == 0 && (rc = plain_resume(s, o, r, tmp, traj[0])) < 0)
+	if (rc == 0 && (rc = plain_resume(s, o, r, tmp, traj[0])) < 0) {
+		if (rc == -EPROTO && r->verdict == HARNESS_FAIL)
+			store_failed_golden(failed, r->sentence);
 		goto done;       /* keep the evidence */
+	}
 	if (rc == 0 && scen_reach[0]) {
 		/* before the trajectory appears: a golden stored under --reach always has its record */
 		snprintf(part, sizeof part, "%s/golden.reach", tmp);
