@@ -232,7 +232,9 @@ def test_torn_write_mid_save_naive_fails_where_libckpt_resumes(golden, tmp_path,
         assert judged.returncode == 0, judged.stdout
     else:
         assert res.returncode == 1
-        assert "rank-1.ckpt: truncated" in recs[-1]["error"], recs[-1]
+        # naive writes in place: rank 1's file is torn, and rank 0, killed by mpirun when rank 1
+        # dies, may be caught mid-write of its own; the resume names the first it checks
+        assert re.search(r"/rank-[01]\.ckpt: truncated", recs[-1]["error"]), recs[-1]
 
 
 @pytest.mark.parametrize("backend", ["builtin", "libckpt"])
