@@ -159,8 +159,6 @@ int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, 
 int ckpt__stream_read(ckpt_stream *s, void *buf, size_t len);
 /* Stops and joins the readers; the descriptor stays open. NULL is fine. */
 void ckpt__stream_close(ckpt_stream *s);
-/* Whether the readers read with O_DIRECT (for tests and benchmarks). */
-bool ckpt__stream_direct(const ckpt_stream *s);
 
 /*
  * A shard written from start to end. From CKPT_STREAM_MIN_BYTES on

@@ -229,11 +229,6 @@ int ckpt__stream_read(ckpt_stream *s, void *buf, size_t len)
 	return ckpt__io_read_op(s->io, s->fd, s->path, len, fill, s);
 }
 
-bool ckpt__stream_direct(const ckpt_stream *s)
-{
-	return s && s->threaded && __atomic_load_n(&s->direct, __ATOMIC_RELAXED);
-}
-
 void ckpt__stream_close(ckpt_stream *s)
 {
 	if (!s)
