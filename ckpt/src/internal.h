@@ -101,6 +101,8 @@ int ckpt__io_fsync(ckpt_io *io, int fd, const char *path);
  * calling thread. fill returns 0 or -errno (-CKPT_ECORRUPT: the file ends early).
  */
 int ckpt__io_read_op(ckpt_io *io, int fd, const char *path, size_t len, int (*fill)(void *arg), void *arg);
+/* Turn O_DIRECT on or off for fd: 1 changed, 0 already so, -1 refused (tmpfs has none). */
+int ckpt__io_direct(int fd, bool on);
 int ckpt__io_fdatasync(ckpt_io *io, int fd, const char *path);
 /* Closes *fd and sets it to -1, also on failure. */
 int ckpt__io_close(ckpt_io *io, int *fd, const char *path);

@@ -376,11 +376,15 @@ int ckpt__io_open(ckpt_io *io, const char *path, int flags, mode_t mode)
 	return rc < 0 ? rc : (int)fd;
 }
 
-/* Clear O_DIRECT on fd; whether it was set. */
-static bool direct_off(int fd)
+int ckpt__io_direct(int fd, bool on)
 {
 	int fl = fcntl(fd, F_GETFL);
-	return fl >= 0 && (fl & O_DIRECT) && fcntl(fd, F_SETFL, fl & ~O_DIRECT) == 0;
+
+	if (fl < 0)
+		return -1;
+	if (!(fl & O_DIRECT) == !on)
+		return 0;
+	return fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) == 0 ? 1 : -1;
 }
 
 int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const char *path)
@@ -401,12 +405,12 @@ int ckpt__io_write_all(ckpt_io *io, int fd, const void *buf, size_t len, const c
 			asked = want;
 			if (st.fault && (st.fault->kind == CKPT_FAULT_SHORT || st.fault->kind == CKPT_FAULT_TORN)) {
 				want = st.fault->bytes < want ? st.fault->bytes : want;
-				direct_off(fd);     /* a short write is any number of bytes */
+				ckpt__io_direct(fd, false);     /* a short write is any number of bytes */
 			}
 			uint64_t u = want ? ckpt__undo_write(io->rank, fd, disp, want) : 0;
 			n = want ? write(fd, p + off, want) : 0;
 			/* O_DIRECT (stream.c) whose alignment this device does not take: again through the cache */
-			if (n < 0 && errno == EINVAL && direct_off(fd))
+			if (n < 0 && errno == EINVAL && ckpt__io_direct(fd, false) == 1)
 				n = write(fd, p + off, want);
 			if (n < 0)
 				ckpt__undo_failed(io->rank, u);

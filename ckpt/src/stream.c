@@ -68,12 +68,10 @@ static int fill_slot(ckpt_stream *s, slot *sl, uint64_t off)
 		ssize_t n = pread(s->fd, sl->buf + got, PIECE - got, (off_t)(off + got));
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EINVAL && __atomic_load_n(&s->direct, __ATOMIC_RELAXED)) {
-			int fl = fcntl(s->fd, F_GETFL);
-			if (fl >= 0 && fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) == 0) {
-				__atomic_store_n(&s->direct, 0, __ATOMIC_RELAXED);
-				continue;
-			}
+		if (n < 0 && errno == EINVAL && __atomic_load_n(&s->direct, __ATOMIC_RELAXED) &&
+		    ckpt__io_direct(s->fd, false) >= 0) {
+			__atomic_store_n(&s->direct, 0, __ATOMIC_RELAXED);
+			continue;
 		}
 		if (n < 0) {
 			sl->len = got;
@@ -155,8 +153,7 @@ int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, 
 					     RING, PIECE);
 		}
 	/* where the file system has no O_DIRECT (tmpfs), the thread still reads ahead through the cache */
-	int fl = fcntl(fd, F_GETFL);
-	s->direct = fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+	s->direct = ckpt__io_direct(fd, true) >= 0;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->filled, NULL);
 	pthread_cond_init(&s->emptied, NULL);
@@ -169,8 +166,8 @@ int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, 
 		pthread_mutex_destroy(&s->mu);
 		pthread_cond_destroy(&s->filled);
 		pthread_cond_destroy(&s->emptied);
-		if (s->direct && fl >= 0)
-			fcntl(fd, F_SETFL, fl);
+		if (s->direct)
+			ckpt__io_direct(fd, false);
 		s->direct = 0;
 		return 0;
 	}
@@ -276,12 +273,11 @@ int ckpt__wstream_open(ckpt_wstream **out, ckpt_io *io, int fd, const char *path
 	bool forced;
 	if (size_hint < ckpt__stream_min_bytes(&forced) || (!forced && size_hint < STAGE))
 		return 0;
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)     /* tmpfs: through the cache */
+	if (ckpt__io_direct(fd, true) < 0)     /* tmpfs: through the cache */
 		return 0;
 	if (posix_memalign((void **)&s->stage, ALIGN, STAGE) != 0) {
 		s->stage = NULL;
-		fcntl(fd, F_SETFL, fl);
+		ckpt__io_direct(fd, false);
 	}
 	return 0;
 }
@@ -327,9 +323,7 @@ int ckpt__wstream_finish(ckpt_wstream *s)
 	if (!s->stage || s->fill == 0)
 		return 0;
 	/* the tail is no whole number of blocks: written through the cache */
-	int fl = fcntl(s->fd, F_GETFL);
-	if (fl >= 0)
-		fcntl(s->fd, F_SETFL, fl & ~O_DIRECT);
+	ckpt__io_direct(s->fd, false);
 	size_t n = s->fill;
 	s->fill = 0;
 	return put(s, s->stage, n);
