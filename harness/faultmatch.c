@@ -12,7 +12,8 @@ static const char *base(const char *p)
 	return s ? s + 1 : p ? p : "";
 }
 
-bool harness_fault_matches(const harness_fault *f, const ckpt_fault_ctx *c, int attempt)
+/* Does f match c? With wild, a NULL phase, op or path in c matches any. */
+static bool match(const harness_fault *f, const ckpt_fault_ctx *c, int attempt, bool wild)
 {
 	const char *op = c->op ? c->op : "";
 
@@ -24,17 +25,33 @@ bool harness_fault_matches(const harness_fault *f, const ckpt_fault_ctx *c, int 
 		return false;
 	if (f->step != -1 && (uint64_t)f->step != c->step)
 		return false;
-	if (f->phase[0] && (!c->phase || strcmp(f->phase, c->phase) != 0))
+	if (f->phase[0] && !(wild && !c->phase) && (!c->phase || strcmp(f->phase, c->phase) != 0))
 		return false;
-	if (strcmp(f->op, "any") == 0) {           /* any I/O call, not a phase point */
+	if (wild && !c->op) {
+		/* any op: "any" still leaves out the phase point, but some other op matches */
+	} else if (strcmp(f->op, "any") == 0) {           /* any I/O call, not a phase point */
 		if (strcmp(op, "phase") == 0)
 			return false;
 	} else if (f->op[0] && strcmp(f->op, op) != 0) {
 		return false;
 	}
-	if (f->path[0] && fnmatch(f->path, base(c->path), 0) != 0)
+	if (f->path[0] && !(wild && !c->path) && fnmatch(f->path, base(c->path), 0) != 0)
 		return false;
 	return true;
+}
+
+bool harness_fault_matches(const harness_fault *f, const ckpt_fault_ctx *c, int attempt)
+{
+	return match(f, c, attempt, false);
+}
+
+bool harness_fault_may_act(const harness_fault *f, int seen, const ckpt_fault_ctx *c, int attempt)
+{
+	int times = harness_fault_times(f);
+
+	if (times && seen >= f->nth + times - 1)
+		return false;   /* fired its last time: more matches change nothing */
+	return match(f, c, attempt, true);
 }
 
 void harness_fault_resolve_node(harness_fault *plan, int n, int node)

@@ -26,6 +26,12 @@
 
 /* Fault f applies to the call described by c in this attempt (ignores nth). */
 bool harness_fault_matches(const harness_fault *f, const ckpt_fault_ctx *c, int attempt);
+/*
+ * Could f still act on a point with context c, having matched seen calls so
+ * far? False once it has fired its last time. A NULL phase, op or path in c
+ * stands for any (the durability probes ask about a phase or an op at once).
+ */
+bool harness_fault_may_act(const harness_fault *f, int seen, const ckpt_fault_ctx *c, int attempt);
 
 /*
  * A process that knows its node (CKPT_HARNESS_NODE, set per rank by the

@@ -129,6 +129,15 @@ static int on_point(const char *name, int *failnum, void **failinfo, unsigned *f
 	return 0;
 }
 
+/* For libckpt's durability probes (ckpt_fault_set_watch): could a rule still act on a point like c? */
+static int watch(const ckpt_fault_ctx *c)
+{
+	for (int i = 0; i < nplan; i++)
+		if (harness_fault_may_act(&plan[i], atomic_load(&seen[i]), c, my_attempt))
+			return 1;
+	return 0;
+}
+
 /* Map PREFIX.rank-R; the trail is diagnostic, so a failure only means no trail. */
 static void trail_open(const char *prefix, int rank, int attempt)
 {
@@ -162,6 +171,7 @@ int harness_inject_arm_from_env(int rank, int attempt)
 	(void)log;
 	(void)rc;
 	(void)on_point;
+	(void)watch;
 	(void)rank;
 	(void)attempt;
 	(void)trail_open;
@@ -184,6 +194,7 @@ int harness_inject_arm_from_env(int rank, int attempt)
 		log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	}
 	fiu_init(0);
+	ckpt_fault_set_watch(watch);
 	if (fiu_enable_external("ckpt/io/*", 1, NULL, 0, on_point) < 0 ||
 	    fiu_enable_external("ckpt/phase/*", 1, NULL, 0, on_point) < 0)
 		return -EIO;

@@ -23,6 +23,7 @@
 #include "workdir.h"
 #include "launch.h"
 #include "oracle.h"
+#include "order.h"
 #include "plan.h"
 #include "pool.h"
 #include "report.h"
@@ -340,6 +341,7 @@ typedef struct suite_run {
 	const harness_scenario *s;
 	harness_result *r;
 	char *ran;
+	int *order;             /* the k-th to start is s[order[k]] (order.h) */
 	int n, fail_fast, stop, done, tty;
 } suite_run;
 
@@ -349,7 +351,7 @@ static int suite_next(void *arg, long idx, harness_scenario *s)
 
 	if (u->stop || idx >= u->n)
 		return 1;
-	*s = u->s[idx];
+	*s = u->s[u->order[idx]];
 	return 0;
 }
 
@@ -359,6 +361,7 @@ static void suite_done(void *arg, long idx, const harness_scenario *s, const har
 
 	(void)s;
 	(void)fired;
+	idx = u->order[idx];
 	u->r[idx] = *r;
 	u->ran[idx] = 1;
 	u->done++;
@@ -398,15 +401,22 @@ static int run_many(const harness_scenario *s, int n, const harness_opts *o, int
 	int k = 0;
 
 	if ((rc = harness_workdir_create(dir, sizeof dir, harness_workdir_tmp(), "ckpt-harness-suite")) < 0 ||
-	    !(u.ran = calloc((size_t)n + 1, 1))) {
+	    !(u.ran = calloc((size_t)n + 1, 1)) || !(u.order = calloc((size_t)n + 1, sizeof *u.order))) {
 		/* nothing can run: every scenario is an infrastructure error (exit 3), not a silent pass */
 		for (int i = 0; i < n; i++)
 			not_run(&r[i], &s[i], "cannot create the suite directory %s: %s", dir,
 				strerror(rc < 0 ? (int)-rc : ENOMEM));
 		if (rc == 0)
 			rmdir(dir);
+		free(u.ran);
 		return n;
 	}
+	/* longest first, from the last run's times; with --fail-fast the file's order (the likely catchers first) */
+	if (fail_fast)
+		for (int i = 0; i < n; i++)
+			u.order[i] = i;
+	else
+		harness_order_plan(o->cache, s, n, u.order);
 	harness_pool p = { .o = o, .root = dir, .jobs = jobs, .own_workdir = 1, .next = suite_next, .done = suite_done,
 			   .arg = &u };
 	rc = harness_pool_run(&p);
@@ -420,6 +430,7 @@ static int run_many(const harness_scenario *s, int n, const harness_opts *o, int
 		r[k++] = r[i];
 	}
 	free(u.ran);
+	free(u.order);
 	return k;
 }
 
@@ -477,8 +488,11 @@ static int cmd_run(int argc, char **argv, int suite)
 	harness_workdir_sweep(harness_workdir_tmp(), "ckpt-harness-");
 	harness_workdir_sweep(cache, "golden");
 	double t0 = now();
-	if (suite)
+	if (suite) {
 		n = run_many(s, n, &o, c.jobs, c.fail_fast, r);
+		if (!harness_interrupted())
+			harness_order_record(cache, r, n);
+	}
 	else
 		harness_run_scenario(&s[0], &o, &r[0]);
 	double secs = now() - t0;

@@ -100,6 +100,13 @@ static double now(void)
 }
 
 /* A collective of the save began at t: the time since was spent waiting for peers. */
+/* Is there a chunk store under the root (an incremental save made one)? For the reach probes only. */
+static bool chunk_store(const ckpt *c)
+{
+	struct stat st;
+	return fstatat(c->rootfd, "chunks", &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 static void waited(ckpt *c, double t)
 {
 	ckpt_mutant_reached("alert_counts_wait");
@@ -494,8 +501,19 @@ static int write_shard(ckpt *c, const char *tmp, uint64_t step, ckpt_file_entry 
 	}
 	if ((rc = ckpt__wstream_finish(ws)) < 0)
 		goto out;
-	if (c->comm->rank != 0)      /* also covers save_now's deferred sync, which only follows this */
-		ckpt_mutant_reached("commit_without_barrier");
+	if (c->comm->rank != 0) {    /* also covers save_now's deferred sync, which only follows this */
+		/*
+		 * A durability bug: what the mutant changes is the shard_sync phase
+		 * (its phase point, fsync and close, skipped here) and an fsync and
+		 * close later in the save, in whatever phase runs then.
+		 */
+		ckpt_fault_ctx skipped[3] = {
+			{ .rank = c->io.rank, .step = c->io.step, .phase = save_phases[PH_SHARD_SYNC], .fd = -1 },
+			{ .rank = c->io.rank, .step = c->io.step, .op = "fsync", .fd = -1 },
+			{ .rank = c->io.rank, .step = c->io.step, .op = "close", .fd = -1 },
+		};
+		ckpt_mutant_reached_durability("commit_without_barrier", skipped, 3);
+	}
 #ifdef CKPT_MUTANT_COMMIT_WITHOUT_BARRIER
 	if (c->comm->rank != 0) {      /* mutant: rank 0 commits before the others' shards are durable */
 		c->deferred_fd = fd;
@@ -595,7 +613,15 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		m.chain_depth = ckpt__chunks_depth(c->chunks);
 		m.chain_base = ckpt__chunks_chain(c->chunks);
 	}
-	ckpt_mutant_reached("gc_before_commit");
+	if (ckpt_mutant_recording()) {
+		/*
+		 * The mutant scans the root and sweeps the chunk store here: with no
+		 * chunk store (a run never incremental) that finds nothing to delete,
+		 * and only its calls, all in this phase, differ
+		 */
+		ckpt_fault_ctx sweep = { .rank = c->io.rank, .step = c->io.step, .phase = c->io.phase, .fd = -1 };
+		ckpt_mutant_reached_points("gc_before_commit", c->chunks || chunk_store(c), &sweep, 1);
+	}
 #ifdef CKPT_MUTANT_GC_BEFORE_COMMIT
 	{       /*
 		 * mutant: once retention has something to do, it "makes room" before the
@@ -661,7 +687,14 @@ static int commit(ckpt *c, uint64_t step, unsigned tags, const char *tmp, const 
 		ckpt__io_rmtree(&c->io, aside);
 	char latest[40];
 	int n = snprintf(latest, sizeof latest, "%s\n", name);
-	ckpt_mutant_reached("latest_in_place");
+	/*
+	 * A durability bug: the mutant writes the same bytes to LATEST by other
+	 * calls (open, write, fsync, close in place, against a temporary file,
+	 * rename and directory sync), all in the latest phase.
+	 */
+	ckpt_fault_ctx latest_points = { .rank = c->io.rank, .step = c->io.step, .phase = save_phases[PH_LATEST],
+					 .fd = -1 };
+	ckpt_mutant_reached_durability("latest_in_place", &latest_points, 1);
 #ifndef CKPT_MUTANT_LATEST_IN_PLACE
 	if (enter(c, PH_LATEST) == 0)
 		ckpt__io_replace_file(&c->io, ".", "LATEST", latest, (size_t)n, (mode_t)c->cfg.file_mode);
@@ -956,7 +989,15 @@ static void *retention(void *arg)
 			continue;
 		ckpt__gen_name(name, sizeof name, steps[i]);
 		snprintf(trash, sizeof trash, "%s.trash", name);
-		ckpt_mutant_reached("base_deleted_with_gen");
+		if (ckpt_mutant_recording()) {
+			/*
+			 * The mutant reads the generation's manifest and deletes the chunks
+			 * it lists: with no chunk store nothing is listed, and only its
+			 * reads, in the retention phase, differ
+			 */
+			ckpt_fault_ctx load = { .rank = io.rank, .step = io.step, .phase = io.phase, .fd = -1 };
+			ckpt_mutant_reached_points("base_deleted_with_gen", c->chunks || chunk_store(c), &load, 1);
+		}
 #ifdef CKPT_MUTANT_BASE_DELETED_WITH_GEN
 		ckpt__chunks_mutant_drop(&io, name);   /* mutant: a generation's chunks go with it, shared or not */
 #endif

@@ -489,9 +489,18 @@ static int fd_call(ckpt_io *io, const char *op, int fd, const char *path, int (*
 	return end(io, &st, r, rc);
 }
 
+/* The context of a fault point of op at path, as begin() will set it (for the durability probes). */
+static ckpt_fault_ctx point_ctx(const ckpt_io *io, const char *op, const char *disp, int fd)
+{
+	return (ckpt_fault_ctx){ .rank = io->rank, .step = io->step, .phase = io->phase, .op = op, .path = disp,
+				 .fd = fd };
+}
+
 int ckpt__io_fsync(ckpt_io *io, int fd, const char *path)
 {
-	ckpt_mutant_reached("skip_file_fsync");
+	char disp[CKPT_PATH_MAX];
+	ckpt_fault_ctx skipped = point_ctx(io, "fsync", ckpt__io_display(io, path, disp, sizeof disp), fd);
+	ckpt_mutant_reached_durability("skip_file_fsync", &skipped, 1);
 #ifdef CKPT_MUTANT_SKIP_FILE_FSYNC
 	struct stat sb;
 	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
@@ -667,7 +676,12 @@ int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out)
 
 int ckpt__io_fsync_dir(ckpt_io *io, const char *path)
 {
-	ckpt_mutant_reached("skip_dir_fsync");
+	char disp[CKPT_PATH_MAX];
+	ckpt__io_display(io, path, disp, sizeof disp);
+	/* the mutant skips the directory's open, fsync and close */
+	ckpt_fault_ctx skipped[3] = { point_ctx(io, "open", disp, -1), point_ctx(io, "fsync", disp, -1),
+				      point_ctx(io, "close", disp, -1) };
+	ckpt_mutant_reached_durability("skip_dir_fsync", skipped, 3);
 #ifdef CKPT_MUTANT_SKIP_DIR_FSYNC
 	(void)io;
 	(void)path;

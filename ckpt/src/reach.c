@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "ckpt/fault.h"
+#include "undo.h"
 
 #define SEEN_MAX 64
 
@@ -50,4 +51,49 @@ void ckpt_mutant_reached(const char *name)
 	close(fd);
 out:
 	pthread_mutex_unlock(&mu);
+}
+
+static _Atomic(ckpt_fault_watch_fn) watch_fn;
+
+void ckpt_fault_set_watch(ckpt_fault_watch_fn fn)
+{
+	watch_fn = fn;
+}
+
+int ckpt_mutant_recording(void)
+{
+	pthread_once(&once, start);
+	return log_path != NULL;
+}
+
+/* Could a fault tell these points from their absence? */
+static int points_watched(const ckpt_fault_ctx *points, int n)
+{
+	const char *shim_plan = getenv("CKPT_FAULT_PLAN_SHIM"), *plan = getenv("CKPT_FAULT_PLAN");
+	ckpt_fault_watch_fn w = watch_fn;
+
+	if (shim_plan && *shim_plan)
+		return 1;
+	if (!plan || !*plan)
+		return 0;
+	if (!w)
+		return 1;       /* a plan nobody here can be asked about */
+	for (int i = 0; i < n; i++)
+		if (w(&points[i]))
+			return 1;
+	return 0;
+}
+
+void ckpt_mutant_reached_points(const char *name, int effect, const ckpt_fault_ctx *points, int n)
+{
+	if (ckpt_mutant_recording() && (effect || points_watched(points, n)))
+		ckpt_mutant_reached(name);
+}
+
+void ckpt_mutant_reached_durability(const char *name, const ckpt_fault_ctx *points, int n)
+{
+	const char *shim_undo = getenv("CKPT_UNDO_LOG_SHIM");
+
+	if (ckpt_mutant_recording())
+		ckpt_mutant_reached_points(name, ckpt__undo_armed() || (shim_undo && *shim_undo), points, n);
 }

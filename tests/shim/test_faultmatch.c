@@ -38,6 +38,60 @@ static ckpt_fault_ctx write_ctx(const char *path)
 				 .fd = 5, .bytes = 100 };
 }
 
+/* The reach record's question (ckpt_mutant_reached_points): could this rule still act on such a point? */
+static void test_may_act__wildcards_and_a_rule_past_its_last_firing(void **state)
+{
+	(void)state;
+	harness_fault f = any_fault();
+	ckpt_fault_ctx c = write_ctx("/r/x");
+
+	snprintf(f.phase, sizeof f.phase, "save.shard_sync");
+	snprintf(f.op, sizeof f.op, "fsync");
+	f.rank = 1;
+	f.step = 30;
+	f.times = 1;
+	/* a write in another phase: no */
+	assert_false(harness_fault_may_act(&f, 0, &c, 1));
+	/* any op in that phase, or an fsync in any phase: yes */
+	c.phase = "save.shard_sync";
+	c.op = NULL;
+	assert_true(harness_fault_may_act(&f, 0, &c, 1));
+	c.phase = NULL;
+	c.op = "fsync";
+	assert_true(harness_fault_may_act(&f, 0, &c, 1));
+	/* but never for another rank, step or attempt */
+	c.rank = 0;
+	assert_false(harness_fault_may_act(&f, 0, &c, 1));
+	c.rank = 1;
+	c.step = 40;
+	assert_false(harness_fault_may_act(&f, 0, &c, 1));
+	c.step = 30;
+	f.attempt = 1;
+	assert_false(harness_fault_may_act(&f, 0, &c, 2));
+	f.attempt = -1;
+	/* once it has fired its last time (nth 1, once: after one match), further matches change nothing */
+	assert_false(harness_fault_may_act(&f, 1, &c, 1));
+	f.nth = 3;
+	assert_true(harness_fault_may_act(&f, 2, &c, 1));
+	assert_false(harness_fault_may_act(&f, 3, &c, 1));
+	/* times 0 (every call from nth on, an errno's default) never runs out */
+	f.times = 0;
+	assert_true(harness_fault_may_act(&f, 1000, &c, 1));
+	/* "any" I/O call: a phase point is not one, but any op of a phase may be */
+	snprintf(f.op, sizeof f.op, "any");
+	c.op = "phase";
+	assert_false(harness_fault_may_act(&f, 0, &c, 1));
+	c.op = NULL;
+	assert_true(harness_fault_may_act(&f, 0, &c, 1));
+	/* a path glob: a point of any path may match it */
+	snprintf(f.path, sizeof f.path, "LATEST*");
+	assert_false(harness_fault_may_act(&f, 0, &c, 1));      /* "/r/x" */
+	c.path = NULL;
+	assert_true(harness_fault_may_act(&f, 0, &c, 1));
+	c.path = "/r/step-00000030/manifest.json";
+	assert_false(harness_fault_may_act(&f, 0, &c, 1));
+}
+
 static void test_match__every_field_narrows(void **state)
 {
 	(void)state;
@@ -310,6 +364,7 @@ int main(void)
 		cmocka_unit_test(test_decide__errno_without_times_persists_other_actions_fire_once),
 		cmocka_unit_test(test_decide__first_firing_fault_wins_later_ones_uncounted),
 		cmocka_unit_test(test_decide__threads_share_one_count),
+		cmocka_unit_test(test_may_act__wildcards_and_a_rule_past_its_last_firing),
 		cmocka_unit_test(test_log__line_is_the_injector_format),
 		cmocka_unit_test(test_log__path_is_escaped_and_line_bounded),
 		cmocka_unit_test(test_log__writes_one_line_to_the_rank_log),

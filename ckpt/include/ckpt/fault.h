@@ -63,4 +63,37 @@ int ckpt_fault_phase(int rank, uint64_t step, const char *phase);
  */
 void ckpt_mutant_reached(const char *name);
 
+/*
+ * Who watches the fault points, for the sites below: the injector registers
+ * a function saying whether a rule of its plan could still act on a point
+ * with context c (could match it, and has not fired its last time). In c, a
+ * NULL phase, op or path stands for any.
+ */
+typedef int (*ckpt_fault_watch_fn)(const ckpt_fault_ctx *c);
+void ckpt_fault_set_watch(ckpt_fault_watch_fn fn);
+
+/* Whether this process keeps a reach record (CKPT_REACH_LOG); the probes cost nothing without one. */
+int ckpt_mutant_recording(void);
+
+/*
+ * ckpt_mutant_reached for a site whose bug, unless `effect` says it does
+ * more here, only adds or skips fault points: points[0..n), a NULL phase, op
+ * or path standing for any. Such a difference shows only to a fault at one
+ * of those points, so the site counts as reached if effect is true, if
+ * faults come from the LD_PRELOAD shim (it sees system calls libckpt cannot
+ * ask about), or if a fault plan is set and either no watch is registered
+ * or the watch says a rule could act on one of the points.
+ */
+void ckpt_mutant_reached_points(const char *name, int effect, const ckpt_fault_ctx *points, int n);
+
+/*
+ * The same for a site whose bug changes only when data becomes durable (a
+ * sync skipped or put off), running other fault points on the way. A kill
+ * never shows such a bug: the page cache outlives the process, so the next
+ * attempt reads the same bytes either way. A power cut or a crash state
+ * does: the effect is an undo record being kept (CKPT_UNDO_LOG, or the
+ * shim's).
+ */
+void ckpt_mutant_reached_durability(const char *name, const ckpt_fault_ctx *points, int n);
+
 #endif
