@@ -37,7 +37,7 @@ static const char usage[] =
 "                        [--nodes N] [--reach DIR]\n"
 "       ckpt-harness suite DIR|FILE... [-j N] [--fail-fast] [--json FILE] [--junit FILE] [--keep] [--inject fiu|shim]\n"
 "                          [--ckpt-backend NAME|PATH.so] [--html FILE] [--launcher mpirun|srun] [--hostfile FILE]\n"
-"                          [--nodes N] [--reach DIR]\n"
+"                          [--nodes N] [--reach DIR] [--golden-from CACHE:MUTANT]\n"
 "       ckpt-harness oracle GOLDEN.jsonl ATTEMPT.jsonl... [--restored-from [A:]STEP] [--max-lost-steps [A:]N]\n"
 "                           [--keep K] [--damaged STEP@A] [--restore-faulted A] [--clean-failure WORDS]\n"
 "       ckpt-harness validate SCENARIO.yaml...\n"
@@ -81,6 +81,8 @@ typedef struct cli {
 	const char *json, *junit, *work, *cache;
 	const char *html;          /* --html FILE: the page people look at (html.h) */
 	const char *reach;         /* --reach DIR: the mutation gate's reach records (run.h) */
+	const char *golden_from;   /* --golden-from CACHE:MUTANT: the baseline's goldens (run.h) */
+	char golden_cache[PATH_MAX];
 	int keep, jobs, fail_fast;
 	enum harness_inject inject;
 	const char *ckpt_backend;
@@ -145,6 +147,20 @@ static int parse_cli(int argc, char **argv, cli *c, int allow_jobs)
 				return bad_usage("--reach: '%s' is not a directory; expected an existing directory for "
 						 "the reach records", v);
 			c->reach = argv[++i];
+		} else if (strcmp(a, "--golden-from") == 0) {
+			const char *colon = v ? strrchr(v, ':') : NULL;
+			struct stat gs;
+			if (!v)
+				return bad_usage("%s needs a value", a);
+			if (!colon || colon == v || !colon[1] || (size_t)(colon - v) >= sizeof c->golden_cache)
+				return bad_usage("--golden-from: '%s' is not valid; expected CACHE:MUTANT (the baseline's "
+						 "golden cache, made with --reach, and the seeded bug's name)", v);
+			snprintf(c->golden_cache, sizeof c->golden_cache, "%.*s", (int)(colon - v), v);
+			if (stat(c->golden_cache, &gs) < 0 || !S_ISDIR(gs.st_mode))
+				return bad_usage("--golden-from: '%s' is not a directory; expected the baseline's golden "
+						 "cache", c->golden_cache);
+			c->golden_from = colon + 1;
+			i++;
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--junit") == 0 || strcmp(a, "--work") == 0 ||
 			   strcmp(a, "--cache") == 0 || strcmp(a, "--inject") == 0 || strcmp(a, "--ckpt-backend") == 0 ||
 			   strcmp(a, "--launcher") == 0 || strcmp(a, "--hostfile") == 0 || strcmp(a, "--nodes") == 0 ||
@@ -481,7 +497,8 @@ static int cmd_run(int argc, char **argv, int suite)
 	harness_nodes_configure(c.launcher, c.hostfile);
 	locate(bindir, sizeof bindir, cache, sizeof cache, &c);
 	harness_opts o = { .work = suite ? NULL : c.work, .keep = c.keep, .bindir = bindir, .cache = cache,
-			   .inject = c.inject, .ckpt_backend = c.ckpt_backend, .reach = c.reach };
+			   .inject = c.inject, .ckpt_backend = c.ckpt_backend, .reach = c.reach,
+			   .golden_from = c.golden_from ? c.golden_cache : NULL, .golden_mutant = c.golden_from };
 
 	harness_launch_init();
 	/* what killed harness processes left behind: their work, suite and golden directories */

@@ -617,6 +617,67 @@ static int load_failed_golden(const char *path, harness_result *r)
 }
 
 /*
+ * The golden cache's index by configuration alone (CFG.ref: the full key of
+ * the golden last stored for it), for --golden-from: the mutant's binaries
+ * give other keys, its configuration the same one.
+ */
+static void cfg_ref_path(char *buf, size_t len, const char *cache, const char *cfg)
+{
+	snprintf(buf, len, "%s/cfg-%016" PRIx64 ".ref", cache, (uint64_t)XXH3_64bits(cfg, strlen(cfg)));
+}
+
+/* A small regular file of the cache into buf (NUL-terminated); -1 if absent, not regular or too long. */
+static int read_small(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size >= len) {
+		close(fd);
+		return -1;
+	}
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0 || n != st.st_size)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+/*
+ * --golden-from CACHE:MUTANT: the baseline's golden for this configuration,
+ * if its uninterrupted runs and plain resume never reached the mutant's
+ * sites (their record, KEY.reach, names neither it nor "*"). Sets out and
+ * *seconds and returns 1; 0 to compute it as usual.
+ */
+static int golden_reused(const harness_opts *o, const char *cfg, char *out, size_t len, double *seconds)
+{
+	char path[PATH_MAX], ref[64], key[17], reach[65536];
+
+	cfg_ref_path(path, sizeof path, o->golden_from, cfg);
+	if (read_small(path, ref, sizeof ref) < 0 || strspn(ref, "0123456789abcdef") != 16 ||
+	    (ref[16] && ref[16] != '\n'))
+		return 0;
+	memcpy(key, ref, 16);
+	key[16] = '\0';
+	snprintf(path, sizeof path, "%s/%s.reach", o->golden_from, key);
+	if (read_small(path, reach, sizeof reach) < 0)
+		return 0;
+	for (char *save = NULL, *w = strtok_r(reach, "\n", &save); w; w = strtok_r(NULL, "\n", &save))
+		if (strcmp(w, "*") == 0 || strcmp(w, o->golden_mutant) == 0)
+			return 0;
+	snprintf(path, sizeof path, "%s/%s.jsonl", o->golden_from, key);
+	if (access(path, R_OK) < 0 || (size_t)snprintf(out, len, "%s", path) >= len)
+		return 0;
+	snprintf(path, sizeof path, "%s/%s.seconds", o->golden_from, key);
+	*seconds = golden_seconds(path);
+	return 1;
+}
+
+/*
  * The uninterrupted trajectory, keyed by the trainer and library binaries and
  * what changes the trajectory: preset, world size, steps and seed (not the
  * checkpoint interval or retention: see store_golden). Computed once (twice
@@ -688,6 +749,10 @@ static int golden(const harness_scenario *s, const harness_opts *o, harness_resu
 		snprintf(cfg + used, sizeof cfg - (size_t)used, " backend=%s", s->trainer.ckpt_backend);
 	}
 	XXH3_64bits_update(st, cfg, strlen(cfg));
+	if (o->golden_from && golden_reused(o, cfg, out, len, seconds)) {
+		XXH3_freeState(st);
+		return 0;
+	}
 keyed:
 	key = XXH3_64bits_digest(st);
 	XXH3_freeState(st);
@@ -780,6 +845,18 @@ keyed:
 			harness_fail(r, "cannot store the golden trajectory %s: %s", out, strerror(-rc));
 		} else {
 			*seconds = slowest;
+		}
+	}
+	if (rc == 0 && scen_reach[0] && !s->trainer.ncommand) {
+		/* the index --golden-from reads: this configuration's golden, with its reach record */
+		char ref[PATH_MAX];
+		FILE *f;
+		snprintf(part, sizeof part, "%s/golden.ref", tmp);
+		cfg_ref_path(ref, sizeof ref, o->cache, cfg);
+		if ((f = fopen(part, "w")) != NULL) {
+			fprintf(f, "%016" PRIx64 "\n", key);
+			if (fclose(f) != 0 || rename(part, ref) < 0)
+				unlink(part);
 		}
 	}
 	if (rc == 0)

@@ -34,6 +34,15 @@ typedef struct harness_opts {
 	 * line "*" says the record is incomplete: count every bug as reached.
 	 */
 	const char *reach;
+	/*
+	 * --golden-from CACHE:NAME (the mutation gate, for mutant NAME): a
+	 * scenario's uninterrupted runs are taken from CACHE, the baseline's
+	 * golden cache made under --reach, when its record there does not name
+	 * NAME (nor "*"): up to a bug's first site its build runs as the
+	 * baseline's, so those runs would come out the same. Else computed.
+	 */
+	const char *golden_from;
+	const char *golden_mutant;
 } harness_opts;
 
 /* o->inject with AUTO resolved for this build. */

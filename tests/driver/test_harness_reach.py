@@ -57,3 +57,34 @@ def test_reach_needs_a_directory(tmp_path):
     res = suite(tmp_path, SCEN / "kill-commit-rank0.yaml", "--reach", tmp_path / "missing")
     assert res.returncode == 2
     assert "--reach" in res.stderr and "not a directory" in res.stderr
+
+
+def test_golden_from_reuses_the_baselines_golden_only_for_a_bug_it_never_reached(tmp_path):
+    reach, base = tmp_path / "reach", tmp_path / "base"
+    reach.mkdir()
+    scen = SCEN / "kill-commit-rank0.yaml"
+    assert suite(tmp_path, scen, "--reach", reach, "--cache", base).returncode == 0
+    refs = list(base.glob("cfg-*.ref"))
+    assert len(refs) == 1 and (base / (refs[0].read_text().strip() + ".reach")).exists()
+    golden = lines(base / (refs[0].read_text().strip() + ".reach"))
+    assert "rng_not_saved" in golden and "skip_file_fsync" not in golden
+
+    def run_with(mutant, cache):
+        res = suite(tmp_path, scen, "--cache", cache, "--golden-from", f"{base}:{mutant}", "--json",
+                    tmp_path / "r.json")
+        assert res.returncode == 0, res.stderr[-2000:]
+        return sorted(p.name for p in cache.glob("*.jsonl")) if cache.exists() else []
+
+    # never reached by the uninterrupted runs: taken from the baseline, nothing computed
+    assert run_with("skip_file_fsync", tmp_path / "c1") == []
+    # reached: computed with this build
+    assert len(run_with("rng_not_saved", tmp_path / "c2")) == 1
+    # an incomplete record ("*") reuses nothing
+    (base / (refs[0].read_text().strip() + ".reach")).write_text("*\n")
+    assert len(run_with("skip_file_fsync", tmp_path / "c3")) == 1
+
+
+def test_golden_from_needs_a_cache_and_a_name(tmp_path):
+    for bad in ("nocolon", f"{tmp_path}:", f"{tmp_path / 'missing'}:x"):
+        res = suite(tmp_path, SCEN / "kill-commit-rank0.yaml", "--golden-from", bad)
+        assert res.returncode == 2 and "--golden-from" in res.stderr, (bad, res.stderr)
