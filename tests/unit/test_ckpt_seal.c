@@ -433,6 +433,83 @@ static void test_seal__large_file_through_the_streams(void **state)
 	free(out);
 }
 
+/* Open and read it all in pieces of `piece` bytes, chunks two at a time or (pairs 0) one at a time. */
+static int unseal_pieces(const char *p, unsigned char *out, size_t len, size_t piece, int pairs, ckpt_error *e)
+{
+	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = e };
+	ckpt_sealr *r = NULL;
+	ckpt_stream *in = NULL;
+	struct stat st;
+	uint64_t plain, ident;
+	int fd = open(p, O_RDONLY), rc;
+
+	memset(e, 0, sizeof *e);
+	assert_true(fd >= 0);
+	fstat(fd, &st);
+	setenv("CKPT_SEAL_PAIRS", pairs ? "1" : "0", 1);
+	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true), 0);
+	rc = ckpt__sealr_begin(&r, &test_key, &io, in, NULL, p, (uint64_t)st.st_size, 40, 1, "x", &plain, &ident);
+	unsetenv("CKPT_SEAL_PAIRS");
+	for (size_t off = 0; rc == 0 && off < len; off += piece)
+		rc = ckpt__sealr_read(r, out + off, len - off < piece ? len - off : piece);
+	if (rc == 0)
+		rc = ckpt__sealr_end(r);
+	ckpt__sealr_free(r);
+	ckpt__stream_close(in);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Chunks two at a time (a helper decrypts the second from the state derived
+ * for it) read what one at a time reads: every byte, in pieces of any
+ * shape; and for a flip in any chunk or a cut at any chunk boundary, the
+ * same refusal naming the same chunk.
+ */
+static void test_seal__pairs_read_as_one_at_a_time_does(void **state)
+{
+	fx *f = *state;
+	char p[1100];
+	const size_t len = 9 * 4096 + 1000, unit = 4096 + 17, nchunks = 10;
+	const size_t pieces[] = { len, 4096, 3000, 2 * 4096 + 5, 1 };
+	unsigned char *a = malloc(len), *b = malloc(len);
+	ckpt_error ea, eb;
+
+	assert_non_null(a);
+	assert_non_null(b);
+	snprintf(p, sizeof p, "%s/pairs", f->dir);
+	seal_file(p, len, 40, 1, "x");
+	for (size_t k = 0; k < sizeof pieces / sizeof *pieces; k++) {
+		memset(a, 0, len);
+		assert_int_equal(unseal_pieces(p, a, len, pieces[k], 1, &ea), 0);
+		assert_int_equal(unseal_pieces(p, b, len, pieces[k], 0, &eb), 0);
+		assert_memory_equal(a, b, len);
+		for (size_t i = 0; i < len; i++)
+			if (a[i] != (unsigned char)(i * 7 + 1))
+				fail_msg("piece %zu: byte %zu differs", pieces[k], i);
+	}
+	for (size_t c = 0; c < nchunks; c++) {
+		seal_file(p, len, 40, 1, "x");
+		fx_flip(p, CKPT_SEAL_PREAMBLE + c * unit + 9);
+		assert_int_equal(unseal_pieces(p, a, len, 4096, 1, &ea), -CKPT_ECORRUPT);
+		assert_int_equal(unseal_pieces(p, b, len, 4096, 0, &eb), -CKPT_ECORRUPT);
+		assert_string_equal(ea.msg, eb.msg);
+		char want[64];
+		snprintf(want, sizeof want, "authentication failed at chunk %zu of", c);
+		assert_non_null(strstr(ea.msg, want));
+	}
+	for (size_t c = 1; c < nchunks; c++) {
+		seal_file(p, len, 40, 1, "x");
+		assert_int_equal(truncate(p, (off_t)(CKPT_SEAL_PREAMBLE + c * unit)), 0);
+		int ra = unseal_pieces(p, a, len, 4096, 1, &ea), rb = unseal_pieces(p, b, len, 4096, 0, &eb);
+		assert_int_equal(ra, rb);
+		assert_true(ra < 0);
+		assert_string_equal(ea.msg, eb.msg);
+	}
+	free(a);
+	free(b);
+}
+
 /* A tampered chunk hands out nothing: the caller's buffer keeps what it had there. */
 static void test_seal__nothing_handed_out_before_its_tag_is_verified(void **state)
 {
@@ -468,6 +545,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seal__key_file_permissions_and_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open__root_owned_by_another_user_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__associated_data_binds_step_rank_and_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__pairs_read_as_one_at_a_time_does, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__truncation_at_a_chunk_boundary_is_detected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__nothing_handed_out_before_its_tag_is_verified, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__large_file_through_the_streams, setup, teardown),
