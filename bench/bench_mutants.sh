@@ -12,6 +12,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=$(mktemp -d "${TMPDIR:-/tmp}/bench-mutants.XXXXXX")
 trap 'rm -rf "$out"' EXIT
+# a fresh golden cache: every mutant's uninterrupted runs are computed in this run, none come from an
+# earlier gate of the same tree (the compiler cache is the gate's own, build-mutants/.ccache)
+export XDG_CACHE_HOME="$out/xdg"
 "$repo/scripts/mutants" --full --json "$out/m.json" "$@" >"$out/m.txt" 2>&1 || {
 	tail -30 "$out/m.txt" >&2
 	echo "bench_mutants: the gate failed (a survivor or a failing baseline); figures below still stand" >&2
