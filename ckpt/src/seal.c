@@ -410,19 +410,24 @@ out:
 	return rc;
 }
 
+/* Tell a worker thread to stop (*stop under mu, then cv), join it, and destroy its mutex and condition. */
+static void worker_stop(pthread_t t, pthread_mutex_t *mu, pthread_cond_t *cv, int *stop)
+{
+	pthread_mutex_lock(mu);
+	*stop = 1;
+	pthread_cond_broadcast(cv);
+	pthread_mutex_unlock(mu);
+	pthread_join(t, NULL);
+	pthread_mutex_destroy(mu);
+	pthread_cond_destroy(cv);
+}
+
 void ckpt__sealw_free(ckpt_sealw *w)
 {
 	if (!w)
 		return;
-	if (w->threaded) {
-		pthread_mutex_lock(&w->mu);
-		w->stop = 1;
-		pthread_cond_broadcast(&w->cv);
-		pthread_mutex_unlock(&w->mu);
-		pthread_join(w->sealer, NULL);
-		pthread_mutex_destroy(&w->mu);
-		pthread_cond_destroy(&w->cv);
-	}
+	if (w->threaded)
+		worker_stop(w->sealer, &w->mu, &w->cv, &w->stop);
 	sodium_memzero(&w->st, sizeof w->st);
 	for (unsigned i = 0; i < WPIPE; i++) {
 		if (w->slot[i].plain)
@@ -850,15 +855,8 @@ void ckpt__sealr_free(ckpt_sealr *r)
 {
 	if (!r)
 		return;
-	if (r->helper_on) {
-		pthread_mutex_lock(&r->mu);
-		r->helper_stop = 1;
-		pthread_cond_broadcast(&r->cv);
-		pthread_mutex_unlock(&r->mu);
-		pthread_join(r->helper, NULL);
-		pthread_mutex_destroy(&r->mu);
-		pthread_cond_destroy(&r->cv);
-	}
+	if (r->helper_on)
+		worker_stop(r->helper, &r->mu, &r->cv, &r->helper_stop);
 	sodium_memzero(&r->st, sizeof r->st);
 	sodium_memzero(&r->job.st, sizeof r->job.st);
 	if (r->plain)

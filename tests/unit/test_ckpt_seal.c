@@ -335,9 +335,13 @@ static uint64_t seal_file(const char *p, size_t len, uint64_t step, int rank, co
 	return size;
 }
 
-/* Open and read it all as (step, rank, name) into out (len bytes): 0 or the error. */
-static int unseal_file(const char *p, unsigned char *out, size_t len, uint64_t step, int rank, const char *name,
-		       ckpt_error *e)
+/*
+ * Open and read it all as (step, rank, name) into out (len bytes), in pieces
+ * of `piece` bytes, chunks two at a time (pairs 1), one at a time (0), or as
+ * the environment decides (-1): 0 or the error.
+ */
+static int unseal_pieces(const char *p, unsigned char *out, size_t len, size_t piece, int pairs, uint64_t step,
+			 int rank, const char *name, ckpt_error *e)
 {
 	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = e };
 	ckpt_sealr *r = NULL;
@@ -349,17 +353,28 @@ static int unseal_file(const char *p, unsigned char *out, size_t len, uint64_t s
 	memset(e, 0, sizeof *e);
 	assert_true(fd >= 0);
 	fstat(fd, &st);
+	if (pairs >= 0)
+		setenv("CKPT_SEAL_PAIRS", pairs ? "1" : "0", 1);
 	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true), 0);
-	if ((rc = ckpt__sealr_begin(&r, &test_key, &io, in, NULL, p, (uint64_t)st.st_size, step, rank, name, &plain,
-				    &ident)) == 0) {
-		rc = plain != len ? -EINVAL : ckpt__sealr_read(r, out, len);
-		if (rc == 0)
-			rc = ckpt__sealr_end(r);
-	}
+	rc = ckpt__sealr_begin(&r, &test_key, &io, in, NULL, p, (uint64_t)st.st_size, step, rank, name, &plain, &ident);
+	if (pairs >= 0)
+		unsetenv("CKPT_SEAL_PAIRS");
+	if (rc == 0 && plain != len)
+		rc = -EINVAL;
+	for (size_t off = 0; rc == 0 && off < len; off += piece)
+		rc = ckpt__sealr_read(r, out + off, len - off < piece ? len - off : piece);
+	if (rc == 0)
+		rc = ckpt__sealr_end(r);
 	ckpt__sealr_free(r);
 	ckpt__stream_close(in);
 	close(fd);
 	return rc;
+}
+
+static int unseal_file(const char *p, unsigned char *out, size_t len, uint64_t step, int rank, const char *name,
+		       ckpt_error *e)
+{
+	return unseal_pieces(p, out, len, len ? len : 1, -1, step, rank, name, e);
 }
 
 /* Step, rank and name are bound: each one changed is refused at the first chunk. */
@@ -433,33 +448,6 @@ static void test_seal__large_file_through_the_streams(void **state)
 	free(out);
 }
 
-/* Open and read it all in pieces of `piece` bytes, chunks two at a time or (pairs 0) one at a time. */
-static int unseal_pieces(const char *p, unsigned char *out, size_t len, size_t piece, int pairs, ckpt_error *e)
-{
-	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = e };
-	ckpt_sealr *r = NULL;
-	ckpt_stream *in = NULL;
-	struct stat st;
-	uint64_t plain, ident;
-	int fd = open(p, O_RDONLY), rc;
-
-	memset(e, 0, sizeof *e);
-	assert_true(fd >= 0);
-	fstat(fd, &st);
-	setenv("CKPT_SEAL_PAIRS", pairs ? "1" : "0", 1);
-	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true), 0);
-	rc = ckpt__sealr_begin(&r, &test_key, &io, in, NULL, p, (uint64_t)st.st_size, 40, 1, "x", &plain, &ident);
-	unsetenv("CKPT_SEAL_PAIRS");
-	for (size_t off = 0; rc == 0 && off < len; off += piece)
-		rc = ckpt__sealr_read(r, out + off, len - off < piece ? len - off : piece);
-	if (rc == 0)
-		rc = ckpt__sealr_end(r);
-	ckpt__sealr_free(r);
-	ckpt__stream_close(in);
-	close(fd);
-	return rc;
-}
-
 /*
  * Chunks two at a time (a helper decrypts the second from the state derived
  * for it) read what one at a time reads: every byte, in pieces of any
@@ -481,8 +469,8 @@ static void test_seal__pairs_read_as_one_at_a_time_does(void **state)
 	seal_file(p, len, 40, 1, "x");
 	for (size_t k = 0; k < sizeof pieces / sizeof *pieces; k++) {
 		memset(a, 0, len);
-		assert_int_equal(unseal_pieces(p, a, len, pieces[k], 1, &ea), 0);
-		assert_int_equal(unseal_pieces(p, b, len, pieces[k], 0, &eb), 0);
+		assert_int_equal(unseal_pieces(p, a, len, pieces[k], 1, 40, 1, "x", &ea), 0);
+		assert_int_equal(unseal_pieces(p, b, len, pieces[k], 0, 40, 1, "x", &eb), 0);
 		assert_memory_equal(a, b, len);
 		for (size_t i = 0; i < len; i++)
 			if (a[i] != (unsigned char)(i * 7 + 1))
@@ -491,8 +479,8 @@ static void test_seal__pairs_read_as_one_at_a_time_does(void **state)
 	for (size_t c = 0; c < nchunks; c++) {
 		seal_file(p, len, 40, 1, "x");
 		fx_flip(p, CKPT_SEAL_PREAMBLE + c * unit + 9);
-		assert_int_equal(unseal_pieces(p, a, len, 4096, 1, &ea), -CKPT_ECORRUPT);
-		assert_int_equal(unseal_pieces(p, b, len, 4096, 0, &eb), -CKPT_ECORRUPT);
+		assert_int_equal(unseal_pieces(p, a, len, 4096, 1, 40, 1, "x", &ea), -CKPT_ECORRUPT);
+		assert_int_equal(unseal_pieces(p, b, len, 4096, 0, 40, 1, "x", &eb), -CKPT_ECORRUPT);
 		assert_string_equal(ea.msg, eb.msg);
 		char want[64];
 		snprintf(want, sizeof want, "authentication failed at chunk %zu of", c);
@@ -501,7 +489,8 @@ static void test_seal__pairs_read_as_one_at_a_time_does(void **state)
 	for (size_t c = 1; c < nchunks; c++) {
 		seal_file(p, len, 40, 1, "x");
 		assert_int_equal(truncate(p, (off_t)(CKPT_SEAL_PREAMBLE + c * unit)), 0);
-		int ra = unseal_pieces(p, a, len, 4096, 1, &ea), rb = unseal_pieces(p, b, len, 4096, 0, &eb);
+		int ra = unseal_pieces(p, a, len, 4096, 1, 40, 1, "x", &ea);
+		int rb = unseal_pieces(p, b, len, 4096, 0, 40, 1, "x", &eb);
 		assert_int_equal(ra, rb);
 		assert_true(ra < 0);
 		assert_string_equal(ea.msg, eb.msg);
