@@ -498,9 +498,11 @@ static ckpt_fault_ctx point_ctx(const ckpt_io *io, const char *op, const char *d
 
 int ckpt__io_fsync(ckpt_io *io, int fd, const char *path)
 {
-	char disp[CKPT_PATH_MAX];
-	ckpt_fault_ctx skipped = point_ctx(io, "fsync", ckpt__io_display(io, path, disp, sizeof disp), fd);
-	ckpt_mutant_reached_durability("skip_file_fsync", &skipped, 1);
+	if (ckpt_mutant_recording()) {
+		char disp[CKPT_PATH_MAX];
+		ckpt_fault_ctx skipped = point_ctx(io, "fsync", ckpt__io_display(io, path, disp, sizeof disp), fd);
+		ckpt_mutant_reached_durability("skip_file_fsync", &skipped, 1);
+	}
 #ifdef CKPT_MUTANT_SKIP_FILE_FSYNC
 	struct stat sb;
 	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
@@ -676,12 +678,14 @@ int ckpt__io_opendir(ckpt_io *io, const char *path, DIR **out)
 
 int ckpt__io_fsync_dir(ckpt_io *io, const char *path)
 {
-	char disp[CKPT_PATH_MAX];
-	ckpt__io_display(io, path, disp, sizeof disp);
-	/* the mutant skips the directory's open, fsync and close */
-	ckpt_fault_ctx skipped[3] = { point_ctx(io, "open", disp, -1), point_ctx(io, "fsync", disp, -1),
-				      point_ctx(io, "close", disp, -1) };
-	ckpt_mutant_reached_durability("skip_dir_fsync", skipped, 3);
+	if (ckpt_mutant_recording()) {
+		char disp[CKPT_PATH_MAX];
+		ckpt__io_display(io, path, disp, sizeof disp);
+		/* the mutant skips the directory's open, fsync and close */
+		ckpt_fault_ctx skipped[3] = { point_ctx(io, "open", disp, -1), point_ctx(io, "fsync", disp, -1),
+					      point_ctx(io, "close", disp, -1) };
+		ckpt_mutant_reached_durability("skip_dir_fsync", skipped, 3);
+	}
 #ifdef CKPT_MUTANT_SKIP_DIR_FSYNC
 	(void)io;
 	(void)path;

@@ -808,19 +808,12 @@ int ckpt__sealr_read(ckpt_sealr *r, void *buf, size_t len)
 						     ckpt__io_display(r->io, r->path, disp, sizeof disp));
 			/* a whole chunk wanted: straight into the caller's buffer, verified there before return */
 			bool whole = r->next + 1 < r->nchunks && len >= r->chunk;
-			if (r->pairs && r->next + 2 < r->nchunks) {
-				if (helper_start(r) == 0) {
-					if ((rc = pull_pair(r, whole ? p : r->plain)) < 0)
-						return rc;
-					if (whole) {
-						p += r->chunk;
-						len -= r->chunk;
-					}
-					continue;
-				}
+			bool pair = r->pairs && r->next + 2 < r->nchunks;
+			if (pair && helper_start(r) < 0) {
 				r->pairs = 0;   /* no thread to be had: one at a time */
+				pair = false;
 			}
-			if ((rc = pull_into(r, whole ? p : r->plain)) < 0)
+			if ((rc = pair ? pull_pair(r, whole ? p : r->plain) : pull_into(r, whole ? p : r->plain)) < 0)
 				return rc;
 			if (whole) {
 				p += r->chunk;
