@@ -3,8 +3,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *arg)
+int harness_jsonl_each_stream_with(FILE *f, const char *needle, int (*fn)(json_t *obj, void *arg), void *arg)
 {
 	size_t cap = 4096;
 	char *line = malloc(cap);
@@ -33,7 +34,7 @@ int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *
 			}
 			line[len++] = (char)ch;
 		}
-		if (longer || len == 0)
+		if (longer || len == 0 || (needle && !memmem(line, len, needle, strlen(needle))))
 			continue;
 		json_t *j = json_loadb(line, len, 0, NULL);
 		if (j && json_is_object(j))
@@ -44,14 +45,24 @@ int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *
 	return ferror(f) ? -EIO : 0;
 }
 
-int harness_jsonl_each(const char *path, int (*fn)(json_t *obj, void *arg), void *arg)
+int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *arg)
+{
+	return harness_jsonl_each_stream_with(f, NULL, fn, arg);
+}
+
+int harness_jsonl_each_with(const char *path, const char *needle, int (*fn)(json_t *obj, void *arg), void *arg)
 {
 	FILE *f = fopen(path, "re");
 	int rc;
 
 	if (!f)
 		return -errno;
-	rc = harness_jsonl_each_stream(f, fn, arg);
+	rc = harness_jsonl_each_stream_with(f, needle, fn, arg);
 	fclose(f);
 	return rc;
+}
+
+int harness_jsonl_each(const char *path, int (*fn)(json_t *obj, void *arg), void *arg)
+{
+	return harness_jsonl_each_with(path, NULL, fn, arg);
 }

@@ -17,5 +17,12 @@
 int harness_jsonl_each(const char *path, int (*fn)(json_t *obj, void *arg), void *arg);
 /* The same from an open stream. */
 int harness_jsonl_each_stream(FILE *f, int (*fn)(json_t *obj, void *arg), void *arg);
+/*
+ * Only the lines that contain needle are parsed and handed to fn: a reader
+ * that wants one kind of record (libckpt's journal: its events among
+ * thousands of I/O operations) skips the rest unparsed.
+ */
+int harness_jsonl_each_with(const char *path, const char *needle, int (*fn)(json_t *obj, void *arg), void *arg);
+int harness_jsonl_each_stream_with(FILE *f, const char *needle, int (*fn)(json_t *obj, void *arg), void *arg);
 
 #endif

@@ -65,7 +65,7 @@ static void read_one(harness_telemetry *t, int dirfd, const char *name, int rank
 		close(fd);
 		return;
 	}
-	harness_jsonl_each_stream(f, on_record, &rd);
+	harness_jsonl_each_stream_with(f, "\"event\"", on_record, &rd);     /* its events, not its I/O records */
 	fclose(f);
 }
 

@@ -251,9 +251,9 @@ void harness_transitions_find(const char *golden, const char *const *attempts, i
 		char path[1200];
 		journal_ctx c = { a, nattempts, -1 };
 		snprintf(path, sizeof path, "%s/journal/rank-00000.jsonl.1", ckpt_root);
-		harness_jsonl_each(path, take_journal, &c);
+		harness_jsonl_each_with(path, "\"event\"", take_journal, &c);
 		snprintf(path, sizeof path, "%s/journal/rank-00000.jsonl", ckpt_root);
-		harness_jsonl_each(path, take_journal, &c);
+		harness_jsonl_each_with(path, "\"event\"", take_journal, &c);
 	}
 
 	for (int k = 1; k < nattempts; k++) {

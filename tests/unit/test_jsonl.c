@@ -74,9 +74,41 @@ static void test_jsonl__stop_is_obeyed_and_a_missing_file_is_an_error(void **sta
 	assert_true(harness_jsonl_each("/nonexistent/x.jsonl", count, &n) < 0);
 }
 
+static int take_step(json_t *o, void *arg)
+{
+	((int *)arg)[0] += (int)json_integer_value(json_object_get(o, "step"));
+	((int *)arg)[1]++;
+	return 0;
+}
+
+/* A needle: only the lines that contain it are parsed (a journal's events among its I/O records). */
+static void test_jsonl__a_needle_skips_the_other_lines_unparsed(void **state)
+{
+	static const char text[] = "{\"op\":\"write\",\"step\":100}\n{\"event\":\"save\",\"step\":1}\n"
+				   "{\"event\": broken\n{\"op\":\"fsync\",\"note\":\"event\"}\n"
+				   "{\"event\":\"alert\",\"step\":2}\n";
+	int got[2] = { 0, 0 };
+	(void)state;
+	FILE *f = fmemopen((void *)text, sizeof text - 1, "r");
+	assert_non_null(f);
+	assert_int_equal(harness_jsonl_each_stream_with(f, "\"event\"", take_step, got), 0);
+	fclose(f);
+	/* the two events (steps 1 and 2) and the line that has the needle as a value (a reader still checks
+	 * its keys); the torn line skipped as always; the write, with its step 100, never parsed */
+	assert_int_equal(got[1], 3);
+	assert_int_equal(got[0], 3);
+	f = fmemopen((void *)text, sizeof text - 1, "r");
+	got[0] = got[1] = 0;
+	assert_int_equal(harness_jsonl_each_stream_with(f, NULL, take_step, got), 0);
+	fclose(f);
+	assert_int_equal(got[1], 4);
+	assert_int_equal(got[0], 103);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_jsonl__a_needle_skips_the_other_lines_unparsed),
 		cmocka_unit_test(test_jsonl__a_line_over_the_limit_is_skipped_and_reading_goes_on),
 		cmocka_unit_test(test_jsonl__a_line_at_the_limit_is_read),
 		cmocka_unit_test(test_jsonl__stop_is_obeyed_and_a_missing_file_is_an_error),
