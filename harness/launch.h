@@ -76,6 +76,9 @@ typedef struct harness_job_result {
 
 /* Once, at start: become a subreaper and install SIGINT/SIGTERM cleanup. */
 void harness_launch_init(void);
+
+/* At start: remove the MPI job folders on /dev/shm that dead harnesses left (launch.c). */
+void harness_launch_sweep(void);
 /* The signal (SIGINT or SIGTERM) that arrived first, or 0. */
 int harness_interrupted(void);
 

@@ -503,6 +503,7 @@ static int cmd_run(int argc, char **argv, int suite)
 	harness_launch_init();
 	/* what killed harness processes left behind: their work, suite and golden directories */
 	harness_workdir_sweep(harness_workdir_tmp(), "ckpt-harness-");
+	harness_launch_sweep();
 	harness_workdir_sweep(cache, "golden");
 	double t0 = now();
 	if (suite) {
@@ -926,6 +927,7 @@ static int cmd_chaos(int argc, char **argv)
 	harness_opts o = { .bindir = bindir, .cache = cache, .inject = c.inject };
 	harness_launch_init();
 	harness_workdir_sweep(harness_workdir_tmp(), "ckpt-harness-");
+	harness_launch_sweep();
 	rc = harness_chaos(co, &o);
 	free(co);
 	return rc;

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -95,9 +96,18 @@ def start_stalled(tmp_path, mode, n):
     return proc
 
 
+def shm_job_dirs():
+    """The MPI job folders (Open MPI session, shared-memory segments) of local jobs, on /dev/shm."""
+    return set(Path("/dev/shm").glob("ckpt-harness-mpi.*")) if os.access("/dev/shm", os.W_OK) else set()
+
+
 def test_sigkill_of_the_harness_mid_suite_leaves_no_job_running(tmp_path):
+    before = shm_job_dirs()
     proc = start_stalled(tmp_path, "suite", 2)
     assert len(ranks_under(tmp_path)) == 4
+    mine = shm_job_dirs() - before
+    if os.access("/dev/shm", os.W_OK):
+        assert len(mine) == 2, mine       # each job's own, off the disk
     t0 = time.time()
     proc.kill()
     proc.wait(timeout=30)
@@ -108,6 +118,8 @@ def test_sigkill_of_the_harness_mid_suite_leaves_no_job_running(tmp_path):
     took = time.time() - t0
     assert not left, f"still running {took:.1f} s after SIGKILL: {left}"
     print(f"everything gone {took:.2f} s after SIGKILL of the harness")
+    # the guards removed the jobs' folders on /dev/shm, which no work directory sweep would reach
+    wait_for(lambda: not any(d.exists() for d in mine), 10, "the MPI job folders on /dev/shm to go")
     proc.communicate(timeout=30)
     # what it left (the suite directory and both work directories) goes at the next start
     tmp = Path(env_for(tmp_path)["TMPDIR"])
@@ -171,6 +183,10 @@ def test_next_start_removes_stale_work_dirs_of_dead_harnesses_only(tmp_path):
             mk(tmp, f"other-tool.{dead}-{dead_start}.a1B2c3"),
             mk(tmp, f"ckpt-harness-dots.x.{dead}-{dead_start}.a1B2c3"),
             mk(cache, f"ckpt-harness-y.{dead}-{dead_start}.a1B2c3")]           # right name, wrong parent
+    if os.access("/dev/shm", os.W_OK):
+        # a local job's MPI folder on /dev/shm, left by a dead harness whose guard died too; one of a live owner
+        stale.append(mk(Path("/dev/shm"), f"ckpt-harness-mpi.{dead}-{dead_start}.s1h2m3"))
+        kept.append(mk(Path("/dev/shm"), f"ckpt-harness-mpi.{me}-{my_start}.s4h5m6"))
     link = tmp / f"ckpt-harness-link.{dead}-{dead_start}.l1n2k3"
     link.symlink_to(outside, target_is_directory=True)
     afile = tmp / f"ckpt-harness-file.{dead}-{dead_start}.f1l2e3"
@@ -185,6 +201,8 @@ def test_next_start_removes_stale_work_dirs_of_dead_harnesses_only(tmp_path):
         assert not d.exists(), f"{d.name} of a dead harness was left"
     for d in kept:
         assert (d / "attempt-1.log").read_text() == "evidence", d.name
+        if d.parent == Path("/dev/shm"):
+            shutil.rmtree(d)
     assert link.is_symlink() and (outside / "precious").read_text() == "x"
     assert afile.read_text() == "not a directory"
     # and the harness's own directories carry its pid and start time while it runs, and go when it passes
