@@ -65,34 +65,37 @@ static const entry *find(const entry *e, int n, const char *name)
 	return NULL;
 }
 
-static const entry *sort_entries;
-static const harness_scenario *sort_s;
-static int sort_n;
-
-/* Unknown first (in file order), then longest first; ties in file order. */
-static int by_seconds(const void *a, const void *b)
+/* Unknown (< 0) first, in file order; then longest first; ties in file order. */
+static int by_seconds(const void *a, const void *b, void *arg)
 {
+	const double *secs = arg;
 	int i = *(const int *)a, j = *(const int *)b;
-	const entry *x = find(sort_entries, sort_n, sort_s[i].name), *y = find(sort_entries, sort_n, sort_s[j].name);
+	double x = secs[i], y = secs[j];
 
-	if (!x || !y)
-		return !x && !y ? (i > j) - (i < j) : x ? 1 : -1;
-	if (x->seconds != y->seconds)
-		return x->seconds < y->seconds ? 1 : -1;
+	if ((x < 0) != (y < 0))
+		return x < 0 ? -1 : 1;
+	if (x >= 0 && x != y)
+		return x < y ? 1 : -1;
 	return (i > j) - (i < j);
 }
 
 void harness_order_plan(const char *cache, const harness_scenario *s, int n, int *order)
 {
 	entry *e = malloc(MAX_ENTRIES * sizeof *e);
-	int ne = e ? load(cache, e) : 0;
+	double *secs = malloc(((size_t)n + 1) * sizeof *secs);
+	int ne = e && secs ? load(cache, e) : 0;
 
 	for (int i = 0; i < n; i++)
 		order[i] = i;
 	if (ne > 0) {
-		sort_entries = e, sort_s = s, sort_n = ne;
-		qsort(order, (size_t)n, sizeof *order, by_seconds);
+		/* each scenario's time looked up once, not at every comparison */
+		for (int i = 0; i < n; i++) {
+			const entry *x = find(e, ne, s[i].name);
+			secs[i] = x ? x->seconds : -1;
+		}
+		qsort_r(order, (size_t)n, sizeof *order, by_seconds, secs);
 	}
+	free(secs);
 	free(e);
 }
 

@@ -579,6 +579,22 @@ static void reach_merge(const char *src)
 	close(out);
 }
 
+/* text into path whole or not at all (PATH.part, then a rename): the golden cache's KEY.failed and CFG.ref. */
+static void store_text(const char *path, const char *text)
+{
+	char part[1200];
+	FILE *f;
+
+	snprintf(part, sizeof part, "%s.part", path);
+	if (!(f = fopen(part, "w")))
+		return;
+	fputs(text, f);
+	if (fclose(f) == 0)
+		rename(part, path);
+	else
+		unlink(part);
+}
+
 /*
  * A trainer that does not resume bit for bit even without a fault fails so
  * for every scenario with the same golden key (the same binaries, preset,
@@ -587,21 +603,6 @@ static void reach_merge(const char *src)
  * three more runs that would end the same. Only that finding is kept; a
  * launch failure or a nondeterministic trainer is computed again.
  */
-static void store_failed_golden(const char *path, const char *sentence)
-{
-	char part[1200];
-	FILE *f;
-
-	snprintf(part, sizeof part, "%s.part", path);
-	if (!(f = fopen(part, "w")))
-		return;
-	fputs(sentence, f);
-	if (fclose(f) == 0)
-		rename(part, path);
-	else
-		unlink(part);
-}
-
 static int load_failed_golden(const char *path, harness_result *r)
 {
 	FILE *f = fopen(path, "r");
@@ -822,7 +823,7 @@ keyed:
 	}
 	if (rc == 0 && (rc = plain_resume(s, o, r, tmp, traj[0])) < 0) {
 		if (rc == -EPROTO && r->verdict == HARNESS_FAIL)
-			store_failed_golden(failed, r->sentence);
+			store_text(failed, r->sentence);
 		goto done;       /* keep the evidence */
 	}
 	if (rc == 0 && scen_reach[0]) {
@@ -849,15 +850,10 @@ keyed:
 	}
 	if (rc == 0 && scen_reach[0] && !s->trainer.ncommand) {
 		/* the index --golden-from reads: this configuration's golden, with its reach record */
-		char ref[PATH_MAX];
-		FILE *f;
-		snprintf(part, sizeof part, "%s/golden.ref", tmp);
+		char ref[PATH_MAX], hex[24];
 		cfg_ref_path(ref, sizeof ref, o->cache, cfg);
-		if ((f = fopen(part, "w")) != NULL) {
-			fprintf(f, "%016" PRIx64 "\n", key);
-			if (fclose(f) != 0 || rename(part, ref) < 0)
-				unlink(part);
-		}
+		snprintf(hex, sizeof hex, "%016" PRIx64 "\n", key);
+		store_text(ref, hex);
 	}
 	if (rc == 0)
 		harness_workdir_remove(tmp);

@@ -456,11 +456,9 @@ void ckpt__sealw_free(ckpt_sealw *w)
  */
 #define PAIR_MIN_CHUNKS 4
 
+/* The helper's chunk: always cipher2 into ahead, from st. */
 typedef struct pair_job {
 	sstate st;
-	const unsigned char *in;
-	unsigned char *out;
-	size_t inlen;
 	unsigned char tag;
 	int rc, busy;
 } pair_job;
@@ -581,8 +579,8 @@ static void *helper_main(void *arg)
 		if (r->helper_stop)
 			break;
 		pthread_mutex_unlock(&r->mu);
-		int rc = crypto_secretstream_xchacha20poly1305_pull(&r->job.st, r->job.out, &got, &r->job.tag, r->job.in,
-								    r->job.inlen, r->ad, r->adlen);
+		int rc = crypto_secretstream_xchacha20poly1305_pull(&r->job.st, r->ahead, &got, &r->job.tag, r->cipher2,
+								    (size_t)r->chunk + ABYTES, r->ad, r->adlen);
 		pthread_mutex_lock(&r->mu);
 		r->job.rc = rc;
 		r->job.busy = 0;
@@ -672,7 +670,7 @@ static int pull_pair(ckpt_sealr *r, unsigned char *out)
 	derived = r->st;
 	state_after(&derived, r->cipher + 1 + r->chunk);
 	pthread_mutex_lock(&r->mu);
-	r->job = (pair_job){ .st = derived, .in = r->cipher2, .out = r->ahead, .inlen = unit, .busy = 1 };
+	r->job = (pair_job){ .st = derived, .busy = 1 };
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	/* the seeded bug's code is pull_loaded's (its build takes no pairs): both chunks would pass it */
