@@ -7,7 +7,7 @@ BUILD=${CKPT_BUILD_DIR:-$REPO/build}
 export CKPT_BUILD_DIR=$BUILD
 
 PACKAGES=(build-essential cmake ninja-build pkg-config git
-          openmpi-bin libopenmpi-dev libfiu-dev fiu-utils libcmocka-dev libxxhash-dev libjansson-dev libyaml-dev libsodium-dev
+          openmpi-bin libopenmpi-dev libfiu-dev fiu-utils libcmocka-dev libxxhash-dev libjansson-dev libyaml-dev libsodium-dev libssl-dev
           python3 python3-pytest python3-numpy python3-xxhash python3-torch python3-skorch
           chromium    # headless, renders the HTML report in tests/driver/test_html_report.py
           ccache)     # scripts/mutants (tests/driver/test_mutants.py) builds every mutant through one cache

@@ -1,5 +1,6 @@
 /* Sealed checkpoint files (seal.h): libsodium secretstream per file, bound to step, rank and name. */
 #include "seal.h"
+#include "secretstream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,22 +21,13 @@
 #define TAG_MESSAGE crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 #define AD_MAX (16 + 64 + CKPT_NAME_MAX)
 
-typedef crypto_secretstream_xchacha20poly1305_state sstate;
+typedef ckpt_ss_state sstate;
 
 _Static_assert(8 + 4 + 4 + HBYTES == CKPT_SEAL_PREAMBLE, "preamble layout");
 
-static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
-static int sodium_ok;
-
-static void sodium_start(void)
-{
-	sodium_ok = sodium_init() >= 0;
-}
-
 static int sodium_ready(void)
 {
-	pthread_once(&sodium_once, sodium_start);
-	return sodium_ok ? 0 : -ENOSYS;
+	return ckpt__ss_ready() == 0 ? 0 : -ENOSYS;
 }
 
 /* ---- keys --------------------------------------------------------------- */
@@ -224,7 +216,7 @@ static pthread_mutex_t reuse_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void seal_slot(ckpt_sealw *w, wslot *sl)
 {
-	crypto_secretstream_xchacha20poly1305_push(&w->st, sl->cipher, &sl->clen, sl->src ? sl->src : sl->plain,
+	ckpt__ss_push(&w->st, sl->cipher, &sl->clen, sl->src ? sl->src : sl->plain,
 						   sl->fill, w->ad, w->adlen, sl->tag);
 }
 
@@ -541,7 +533,7 @@ static int pull_loaded(ckpt_sealr *r, unsigned char *out)
 		return 0;
 	}
 #endif
-	if (crypto_secretstream_xchacha20poly1305_pull(&r->st, out, &got, &tag, r->cipher, mlen + ABYTES, r->ad,
+	if (ckpt__ss_pull(&r->st, out, &got, &tag, r->cipher, mlen + ABYTES, r->ad,
 						       r->adlen) != 0)
 		return auth_failed(r);
 	if (last != (tag == TAG_FINAL))
@@ -579,7 +571,7 @@ static void *helper_main(void *arg)
 		if (r->helper_stop)
 			break;
 		pthread_mutex_unlock(&r->mu);
-		int rc = crypto_secretstream_xchacha20poly1305_pull(&r->job.st, r->ahead, &got, &r->job.tag, r->cipher2,
+		int rc = ckpt__ss_pull(&r->job.st, r->ahead, &got, &r->job.tag, r->cipher2,
 								    (size_t)r->chunk + ABYTES, r->ad, r->adlen);
 		pthread_mutex_lock(&r->mu);
 		r->job.rc = rc;
@@ -675,7 +667,7 @@ static int pull_pair(ckpt_sealr *r, unsigned char *out)
 	pthread_mutex_unlock(&r->mu);
 	/* the seeded bug's code is pull_loaded's (its build takes no pairs): both chunks would pass it */
 	ckpt_mutant_reached("seal_mac_after_use");
-	rc = crypto_secretstream_xchacha20poly1305_pull(&r->st, out, &got, &tag, r->cipher, unit, r->ad, r->adlen);
+	rc = ckpt__ss_pull(&r->st, out, &got, &tag, r->cipher, unit, r->ad, r->adlen);
 	pthread_mutex_lock(&r->mu);
 	while (r->job.busy)
 		pthread_cond_wait(&r->cv, &r->mu);

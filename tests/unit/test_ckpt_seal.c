@@ -254,6 +254,40 @@ static void test_seal__old_plain_fixture_reads_with_allow_unsealed(void **state)
 	assert_int_equal(fx_restore(&f->job), 0);
 }
 
+/*
+ * A generation sealed before libcrypto did the sealing (by libsodium's own
+ * secretstream) restores as it did: tests/fixtures/sealed-v1-2ranks, two
+ * ranks, step 10, chunks of 4096 bytes, this file's key. A byte flipped in
+ * it is refused, so the key and the format are really in use. With
+ * CKPT_WRITE_SEALED_FIXTURE=DIR set, (re)writes that fixture into DIR first
+ * (with CKPT_SEAL_ENGINE=libsodium) and checks what it wrote.
+ */
+static void test_seal__generation_sealed_by_libsodium_still_restores(void **state)
+{
+	fx *f = *state;
+	const char *out = getenv("CKPT_WRITE_SEALED_FIXTURE"), *src = CKPT_FIXTURES_DIR "/sealed-v1-2ranks";
+	char cmd[4096];
+
+	f->job.world = 2;
+	if (out) {
+		fx_job j;
+		fx_job_init(&j, out, 2);
+		j.key_file = f->key;
+		j.seal_chunk_bytes = f->job.seal_chunk_bytes;
+		fx_save_ok(&j, 10);
+		src = out;
+	}
+	snprintf(cmd, sizeof cmd, "cp -r '%s/.' '%s/'", src, f->root);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(fx_restore(&f->job), 0);
+	for (int r = 0; r < 2; r++) {
+		assert_int_equal(f->job.r[r].info.step, 10);
+		assert_true(f->job.r[r].content_ok);
+	}
+	fx_flip(path(f, "step-00000010/rank-00001.safetensors"), 3000);
+	assert_int_equal(fx_restore(&f->job), -CKPT_ENOVALID);
+}
+
 /* The key file must be private, of a key's size; a hex key is the same key. */
 static void test_seal__key_file_permissions_and_format(void **state)
 {
@@ -531,6 +565,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_seal__key_policy_both_ways, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__old_plain_fixture_reads_with_allow_unsealed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__generation_sealed_by_libsodium_still_restores, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__key_file_permissions_and_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open__root_owned_by_another_user_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__associated_data_binds_step_rank_and_name, setup, teardown),

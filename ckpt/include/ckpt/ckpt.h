@@ -202,4 +202,11 @@ const ckpt_error *ckpt_last_error(const ckpt *c);
 /* Phase names, in the order of ckpt_save_stats.phase_seconds. */
 const char *const *ckpt_save_phase_names(void);
 
+/*
+ * What seals and unseals files in this process (a key configured): "openssl"
+ * (libcrypto's ChaCha20 and Poly1305 in libsodium's secretstream format) or
+ * "libsodium"; the same bytes either way. NULL if libsodium cannot start.
+ */
+const char *ckpt_seal_engine(void);
+
 #endif
