@@ -24,7 +24,10 @@
  * job); the bench waits for it outside the timed region.
  * Prints name=value lines.
  *
- *   mpirun -np 2 build/bin/bench_ckpt DIR [MiB] [rounds]
+ *   mpirun -np 2 build/bin/bench_ckpt DIR [MiB] [rounds] [KEYFILE]
+ *
+ * With KEYFILE: libckpt without a key against libckpt with one (sealed),
+ * instead of against plain I/O (seal_rounds below).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -193,6 +196,63 @@ static void spread(const char *name, double *v, int n)
 #define TIMED(out, stmt) do { MPI_Barrier(MPI_COMM_WORLD); double _t = now(); stmt; \
 	MPI_Barrier(MPI_COMM_WORLD); out = now() - _t; } while (0)
 
+/*
+ * The cost of sealing (bench_seal.sh): a second root with the key, saved
+ * and restored next to the first, in the same rounds; which of the two goes
+ * first alternates from round to round. Per round the ratio sealed time /
+ * unsealed time of save and of restore (from an empty page cache).
+ */
+static void seal_rounds(ckpt *plain, ckpt *sealed, const char *root, const char *sroot, char *state, const char *back,
+			size_t bytes, int world, int rounds)
+{
+	double *rs = calloc((size_t)rounds, sizeof *rs), *rr = calloc((size_t)rounds, sizeof *rr);
+	char files[world + 1][4200];
+	int rank;
+
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	for (int round = 0; round < rounds; round++) {
+		uint64_t step = (uint64_t)round + 1;
+		ckpt *order[2] = { round % 2 ? sealed : plain, round % 2 ? plain : sealed };
+		double t[2], tr[2];
+		for (int k = 0; k < 2; k++) {
+			int rc;
+			TIMED(t[k], rc = ckpt_save(order[k], step, 0));
+			if (rc < 0)
+				die(ckpt_last_error(order[k])->msg, EIO);
+			ckpt_wait(order[k]);
+		}
+		for (int k = 0; k < 2; k++) {
+			const char *r = order[k] == sealed ? sroot : root;
+			ckpt_restore_info info;
+			int rc;
+			for (int i = 0; i < world; i++)
+				snprintf(files[i], sizeof files[i], "%s/step-%08llu/rank-%05d.safetensors", r,
+					 (unsigned long long)step, i);
+			snprintf(files[world], sizeof files[world], "%s/step-%08llu/manifest.json", r, (unsigned long long)step);
+			make_cold(files, world + 1);
+			memset(state, 0, bytes);
+			TIMED(tr[k], rc = ckpt_restore(order[k], &info));
+			if (rc < 0 || info.step != step)
+				die(ckpt_last_error(order[k])->msg, EIO);
+			if (memcmp(state, back, bytes) != 0)
+				die("restored state differs from what was written", EIO);
+		}
+		int s = order[0] == sealed ? 0 : 1;
+		rs[round] = t[s] / t[1 - s];
+		rr[round] = tr[s] / tr[1 - s];
+		if (rank == 0)
+			fprintf(stderr, "round %d: save %.4f s sealed, %.4f s not; restore %.4f s sealed, %.4f s not\n", round + 1,
+				t[s], t[1 - s], tr[s], tr[1 - s]);
+	}
+	if (rank == 0) {
+		printf("seal_engine=%s\nseal_rounds=%d\n", ckpt_seal_engine(), rounds);
+		spread("seal_save_time_ratio", rs, rounds);
+		spread("seal_restore_time_ratio", rr, rounds);
+	}
+	free(rs);
+	free(rr);
+}
+
 int main(int argc, char **argv)
 {
 	MPI_Init(&argc, &argv);
@@ -201,7 +261,7 @@ int main(int argc, char **argv)
 	MPI_Comm_size(MPI_COMM_WORLD, &world);
 	if (argc < 2) {
 		if (rank == 0)
-			fprintf(stderr, "usage: mpirun -np N bench_ckpt DIR [MiB] [rounds]\n");
+			fprintf(stderr, "usage: mpirun -np N bench_ckpt DIR [MiB] [rounds] [KEYFILE]\n");
 		MPI_Finalize();
 		return 2;
 	}
@@ -237,8 +297,22 @@ int main(int argc, char **argv)
 			      bytes / 4 * (size_t)world, bytes / 4 * (size_t)rank);
 	if (ckpt_open(&c, &cfg, &cc, st, &e) < 0)
 		die(e.msg, EIO);
-
 	double *rw = calloc((size_t)rounds, sizeof *rw), *rr = calloc((size_t)rounds, sizeof *rr);
+	if (argc > 4) {         /* KEYFILE: the cost of sealing, not plain I/O */
+		char sroot[4096];
+		ckpt *sealed;
+		snprintf(sroot, sizeof sroot, "%s/sealed", dir);
+		ckpt_config scfg = cfg;
+		scfg.root = sroot;
+		scfg.key_file = argv[4];
+		if (ckpt_open(&sealed, &scfg, &cc, st, &e) < 0)
+			die(e.msg, EIO);
+		memcpy(back, state, bytes);
+		seal_rounds(c, sealed, root, sroot, state, back, bytes, world, rounds);
+		ckpt_close(sealed);
+		goto out;
+	}
+
 	double sum_pw = 0, sum_cw = 0, sum_pr = 0, sum_cr = 0, tp, t, res_plain = 0, res_ckpt = 0;
 	char gen[4200];
 	for (int round = 0; round < rounds; round++) {
@@ -300,6 +374,7 @@ int main(int argc, char **argv)
 			printf("cold_cache_warning=up to %.0f%% of a file read was in the page cache: the read figures are not disk figures\n",
 			       100 * (res_plain > res_ckpt ? res_plain : res_ckpt));
 	}
+out:
 	ckpt_close(c);
 	ckpt_state_free(st);
 	free(state);

@@ -173,8 +173,18 @@ void ckpt__stream_close(ckpt_stream *s);
  * fsync makes them durable either way.
  */
 typedef struct ckpt_wstream ckpt_wstream;
+#define CKPT_WSTREAM_STAGE ((size_t)4 << 20)  /* bytes per O_DIRECT write */
 int ckpt__wstream_open(ckpt_wstream **out, ckpt_io *io, int fd, const char *path, uint64_t size_hint);
 int ckpt__wstream_write(ckpt_wstream *s, const void *buf, size_t len);
+/*
+ * Without the copy: true while the stream writes with O_DIRECT and nothing
+ * has been written yet. Then a producer may fill CKPT_WSTREAM_STAGE-byte
+ * pieces of 4096-aligned memory of its own and write each with
+ * write_stage (the same I/O operation as a staged write), and give what is
+ * left, less than a stage, to ckpt__wstream_write before finish.
+ */
+bool ckpt__wstream_direct(const ckpt_wstream *s);
+int ckpt__wstream_write_stage(ckpt_wstream *s, const void *buf);
 /* Every byte written: the tail goes out. Call before the fsync. */
 int ckpt__wstream_finish(ckpt_wstream *s);
 /* NULL is fine; the descriptor stays open. */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -22,6 +23,19 @@
 #define AD_MAX (16 + 64 + CKPT_NAME_MAX)
 
 typedef ckpt_ss_state sstate;
+
+/*
+ * A key's cache of one writer's ring (the writer, below). Mapping a ring
+ * costs a page fault per page (of shared memory, twice), about as much
+ * system time as the copy it saves costs user time, so a key keeps the ring
+ * its last writer used for the next file and the next save; freed with the
+ * key. It holds ciphertext only.
+ */
+struct ckpt_seal_ring {
+	pthread_mutex_t mu;
+	unsigned char *base;        /* NULL: none kept */
+	size_t len;
+};
 
 _Static_assert(8 + 4 + 4 + HBYTES == CKPT_SEAL_PREAMBLE, "preamble layout");
 
@@ -73,11 +87,12 @@ int ckpt__seal_key_load(ckpt_seal_key **out, const char *path, char *why, size_t
 		goto out;
 	}
 	n = read(fd, buf, sizeof buf);
-	if (!(k = calloc(1, sizeof *k))) {
+	if (!(k = calloc(1, sizeof *k)) || !(k->rings = calloc(1, sizeof *k->rings))) {
 		rc = -ENOMEM;
 		snprintf(why, wl, "out of memory");
 		goto out;
 	}
+	pthread_mutex_init(&k->rings->mu, NULL);
 	if (n == 32) {
 		memcpy(k->k, buf, 32);
 	} else if (n == 64 || (n == 65 && buf[64] == '\n')) {
@@ -105,10 +120,13 @@ out:
 	return rc;
 }
 
+static void rings_free(ckpt_seal_ring *r);
+
 void ckpt__seal_key_free(ckpt_seal_key *k)
 {
 	if (!k)
 		return;
+	rings_free(k->rings);
 	sodium_memzero(k, sizeof *k);
 	free(k);
 }
@@ -167,18 +185,30 @@ static uint32_t get32(const unsigned char *p)
 
 /*
  * A file of CKPT_STREAM_MIN_BYTES or more is sealed by a thread of its own
- * while this one writes the chunks sealed before: WPIPE chunk buffers go
+ * while this one writes the chunks sealed before: WPIPE chunk slots go
  * round, filled here, sealed there, written here in order. Every write is
  * still this thread's, through the I/O layer (faults, journal, undo record
  * unchanged); the sealer touches only the stream state and the buffers.
  * A smaller file is sealed chunk by chunk in the caller.
+ *
+ * Where the write stream writes with O_DIRECT, the chunks are sealed
+ * straight into a ring that the writes read from, with no copy: the file's
+ * bytes in order, byte o at ring + o % RING, the ring's memory mapped twice
+ * in a row so that a chunk running past its end stays contiguous. Whole
+ * stages (CKPT_WSTREAM_STAGE, which divides RING) go out as soon as they are
+ * sealed; the tail goes to the write stream. RING holds every slot's chunk
+ * and a stage besides: less than a stage sealed and not written, at most
+ * WPIPE - 1 chunks in the sealer's hands, and the one being placed, so a
+ * chunk's place is always free. Elsewhere (tmpfs, no memfd) each slot has a
+ * buffer of its own, copied into the stream.
  */
 #define WPIPE 16
+#define STAGE CKPT_WSTREAM_STAGE
 
 enum { SLOT_FREE, SLOT_READY, SLOT_SEALED };
 
 typedef struct wslot {
-	unsigned char *plain, *cipher;
+	unsigned char *plain, *cipher;  /* cipher: in the ring, once placed, or a buffer of the slot's own */
 	const unsigned char *src;   /* the plaintext: plain, or a whole chunk of the caller's (stable input) */
 	size_t fill;                /* plaintext bytes */
 	unsigned long long clen;    /* ciphertext bytes, once sealed */
@@ -198,6 +228,10 @@ struct ckpt_sealw {
 	uint64_t size;
 	wslot slot[WPIPE];
 	unsigned nslots;
+	ckpt_seal_key *key;
+	unsigned char *ring;        /* RING bytes mapped twice in a row; NULL: no ring */
+	size_t ring_len;
+	uint64_t placed, sealed, written;   /* file bytes given a place in the ring; sealed in order; written */
 	unsigned cur, out;          /* the slot being filled; the next to write */
 	int threaded, stop;
 	int stable;                 /* the caller's buffers stay unchanged until end: sealed where they are */
@@ -245,7 +279,80 @@ static void *sealer(void *arg)
 	return NULL;
 }
 
-int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, ckpt_wstream *ws, const char *path,
+/*
+ * len bytes of shared memory mapped twice in a row, its pages populated at
+ * once and not inherited by a fork (a trainer's data workers); NULL if the
+ * system will not.
+ */
+static unsigned char *ring_map(size_t len)
+{
+	unsigned char *base = MAP_FAILED;
+	int fd = memfd_create("ckpt-seal-ring", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return NULL;
+	if (ftruncate(fd, (off_t)len) == 0 &&
+	    (base = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED &&
+	    (mmap(base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, 0) == MAP_FAILED ||
+	     mmap(base + len, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, 0) == MAP_FAILED)) {
+		munmap(base, 2 * len);
+		base = MAP_FAILED;
+	}
+	close(fd);
+	if (base != MAP_FAILED)
+		madvise(base, 2 * len, MADV_DONTFORK);
+	return base == MAP_FAILED ? NULL : base;
+}
+
+/* A ring of len bytes: the key's, if it keeps one of that size, else a new one. */
+static unsigned char *ring_take(ckpt_seal_key *k, size_t len)
+{
+	ckpt_seal_ring *r = k->rings;
+	unsigned char *b = NULL;
+
+	if (r) {                /* (a key made elsewhere than by key_load has no cache) */
+		pthread_mutex_lock(&r->mu);
+		if (r->base && r->len == len) {
+			b = r->base;
+			r->base = NULL;
+		}
+		pthread_mutex_unlock(&r->mu);
+	}
+	return b ? b : ring_map(len);
+}
+
+/* Back to the key, which keeps the newest; what it does not keep is unmapped. */
+static void ring_give(ckpt_seal_key *k, unsigned char *base, size_t len)
+{
+	ckpt_seal_ring *r = k->rings;
+	unsigned char *drop = base;
+	size_t drop_len = len;
+
+	if (r) {
+		pthread_mutex_lock(&r->mu);
+		if (!r->base || r->len != len) {        /* kept: the newest size (one of it is enough) */
+			drop = r->base;
+			drop_len = r->len;
+			r->base = base;
+			r->len = len;
+		}
+		pthread_mutex_unlock(&r->mu);
+	}
+	if (drop)
+		munmap(drop, 2 * drop_len);
+}
+
+static void rings_free(ckpt_seal_ring *r)
+{
+	if (!r)
+		return;
+	if (r->base)
+		munmap(r->base, 2 * r->len);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
+
+int ckpt__sealw_begin(ckpt_sealw **out, ckpt_seal_key *k, ckpt_io *io, ckpt_wstream *ws, const char *path,
 		      uint64_t step, int rank, const char *name, uint64_t size_hint)
 {
 	ckpt_sealw *w = calloc(1, sizeof *w);
@@ -254,10 +361,17 @@ int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, ckp
 	if (!w || sodium_ready() < 0)
 		goto nomem;
 	w->chunk = k->chunk;
+	w->key = k;
 	bool forced;
 	w->nslots = size_hint >= ckpt__stream_min_bytes(&forced) && size_hint > k->chunk ? WPIPE : 1;
+	if (w->nslots > 1 && ckpt__wstream_direct(ws)) {
+		size_t need = WPIPE * ((size_t)k->chunk + ABYTES) + STAGE;
+		w->ring_len = (need + STAGE - 1) / STAGE * STAGE;
+		w->ring = ring_take(k, w->ring_len);
+	}
 	for (unsigned i = 0; i < w->nslots; i++)
-		if (!(w->slot[i].plain = malloc(k->chunk)) || !(w->slot[i].cipher = malloc((size_t)k->chunk + ABYTES)))
+		if (!(w->slot[i].plain = malloc(k->chunk)) ||
+		    (!w->ring && !(w->slot[i].cipher = malloc((size_t)k->chunk + ABYTES))))
 			goto nomem;
 	w->io = io;
 	w->ws = ws;
@@ -278,10 +392,15 @@ int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, ckp
 	crypto_secretstream_xchacha20poly1305_init_push(&w->st, w->pre + 16, k->k);
 #endif
 	w->adlen = make_ad(w->ad, w->pre, step, rank, name);
-	int rc = ckpt__wstream_write(ws, w->pre, sizeof w->pre);
-	if (rc < 0) {
-		ckpt__sealw_free(w);
-		return rc;
+	if (w->ring) {          /* the file's first bytes, written with the first stage */
+		memcpy(w->ring, w->pre, sizeof w->pre);
+		w->placed = w->sealed = sizeof w->pre;
+	} else {
+		int rc = ckpt__wstream_write(ws, w->pre, sizeof w->pre);
+		if (rc < 0) {
+			ckpt__sealw_free(w);
+			return rc;
+		}
 	}
 	w->size = sizeof w->pre;
 	if (w->nslots > 1) {
@@ -302,10 +421,19 @@ nomem:
 	return ckpt__io_fail(io, -ENOMEM, path, "cannot start sealing %s: out of memory", path);
 }
 
+/* A sealed slot, the next in order: copied into the stream, or (ring) every stage it completes written. */
 static int write_slot(ckpt_sealw *w, wslot *sl)
 {
-	int rc = ckpt__wstream_write(w->ws, sl->cipher, (size_t)sl->clen);
+	int rc = 0;
+
 	w->size += sl->clen;
+	if (!w->ring)
+		return ckpt__wstream_write(w->ws, sl->cipher, (size_t)sl->clen);
+	w->sealed += sl->clen;
+	while (rc == 0 && w->sealed - w->written >= STAGE) {
+		rc = ckpt__wstream_write_stage(w->ws, w->ring + w->written % w->ring_len);
+		w->written += STAGE;
+	}
 	return rc;
 }
 
@@ -321,6 +449,10 @@ static int send(ckpt_sealw *w, unsigned char tag)
 	int rc = 0;
 
 	sl->tag = tag;
+	if (w->ring) {          /* its place: free, as RING is sized (above) */
+		sl->cipher = w->ring + w->placed % w->ring_len;
+		w->placed += sl->fill + ABYTES;
+	}
 	if (!w->threaded) {
 		seal_slot(w, sl);
 		sl->fill = 0;
@@ -395,6 +527,9 @@ int ckpt__sealw_end(ckpt_sealw *w, uint64_t *size, uint64_t *ident)
 		goto out;
 	if ((rc = send(w, TAG_FINAL)) < 0)
 		goto out;
+	if (w->ring && (rc = ckpt__wstream_write(w->ws, w->ring + w->written % w->ring_len,
+						  (size_t)(w->sealed - w->written))) < 0)
+		goto out;       /* the tail, less than a stage */
 	*size = w->size;
 	*ident = XXH3_64bits(w->pre, sizeof w->pre);
 out:
@@ -425,8 +560,11 @@ void ckpt__sealw_free(ckpt_sealw *w)
 		if (w->slot[i].plain)
 			sodium_memzero(w->slot[i].plain, w->chunk);
 		free(w->slot[i].plain);
-		free(w->slot[i].cipher);
+		if (!w->ring)
+			free(w->slot[i].cipher);
 	}
+	if (w->ring)
+		ring_give(w->key, w->ring, w->ring_len);
 	free(w);
 }
 

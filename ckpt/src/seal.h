@@ -33,10 +33,13 @@
 #define CKPT_SEAL_CHUNK_MIN 4096u
 #define CKPT_SEAL_CHUNK_MAX (16u << 20)
 
+typedef struct ckpt_seal_ring ckpt_seal_ring;
+
 typedef struct ckpt_seal_key {
 	unsigned char k[32];
 	uint32_t chunk;             /* plaintext bytes per chunk written */
 	int allow_unsealed;         /* read generations written without a key */
+	ckpt_seal_ring *rings;      /* the writers' rings (seal.c), kept from one file to the next: a cache */
 } ckpt_seal_key;
 
 /*
@@ -62,7 +65,7 @@ bool ckpt__seal_is_sealed(const void *buf, size_t len);
  * thread seals chunks while the caller's thread writes the ones before.
  */
 typedef struct ckpt_sealw ckpt_sealw;
-int ckpt__sealw_begin(ckpt_sealw **out, const ckpt_seal_key *k, ckpt_io *io, ckpt_wstream *ws, const char *path,
+int ckpt__sealw_begin(ckpt_sealw **out, ckpt_seal_key *k, ckpt_io *io, ckpt_wstream *ws, const char *path,
 		      uint64_t step, int rank, const char *name, uint64_t size_hint);
 int ckpt__sealw_write(ckpt_sealw *w, const void *buf, size_t len);
 /* Every buffer given to write stays unchanged until end: whole chunks are sealed in place, not copied. */

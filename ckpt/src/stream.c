@@ -248,7 +248,7 @@ void ckpt__stream_close(ckpt_stream *s)
 
 /* ---- writes --------------------------------------------------------------- */
 
-#define STAGE ((size_t)4 << 20)     /* bytes per O_DIRECT write */
+#define STAGE CKPT_WSTREAM_STAGE
 
 struct ckpt_wstream {
 	ckpt_io *io;
@@ -316,6 +316,16 @@ int ckpt__wstream_write(ckpt_wstream *s, const void *buf, size_t len)
 		}
 	}
 	return 0;
+}
+
+bool ckpt__wstream_direct(const ckpt_wstream *s)
+{
+	return s->stage && s->fill == 0 && s->off == 0;
+}
+
+int ckpt__wstream_write_stage(ckpt_wstream *s, const void *buf)
+{
+	return put(s, buf, STAGE);
 }
 
 int ckpt__wstream_finish(ckpt_wstream *s)
