@@ -142,6 +142,16 @@ const char *ckpt__io_display(const ckpt_io *io, const char *path, char *buf, siz
  * the file and the ring.
  */
 #define CKPT_STREAM_MIN_BYTES ((uint64_t)8 << 20)
+
+/*
+ * len bytes (a multiple of the page size) of shared memory mapped twice in
+ * a row: byte i and byte len + i are one byte, so len bytes from any offset
+ * below len are contiguous (a ring without a seam). Its pages are populated
+ * at once and not inherited by a fork (a trainer's data workers). NULL if
+ * the system will not (no memfd).
+ */
+unsigned char *ckpt__mirror_map(size_t len);
+void ckpt__mirror_unmap(unsigned char *base, size_t len);
 typedef struct ckpt_stream ckpt_stream;
 
 /*
@@ -159,6 +169,16 @@ uint64_t ckpt__stream_min_bytes(bool *forced);
 int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, uint64_t size, bool ahead);
 /* Exactly len bytes, or -errno; a file that ends early is -CKPT_ECORRUPT. */
 int ckpt__stream_read(ckpt_stream *s, void *buf, size_t len);
+/*
+ * Without the copy: whether len bytes can be viewed where the readers put
+ * them (read ahead, in a mirrored ring, len at most 7 MiB). Then view is one
+ * "read" operation like ckpt__stream_read, which points *p at the next len
+ * bytes instead of copying them out; they stay put until release(len),
+ * which must come before the next view or read.
+ */
+bool ckpt__stream_can_view(const ckpt_stream *s, size_t len);
+int ckpt__stream_view(ckpt_stream *s, size_t len, const unsigned char **p);
+void ckpt__stream_release(ckpt_stream *s, size_t len);
 /* Stops and joins the readers; the descriptor stays open. NULL is fine. */
 void ckpt__stream_close(ckpt_stream *s);
 

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -198,8 +197,10 @@ static uint32_t get32(const unsigned char *p)
  * stages (CKPT_WSTREAM_STAGE, which divides RING) go out as soon as they are
  * sealed; the tail goes to the write stream. RING holds every slot's chunk
  * and a stage besides: less than a stage sealed and not written, at most
- * WPIPE - 1 chunks in the sealer's hands, and the one being placed, so a
- * chunk's place is always free. Elsewhere (tmpfs, no memfd) each slot has a
+ * nslots - 1 chunks in the sealer's hands, and the one being placed, so a
+ * chunk's place is always free. There are a stage's worth of slots and two
+ * more (6 of 1 MiB: a ring of 12 MiB, mapped once per key, see
+ * ckpt_seal_ring). Elsewhere (tmpfs, no memfd) each of WPIPE slots has a
  * buffer of its own, copied into the stream.
  */
 #define WPIPE 16
@@ -279,31 +280,6 @@ static void *sealer(void *arg)
 	return NULL;
 }
 
-/*
- * len bytes of shared memory mapped twice in a row, its pages populated at
- * once and not inherited by a fork (a trainer's data workers); NULL if the
- * system will not.
- */
-static unsigned char *ring_map(size_t len)
-{
-	unsigned char *base = MAP_FAILED;
-	int fd = memfd_create("ckpt-seal-ring", MFD_CLOEXEC);
-
-	if (fd < 0)
-		return NULL;
-	if (ftruncate(fd, (off_t)len) == 0 &&
-	    (base = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED &&
-	    (mmap(base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, 0) == MAP_FAILED ||
-	     mmap(base + len, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, 0) == MAP_FAILED)) {
-		munmap(base, 2 * len);
-		base = MAP_FAILED;
-	}
-	close(fd);
-	if (base != MAP_FAILED)
-		madvise(base, 2 * len, MADV_DONTFORK);
-	return base == MAP_FAILED ? NULL : base;
-}
-
 /* A ring of len bytes: the key's, if it keeps one of that size, else a new one. */
 static unsigned char *ring_take(ckpt_seal_key *k, size_t len)
 {
@@ -318,7 +294,7 @@ static unsigned char *ring_take(ckpt_seal_key *k, size_t len)
 		}
 		pthread_mutex_unlock(&r->mu);
 	}
-	return b ? b : ring_map(len);
+	return b ? b : ckpt__mirror_map(len);
 }
 
 /* Back to the key, which keeps the newest; what it does not keep is unmapped. */
@@ -339,7 +315,7 @@ static void ring_give(ckpt_seal_key *k, unsigned char *base, size_t len)
 		pthread_mutex_unlock(&r->mu);
 	}
 	if (drop)
-		munmap(drop, 2 * drop_len);
+		ckpt__mirror_unmap(drop, drop_len);
 }
 
 static void rings_free(ckpt_seal_ring *r)
@@ -347,7 +323,7 @@ static void rings_free(ckpt_seal_ring *r)
 	if (!r)
 		return;
 	if (r->base)
-		munmap(r->base, 2 * r->len);
+		ckpt__mirror_unmap(r->base, r->len);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
 }
@@ -365,9 +341,12 @@ int ckpt__sealw_begin(ckpt_sealw **out, ckpt_seal_key *k, ckpt_io *io, ckpt_wstr
 	bool forced;
 	w->nslots = size_hint >= ckpt__stream_min_bytes(&forced) && size_hint > k->chunk ? WPIPE : 1;
 	if (w->nslots > 1 && ckpt__wstream_direct(ws)) {
-		size_t need = WPIPE * ((size_t)k->chunk + ABYTES) + STAGE;
+		/* a stage of chunks and two more in flight keep the sealer a stage ahead of the writes */
+		size_t slots = STAGE / k->chunk + 2 < WPIPE ? STAGE / k->chunk + 2 : WPIPE;
+		size_t need = slots * ((size_t)k->chunk + ABYTES) + STAGE;
 		w->ring_len = (need + STAGE - 1) / STAGE * STAGE;
-		w->ring = ring_take(k, w->ring_len);
+		if ((w->ring = ring_take(k, w->ring_len)))
+			w->nslots = (unsigned)slots;
 	}
 	for (unsigned i = 0; i < w->nslots; i++)
 		if (!(w->slot[i].plain = malloc(k->chunk)) ||
@@ -648,8 +627,8 @@ static int tagged_final(ckpt_sealr *r)
 			     last ? "not the final one" : "tagged final");
 }
 
-/* The next chunk, its ciphertext in r->cipher already, verified into out (chunk bytes of room). */
-static int pull_loaded(ckpt_sealr *r, unsigned char *out)
+/* The next chunk, its ciphertext at c, verified into out (chunk bytes of room). */
+static int pull_loaded(ckpt_sealr *r, const unsigned char *c, unsigned char *out)
 {
 	bool last = r->next + 1 == r->nchunks;
 	size_t mlen = last ? (size_t)r->last_len : r->chunk;
@@ -660,8 +639,8 @@ static int pull_loaded(ckpt_sealr *r, unsigned char *out)
 		ckpt_mutant_reached("seal_mac_after_use");
 #ifdef CKPT_MUTANT_SEAL_MAC_AFTER_USE
 	if (!last) {    /* mutant: decrypted and handed out now, its tag left for "later" (never comes) */
-		const unsigned char *mac = r->cipher + 1 + mlen;
-		crypto_stream_chacha20_ietf_xor_ic(out, r->cipher + 1, mlen, r->st.nonce, 2U, r->st.k);
+		const unsigned char *mac = c + 1 + mlen;
+		crypto_stream_chacha20_ietf_xor_ic(out, c + 1, mlen, r->st.nonce, 2U, r->st.k);
 		for (int i = 0; i < 8; i++)
 			r->st.nonce[4 + i] ^= mac[i];
 		sodium_increment(r->st.nonce, 4);
@@ -671,8 +650,7 @@ static int pull_loaded(ckpt_sealr *r, unsigned char *out)
 		return 0;
 	}
 #endif
-	if (ckpt__ss_pull(&r->st, out, &got, &tag, r->cipher, mlen + ABYTES, r->ad,
-						       r->adlen) != 0)
+	if (ckpt__ss_pull(&r->st, out, &got, &tag, c, mlen + ABYTES, r->ad, r->adlen) != 0)
 		return auth_failed(r);
 	if (last != (tag == TAG_FINAL))
 		return tagged_final(r);
@@ -683,13 +661,29 @@ static int pull_loaded(ckpt_sealr *r, unsigned char *out)
 	return 0;
 }
 
-/* The next chunk, read and verified, into out (r->plain or the caller's buffer, chunk bytes of room). */
+/*
+ * The next chunk, read and verified, into out (r->plain or the caller's
+ * buffer, chunk bytes of room): authenticated and decrypted where the
+ * stream's readers put it when they can show it in place, else copied out
+ * first.
+ */
 static int pull_into(ckpt_sealr *r, unsigned char *out)
 {
 	bool last = r->next + 1 == r->nchunks;
-	int rc = src_read(r, r->cipher, (last ? (size_t)r->last_len : r->chunk) + ABYTES);
+	size_t unit = (last ? (size_t)r->last_len : r->chunk) + ABYTES;
+	const unsigned char *c = r->cipher;
+	int rc;
 
-	return rc < 0 ? rc : pull_loaded(r, out);
+	if (r->in && ckpt__stream_can_view(r->in, unit)) {
+		r->pos_in += unit;
+		if ((rc = ckpt__stream_view(r->in, unit, &c)) < 0)
+			return rc;
+		rc = pull_loaded(r, c, out);
+		ckpt__stream_release(r->in, unit);
+		return rc;
+	}
+	rc = src_read(r, r->cipher, unit);
+	return rc < 0 ? rc : pull_loaded(r, c, out);
 }
 
 static int pull(ckpt_sealr *r)
@@ -709,8 +703,8 @@ static void *helper_main(void *arg)
 		if (r->helper_stop)
 			break;
 		pthread_mutex_unlock(&r->mu);
-		int rc = ckpt__ss_pull(&r->job.st, r->ahead, &got, &r->job.tag, r->cipher2,
-								    (size_t)r->chunk + ABYTES, r->ad, r->adlen);
+		int rc = ckpt__ss_pull(&r->job.st, r->ahead, &got, &r->job.tag, r->cipher2, (size_t)r->chunk + ABYTES,
+				       r->ad, r->adlen);
 		pthread_mutex_lock(&r->mu);
 		r->job.rc = rc;
 		r->job.busy = 0;
@@ -823,7 +817,7 @@ static int pull_pair(ckpt_sealr *r, unsigned char *out)
 		/* not the state libsodium went on with (a rekey, a wrap): the second chunk in order, here */
 		size_t pos = r->pos, avail = r->avail;
 		memcpy(r->cipher, r->cipher2, unit);
-		if ((rc = pull_loaded(r, r->ahead)) < 0)
+		if ((rc = pull_loaded(r, r->cipher, r->ahead)) < 0)
 			return rc;
 		r->next--;              /* verified ahead, not consumed yet */
 		r->pos = pos;

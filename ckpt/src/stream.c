@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -38,8 +39,10 @@ struct ckpt_stream {
 	slot ring[RING];
 	unsigned take;              /* the slot the caller reads from; pos within it */
 	size_t pos;
-	/* the current ckpt__io_read_op */
+	unsigned char *mirror;      /* the ring's buffers, one mirrored mapping; NULL: separate buffers */
+	/* the current ckpt__io_read_op: into out, or (out NULL) a view at *view */
 	unsigned char *out;
+	const unsigned char **view;
 	size_t want;
 };
 
@@ -145,7 +148,11 @@ int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, 
 	bool forced;
 	if (size < ckpt__stream_min_bytes(&forced) || !(ahead || forced))
 		return 0;
-	for (int i = 0; i < RING; i++)
+	/* one mirrored mapping where the system has memfd: then a view may run across the ring's end */
+	if ((s->mirror = ckpt__mirror_map(RING * PIECE)))
+		for (int i = 0; i < RING; i++)
+			s->ring[i].buf = s->mirror + i * PIECE;
+	for (int i = 0; i < RING && !s->mirror; i++)
 		if (posix_memalign((void **)&s->ring[i].buf, ALIGN, PIECE) != 0) {
 			ckpt__stream_close(s);
 			*out = NULL;
@@ -215,6 +222,61 @@ static int fill(void *arg)
 	return rc;
 }
 
+/*
+ * The bytes of one view: every slot they span full, and from where they
+ * start, contiguous in the mirrored ring.
+ */
+static int view_fill(void *arg)
+{
+	ckpt_stream *s = arg;
+	size_t need = s->pos + s->want;     /* bytes from the start of slot take */
+	int rc = 0;
+
+	pthread_mutex_lock(&s->mu);
+	for (unsigned k = 0; rc == 0 && (size_t)k * PIECE < need; k++) {
+		slot *sl = &s->ring[(s->take + k) % RING];
+		while (!sl->full && s->done < READERS)
+			pthread_cond_wait(&s->filled, &s->mu);
+		if (!sl->full)
+			rc = -CKPT_ECORRUPT;        /* read to the size fstat gave, and more is asked */
+		else if ((size_t)(k + 1) * PIECE < need && sl->len < PIECE)
+			rc = sl->err < 0 ? sl->err : -CKPT_ECORRUPT;   /* the reader stopped inside the view */
+		else if ((size_t)k * PIECE + sl->len < need && (size_t)(k + 1) * PIECE >= need)
+			rc = sl->err < 0 ? sl->err : -CKPT_ECORRUPT;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (rc == 0)
+		*s->view = s->ring[s->take % RING].buf + s->pos;
+	return rc;
+}
+
+bool ckpt__stream_can_view(const ckpt_stream *s, size_t len)
+{
+	return s->threaded && s->mirror && len <= (RING - 1) * PIECE;
+}
+
+int ckpt__stream_view(ckpt_stream *s, size_t len, const unsigned char **p)
+{
+	*p = NULL;
+	s->out = NULL;
+	s->view = p;
+	s->want = len;
+	return ckpt__io_read_op(s->io, s->fd, s->path, len, view_fill, s);
+}
+
+void ckpt__stream_release(ckpt_stream *s, size_t len)
+{
+	pthread_mutex_lock(&s->mu);
+	s->pos += len;
+	while (s->pos >= PIECE) {   /* a slot read to its end: the readers' again */
+		s->ring[s->take % RING].full = 0;
+		s->take++;
+		s->pos -= PIECE;
+		pthread_cond_broadcast(&s->emptied);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
 int ckpt__stream_read(ckpt_stream *s, void *buf, size_t len)
 {
 	if (!s->threaded)
@@ -241,9 +303,40 @@ void ckpt__stream_close(ckpt_stream *s)
 		pthread_cond_destroy(&s->filled);
 		pthread_cond_destroy(&s->emptied);
 	}
-	for (int i = 0; i < RING; i++)
-		free(s->ring[i].buf);
+	if (s->mirror)
+		ckpt__mirror_unmap(s->mirror, RING * PIECE);
+	else
+		for (int i = 0; i < RING; i++)
+			free(s->ring[i].buf);
 	free(s);
+}
+
+/* ---- mirrored memory ------------------------------------------------------ */
+
+unsigned char *ckpt__mirror_map(size_t len)
+{
+	unsigned char *base = MAP_FAILED;
+	int fd = memfd_create("ckpt-seal-ring", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return NULL;
+	if (ftruncate(fd, (off_t)len) == 0 &&
+	    (base = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED &&
+	    (mmap(base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, 0) == MAP_FAILED ||
+	     mmap(base + len, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, 0) == MAP_FAILED)) {
+		munmap(base, 2 * len);
+		base = MAP_FAILED;
+	}
+	close(fd);
+	if (base != MAP_FAILED)
+		madvise(base, 2 * len, MADV_DONTFORK);
+	return base == MAP_FAILED ? NULL : base;
+}
+
+void ckpt__mirror_unmap(unsigned char *base, size_t len)
+{
+	if (base)
+		munmap(base, 2 * len);
 }
 
 /* ---- writes --------------------------------------------------------------- */
