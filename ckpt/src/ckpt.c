@@ -312,6 +312,12 @@ int ckpt_open(ckpt **out, const ckpt_config *cfg, ckpt_comm *comm, ckpt_state *s
 	c->cfg.code_version = c->code_version;
 	if (ckpt__seal_setup(&c->io, cfg, &c->seal) == 0)     /* a refusal is agreed below, like the root's */
 		c->io.seal = c->seal;
+	if (c->seal) {
+		uint64_t bytes = 0;
+		for (int k = 0; k < state->n; k++)
+			bytes += (uint64_t)state->e[k].local_elems * ckpt__dtype_size(state->e[k].dtype);
+		ckpt__seal_prepare(c->seal, bytes);
+	}
 
 	if (comm->rank == 0 && c->err.code == 0) {
 		if ((rc = mkdir_p(&c->io, c->root, c->cfg.dir_mode)) == 0 && (rc = open_root(c)) == 0 &&

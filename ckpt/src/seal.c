@@ -282,6 +282,13 @@ static void *sealer(void *arg)
 	return NULL;
 }
 
+/* The ring of a writer of chunks of this size: WPIPE chunks and a stage, in whole stages. */
+static size_t ring_len_for(uint32_t chunk)
+{
+	size_t need = WPIPE * ((size_t)chunk + ABYTES) + STAGE;
+	return (need + STAGE - 1) / STAGE * STAGE;
+}
+
 /* A ring of len bytes: the key's, if it keeps one of that size, else a new one. */
 static unsigned char *ring_take(ckpt_seal_key *k, size_t len)
 {
@@ -330,6 +337,17 @@ static void rings_free(ckpt_seal_ring *r)
 	free(r);
 }
 
+void ckpt__seal_prepare(ckpt_seal_key *k, uint64_t plain_bytes)
+{
+	bool forced;
+
+	if (k->rings && plain_bytes >= ckpt__stream_min_bytes(&forced) && plain_bytes > k->chunk) {
+		unsigned char *r = ring_take(k, ring_len_for(k->chunk));
+		if (r)
+			ring_give(k, r, ring_len_for(k->chunk));
+	}
+}
+
 int ckpt__sealw_begin(ckpt_sealw **out, ckpt_seal_key *k, ckpt_io *io, ckpt_wstream *ws, const char *path,
 		      uint64_t step, int rank, const char *name, uint64_t size_hint)
 {
@@ -343,9 +361,12 @@ int ckpt__sealw_begin(ckpt_sealw **out, ckpt_seal_key *k, ckpt_io *io, ckpt_wstr
 	bool forced;
 	w->nslots = size_hint >= ckpt__stream_min_bytes(&forced) && size_hint > k->chunk ? WPIPE : 1;
 	if (w->nslots > 1 && ckpt__wstream_direct(ws)) {
-		size_t need = WPIPE * ((size_t)k->chunk + ABYTES) + STAGE;
-		w->ring_len = (need + STAGE - 1) / STAGE * STAGE;
+		w->ring_len = ring_len_for(k->chunk);
 		w->ring = ring_take(k, w->ring_len);
+	} else if (w->nslots > 1 && k->rings) {
+		/* no O_DIRECT here (tmpfs): a ring mapped ahead (ckpt__seal_prepare) would only sit there */
+		unsigned char *unused = ring_take(k, ring_len_for(k->chunk));
+		ckpt__mirror_unmap(unused, ring_len_for(k->chunk));
 	}
 	for (unsigned i = 0; i < w->nslots; i++)
 		if (!(w->slot[i].plain = malloc(k->chunk)) ||

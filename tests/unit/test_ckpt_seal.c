@@ -482,6 +482,64 @@ static void test_seal__large_file_through_the_streams(void **state)
 	free(out);
 }
 
+/* Mappings of the sealed writer's ring in this process (/proc/self/maps: two per ring, it is mirrored). */
+static int ring_mappings(void)
+{
+	char line[512];
+	int n = 0;
+	FILE *fp = fopen("/proc/self/maps", "r");
+
+	assert_non_null(fp);
+	while (fgets(line, sizeof line, fp))
+		n += strstr(line, "memfd:ckpt-seal-ring") != NULL;
+	fclose(fp);
+	return n;
+}
+
+/*
+ * A key made for a state big enough for the sealer thread maps its writer's
+ * ring at once (ckpt__seal_prepare, from ckpt_open), a small one does not;
+ * a large sealed file then writes from that ring and gives it back, and the
+ * key's end unmaps it.
+ */
+static void test_seal__ring_mapped_ahead_for_a_large_state_only(void **state)
+{
+	fx *f = *state;
+	ckpt_seal_key *k;
+	char why[400], p[1100];
+	ckpt_error e;
+	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = &e };
+	ckpt_wstream *ws;
+	ckpt_sealw *w;
+	uint64_t size, ident, len = (uint64_t)CKPT_STREAM_MIN_BYTES + 4096;
+	unsigned char *buf = calloc(1, len);
+
+	assert_non_null(buf);
+	assert_int_equal(ring_mappings(), 0);
+	assert_int_equal(ckpt__seal_key_load(&k, f->key, why, sizeof why), 0);
+	ckpt__seal_prepare(k, 1 << 20);
+	assert_int_equal(ring_mappings(), 0);
+	ckpt__seal_prepare(k, len);
+	assert_int_equal(ring_mappings(), 2);
+	ckpt__seal_prepare(k, len);            /* one is enough */
+	assert_int_equal(ring_mappings(), 2);
+	snprintf(p, sizeof p, "%s/big", f->dir);
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ckpt__wstream_open(&ws, &io, fd, p, len), 0);
+	assert_int_equal(ckpt__sealw_begin(&w, k, &io, ws, p, 40, 1, "big", len), 0);
+	assert_int_equal(ring_mappings(), 2);  /* the same ring, not a second one */
+	assert_int_equal(ckpt__sealw_write(w, buf, len), 0);
+	assert_int_equal(ckpt__sealw_end(w, &size, &ident), 0);
+	assert_int_equal(ckpt__wstream_finish(ws), 0);
+	ckpt__wstream_close(ws);
+	close(fd);
+	assert_int_equal(ring_mappings(), 2);
+	ckpt__seal_key_free(k);
+	assert_int_equal(ring_mappings(), 0);
+	free(buf);
+}
+
 /*
  * Chunks two at a time (a helper decrypts the second from the state derived
  * for it) read what one at a time reads: every byte, in pieces of any
@@ -573,6 +631,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seal__truncation_at_a_chunk_boundary_is_detected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__nothing_handed_out_before_its_tag_is_verified, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__large_file_through_the_streams, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__ring_mapped_ahead_for_a_large_state_only, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
