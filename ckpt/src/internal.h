@@ -147,10 +147,11 @@ const char *ckpt__io_display(const ckpt_io *io, const char *path, char *buf, siz
  * len bytes (a multiple of the page size) of shared memory mapped twice in
  * a row: byte i and byte len + i are one byte, so len bytes from any offset
  * below len are contiguous (a ring without a seam). Its pages are populated
- * at once and not inherited by a fork (a trainer's data workers). NULL if
- * the system will not (no memfd).
+ * at once and not inherited by a fork (a trainer's data workers); name is
+ * what /proc/PID/maps shows ("memfd:NAME"). NULL if the system will not (no
+ * memfd).
  */
-unsigned char *ckpt__mirror_map(size_t len);
+unsigned char *ckpt__mirror_map(const char *name, size_t len);
 void ckpt__mirror_unmap(unsigned char *base, size_t len);
 typedef struct ckpt_stream ckpt_stream;
 

@@ -303,7 +303,7 @@ static unsigned char *ring_take(ckpt_seal_key *k, size_t len)
 		}
 		pthread_mutex_unlock(&r->mu);
 	}
-	return b ? b : ckpt__mirror_map(len);
+	return b ? b : ckpt__mirror_map("ckpt-seal-ring", len);
 }
 
 /* Back to the key, which keeps the newest; what it does not keep is unmapped. */

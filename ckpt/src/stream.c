@@ -149,7 +149,7 @@ int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, 
 	if (size < ckpt__stream_min_bytes(&forced) || !(ahead || forced))
 		return 0;
 	/* one mirrored mapping where the system has memfd: then a view may run across the ring's end */
-	if ((s->mirror = ckpt__mirror_map(RING * PIECE)))
+	if ((s->mirror = ckpt__mirror_map("ckpt-read-ring", RING * PIECE)))
 		for (int i = 0; i < RING; i++)
 			s->ring[i].buf = s->mirror + i * PIECE;
 	for (int i = 0; i < RING && !s->mirror; i++)
@@ -313,10 +313,10 @@ void ckpt__stream_close(ckpt_stream *s)
 
 /* ---- mirrored memory ------------------------------------------------------ */
 
-unsigned char *ckpt__mirror_map(size_t len)
+unsigned char *ckpt__mirror_map(const char *name, size_t len)
 {
 	unsigned char *base = MAP_FAILED;
-	int fd = memfd_create("ckpt-seal-ring", MFD_CLOEXEC);
+	int fd = memfd_create(name, MFD_CLOEXEC);
 
 	if (fd < 0)
 		return NULL;
