@@ -1,4 +1,5 @@
 /* Damage at rest: what a failing disk or a careless operator does to committed files. */
+#include "regfile.h"
 #include "damage.h"
 
 #include <ctype.h>
@@ -98,11 +99,11 @@ static int list_generations(const char *root, const char *pattern, generation **
 /* A regular file's bytes (never through a link), at most 1 GiB. Caller frees. */
 static char *slurp_at(int dfd, const char *name, size_t *len)
 {
-	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	struct stat st;
+	int fd = harness_open_regular(dfd, name, &st);
 	char *buf = NULL;
 
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= (1 << 30) &&
+	if (fd >= 0 && st.st_size <= (1 << 30) &&
 	    (buf = malloc((size_t)st.st_size + 1)) && pread(fd, buf, (size_t)st.st_size, 0) != st.st_size) {
 		free(buf);
 		buf = NULL;

@@ -1,4 +1,5 @@
 /* ckpt-harness from-journal (from_journal.h). */
+#include "regfile.h"
 #include "from_journal.h"
 
 #include <errno.h>
@@ -57,15 +58,11 @@ typedef struct rank_log {
 static int read_tail(int dirfd, const char *name, char **buf, size_t *len)
 {
 	struct stat st;
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY), rc = 0;
+	int fd = harness_open_regular(dirfd, name, &st), rc = 0;
 
 	*buf = NULL;
 	if (fd < 0)
-		return errno == ELOOP ? -ELOOP : -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return -EINVAL;
-	}
+		return -errno;  /* ELOOP a link, EINVAL not a regular file */
 	off_t start = st.st_size > HARNESS_JOURNAL_MAX_READ ? st.st_size - HARNESS_JOURNAL_MAX_READ : 0;
 	size_t want = (size_t)(st.st_size - start), got = 0;
 	char *b = malloc(want + 1);

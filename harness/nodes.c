@@ -1,3 +1,4 @@
+#include "regfile.h"
 #include "nodes.h"
 
 #include <errno.h>
@@ -441,7 +442,7 @@ static void srun_cleanup(const harness_launcher *l, const char *jobdir)
 	const char *outer = getenv("SLURM_JOB_ID");
 
 	snprintf(path, sizeof path, "%s/slurm-step", jobdir);
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	int fd = harness_open_regular(AT_FDCWD, path, NULL);
 	if (fd >= 0) {
 		ssize_t r = read(fd, buf, sizeof buf - 1);
 		buf[r > 0 ? r : 0] = '\0';

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "regfile.h"
 #include "order.h"
 
 #define RECORD "suite-seconds"
@@ -23,19 +24,14 @@ typedef struct entry {
 static int load(const char *cache, entry *e)
 {
 	char path[PATH_MAX], line[512];
-	struct stat st;
-	int n = 0, fd;
+	int n = 0;
 	FILE *f;
 
 	if (snprintf(path, sizeof path, "%s/" RECORD, cache) >= (int)sizeof path)
 		return 0;
 	/* a file of the user's cache, but never a link or a FIFO to block on */
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+	if (!(f = harness_fopen_regular(AT_FDCWD, path)))
 		return 0;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !(f = fdopen(fd, "r"))) {
-		close(fd);
-		return 0;
-	}
 	while (n < MAX_ENTRIES && fgets(line, sizeof line, f)) {
 		char *end, *name;
 		size_t len = strcspn(line, "\n");

@@ -1,3 +1,4 @@
+#include "regfile.h"
 #include "run.h"
 
 #include <dirent.h>
@@ -630,13 +631,13 @@ static void cfg_ref_path(char *buf, size_t len, const char *cache, const char *c
 /* A small regular file of the cache into buf (NUL-terminated); -1 if absent, not regular or too long. */
 static int read_small(const char *path, char *buf, size_t len)
 {
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	struct stat st;
+	int fd = harness_open_regular(AT_FDCWD, path, &st);
 	ssize_t n;
 
 	if (fd < 0)
 		return -1;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size >= len) {
+	if ((size_t)st.st_size >= len) {
 		close(fd);
 		return -1;
 	}
@@ -933,13 +934,9 @@ static int latest_failure_journaled(const char *root)
 		if (de->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-		if (!f) {
-			if (fd >= 0)
-				close(fd);
+		FILE *f = harness_fopen_regular(AT_FDCWD, path);
+		if (!f)
 			continue;
-		}
 		while (!found && getline(&line, &cap, f) > 0)
 			found = strstr(line, "\"phase\":\"save.latest\"") && strstr(line, "\"event\":\"warning\"");
 		fclose(f);
@@ -966,12 +963,13 @@ static int check_latest(const char *root, char *why, size_t len)
 	int fd;
 
 	snprintf(path, sizeof path, "%s/LATEST", root);
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
-		return errno == ENOENT ? 0 : (snprintf(why, len, "after the crash LATEST cannot be opened as a file: %s",
-						       strerror(errno)), -1);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		snprintf(why, len, "after the crash LATEST is not a regular file");
+	if ((fd = harness_open_regular(AT_FDCWD, path, &st)) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		if (errno == EINVAL || errno == ELOOP)
+			snprintf(why, len, "after the crash LATEST is not a regular file");
+		else
+			snprintf(why, len, "after the crash LATEST cannot be opened as a file: %s", strerror(errno));
 		return -1;
 	}
 	n = read(fd, buf, sizeof buf - 1);
@@ -1081,13 +1079,9 @@ static int retention_deleted(const char *root, const char *name)
 
 	snprintf(path, sizeof path, "%s/journal/rank-00000.jsonl", root);
 	snprintf(want, sizeof want, "\"event\":\"retention\",\"deleted\":\"%s\"", name);
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-	if (!f) {
-		if (fd >= 0)
-			close(fd);
+	FILE *f = harness_fopen_regular(AT_FDCWD, path);
+	if (!f)
 		return 0;
-	}
 	while (!found && getline(&line, &cap, f) > 0)
 		found = strstr(line, want) != NULL;
 	fclose(f);

@@ -1,4 +1,5 @@
 /* Save telemetry for the HTML report (telemetry.h). */
+#include "regfile.h"
 #include "telemetry.h"
 
 #include <dirent.h>
@@ -54,17 +55,11 @@ static int on_record(json_t *r, void *arg)
 
 static void read_one(harness_telemetry *t, int dirfd, const char *name, int rank)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	struct stat sb;
-	FILE *f;
+	FILE *f = harness_fopen_regular(dirfd, name);
 	reader rd = { t, rank };
 
-	if (fd < 0)
+	if (!f)
 		return;
-	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || !(f = fdopen(fd, "r"))) {
-		close(fd);
-		return;
-	}
 	harness_jsonl_each_stream_with(f, "\"event\"", on_record, &rd);     /* its events, not its I/O records */
 	fclose(f);
 }
