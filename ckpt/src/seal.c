@@ -119,6 +119,23 @@ out:
 	return rc;
 }
 
+/* The key's ring, if it keeps one, unmapped; none is mapped. */
+static void ring_drop(ckpt_seal_key *k)
+{
+	ckpt_seal_ring *r = k->rings;
+	unsigned char *base = NULL;
+	size_t len = 0;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	base = r->base;
+	len = r->len;
+	r->base = NULL;
+	pthread_mutex_unlock(&r->mu);
+	ckpt__mirror_unmap(base, len);
+}
+
 static void rings_free(ckpt_seal_ring *r);
 
 void ckpt__seal_key_free(ckpt_seal_key *k)
@@ -202,7 +219,7 @@ static uint32_t get32(const unsigned char *p)
  * key: ckpt_seal_ring). The caller writes a stage as soon as one is sealed,
  * and hands the sealer no chunk while it does, so the sealer needs many
  * chunks in hand to keep busy: with 6 slots it waited 18-28 ms a file of
- * 128 MiB, with 16 6-14 ms. Elsewhere (tmpfs, no memfd) each slot has a
+ * 128 MiB, with 16 6-14 ms. Elsewhere (no O_DIRECT, no memfd) each slot has a
  * buffer of its own, copied into the stream.
  */
 #define WPIPE 16
@@ -363,10 +380,8 @@ int ckpt__sealw_begin(ckpt_sealw **out, ckpt_seal_key *k, ckpt_io *io, ckpt_wstr
 	if (w->nslots > 1 && ckpt__wstream_direct(ws)) {
 		w->ring_len = ring_len_for(k->chunk);
 		w->ring = ring_take(k, w->ring_len);
-	} else if (w->nslots > 1 && k->rings) {
-		/* no O_DIRECT here (tmpfs): a ring mapped ahead (ckpt__seal_prepare) would only sit there */
-		unsigned char *unused = ring_take(k, ring_len_for(k->chunk));
-		ckpt__mirror_unmap(unused, ring_len_for(k->chunk));
+	} else if (w->nslots > 1) {
+		ring_drop(k);   /* a file system without O_DIRECT: a ring mapped ahead would only sit there */
 	}
 	for (unsigned i = 0; i < w->nslots; i++)
 		if (!(w->slot[i].plain = malloc(k->chunk)) ||
