@@ -159,7 +159,7 @@ int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, 
 			return ckpt__io_fail(io, -ENOMEM, path, "out of memory for a read-ahead ring of %d x %zu bytes",
 					     RING, PIECE);
 		}
-	/* where the file system has no O_DIRECT (tmpfs), the thread still reads ahead through the cache */
+	/* no O_DIRECT (tmpfs before Linux 6.6): the readers still read ahead, through the cache */
 	s->direct = ckpt__io_direct(fd, true) >= 0;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->filled, NULL);
@@ -366,7 +366,7 @@ int ckpt__wstream_open(ckpt_wstream **out, ckpt_io *io, int fd, const char *path
 	bool forced;
 	if (size_hint < ckpt__stream_min_bytes(&forced) || (!forced && size_hint < STAGE))
 		return 0;
-	if (ckpt__io_direct(fd, true) < 0)     /* tmpfs: through the cache */
+	if (ckpt__io_direct(fd, true) < 0)     /* no O_DIRECT (tmpfs before Linux 6.6): through the cache */
 		return 0;
 	if (posix_memalign((void **)&s->stage, ALIGN, STAGE) != 0) {
 		s->stage = NULL;
