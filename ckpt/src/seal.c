@@ -676,9 +676,7 @@ static int pull_loaded(ckpt_sealr *r, const unsigned char *c, unsigned char *out
 	if (!last) {    /* mutant: decrypted and handed out now, its tag left for "later" (never comes) */
 		const unsigned char *mac = c + 1 + mlen;
 		crypto_stream_chacha20_ietf_xor_ic(out, c + 1, mlen, r->st.nonce, 2U, r->st.k);
-		for (int i = 0; i < 8; i++)
-			r->st.nonce[4 + i] ^= mac[i];
-		sodium_increment(r->st.nonce, 4);
+		ckpt__ss_after(&r->st, mac);
 		r->next++;
 		r->pos = 0;
 		r->avail = out == r->plain ? mlen : 0;
@@ -803,14 +801,6 @@ static int helper_start(ckpt_sealr *r)
 	return 0;
 }
 
-/* The state libsodium's pull leaves after a chunk with this MAC, when it neither rekeys nor wraps. */
-static void state_after(sstate *st, const unsigned char *mac)
-{
-	for (int i = 0; i < 8; i++)
-		st->nonce[4 + i] ^= mac[i];
-	sodium_increment(st->nonce, 4);
-}
-
 /*
  * Chunks next and next + 1, neither the last: the first into out, the
  * second verified into r->ahead (r->ahead_ready). Errors as pull_into's,
@@ -827,7 +817,7 @@ static int pull_pair(ckpt_sealr *r, unsigned char *out)
 	if ((rc = src_read(r, r->cipher, unit)) < 0 || (rc = src_read(r, r->cipher2, unit)) < 0)
 		return rc;
 	derived = r->st;
-	state_after(&derived, r->cipher + 1 + r->chunk);
+	ckpt__ss_after(&derived, r->cipher + 1 + r->chunk);     /* if chunk i neither rekeys nor wraps */
 	pthread_mutex_lock(&r->mu);
 	r->job = (pair_job){ .st = derived, .busy = 1 };
 	pthread_cond_broadcast(&r->cv);

@@ -20,6 +20,13 @@
 _Static_assert(sizeof ((ckpt_ss_state *)0)->k == crypto_stream_chacha20_ietf_KEYBYTES, "secretstream key");
 _Static_assert(sizeof ((ckpt_ss_state *)0)->nonce == COUNTERBYTES + INONCEBYTES, "secretstream nonce");
 
+void ckpt__ss_after(ckpt_ss_state *st, const unsigned char *mac)
+{
+	for (int i = 0; i < INONCEBYTES; i++)
+		st->nonce[COUNTERBYTES + i] ^= mac[i];
+	sodium_increment(st->nonce, COUNTERBYTES);
+}
+
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int sodium_ok;
 static int with_openssl;        /* pushes and pulls go through libcrypto */
@@ -28,16 +35,10 @@ static int with_openssl;        /* pushes and pulls go through libcrypto */
 static EVP_CIPHER *chacha;
 static EVP_MAC *poly;
 
-/*
- * After a chunk with this MAC and tag: the inonce XOR the MAC's first 8
- * bytes, the counter + 1, and a rekey on TAG_REKEY or a counter back at 0
- * (libsodium's push and pull end so).
- */
+/* After a chunk with this MAC and tag: ckpt__ss_after, then a rekey on TAG_REKEY or a counter back at 0. */
 static void advance(ckpt_ss_state *st, const unsigned char *mac, unsigned char tag)
 {
-	for (int i = 0; i < INONCEBYTES; i++)
-		st->nonce[COUNTERBYTES + i] ^= mac[i];
-	sodium_increment(st->nonce, COUNTERBYTES);
+	ckpt__ss_after(st, mac);
 	if ((tag & TAG_REKEY) != 0 || sodium_is_zero(st->nonce, COUNTERBYTES))
 		crypto_secretstream_xchacha20poly1305_rekey(st);
 }

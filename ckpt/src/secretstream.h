@@ -27,6 +27,13 @@ int ckpt__ss_ready(void);
 /* "openssl" or "libsodium": the engine pushes and pulls take (after ckpt__ss_ready). */
 const char *ckpt__ss_engine(void);
 
+/*
+ * The state libsodium's push and pull leave after a chunk with this MAC
+ * (the last 16 bytes of its ciphertext), when they do not rekey: the
+ * inonce XOR the MAC's first 8 bytes, the 32-bit counter + 1.
+ */
+void ckpt__ss_after(ckpt_ss_state *st, const unsigned char *mac);
+
 /* As crypto_secretstream_xchacha20poly1305_push: c holds mlen + ABYTES bytes. */
 void ckpt__ss_push(ckpt_ss_state *st, unsigned char *c, unsigned long long *clen, const unsigned char *m, size_t mlen,
 		   const unsigned char *ad, size_t adlen, unsigned char tag);
