@@ -165,14 +165,19 @@ uint64_t ckpt__stream_min_bytes(bool *forced);
 /*
  * Over fd (open for reading at offset 0, size bytes by fstat); ahead: read
  * ahead (from CKPT_STREAM_MIN_BYTES on), else the caller's thread reads.
+ * ring, ring_len: a mirrored ring (ckpt__mirror_map) the stream may read
+ * ahead into instead of mapping its own, if it is 2 to 64 MiB of whole MiB;
+ * it stays the caller's, free again after ckpt__stream_close. NULL, 0: none.
  * 0, or -ENOMEM recorded in io.
  */
-int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, uint64_t size, bool ahead);
+int ckpt__stream_open(ckpt_stream **out, ckpt_io *io, int fd, const char *path, uint64_t size, bool ahead,
+		      unsigned char *ring, size_t ring_len);
 /* Exactly len bytes, or -errno; a file that ends early is -CKPT_ECORRUPT. */
 int ckpt__stream_read(ckpt_stream *s, void *buf, size_t len);
 /*
  * Without the copy: whether len bytes can be viewed where the readers put
- * them (read ahead, in a mirrored ring, len at most 7 MiB). Then view is one
+ * them (read ahead, in a mirrored ring, len at most its size less 1 MiB:
+ * 7 MiB for a ring of the stream's own). Then view is one
  * "read" operation like ckpt__stream_read, which points *p at the next len
  * bytes instead of copying them out; they stay put until release(len),
  * which must come before the next view or read.

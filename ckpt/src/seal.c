@@ -306,25 +306,33 @@ static size_t ring_len_for(uint32_t chunk)
 	return (need + STAGE - 1) / STAGE * STAGE;
 }
 
-/* A ring of len bytes: the key's, if it keeps one of that size, else a new one. */
-static unsigned char *ring_take(ckpt_seal_key *k, size_t len)
+/* The ring the key keeps, if *len bytes long (or *len 0: any, its length in *len); else NULL. */
+static unsigned char *ring_kept(const ckpt_seal_key *k, size_t *len)
 {
 	ckpt_seal_ring *r = k->rings;
 	unsigned char *b = NULL;
 
 	if (r) {                /* (a key made elsewhere than by key_load has no cache) */
 		pthread_mutex_lock(&r->mu);
-		if (r->base && r->len == len) {
+		if (r->base && (*len == 0 || r->len == *len)) {
 			b = r->base;
+			*len = r->len;
 			r->base = NULL;
 		}
 		pthread_mutex_unlock(&r->mu);
 	}
+	return b;
+}
+
+/* A ring of len bytes: the key's, if it keeps one of that size, else a new one. */
+static unsigned char *ring_take(const ckpt_seal_key *k, size_t len)
+{
+	unsigned char *b = ring_kept(k, &len);
 	return b ? b : ckpt__mirror_map("ckpt-seal-ring", len);
 }
 
 /* Back to the key, which keeps the newest; what it does not keep is unmapped. */
-static void ring_give(ckpt_seal_key *k, unsigned char *base, size_t len)
+static void ring_give(const ckpt_seal_key *k, unsigned char *base, size_t len)
 {
 	ckpt_seal_ring *r = k->rings;
 	unsigned char *drop = base;
@@ -352,6 +360,18 @@ static void rings_free(ckpt_seal_ring *r)
 		ckpt__mirror_unmap(r->base, r->len);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
+}
+
+unsigned char *ckpt__seal_ring_lend(const ckpt_seal_key *k, size_t *len)
+{
+	*len = 0;
+	return ring_kept(k, len);
+}
+
+void ckpt__seal_ring_return(const ckpt_seal_key *k, unsigned char *base, size_t len)
+{
+	if (base)
+		ring_give(k, base, len);
 }
 
 void ckpt__seal_prepare(ckpt_seal_key *k, uint64_t plain_bytes)

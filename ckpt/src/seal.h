@@ -58,9 +58,19 @@ int ckpt__seal_setup(ckpt_io *io, const ckpt_config *cfg, ckpt_seal_key **out);
 /*
  * A save will seal shards of about plain_bytes: where that takes the sealer
  * thread, map the writer's ring now (kept by the key), so that the first save
- * does not pay for it (7-9 ms of a 128 MiB shard's 200 here).
+ * does not pay for it (7-9 ms of a 128 MiB shard's 200 here). A restore of
+ * such shards reads through the same ring (ckpt__seal_ring_lend).
  */
 void ckpt__seal_prepare(ckpt_seal_key *k, uint64_t plain_bytes);
+
+/*
+ * The ring the key keeps for its writers, lent to a reader of a sealed file
+ * (ckpt__stream_open), so that a restore maps no ring either; NULL (*len 0)
+ * when the key keeps none or a writer has it. Returned with
+ * ckpt__seal_ring_return (NULL is fine) after the stream is closed.
+ */
+unsigned char *ckpt__seal_ring_lend(const ckpt_seal_key *k, size_t *len);
+void ckpt__seal_ring_return(const ckpt_seal_key *k, unsigned char *base, size_t len);
 
 /* Do these bytes start like a sealed file? */
 bool ckpt__seal_is_sealed(const void *buf, size_t len);

@@ -147,6 +147,8 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 	ckpt_st_header h = { 0 };
 	struct stat sb;
 	uint64_t hlen = 0, hash, size;
+	unsigned char *ring = NULL;      /* the key's, lent to the stream */
+	size_t ring_len = 0;
 	int fd = -1, rc;
 	shard_src src = { .xs = xs };
 
@@ -178,10 +180,12 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 	/*
 	 * A sealed file is read ahead by a thread with O_DIRECT, so that the
 	 * device works while this thread decrypts and the page cache costs no
-	 * CPU; a plain one is read straight into the state behind the kernel's
+	 * CPU (into the ring the key keeps for its writers, if it is free); a plain one is read straight into the state behind the kernel's
 	 * readahead, which measured faster when the CPU only hashes (bench_ckpt).
 	 */
-	if ((rc = ckpt__stream_open(&src.in, io, fd, path, size, m->sealed)) < 0)
+	if (m->sealed && io->seal)
+		ring = ckpt__seal_ring_lend(io->seal, &ring_len);
+	if ((rc = ckpt__stream_open(&src.in, io, fd, path, size, m->sealed, ring, ring_len)) < 0)
 		goto out;
 	if (m->sealed) {
 		uint64_t ident;
@@ -283,6 +287,7 @@ out:
 	ckpt__sealr_free(src.sr);
 	src.sr = NULL;
 	ckpt__stream_close(src.in);      /* the reader joined before its descriptor closes */
+	ckpt__seal_ring_return(io->seal, ring, ring_len);
 	if (fd >= 0) {
 		int rc2 = ckpt__io_close(io, &fd, path);
 		if (rc == 0)

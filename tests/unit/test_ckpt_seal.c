@@ -389,7 +389,7 @@ static int unseal_pieces(const char *p, unsigned char *out, size_t len, size_t p
 	fstat(fd, &st);
 	if (pairs >= 0)
 		setenv("CKPT_SEAL_PAIRS", pairs ? "1" : "0", 1);
-	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true), 0);
+	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true, NULL, 0), 0);
 	rc = ckpt__sealr_begin(&r, &test_key, &io, in, NULL, p, (uint64_t)st.st_size, step, rank, name, &plain, &ident);
 	if (pairs >= 0)
 		unsetenv("CKPT_SEAL_PAIRS");
@@ -482,8 +482,8 @@ static void test_seal__large_file_through_the_streams(void **state)
 	free(out);
 }
 
-/* Mappings of the sealed writer's ring in this process (/proc/self/maps: two per ring, it is mirrored). */
-static int ring_mappings(void)
+/* Mappings named name in this process (/proc/self/maps). */
+static int mappings_named(const char *name)
 {
 	char line[512];
 	int n = 0;
@@ -491,9 +491,15 @@ static int ring_mappings(void)
 
 	assert_non_null(fp);
 	while (fgets(line, sizeof line, fp))
-		n += strstr(line, "memfd:ckpt-seal-ring") != NULL;
+		n += strstr(line, name) != NULL;
 	fclose(fp);
 	return n;
+}
+
+/* Mappings of the sealed writer's ring in this process (two per ring: it is mirrored). */
+static int ring_mappings(void)
+{
+	return mappings_named("memfd:ckpt-seal-ring");
 }
 
 /*
@@ -538,6 +544,74 @@ static void test_seal__ring_mapped_ahead_for_a_large_state_only(void **state)
 	ckpt__seal_key_free(k);
 	assert_int_equal(ring_mappings(), 0);
 	free(buf);
+}
+
+/*
+ * A reader of a large sealed file borrows the ring the key keeps for its
+ * writers instead of mapping one of its own: every byte comes back through
+ * it, a second reader meanwhile maps its own, and the key has its ring again
+ * after the first reader is done with it.
+ */
+static void test_seal__reader_borrows_the_keys_ring(void **state)
+{
+	fx *f = *state;
+	ckpt_seal_key *k;
+	char why[400], p[1100];
+	ckpt_error e;
+	ckpt_io io = { .rootfd = -1, .rank = 0, .phase = "test", .err = &e };
+	ckpt_stream *in, *in2;
+	ckpt_sealr *r;
+	size_t len = ((size_t)40 << 20) + 4096 * 5 + 123, ring_len, len2;
+	uint64_t plain, ident;
+	unsigned char *out = malloc(len);
+	struct stat st;
+
+	assert_non_null(out);
+	snprintf(p, sizeof p, "%s/big", f->dir);
+	seal_file(p, len, 40, 1, "big");
+	assert_int_equal(ckpt__seal_key_load(&k, f->key, why, sizeof why), 0);
+	assert_null(ckpt__seal_ring_lend(k, &ring_len));        /* none kept yet */
+	assert_int_equal(ring_len, 0);
+	ckpt__seal_prepare(k, len);
+	unsigned char *ring = ckpt__seal_ring_lend(k, &ring_len);
+	assert_non_null(ring);
+	assert_true(ring_len < len);
+	assert_null(ckpt__seal_ring_lend(k, &len2));            /* lent: not twice */
+
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true, ring, ring_len), 0);
+	assert_int_equal(mappings_named("memfd:ckpt-read-ring"), 0);
+	assert_int_equal(ring_mappings(), 2);
+	int fd2 = open(p, O_RDONLY);                            /* a reader with nothing to borrow */
+	assert_true(fd2 >= 0);
+	assert_int_equal(ckpt__stream_open(&in2, &io, fd2, p, (uint64_t)st.st_size, true, NULL, 0), 0);
+	assert_int_equal(mappings_named("memfd:ckpt-read-ring"), 2);
+	ckpt__stream_close(in2);
+	close(fd2);
+	assert_int_equal(mappings_named("memfd:ckpt-read-ring"), 0);
+
+	assert_int_equal(ckpt__sealr_begin(&r, k, &io, in, NULL, p, (uint64_t)st.st_size, 40, 1, "big", &plain, &ident),
+			 0);
+	assert_int_equal(plain, len);
+	assert_int_equal(ckpt__sealr_read(r, out, 1000), 0);            /* a piece, then whole chunks, then the rest */
+	assert_int_equal(ckpt__sealr_read(r, out + 1000, len - 1000), 0);
+	assert_int_equal(ckpt__sealr_end(r), 0);
+	ckpt__sealr_free(r);
+	ckpt__stream_close(in);
+	close(fd);
+	for (size_t i = 0; i < len; i++)
+		if (out[i] != (unsigned char)(i * 7 + 1))
+			fail_msg("byte %zu differs", i);
+	assert_int_equal(ring_mappings(), 2);    /* not unmapped by the stream */
+	ckpt__seal_ring_return(k, ring, ring_len);
+	assert_ptr_equal(ckpt__seal_ring_lend(k, &len2), ring);        /* the key's again */
+	assert_int_equal(len2, ring_len);
+	ckpt__seal_ring_return(k, ring, ring_len);
+	ckpt__seal_key_free(k);
+	assert_int_equal(ring_mappings(), 0);
+	free(out);
 }
 
 /*
@@ -632,6 +706,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seal__nothing_handed_out_before_its_tag_is_verified, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__large_file_through_the_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seal__ring_mapped_ahead_for_a_large_state_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seal__reader_borrows_the_keys_ring, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
