@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -196,16 +197,32 @@ static void spread(const char *name, double *v, int n)
 #define TIMED(out, stmt) do { MPI_Barrier(MPI_COMM_WORLD); double _t = now(); stmt; \
 	MPI_Barrier(MPI_COMM_WORLD); out = now() - _t; } while (0)
 
+/* CPU seconds of this process so far, every thread, user and system. */
+static double cpu_now(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+/* TIMED, and the CPU seconds all ranks' processes spent in stmt (the barriers' waits left out). */
+#define TIMED_CPU(out, cpu, stmt) do { MPI_Barrier(MPI_COMM_WORLD); double _t = now(), _c = cpu_now(); stmt; \
+	double _d = cpu_now() - _c; MPI_Barrier(MPI_COMM_WORLD); out = now() - _t; \
+	MPI_Allreduce(&_d, &(cpu), 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); } while (0)
+
 /*
  * The cost of sealing (bench_seal.sh): a second root with the key, saved
  * and restored next to the first, in the same rounds; which of the two goes
  * first alternates from round to round. Per round the ratio sealed time /
- * unsealed time of save and of restore (from an empty page cache).
+ * unsealed time of save and of restore (from an empty page cache), and the
+ * same ratio of the CPU seconds the ranks' processes spent in them: when
+ * the time ratio moves and the CPU ratio does not, the device did.
  */
 static void seal_rounds(ckpt *plain, ckpt *sealed, const char *root, const char *sroot, char *state, const char *back,
 			size_t bytes, int world, int rounds)
 {
 	double *rs = calloc((size_t)rounds, sizeof *rs), *rr = calloc((size_t)rounds, sizeof *rr);
+	double *cs = calloc((size_t)rounds, sizeof *cs), *cr = calloc((size_t)rounds, sizeof *cr);
 	char files[world + 1][4200];
 	int rank;
 
@@ -213,10 +230,10 @@ static void seal_rounds(ckpt *plain, ckpt *sealed, const char *root, const char 
 	for (int round = 0; round < rounds; round++) {
 		uint64_t step = (uint64_t)round + 1;
 		ckpt *order[2] = { round % 2 ? sealed : plain, round % 2 ? plain : sealed };
-		double t[2], tr[2];
+		double t[2], tr[2], c[2], cre[2];
 		for (int k = 0; k < 2; k++) {
 			int rc;
-			TIMED(t[k], rc = ckpt_save(order[k], step, 0));
+			TIMED_CPU(t[k], c[k], rc = ckpt_save(order[k], step, 0));
 			if (rc < 0)
 				die(ckpt_last_error(order[k])->msg, EIO);
 			ckpt_wait(order[k]);
@@ -231,7 +248,7 @@ static void seal_rounds(ckpt *plain, ckpt *sealed, const char *root, const char 
 			snprintf(files[world], sizeof files[world], "%s/step-%08llu/manifest.json", r, (unsigned long long)step);
 			make_cold(files, world + 1);
 			memset(state, 0, bytes);
-			TIMED(tr[k], rc = ckpt_restore(order[k], &info));
+			TIMED_CPU(tr[k], cre[k], rc = ckpt_restore(order[k], &info));
 			if (rc < 0 || info.step != step)
 				die(ckpt_last_error(order[k])->msg, EIO);
 			if (memcmp(state, back, bytes) != 0)
@@ -240,17 +257,24 @@ static void seal_rounds(ckpt *plain, ckpt *sealed, const char *root, const char 
 		int s = order[0] == sealed ? 0 : 1;
 		rs[round] = t[s] / t[1 - s];
 		rr[round] = tr[s] / tr[1 - s];
+		cs[round] = c[s] / c[1 - s];
+		cr[round] = cre[s] / cre[1 - s];
 		if (rank == 0)
-			fprintf(stderr, "round %d: save %.4f s sealed, %.4f s not; restore %.4f s sealed, %.4f s not\n", round + 1,
-				t[s], t[1 - s], tr[s], tr[1 - s]);
+			fprintf(stderr, "round %d: save %.4f s sealed, %.4f s not; restore %.4f s sealed, %.4f s not; "
+				"CPU: save %.4f s sealed, %.4f s not; restore %.4f s sealed, %.4f s not\n", round + 1,
+				t[s], t[1 - s], tr[s], tr[1 - s], c[s], c[1 - s], cre[s], cre[1 - s]);
 	}
 	if (rank == 0) {
 		printf("seal_engine=%s\nseal_rounds=%d\n", ckpt_seal_engine(), rounds);
 		spread("seal_save_time_ratio", rs, rounds);
 		spread("seal_restore_time_ratio", rr, rounds);
+		spread("seal_save_cpu_ratio", cs, rounds);
+		spread("seal_restore_cpu_ratio", cr, rounds);
 	}
 	free(rs);
 	free(rr);
+	free(cs);
+	free(cr);
 }
 
 int main(int argc, char **argv)

@@ -5,7 +5,9 @@
 # alternating from round to round. Save: fsyncs, manifest, rename; restore:
 # full verification, every read from an empty page cache. Per round the
 # ratio sealed time / unsealed time of save and of restore; the median,
-# minimum and maximum over rounds. Target: both medians <= 1.15.
+# minimum and maximum over rounds. Target: both medians <= 1.15. The same
+# ratios of CPU seconds (seal_*_cpu_ratio) tell the device's swings from the
+# code's cost.
 #   bench/bench_seal.sh [ROUNDS] [MiB] [RANKS]     (run after a build in build/)
 # CKPT_SEAL_ENGINE=libsodium measures libsodium's own secretstream instead of
 # libcrypto's (ckpt/src/secretstream.h).
