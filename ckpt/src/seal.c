@@ -133,7 +133,7 @@ static void ring_drop(ckpt_seal_key *k)
 	len = r->len;
 	r->base = NULL;
 	pthread_mutex_unlock(&r->mu);
-	ckpt__mirror_unmap(base, len);
+	ckpt__iobuf_unmap(base, len);
 }
 
 static void rings_free(ckpt_seal_ring *r);
@@ -209,18 +209,25 @@ static uint32_t get32(const unsigned char *p)
  *
  * Where the write stream writes with O_DIRECT, the chunks are sealed
  * straight into a ring that the writes read from, with no copy: the file's
- * bytes in order, byte o at ring + o % RING, the ring's memory mapped twice
- * in a row so that a chunk running past its end stays contiguous. Whole
- * stages (CKPT_WSTREAM_STAGE, which divides RING) go out as soon as they are
- * sealed; the tail goes to the write stream. RING holds every slot's chunk
+ * bytes in order, byte o at ring + o % RING, in memory on huge pages where
+ * the system has them (ckpt__iobuf_map: fewer, larger device requests). The
+ * one chunk of a lap that runs past the ring's end is sealed into a buffer
+ * of the writer's and copied to its two places (a copy of one chunk in
+ * RING bytes). Whole stages (CKPT_WSTREAM_STAGE, which divides RING) go out
+ * as soon as they are sealed and never cross the end; the tail goes to the
+ * write stream. RING holds every slot's chunk
  * and a stage besides: less than a stage sealed and not written, at most
  * WPIPE - 1 chunks in the sealer's hands, and the one being placed, so a
  * chunk's place is always free (24 MiB with chunks of 1 MiB, mapped once per
  * key: ckpt_seal_ring). The caller writes a stage as soon as one is sealed,
  * and hands the sealer no chunk while it does, so the sealer needs many
  * chunks in hand to keep busy: with 6 slots it waited 18-28 ms a file of
- * 128 MiB, with 16 6-14 ms. Elsewhere (no O_DIRECT, no memfd) each slot has a
+ * 128 MiB, with 16 6-14 ms. Elsewhere (no O_DIRECT) each slot has a
  * buffer of its own, copied into the stream.
+ *
+ * One buffer for the chunk across the end is enough: such a chunk covers
+ * the ring's last and first bytes, so the next one of its kind, a lap
+ * later, gets its place only once this one is written, long after its copy.
  */
 #define WPIPE 16
 #define STAGE CKPT_WSTREAM_STAGE
@@ -229,6 +236,7 @@ enum { SLOT_FREE, SLOT_READY, SLOT_SEALED };
 
 typedef struct wslot {
 	unsigned char *plain, *cipher;  /* cipher: in the ring, once placed, or a buffer of the slot's own */
+	unsigned char *wrap;        /* the chunk across the ring's end: its place (cipher is the writer's across) */
 	const unsigned char *src;   /* the plaintext: plain, or a whole chunk of the caller's (stable input) */
 	size_t fill;                /* plaintext bytes */
 	unsigned long long clen;    /* ciphertext bytes, once sealed */
@@ -249,8 +257,9 @@ struct ckpt_sealw {
 	wslot slot[WPIPE];
 	unsigned nslots;
 	ckpt_seal_key *key;
-	unsigned char *ring;        /* RING bytes mapped twice in a row; NULL: no ring */
+	unsigned char *ring;        /* RING bytes; NULL: no ring */
 	size_t ring_len;
+	unsigned char *across;      /* the chunk across the ring's end, sealed here first */
 	uint64_t placed, sealed, written;   /* file bytes given a place in the ring; sealed in order; written */
 	unsigned cur, out;          /* the slot being filled; the next to write */
 	int threaded, stop;
@@ -272,6 +281,11 @@ static void seal_slot(ckpt_sealw *w, wslot *sl)
 {
 	ckpt__ss_push(&w->st, sl->cipher, &sl->clen, sl->src ? sl->src : sl->plain,
 						   sl->fill, w->ad, w->adlen, sl->tag);
+	if (sl->wrap) {         /* to its two places: the ring's last bytes and its first */
+		size_t first = (size_t)(w->ring + w->ring_len - sl->wrap);
+		memcpy(sl->wrap, sl->cipher, first);
+		memcpy(w->ring, sl->cipher + first, (size_t)sl->clen - first);
+	}
 }
 
 static void *sealer(void *arg)
@@ -328,7 +342,7 @@ static unsigned char *ring_kept(const ckpt_seal_key *k, size_t *len)
 static unsigned char *ring_take(const ckpt_seal_key *k, size_t len)
 {
 	unsigned char *b = ring_kept(k, &len);
-	return b ? b : ckpt__mirror_map("ckpt-seal-ring", len);
+	return b ? b : ckpt__iobuf_map(len);
 }
 
 /* Back to the key, which keeps the newest; what it does not keep is unmapped. */
@@ -349,7 +363,7 @@ static void ring_give(const ckpt_seal_key *k, unsigned char *base, size_t len)
 		pthread_mutex_unlock(&r->mu);
 	}
 	if (drop)
-		ckpt__mirror_unmap(drop, drop_len);
+		ckpt__iobuf_unmap(drop, drop_len);
 }
 
 static void rings_free(ckpt_seal_ring *r)
@@ -357,7 +371,7 @@ static void rings_free(ckpt_seal_ring *r)
 	if (!r)
 		return;
 	if (r->base)
-		ckpt__mirror_unmap(r->base, r->len);
+		ckpt__iobuf_unmap(r->base, r->len);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
 }
@@ -407,6 +421,8 @@ int ckpt__sealw_begin(ckpt_sealw **out, ckpt_seal_key *k, ckpt_io *io, ckpt_wstr
 		if (!(w->slot[i].plain = malloc(k->chunk)) ||
 		    (!w->ring && !(w->slot[i].cipher = malloc((size_t)k->chunk + ABYTES))))
 			goto nomem;
+	if (w->ring && !(w->across = malloc((size_t)k->chunk + ABYTES)))
+		goto nomem;
 	w->io = io;
 	w->ws = ws;
 	w->path = path;
@@ -483,8 +499,14 @@ static int send(ckpt_sealw *w, unsigned char tag)
 	int rc = 0;
 
 	sl->tag = tag;
+	sl->wrap = NULL;
 	if (w->ring) {          /* its place: free, as RING is sized (above) */
-		sl->cipher = w->ring + w->placed % w->ring_len;
+		size_t at = (size_t)(w->placed % w->ring_len);
+		sl->cipher = w->ring + at;
+		if (at + sl->fill + ABYTES > w->ring_len) {
+			sl->wrap = sl->cipher;
+			sl->cipher = w->across;
+		}
 		w->placed += sl->fill + ABYTES;
 	}
 	if (!w->threaded) {
@@ -599,6 +621,7 @@ void ckpt__sealw_free(ckpt_sealw *w)
 	}
 	if (w->ring)
 		ring_give(w->key, w->ring, w->ring_len);
+	free(w->across);
 	free(w);
 }
 
