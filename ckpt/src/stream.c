@@ -2,10 +2,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -350,15 +350,22 @@ unsigned char *ckpt__iobuf_map(size_t len)
 	base = (unsigned char *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
 	if (base > raw)
 		munmap(raw, (size_t)(base - raw));
-	if (raw + HUGE > base)
-		munmap(base + len, (size_t)(raw + HUGE - base));
+	munmap(base + len, (size_t)(raw + HUGE - base));        /* the tail: never empty */
 	madvise(base, len, MADV_HUGEPAGE);      /* a request: refused where huge pages are off */
 	madvise(base, len, MADV_DONTFORK);
-	/* populated now, not at the first transfer: MADV_POPULATE_WRITE (Linux 5.14), else a write per page */
+	/*
+	 * Populated now, not at the first transfer: MADV_POPULATE_WRITE (Linux
+	 * 5.14), else (EINVAL: an older kernel) a write per page. Out of memory:
+	 * NULL, and the caller goes without, rather than a fault later.
+	 */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
 	if (madvise(base, len, MADV_POPULATE_WRITE) != 0) {
+		if (errno != EINVAL) {
+			munmap(base, len);
+			return NULL;
+		}
 		long pg = sysconf(_SC_PAGESIZE);
 		for (size_t i = 0; i < len; i += (size_t)(pg > 0 ? pg : 4096))
 			base[i] = 0;
