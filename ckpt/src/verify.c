@@ -178,10 +178,11 @@ static int shard_verify_plain(ckpt_io *io, const char *name, const ckpt_manifest
 	}
 	size = (uint64_t)sb.st_size;     /* of the safetensors bytes: the plaintext's, when sealed */
 	/*
-	 * A sealed file is read ahead by a thread with O_DIRECT, so that the
-	 * device works while this thread decrypts and the page cache costs no
-	 * CPU (into the ring the key keeps for its writers, if it is free); a plain one is read straight into the state behind the kernel's
-	 * readahead, which measured faster when the CPU only hashes (bench_ckpt).
+	 * A sealed file is read ahead by threads with O_DIRECT, into the ring
+	 * the key keeps for its writers if it is free, so that the device works
+	 * while this thread decrypts and the page cache costs no CPU; a plain
+	 * one is read straight into the state behind the kernel's readahead,
+	 * which measured faster when the CPU only hashes (bench_ckpt).
 	 */
 	if (m->sealed && io->seal)
 		ring = ckpt__seal_ring_lend(io->seal, &ring_len);

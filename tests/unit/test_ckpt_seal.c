@@ -482,17 +482,12 @@ static void test_seal__large_file_through_the_streams(void **state)
 	free(out);
 }
 
-/* Buffers for O_DIRECT mapped in this process (ckpt__iobuf_map): the key's ring, a reader's own, a writer's stage. */
-static long ring_mappings(void)
-{
-	return ckpt__iobufs_live();
-}
-
 /*
  * A key made for a state big enough for the sealer thread maps its writer's
  * ring at once (ckpt__seal_prepare, from ckpt_open), a small one does not;
  * a large sealed file then writes from that ring and gives it back, and the
- * key's end unmaps it.
+ * key's end unmaps it. (ckpt__iobufs_live counts the buffers for O_DIRECT:
+ * the key's ring, a write stream's stage, a reader's own ring.)
  */
 static void test_seal__ring_mapped_ahead_for_a_large_state_only(void **state)
 {
@@ -507,28 +502,28 @@ static void test_seal__ring_mapped_ahead_for_a_large_state_only(void **state)
 	unsigned char *buf = calloc(1, len);
 
 	assert_non_null(buf);
-	assert_int_equal(ring_mappings(), 0);
+	assert_int_equal(ckpt__iobufs_live(), 0);
 	assert_int_equal(ckpt__seal_key_load(&k, f->key, why, sizeof why), 0);
 	ckpt__seal_prepare(k, 1 << 20);
-	assert_int_equal(ring_mappings(), 0);
+	assert_int_equal(ckpt__iobufs_live(), 0);
 	ckpt__seal_prepare(k, len);
-	assert_int_equal(ring_mappings(), 1);
+	assert_int_equal(ckpt__iobufs_live(), 1);
 	ckpt__seal_prepare(k, len);            /* one is enough */
-	assert_int_equal(ring_mappings(), 1);
+	assert_int_equal(ckpt__iobufs_live(), 1);
 	snprintf(p, sizeof p, "%s/big", f->dir);
 	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(ckpt__wstream_open(&ws, &io, fd, p, len), 0);
 	assert_int_equal(ckpt__sealw_begin(&w, k, &io, ws, p, 40, 1, "big", len), 0);
-	assert_int_equal(ring_mappings(), 2);  /* the same ring, not a second one; and the stream's stage */
+	assert_int_equal(ckpt__iobufs_live(), 2);  /* the same ring, not a second one; and the stream's stage */
 	assert_int_equal(ckpt__sealw_write(w, buf, len), 0);
 	assert_int_equal(ckpt__sealw_end(w, &size, &ident), 0);
 	assert_int_equal(ckpt__wstream_finish(ws), 0);
 	ckpt__wstream_close(ws);
 	close(fd);
-	assert_int_equal(ring_mappings(), 1);
+	assert_int_equal(ckpt__iobufs_live(), 1);
 	ckpt__seal_key_free(k);
-	assert_int_equal(ring_mappings(), 0);
+	assert_int_equal(ckpt__iobufs_live(), 0);
 	free(buf);
 }
 
@@ -568,14 +563,14 @@ static void test_seal__reader_borrows_the_keys_ring(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(fstat(fd, &st), 0);
 	assert_int_equal(ckpt__stream_open(&in, &io, fd, p, (uint64_t)st.st_size, true, ring, ring_len), 0);
-	assert_int_equal(ring_mappings(), 1);                   /* the key's, no other */
+	assert_int_equal(ckpt__iobufs_live(), 1);                   /* the key's, no other */
 	int fd2 = open(p, O_RDONLY);                            /* a reader with nothing to borrow */
 	assert_true(fd2 >= 0);
 	assert_int_equal(ckpt__stream_open(&in2, &io, fd2, p, (uint64_t)st.st_size, true, NULL, 0), 0);
-	assert_int_equal(ring_mappings(), 2);
+	assert_int_equal(ckpt__iobufs_live(), 2);
 	ckpt__stream_close(in2);
 	close(fd2);
-	assert_int_equal(ring_mappings(), 1);
+	assert_int_equal(ckpt__iobufs_live(), 1);
 
 	assert_int_equal(ckpt__sealr_begin(&r, k, &io, in, NULL, p, (uint64_t)st.st_size, 40, 1, "big", &plain, &ident),
 			 0);
@@ -589,13 +584,13 @@ static void test_seal__reader_borrows_the_keys_ring(void **state)
 	for (size_t i = 0; i < len; i++)
 		if (out[i] != (unsigned char)(i * 7 + 1))
 			fail_msg("byte %zu differs", i);
-	assert_int_equal(ring_mappings(), 1);    /* not unmapped by the stream */
+	assert_int_equal(ckpt__iobufs_live(), 1);    /* not unmapped by the stream */
 	ckpt__seal_ring_return(k, ring, ring_len);
 	assert_ptr_equal(ckpt__seal_ring_lend(k, &len2), ring);        /* the key's again */
 	assert_int_equal(len2, ring_len);
 	ckpt__seal_ring_return(k, ring, ring_len);
 	ckpt__seal_key_free(k);
-	assert_int_equal(ring_mappings(), 0);
+	assert_int_equal(ckpt__iobufs_live(), 0);
 	free(out);
 }
 
