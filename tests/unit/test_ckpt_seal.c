@@ -343,6 +343,20 @@ static void test_open__root_owned_by_another_user_is_refused(void **state)
 
 static ckpt_seal_key test_key = { .k = "0123456789abcdef0123456789abcdef", .chunk = 4096 };
 
+/* Byte i of what seal_file seals. */
+static unsigned char pattern(size_t i)
+{
+	return (unsigned char)(i * 7 + 1);
+}
+
+/* out holds the len bytes seal_file sealed, or the test fails naming what and the first byte that differs. */
+static void expect_pattern(const unsigned char *out, size_t len, const char *what)
+{
+	for (size_t i = 0; i < len; i++)
+		if (out[i] != pattern(i))
+			fail_msg("%s: byte %zu differs", what, i);
+}
+
 /* Seal len bytes (pattern) as (step, rank, name) into path; returns the file's size. */
 static uint64_t seal_file(const char *p, size_t len, uint64_t step, int rank, const char *name)
 {
@@ -355,7 +369,7 @@ static uint64_t seal_file(const char *p, size_t len, uint64_t step, int rank, co
 	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
 	for (size_t i = 0; i < len; i++)
-		buf[i] = (unsigned char)(i * 7 + 1);
+		buf[i] = pattern(i);
 	assert_true(fd >= 0);
 	assert_int_equal(ckpt__wstream_open(&ws, &io, fd, p, len), 0);
 	assert_int_equal(ckpt__sealw_begin(&w, &test_key, &io, ws, p, step, rank, name, len), 0);
@@ -422,8 +436,7 @@ static void test_seal__associated_data_binds_step_rank_and_name(void **state)
 	snprintf(p, sizeof p, "%s/f", f->dir);
 	seal_file(p, sizeof out, 40, 1, "rank-00001.safetensors");
 	assert_int_equal(unseal_file(p, out, sizeof out, 40, 1, "rank-00001.safetensors", &e), 0);
-	for (size_t i = 0; i < sizeof out; i++)
-		assert_int_equal(out[i], (unsigned char)(i * 7 + 1));
+	expect_pattern(out, sizeof out, "unsealed");
 	assert_int_equal(unseal_file(p, out, sizeof out, 50, 1, "rank-00001.safetensors", &e), -CKPT_ECORRUPT);
 	assert_non_null(strstr(e.msg, "authentication failed at chunk 0"));
 	assert_int_equal(unseal_file(p, out, sizeof out, 40, 2, "rank-00001.safetensors", &e), -CKPT_ECORRUPT);
@@ -468,9 +481,7 @@ static void test_seal__large_file_through_the_streams(void **state)
 	uint64_t size = seal_file(p, len, 40, 1, "big");
 	assert_int_equal(size, CKPT_SEAL_PREAMBLE + (len / 4096) * (4096 + 17) + 17);
 	assert_int_equal(unseal_file(p, out, len, 40, 1, "big", &e), 0);
-	for (size_t i = 0; i < len; i++)
-		if (out[i] != (unsigned char)(i * 7 + 1))
-			fail_msg("byte %zu differs", i);
+	expect_pattern(out, len, "unsealed");
 	fx_flip(p, CKPT_SEAL_PREAMBLE + 4000 * (4096 + 17) + 5);
 	assert_int_equal(unseal_file(p, out, len, 40, 1, "big", &e), -CKPT_ECORRUPT);
 	assert_non_null(strstr(e.msg, "authentication failed at chunk 4000"));
@@ -581,9 +592,7 @@ static void test_seal__reader_borrows_the_keys_ring(void **state)
 	ckpt__sealr_free(r);
 	ckpt__stream_close(in);
 	close(fd);
-	for (size_t i = 0; i < len; i++)
-		if (out[i] != (unsigned char)(i * 7 + 1))
-			fail_msg("byte %zu differs", i);
+	expect_pattern(out, len, "read through the key's ring");
 	assert_int_equal(ckpt__iobufs_live(), 1);    /* not unmapped by the stream */
 	ckpt__seal_ring_return(k, ring, ring_len);
 	assert_ptr_equal(ckpt__seal_ring_lend(k, &len2), ring);        /* the key's again */
@@ -618,9 +627,9 @@ static void test_seal__pairs_read_as_one_at_a_time_does(void **state)
 		assert_int_equal(unseal_pieces(p, a, len, pieces[k], 1, 40, 1, "x", &ea), 0);
 		assert_int_equal(unseal_pieces(p, b, len, pieces[k], 0, 40, 1, "x", &eb), 0);
 		assert_memory_equal(a, b, len);
-		for (size_t i = 0; i < len; i++)
-			if (a[i] != (unsigned char)(i * 7 + 1))
-				fail_msg("piece %zu: byte %zu differs", pieces[k], i);
+		char what[64];
+		snprintf(what, sizeof what, "piece %zu", pieces[k]);
+		expect_pattern(a, len, what);
 	}
 	for (size_t c = 0; c < nchunks; c++) {
 		seal_file(p, len, 40, 1, "x");
